@@ -1,0 +1,46 @@
+# Two entry points: `make run` and `make test`. Both install what is missing first
+# (Debian packages and a virtual environment), idempotently, so a fresh machine
+# needs nothing but Python 3.11 and access to the package registries.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+APT_PACKAGES := apertium apertium-eng-spa wordnet-base
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# The stamp changes with pyproject.toml, so editing dependencies reinstalls.
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# dvc.yaml calls `python -m tasks.cli`: the venv must come first on PATH.
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: install apt run repro test test-all clean-venv
+
+install: apt $(STAMP)
+
+apt:
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES); }
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+## Run the whole DAG as a Prefect flow (offline default: the demo data set).
+run: install
+	$(BIN)/python -m tasks.cli run
+
+## The same DAG through DVC alone.
+repro: install
+	$(BIN)/dvc repro
+
+## The default suite (under ~10 minutes on 2 cores).
+test: install
+	$(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

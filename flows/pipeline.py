@@ -1,0 +1,163 @@
+"""The retraining DAG as a Prefect flow, derived from dvc.yaml.
+
+Prefect decides when and where; DVC decides what is stale. Each Prefect task
+runs one stage with `dvc repro --single-item`, so a stage whose inputs did not
+change is skipped by DVC, and after a flow run `dvc status` is clean. Prefect
+result caching is off: it keys on task inputs, not on file contents.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks.config import load_params
+from tasks.io import read_json
+
+ERROR_PREFIX = "error: "
+
+
+class StageFailed(RuntimeError):
+    """A DVC stage exited non-zero; the message is what the stage said."""
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    retries: int = 0
+
+
+@dataclass
+class StageResult:
+    name: str
+    ran: bool
+    seconds: float
+    output: list[str] = field(default_factory=list)
+
+
+def dvc_stages(root: Path) -> list[StageSpec]:
+    """The stages of `root/dvc.yaml` in dependency order (file order among equals), with meta.retries."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        stages = [s for s in repo.index.stages if s.path_in_repo == "dvc.yaml"]
+        position = {stage: i for i, stage in enumerate(stages)}
+        # DVC's edges point from a stage to the stages it depends on.
+        graph = repo.index.graph.reverse(copy=True).subgraph(stages)
+        ordered = nx.lexicographical_topological_sort(graph, key=lambda stage: position[stage])
+        return [StageSpec(stage.name, int((stage.meta or {}).get("retries", 0))) for stage in ordered]
+
+
+def _environment() -> dict[str, str]:
+    """dvc.yaml calls `python`: make it this interpreter's environment."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _failure_message(name: str, code: int, output: list[str]) -> str:
+    """What the stage itself said went wrong (its `error:` block), else the output's tail."""
+    starts = [i for i, line in enumerate(output) if line.startswith(ERROR_PREFIX)]
+    if starts:
+        said = output[starts[-1]:]
+        said[0] = said[0][len(ERROR_PREFIX):]
+        said = [line for line in said if not line.startswith("ERROR: failed to reproduce")]
+    else:
+        said = output[-30:]
+    return f"stage '{name}' failed (exit {code}):\n" + "\n".join(said).strip()
+
+
+def repro_stage(root: Path, name: str) -> StageResult:
+    """`dvc repro --single-item <name>` in `root`, streaming its output to the run log."""
+    logger = get_run_logger()
+    dvc = Path(sys.executable).parent / "dvc"
+    started = time.perf_counter()
+    process = subprocess.Popen([str(dvc), "repro", "--single-item", name], cwd=root, env=_environment(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    output: list[str] = []
+    for raw in process.stdout:
+        line = raw.rstrip("\n").split("\r")[-1].rstrip()  # progress bars: keep their last state
+        if line:
+            output.append(line)
+            logger.info(line)
+    code = process.wait()
+    if code != 0:
+        raise StageFailed(_failure_message(name, code, output))
+    ran = any(line.startswith(f"Running stage '{name}'") for line in output)
+    return StageResult(name, ran, round(time.perf_counter() - started, 2), output)
+
+
+def _metric(root: Path, metrics_dir: Path, name: str) -> dict[str, Any]:
+    path = metrics_dir / f"{name}.json"
+    return read_json(path) if path.exists() else {}
+
+
+def report_markdown(root: Path, results: list[StageResult], failure: str | None) -> str:
+    """The run report: what each stage did, the headline metrics and the gate decision."""
+    params = load_params(root)
+    metrics_dir = params.path("metrics")
+    lines = ["# Retraining run", "", f"Source: `{params.data.source}`", "",
+             "| stage | action | seconds |", "|---|---|---|"]
+    lines += [f"| {r.name} | {'ran' if r.ran else 'up to date (skipped by DVC)'} | {r.seconds} |" for r in results]
+    evaluate, quantize = _metric(root, metrics_dir, "evaluate"), _metric(root, metrics_dir, "quantize")
+    if evaluate:
+        lines += ["", "## Test metrics", "", "| model | accuracy | macro-F1 |", "|---|---|---|",
+                  f"| PyTorch | {evaluate['accuracy']:.4f} | {evaluate['macro_f1']:.4f} |"]
+        if quantize:
+            lines.append(f"| ONNX int8 | {quantize['accuracy']:.4f} | |")
+    gate_md = params.path("reports") / "gate.md"
+    if gate_md.exists():
+        lines += ["", gate_md.read_text(encoding="utf-8")]
+    promotion = params.path("reports") / "promotion.json"
+    if promotion.exists() and failure is None:
+        lines += ["", f"Promotion: `{promotion.read_text(encoding='utf-8').strip()}`"]
+    if failure:
+        lines += ["", "## Run failed", "", "```", failure, "```"]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="retraining-pipeline", log_prints=True)
+def pipeline(root: str = ".") -> dict[str, str]:
+    """Run every dvc.yaml stage in order; DVC skips the up-to-date ones.
+
+    Returns:
+        {stage name: "ran" | "skipped"}.
+    Raises:
+        StageFailed: a stage failed (for the gate: the gate report); later stages do not run.
+    """
+    workspace = Path(root).resolve()
+    load_params(workspace)  # a bad params.yaml fails here, before any stage
+    results: list[StageResult] = []
+    failure: str | None = None
+    # One pipeline per workspace at a time: DVC itself refuses concurrent runs.
+    (workspace / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
+    with FileLock(str(workspace / ".dvc" / "tmp" / "pipeline.lock")):
+        try:
+            for spec in dvc_stages(workspace):
+                stage_task = task(repro_stage, name=f"dvc-{spec.name}", cache_policy=NO_CACHE,
+                                  persist_result=False, retries=spec.retries, retry_delay_seconds=10)
+                results.append(stage_task(workspace, spec.name))
+        except StageFailed as exc:
+            failure = str(exc)
+            raise
+        finally:
+            create_markdown_artifact(key="retraining-report", markdown=report_markdown(workspace, results, failure),
+                                     description="Stages, test metrics and the gate decision of this run")
+    return {r.name: "ran" if r.ran else "skipped" for r in results}
+
+
+if __name__ == "__main__":
+    pipeline()

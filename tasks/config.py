@@ -1,0 +1,210 @@
+"""Typed, validated view of params.yaml: the only place defaults live.
+
+Every model forbids unknown keys and declares no defaults, so a typo or a
+missing key in params.yaml fails loudly with the key's dotted name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+PARAMS_FILE = "params.yaml"
+Policy = Literal["fail", "quarantine"]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or has a bad key or value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_str_list(value: object) -> object:
+    """Accept one name or a list of names; labels may be written as numbers."""
+    if isinstance(value, (str, int)):
+        value = [value]
+    if isinstance(value, list):
+        return [str(v) if isinstance(v, (int, str)) else v for v in value]
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_str_list)]
+
+
+class PathsConfig(_Section):
+    raw: Path
+    validated: Path
+    quarantine: Path
+    train_split: Path
+    val_split: Path
+    test_split: Path
+    augmented: Path
+    model: Path
+    predictions: Path
+    onnx: Path
+    quantized: Path
+    metrics: Path
+    reports: Path
+    registry: Path
+    cache: Path
+
+
+class DemoConfig(_Section):
+    rows: Annotated[int, Field(ge=20)]
+    label_noise: Annotated[float, Field(ge=0.0, lt=0.5)]
+    seed: int
+
+
+class DataConfig(_Section):
+    source: Annotated[str, Field(min_length=1)]
+    text_column: Annotated[StrList, Field(min_length=1)]
+    label_column: Annotated[str, Field(min_length=1)]
+    labels: Annotated[StrList, Field(min_length=2)]
+    demo: DemoConfig
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be unique, got {labels}")
+        return labels
+
+
+class RulesConfig(_Section):
+    text_present: Policy
+    text_length: Policy
+    label_in_set: Policy
+    duplicate_text: Policy
+
+
+class ValidateConfig(_Section):
+    min_chars: Annotated[int, Field(ge=1)]
+    max_chars: Annotated[int, Field(ge=1)]
+    min_rows: Annotated[int, Field(ge=1)]
+    rules: RulesConfig
+
+
+class SplitConfig(_Section):
+    val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)]
+    test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)]
+    seed: int
+    max_train_rows: Annotated[int, Field(ge=10)] | None
+
+
+class SynonymConfig(_Section):
+    ratio: Fraction
+    replace_fraction: Annotated[float, Field(gt=0.0, le=1.0)]
+    protected_words: list[str]
+
+
+class BackTranslationConfig(_Section):
+    ratio: Fraction
+    engine: Literal["apertium"]
+    pivot: Literal["spa"]
+    batch_size: Annotated[int, Field(ge=1)]
+
+
+class AugmentConfig(_Section):
+    seed: int
+    synonym: SynonymConfig
+    backtranslation: BackTranslationConfig
+
+
+class TrainConfig(_Section):
+    base_model: Annotated[str, Field(min_length=1)]
+    max_length: Annotated[int, Field(ge=8, le=4096)]
+    epochs: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)]
+    weight_decay: Annotated[float, Field(ge=0.0)]
+    warmup_ratio: Fraction
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
+    early_stopping_patience: Annotated[int, Field(ge=1)]
+    seed: int
+
+
+class EvaluateConfig(_Section):
+    batch_size: Annotated[int, Field(ge=1)]
+
+
+class ExportConfig(_Section):
+    opset: Annotated[int, Field(ge=14, le=23)]
+    batch_size: Annotated[int, Field(ge=1)]
+
+
+class QuantizeConfig(_Section):
+    per_channel: bool
+    batch_size: Annotated[int, Field(ge=1)]
+
+
+class GateConfig(_Section):
+    min_accuracy: Fraction
+    min_onnx_agreement: Fraction
+    min_int8_agreement: Fraction
+    max_int8_accuracy_drop: Fraction
+    max_drop_vs_production: Fraction
+
+
+class Params(_Section):
+    paths: PathsConfig
+    data: DataConfig
+    validate_: Annotated[ValidateConfig, Field(alias="validate")]
+    split: SplitConfig
+    augment: AugmentConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    export: ExportConfig
+    quantize: QuantizeConfig
+    gate: GateConfig
+
+    # The repo root all relative paths are resolved against (not from the file).
+    root: Annotated[Path, Field(exclude=True)] = Path(".")
+
+    def path(self, name: str) -> Path:
+        """Absolute path of the `paths.<name>` entry."""
+        value: Path = getattr(self.paths, name)
+        return value if value.is_absolute() else self.root / value
+
+
+def _format_errors(error: ValidationError, file: Path) -> str:
+    lines = [f"{file}: invalid parameters:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        elif item["type"] == "missing":
+            lines.append(f"  {key}: missing key")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_params(root: Path | str = ".", file: str = PARAMS_FILE) -> Params:
+    """Load and validate `<root>/params.yaml`.
+
+    Raises:
+        ConfigError: the file is missing or unparsable, or a key is unknown,
+            missing or has a bad value; the message names every such key.
+    """
+    root = Path(root).resolve()
+    path = root / file
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    if "root" in raw:
+        raise ConfigError(f"{path}: root: unknown key")
+    try:
+        return Params.model_validate({**raw, "root": root})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, path)) from None

@@ -1,0 +1,66 @@
+"""Stage `export`: the candidate to ONNX (dynamic batch and sequence axes), checked.
+
+The folder it writes is self-contained: graph, tokenizer and label names.
+Parity with PyTorch is measured on the test split against the logits the
+evaluate stage saved.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tasks.config import Params
+from tasks.evaluate import load_predictions, model_labels
+from tasks.io import TEXT, atomic_dir, read_table, write_json
+from tasks.metrics import agreement
+from tasks.onnx_model import TOKENIZER_FILE, ClassifierInfo, OnnxClassifier
+
+MODEL_FILE = "model.onnx"
+
+
+def export_onnx(model_dir: Path, out_file: Path, opset: int) -> list[str]:
+    """Export a Hugging Face sequence classifier; returns the graph's input names."""
+    import onnx
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # Eager attention traces to plain MatMul/Softmax, which ORT fuses and quantizes well.
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, use_safetensors=True, attn_implementation="eager").eval()
+    sample = tokenizer(["an example sentence", "another, somewhat longer example sentence"],
+                       padding=True, return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return self.inner(**dict(zip(names, inputs))).logits
+
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
+    with torch.inference_mode():
+        torch.onnx.export(LogitsOnly(model), tuple(sample[n] for n in names), str(out_file), dynamo=False,
+                          input_names=names, output_names=["logits"], opset_version=opset,
+                          dynamic_axes={**axes, "logits": {0: "batch"}})
+    onnx.checker.check_model(str(out_file), full_check=True)
+    return names
+
+
+def run(params: Params) -> None:
+    """Stage entry point: export, check, and measure parity with PyTorch on the test split."""
+    model_dir, target = params.path("model"), params.path("onnx")
+    reference, _ = load_predictions(params.path("predictions"))
+    texts = list(read_table(params.path("test_split"))[TEXT])
+    with atomic_dir(target) as staging:
+        inputs = export_onnx(model_dir, staging / MODEL_FILE, params.export.opset)
+        shutil.copy(model_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        ClassifierInfo(model_labels(model_dir), params.train.max_length).save(staging)
+        logits = OnnxClassifier(staging, MODEL_FILE).logits(texts, params.export.batch_size)
+    report = {"inputs": inputs, "opset": params.export.opset,
+              "size_bytes": (target / MODEL_FILE).stat().st_size, **agreement(reference, logits)}
+    write_json(params.path("metrics") / "export.json", report)
+    print(f"export: {report}")

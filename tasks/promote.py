@@ -1,0 +1,63 @@
+"""Stage `promote`: make a gated candidate the production model, with its lineage."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tasks.config import Params
+from tasks.io import file_md5, read_json, write_json
+from tasks.quantize import INT8_FILE
+from tasks.registry import Registry, RegistryError
+
+
+def git_commit(root: Path) -> str:
+    """HEAD's commit, marked `-dirty` when tracked files differ from it; `unknown` outside git."""
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        return "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def lineage(params: Params) -> dict[str, Any]:
+    """What produced the candidate: data hashes (as in dvc.lock), params, code, metrics."""
+    metrics = params.path("metrics")
+    return {
+        "model_md5": file_md5(params.path("quantized") / INT8_FILE),
+        "data": {"source": params.data.source,
+                 "validated_md5": file_md5(params.path("validated")),
+                 "train_md5": file_md5(params.path("augmented")),
+                 "test_md5": file_md5(params.path("test_split"))},
+        "git_commit": git_commit(params.root),
+        "params": params.model_dump(mode="json", by_alias=True),
+        "metrics": {name: read_json(metrics / f"{name}.json") for name in ("evaluate", "quantize", "gate")},
+    }
+
+
+def promote(params: Params) -> dict[str, Any]:
+    """Register the quantized candidate and point production at it; a no-op if it already serves."""
+    gate = read_json(params.path("metrics") / "gate.json")
+    if not gate.get("passed"):
+        raise RegistryError("the gate did not pass for this candidate: refusing to promote")
+    registry = Registry(params.path("registry"))
+    with registry.locked():
+        record = lineage(params)
+        current = registry.production()
+        if current is not None and current.get("model_md5") == record["model_md5"]:
+            return {"promoted": False, "version": current["version"], "reason": "candidate already serves"}
+        version = registry.register(params.path("quantized"), record)
+        registry.set_production(version, reason="promoted by the pipeline after a passed gate")
+    return {"promoted": True, "version": version, "previous": current["version"] if current else None,
+            "model_md5": record["model_md5"], "git_commit": record["git_commit"]}
+
+
+def run(params: Params) -> None:
+    """Stage entry point: promote and write reports/promotion.json."""
+    outcome = promote(params)
+    write_json(params.path("reports") / "promotion.json", outcome)
+    print(f"promote: {outcome}")
