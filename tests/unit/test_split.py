@@ -1,0 +1,34 @@
+import pandas as pd
+
+from tasks.split import split
+
+
+def frame(n: int, with_split: str | None = None) -> pd.DataFrame:
+    return pd.DataFrame({"text": [f"t{i}" for i in range(n)], "label": ["a" if i % 4 else "b" for i in range(n)],
+                         "split": with_split, "row_id": [str(i) for i in range(n)]})
+
+
+def test_stratified_seeded_and_disjoint(make_params):
+    config = make_params({"split": {"val_fraction": 0.1, "test_fraction": 0.2}}).split
+    parts = split(frame(1000), config)
+    assert {k: len(v) for k, v in parts.items()} == {"train": 700, "val": 100, "test": 200}
+    for part in parts.values():
+        assert abs((part["label"] == "b").mean() - 0.25) < 0.02
+    ids = [set(p["row_id"]) for p in parts.values()]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    again = split(frame(1000), config)
+    assert all(parts[k]["row_id"].tolist() == again[k]["row_id"].tolist() for k in parts)
+
+
+def test_source_splits_are_kept_and_missing_val_is_carved(make_params):
+    config = make_params().split
+    source = pd.concat([frame(500, "train"), frame(100, "test").assign(row_id=lambda f: "t" + f.row_id)])
+    parts = split(source, config)
+    assert parts["test"]["row_id"].str.startswith("t").all() and len(parts["test"]) == 100
+    assert len(parts["val"]) > 0 and len(parts["train"]) + len(parts["val"]) == 500
+
+
+def test_max_train_rows_subsamples_train_only(make_params):
+    config = make_params({"split": {"max_train_rows": 100}}).split
+    parts = split(frame(1000), config)
+    assert len(parts["train"]) == 100 and len(parts["test"]) == 150
