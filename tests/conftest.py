@@ -22,7 +22,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Offline, and Prefect's database in a throwaway home, before anything imports them.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("PREFECT_HOME", str(Path(config.rootpath) / ".pytest_cache" / "prefect"))
+    prefect_home = Path(os.environ.setdefault("PREFECT_HOME", str(Path(config.rootpath) / ".pytest_cache" / "prefect")))
+    prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect's SQLite cannot create its folder
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
 
 
