@@ -50,7 +50,8 @@ def promote(params: Params) -> dict[str, Any]:
         current = registry.production()
         if current is not None and current.get("model_md5") == record["model_md5"]:
             return {"promoted": False, "version": current["version"], "reason": "candidate already serves"}
-        version = registry.register(params.path("quantized"), record)
+        # The same model may already be registered (production pointer lost or moved by hand).
+        version = registry.find(record["model_md5"]) or registry.register(params.path("quantized"), record)
         registry.set_production(version, reason="promoted by the pipeline after a passed gate")
     return {"promoted": True, "version": version, "previous": current["version"] if current else None,
             "model_md5": record["model_md5"], "git_commit": record["git_commit"]}

@@ -62,6 +62,14 @@ class Registry:
             return []
         return sorted(p.name for p in self.versions.iterdir() if _VERSION.match(p.name))
 
+    def find(self, model_md5: str) -> str | None:
+        """The newest complete version holding this exact model, if any."""
+        for version in reversed(self.list_versions()):
+            record = self.versions / version / VERSION_FILE
+            if record.exists() and read_json(record).get("model_md5") == model_md5:
+                return version
+        return None
+
     def _next_version(self) -> str:
         numbers = [int(_VERSION.match(v).group(1)) for v in self.list_versions()]  # type: ignore[union-attr]
         return f"v{max(numbers, default=0) + 1:04d}"

@@ -58,12 +58,17 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     assert "max_drop_vs_production" in [rule["name"] for rule in gate["rules"]]
     assert json.loads((repo / "reports" / "promotion.json").read_text())["promoted"] is False
 
-    # 4. After `dvc repro`, a Prefect run does no stage work.
+    # 4. A lost production pointer (fresh clone, wiped registry) makes DVC re-run promotion only.
+    pointer.unlink()
+    assert ran_stages(dvc(repo, "repro").stdout) == ["promote"]
+    assert json.loads(pointer.read_text())["version"] == "v0001"
+
+    # 5. After `dvc repro`, a Prefect run does no stage work.
     again = flow(repo)
     assert ran_stages(again.stdout + again.stderr) == []
     assert UP_TO_DATE in dvc(repo, "status").stdout
 
-    # 5. Broken rows fail validate with a readable report; production and good data are untouched.
+    # 6. Broken rows fail validate with a readable report; production and good data are untouched.
     production_before = pointer.read_bytes()
     validated = repo / "data" / "validated" / "dataset.parquet"
     validated_before = validated.read_bytes()
@@ -79,7 +84,7 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     assert "incoming.csv:123" in message
     assert pointer.read_bytes() == production_before and validated.read_bytes() == validated_before
 
-    # 6. A candidate that misses a gate rule is rejected with the rule named; production stays.
+    # 7. A candidate that misses a gate rule is rejected with the rule named; production stays.
     set_params(repo, deep_merge(base, {"gate": {"min_accuracy": 1.0}}))
     rejected = flow(repo, check=False)
     assert rejected.returncode == 1

@@ -43,6 +43,7 @@ def test_registry_versions_and_pointer(tmp_path):
     assert registry.production()["version"] == "v0001"  # registering does not promote
     registry.set_production(v2, "second")
     assert registry.production()["model_md5"] == "b"
+    assert registry.find("a") == "v0001" and registry.find("zzz") is None
     history = [json.loads(line) for line in registry.history.read_text().splitlines()]
     assert [(h["from"], h["to"]) for h in history] == [(None, "v0001"), ("v0001", "v0002")]
     with pytest.raises(RegistryError):
