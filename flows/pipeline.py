@@ -154,7 +154,9 @@ def pipeline(root: str = ".") -> dict[str, str]:
             failure = str(exc)
             raise
         finally:
-            create_markdown_artifact(key="retraining-report", markdown=report_markdown(workspace, results, failure),
+            report = report_markdown(workspace, results, failure)
+            get_run_logger().info(report)
+            create_markdown_artifact(key="retraining-report", markdown=report,
                                      description="Stages, test metrics and the gate decision of this run")
     return {r.name: "ran" if r.ran else "skipped" for r in results}
 
