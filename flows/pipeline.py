@@ -64,6 +64,7 @@ def _environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("TQDM_MININTERVAL", "5")  # progress bars become log lines: one per 5 s is plenty
     return env
 
 
@@ -100,7 +101,7 @@ def repro_stage(root: Path, name: str) -> StageResult:
     return StageResult(name, ran, round(time.perf_counter() - started, 2), output)
 
 
-def _metric(root: Path, metrics_dir: Path, name: str) -> dict[str, Any]:
+def _metric(metrics_dir: Path, name: str) -> dict[str, Any]:
     path = metrics_dir / f"{name}.json"
     return read_json(path) if path.exists() else {}
 
@@ -112,7 +113,7 @@ def report_markdown(root: Path, results: list[StageResult], failure: str | None)
     lines = ["# Retraining run", "", f"Source: `{params.data.source}`", "",
              "| stage | action | seconds |", "|---|---|---|"]
     lines += [f"| {r.name} | {'ran' if r.ran else 'up to date (skipped by DVC)'} | {r.seconds} |" for r in results]
-    evaluate, quantize = _metric(root, metrics_dir, "evaluate"), _metric(root, metrics_dir, "quantize")
+    evaluate, quantize = _metric(metrics_dir, "evaluate"), _metric(metrics_dir, "quantize")
     if evaluate:
         lines += ["", "## Test metrics", "", "| model | accuracy | macro-F1 |", "|---|---|---|",
                   f"| PyTorch | {evaluate['accuracy']:.4f} | {evaluate['macro_f1']:.4f} |"]
