@@ -61,36 +61,20 @@ def test_relative_source_resolves_against_repo_root(tmp_path, make_params):
     assert len(ingest(params.data, params.root)) == 1
 
 
-def test_ragged_row_names_file_and_line(tmp_path, make_params):
-    path = tmp_path / "bad.tsv"
-    path.write_text("label\ttext\npos\tgood\nneg\tbad\textra field\n")
-    params = make_params({"data": {"source": str(path), "labels": ["neg", "pos"]}})
-    with pytest.raises(DataError, match=r"bad\.tsv:3: expected 2 fields"):
+@pytest.mark.parametrize("name, content, error", [
+    ("bad.tsv", b"label\ttext\npos\tgood\nneg\tbad\textra field\n", r"bad\.tsv:3: expected 2 fields"),
+    ("latin.csv", "text,label\ncaf\xe9,pos\n".encode("latin-1"), r"latin\.csv.*not UTF-8"),
+    ("cols.csv", b"body,label\nhello,pos\n", r"cols\.csv:1: no text column.*\['body', 'label'\]"),
+    ("empty.csv", b"text,label\n", r"empty\.csv.*no data rows"),
+])
+def test_unreadable_file_names_file_line_and_problem(tmp_path, make_params, name, content, error):
+    (tmp_path / name).write_bytes(content)
+    params = make_params({"data": {"source": name, "labels": ["neg", "pos"]}})
+    with pytest.raises(DataError, match=error):
         ingest(params.data, params.root)
 
 
-def test_non_utf8_is_a_data_error(tmp_path, make_params):
-    path = tmp_path / "latin.csv"
-    path.write_bytes("text,label\ncaf\xe9,pos\n".encode("latin-1"))
-    params = make_params({"data": {"source": str(path), "labels": ["neg", "pos"]}})
-    with pytest.raises(DataError, match=r"latin\.csv.*not UTF-8"):
-        ingest(params.data, params.root)
-
-
-def test_missing_text_column_lists_what_is_there(tmp_path, make_params):
-    path = tmp_path / "cols.csv"
-    path.write_text("body,label\nhello,pos\n")
-    params = make_params({"data": {"source": str(path), "labels": ["neg", "pos"]}})
-    with pytest.raises(DataError, match=r"cols\.csv:1: no text column.*\['body', 'label'\]"):
-        ingest(params.data, params.root)
-
-
-def test_header_only_and_missing_source(tmp_path, make_params):
-    path = tmp_path / "empty.csv"
-    path.write_text("text,label\n")
-    params = make_params({"data": {"source": str(path), "labels": ["neg", "pos"]}})
-    with pytest.raises(DataError, match="no data rows"):
-        ingest(params.data, params.root)
+def test_missing_source_is_named(make_params):
     params = make_params({"data": {"source": "nowhere.csv"}})
     with pytest.raises(DataError, match="no such file or folder"):
         ingest(params.data, params.root)
