@@ -21,13 +21,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import load_params
+from tasks.config import PipelineError, load_params
 from tasks.io import read_json
 
 ERROR_PREFIX = "error: "
 
 
-class StageFailed(RuntimeError):
+class StageFailed(PipelineError, RuntimeError):
     """A DVC stage exited non-zero; the message is what the stage said."""
 
 

@@ -12,12 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from tasks.config import ConfigError, Params, load_params
-
-# Errors whose message is the whole story for a person: no traceback.
-_EXPECTED = ("ConfigError", "DataError", "ValidationFailed", "SplitError", "GateRejected", "RegistryError",
-             "ModelNotFound", "EngineError", "WordNetMissing", "FileNotFoundError", "StageFailed")
-
+from tasks.config import ConfigError, Params, PipelineError, load_params
 
 def _stay_offline(params: Params) -> None:
     """Keep the Hugging Face libraries off the network unless the config asks for the Hub."""
@@ -55,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             from flows.pipeline import pipeline
 
             pipeline(root=str(root))
-    except Exception as exc:  # noqa: BLE001 - turn known failures into a clean message
-        if type(exc).__name__ not in _EXPECTED:
-            raise
+    except (PipelineError, FileNotFoundError) as exc:  # the message is the whole story: no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

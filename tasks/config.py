@@ -17,7 +17,11 @@ Policy = Literal["fail", "quarantine"]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-class ConfigError(ValueError):
+class PipelineError(Exception):
+    """A failure whose message tells a person what to fix: shown without a traceback."""
+
+
+class ConfigError(PipelineError, ValueError):
     """params.yaml is missing, unreadable or has a bad key or value."""
 
 

@@ -13,14 +13,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.config import GateConfig, Params
+from tasks.config import GateConfig, Params, PipelineError
 from tasks.io import LABEL, TEXT, read_json, read_table, write_json, write_text
 from tasks.onnx_model import OnnxClassifier
 from tasks.quantize import INT8_FILE
 from tasks.registry import Registry
 
 
-class GateRejected(RuntimeError):
+class GateRejected(PipelineError, RuntimeError):
     """At least one gate rule failed; the message is the Markdown report."""
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
 
-from tasks.config import DataConfig, Params
+from tasks.config import DataConfig, Params, PipelineError
 from tasks.demo_data import generate_reviews
 from tasks.io import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, SPLIT, TEXT, write_table
 
@@ -25,7 +25,7 @@ SPLIT_NAMES = {"train": "train", "training": "train", "dev": "val", "val": "val"
                "valid": "val", "validation": "val", "test": "test"}
 
 
-class DataError(ValueError):
+class DataError(PipelineError, ValueError):
     """The source cannot be read as a labelled text dataset.
 
     The message names the file, and where it applies the line and the field.
@@ -83,13 +83,31 @@ def _records_jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
 
 
 def _records_parquet(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    frame = pd.read_parquet(path)
-    for number, record in enumerate(frame.to_dict(orient="records"), start=1):
-        yield number, record
+    yield from enumerate(pd.read_parquet(path).to_dict(orient="records"), start=1)
+
+
+def _raw_rows(records: Iterable[tuple[int, dict]], config: DataConfig, where: Path, name: str,
+              split: str | None) -> pd.DataFrame:
+    """Turn (line, record) pairs into the raw schema (text, label, split, row id, file, line)."""
+    rows: list[dict[str, object]] = []
+    text_col = label_col = None
+    for line, record in records:
+        if text_col is None:
+            columns = list(record)
+            text_col = _pick_column(columns, config.text_column, where, "text")
+            label_col = _pick_column(columns, [config.label_column], where, "label")
+        if text_col not in record or label_col not in record:
+            raise DataError(where, "row lacks the text or label field", line=line)
+        text, label = record[text_col], record[label_col]
+        rows.append({TEXT: "" if text is None else str(text), LABEL: "" if label is None else str(label),
+                     SPLIT: split, ROW_ID: f"{name}:{line}", SOURCE_FILE: str(where), SOURCE_LINE: line})
+    if not rows:
+        raise DataError(where, "no data rows (only a header, or empty)")
+    return pd.DataFrame.from_records(rows)
 
 
 def read_file(path: Path, config: DataConfig, split: str | None = None) -> pd.DataFrame:
-    """Read one file into the raw schema (text, label, split, row id, file, line).
+    """Read one file into the raw schema.
 
     Raises:
         DataError: unknown format, undecodable bytes, ragged rows, missing columns.
@@ -103,32 +121,12 @@ def read_file(path: Path, config: DataConfig, split: str | None = None) -> pd.Da
         records = _records_parquet(path)
     else:
         records = _records_jsonl(path)
-    rows: list[dict[str, object]] = []
-    text_col = label_col = None
     try:
-        for line, record in records:
-            if text_col is None:
-                columns = list(record)
-                text_col = _pick_column(columns, config.text_column, path, "text")
-                label_col = _pick_column(columns, [config.label_column], path, "label")
-            if text_col not in record or label_col not in record:
-                raise DataError(path, "row lacks the text or label field", line=line)
-            text, label = record[text_col], record[label_col]
-            rows.append({
-                TEXT: "" if text is None else str(text),
-                LABEL: "" if label is None else str(label),
-                SPLIT: split,
-                ROW_ID: f"{path.name}:{line}",
-                SOURCE_FILE: str(path),
-                SOURCE_LINE: line,
-            })
+        return _raw_rows(records, config, path, path.name, split)
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not UTF-8 (byte offset {exc.start}): {exc.reason}") from None
     except csv.Error as exc:
         raise DataError(path, f"malformed delimited data: {exc}") from None
-    if not rows:
-        raise DataError(path, "no data rows (only a header, or empty)")
-    return pd.DataFrame.from_records(rows)
 
 
 def read_folder(folder: Path, config: DataConfig) -> pd.DataFrame:
@@ -158,17 +156,9 @@ def read_hub(dataset_id: str, config: DataConfig) -> pd.DataFrame:
     except Exception as exc:  # the hub client raises many unrelated types offline
         raise DataError(source, f"could not load from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
                                 "This source needs network access; offline, point data.source at local files.") from None
-    frames = []
-    for name, part in loaded.items():
-        frame = part.to_pandas()
-        frame.insert(0, "_line", range(1, len(frame) + 1))
-        rows = []
-        text_col = _pick_column(list(frame.columns), config.text_column, Path(f"{source}[{name}]"), "text")
-        label_col = _pick_column(list(frame.columns), [config.label_column], Path(f"{source}[{name}]"), "label")
-        for line, text, label in zip(frame["_line"], frame[text_col], frame[label_col]):
-            rows.append({TEXT: str(text), LABEL: str(label), SPLIT: SPLIT_NAMES.get(name.lower(), "train"),
-                         ROW_ID: f"{name}:{line}", SOURCE_FILE: f"{source}[{name}]", SOURCE_LINE: int(line)})
-        frames.append(pd.DataFrame.from_records(rows))
+    frames = [_raw_rows(enumerate(part.to_pandas().to_dict(orient="records"), start=1), config,
+                        Path(f"{source}[{name}]"), name, SPLIT_NAMES.get(name.lower(), "train"))
+              for name, part in loaded.items()]
     return pd.concat(frames, ignore_index=True)
 
 

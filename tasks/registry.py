@@ -23,13 +23,14 @@ from typing import Any
 
 from filelock import FileLock
 
+from tasks.config import PipelineError
 from tasks.io import read_json, write_json
 
 VERSION_FILE = "version.json"
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PipelineError, RuntimeError):
     """The registry is inconsistent or an operation on it is not allowed."""
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tasks.config import Params, SplitConfig
+from tasks.config import Params, PipelineError, SplitConfig
 from tasks.io import LABEL, SPLIT, SPLITS, read_table, write_table
 
 
-class SplitError(ValueError):
+class SplitError(PipelineError, ValueError):
     """The data cannot be split as configured."""
 
 

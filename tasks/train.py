@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.config import Params, TrainConfig
+from tasks.config import Params, PipelineError, TrainConfig
 from tasks.io import LABEL, TEXT, atomic_dir, file_md5, read_table, write_json
 
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
                 "classifier_dropout", "seq_classif_dropout")
 
 
-class ModelNotFound(FileNotFoundError):
+class ModelNotFound(PipelineError, FileNotFoundError):
     """train.base_model names no usable model."""
 
 

@@ -18,14 +18,14 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.config import DataConfig, Params, ValidateConfig
+from tasks.config import DataConfig, Params, PipelineError, ValidateConfig
 from tasks.io import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, TEXT, atomic_path, read_table, write_json, write_table
 
 NORMALISED = "_text_normalised"
 EXAMPLES = 5
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(PipelineError, RuntimeError):
     """The data is unfit; the message is the readable summary."""
 
 

@@ -9,6 +9,8 @@ import subprocess
 from collections.abc import Sequence
 from typing import Protocol
 
+from tasks.config import PipelineError
+
 # Apertium's plain-text mode moves words across line breaks; in HTML mode a
 # paragraph is a hard boundary, so one paragraph per sentence keeps rows aligned.
 _PARAGRAPH = re.compile(r"<p>(.*?)</p>", re.DOTALL)
@@ -20,7 +22,7 @@ class BackTranslator(Protocol):
         ...
 
 
-class EngineError(RuntimeError):
+class EngineError(PipelineError, RuntimeError):
     """The translation engine is missing or failed."""
 
 

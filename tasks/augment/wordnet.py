@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from tasks.config import PipelineError
+
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 REQUIRED = [f"{kind}.{pos}" for kind in ("index", "data") for pos in ("noun", "verb", "adj", "adv")]
 LEXNAMES = [
@@ -28,7 +30,7 @@ LEXNAMES = [
 _SYNTACTIC_CATEGORY = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
 
 
-class WordNetMissing(RuntimeError):
+class WordNetMissing(PipelineError, RuntimeError):
     """Debian's WordNet files are not installed."""
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from tasks.ingest import ingest
-from tasks.io import read_table, write_table
+from tasks.io import write_table
 from tasks.validate import ValidationFailed, check, run
 
 
