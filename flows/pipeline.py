@@ -18,7 +18,7 @@ from typing import Any
 
 from filelock import FileLock
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.config import PipelineError, load_params
@@ -113,6 +113,13 @@ def report_markdown(root: Path, results: list[StageResult], failure: str | None)
     lines = ["# Retraining run", "", f"Source: `{params.data.source}`", "",
              "| stage | action | seconds |", "|---|---|---|"]
     lines += [f"| {r.name} | {'ran' if r.ran else 'up to date (skipped by DVC)'} | {r.seconds} |" for r in results]
+    validation = _metric(metrics_dir, "validate")
+    if validation:
+        verdict = "passed" if validation["passed"] else "FAILED (" + ", ".join(validation["failed_rules"]) + ")"
+        lines += ["", f"Validation {verdict}: {validation['rows_kept']} of {validation['rows_read']} rows kept, "
+                      f"{validation['rows_quarantined']} quarantined. Report: "
+                      f"`{params.path('reports') / 'validation.md'}`"
+                      + (f", [Data Docs]({Path(validation['data_docs']).as_uri()})" if validation["data_docs"] else "")]
     evaluate, quantize = _metric(metrics_dir, "evaluate"), _metric(metrics_dir, "quantize")
     if evaluate:
         lines += ["", "## Test metrics", "", "| model | accuracy | macro-F1 |", "|---|---|---|",
@@ -140,7 +147,7 @@ def pipeline(root: str = ".") -> dict[str, str]:
         StageFailed: a stage failed (for the gate: the gate report); later stages do not run.
     """
     workspace = Path(root).resolve()
-    load_params(workspace)  # a bad params.yaml fails here, before any stage
+    params = load_params(workspace)  # a bad params.yaml fails here, before any stage
     results: list[StageResult] = []
     failure: str | None = None
     # One pipeline per workspace at a time: DVC itself refuses concurrent runs.
@@ -158,7 +165,11 @@ def pipeline(root: str = ".") -> dict[str, str]:
             report = report_markdown(workspace, results, failure)
             get_run_logger().info(report)
             create_markdown_artifact(key="retraining-report", markdown=report,
-                                     description="Stages, test metrics and the gate decision of this run")
+                                     description="Stages, validation, test metrics and the gate decision of this run")
+            docs = params.path("reports") / "data_docs" / "index.html"
+            if docs.exists():
+                create_link_artifact(key="data-docs", link=docs.as_uri(), link_text="Great Expectations Data Docs",
+                                     description="The validation run, rule by rule")
     return {r.name: "ran" if r.ran else "skipped" for r in results}
 
 

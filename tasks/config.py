@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
-Policy = Literal["fail", "quarantine"]
+# What a flagged row does: stop the run, be set aside (kept in the quarantine
+# file, dropped from the data), or only be reported.
+RowPolicy = Literal["fail", "quarantine", "warn"]
+# Dataset rules judge the whole table: there is no row to set aside.
+DatasetPolicy = Literal["fail", "warn"]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -70,6 +74,8 @@ class DataConfig(_Section):
     text_column: Annotated[StrList, Field(min_length=1)]
     label_column: Annotated[str, Field(min_length=1)]
     labels: Annotated[StrList, Field(min_length=2)]
+    # Source label -> one of `labels` (e.g. {0: negative, 1: positive}); others are kept as read.
+    label_map: dict[str, str]
     demo: DemoConfig
 
     @field_validator("labels")
@@ -79,18 +85,68 @@ class DataConfig(_Section):
             raise ValueError(f"labels must be unique, got {labels}")
         return labels
 
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _map_keys_as_text(cls, mapping: object) -> object:
+        # YAML reads `0: negative` with an int key; source labels are text.
+        if isinstance(mapping, dict):
+            return {str(k): str(v) if isinstance(v, int) else v for k, v in mapping.items()}
+        return mapping
+
+    @model_validator(mode="after")
+    def _map_targets_are_labels(self) -> "DataConfig":
+        unknown = sorted(set(self.label_map.values()) - set(self.labels))
+        if unknown:
+            raise ValueError(f"label_map maps to {unknown}, which are not in labels {self.labels}")
+        return self
+
 
 class RulesConfig(_Section):
-    text_present: Policy
-    text_length: Policy
-    label_in_set: Policy
-    duplicate_text: Policy
+    # Row rules, in the order a row is checked.
+    text_present: RowPolicy
+    text_charset: RowPolicy
+    text_length: RowPolicy
+    text_tokens: RowPolicy
+    label_in_set: Literal["fail", "quarantine"]  # a label outside the set cannot be trained on
+    conflicting_labels: RowPolicy
+    split_leakage: RowPolicy
+    duplicate_exact: RowPolicy
+    duplicate_normalised: RowPolicy
+    # Dataset rules, on the rows that remain.
+    min_rows: DatasetPolicy
+    min_class_share: DatasetPolicy
+    max_imbalance_ratio: DatasetPolicy
+    label_drift: DatasetPolicy
+    length_drift: DatasetPolicy
+
+
+class DriftCheck(_Section):
+    statistic: str
+    threshold: Annotated[float, Field(gt=0.0)]
+
+
+class LabelDrift(DriftCheck):
+    statistic: Literal["linf", "js", "psi"]
+
+
+class LengthDrift(DriftCheck):
+    statistic: Literal["ks", "js", "psi"]
+
+
+class DriftConfig(_Section):
+    labels: LabelDrift
+    length: LengthDrift
 
 
 class ValidateConfig(_Section):
     min_chars: Annotated[int, Field(ge=1)]
     max_chars: Annotated[int, Field(ge=1)]
+    min_tokens: Annotated[int, Field(ge=0)]
+    max_tokens: Annotated[int, Field(ge=1)]
     min_rows: Annotated[int, Field(ge=1)]
+    min_class_share: Fraction
+    max_imbalance_ratio: Annotated[float, Field(ge=1.0)]
+    drift: DriftConfig
     rules: RulesConfig
 
 

@@ -1,4 +1,9 @@
-"""Stage `split`: stratified, seeded train/val/test; a source's own splits are kept."""
+"""Stage `split`: stratified, seeded train/val/test; a source's own splits are kept.
+
+Splits are carved by text group: rows whose texts are equal after
+normalisation always land in the same split, so duplicates that validation
+was told to keep (`warn`) cannot leak between train and test.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from tasks.config import Params, PipelineError, SplitConfig
-from tasks.io import LABEL, SPLIT, SPLITS, read_table, write_table
+from tasks.io import LABEL, SPLIT, SPLITS, TEXT, read_table, write_table
+from tasks.validate.features import normalise
 
 
 class SplitError(PipelineError, ValueError):
@@ -14,13 +20,16 @@ class SplitError(PipelineError, ValueError):
 
 
 def _carve(frame: pd.DataFrame, fraction: float, seed: int, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split `frame` into (rest, part) with `part` about `fraction` of the rows, stratified by label."""
-    counts = frame[LABEL].value_counts()
+    """Split `frame` into (rest, part), `part` about `fraction` of the text groups, stratified by label."""
+    keys = frame[TEXT].map(normalise)
+    groups = frame.assign(_key=keys).drop_duplicates("_key")  # one row stands for its group
+    counts = groups[LABEL].value_counts()
     if (counts < 2).any():
         rare = counts[counts < 2].index.tolist()
-        raise SplitError(f"cannot carve a stratified {name} split: labels {rare} have fewer than 2 rows")
-    rest, part = train_test_split(frame, test_size=fraction, random_state=seed, stratify=frame[LABEL])
-    return rest, part
+        raise SplitError(f"cannot carve a stratified {name} split: labels {rare} have fewer than 2 distinct texts")
+    _, part = train_test_split(groups, test_size=fraction, random_state=seed, stratify=groups[LABEL])
+    in_part = keys.isin(set(part["_key"]))
+    return frame[~in_part], frame[in_part]
 
 
 def split(frame: pd.DataFrame, config: SplitConfig) -> dict[str, pd.DataFrame]:

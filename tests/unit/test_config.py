@@ -16,7 +16,7 @@ def test_repo_params_load_and_resolve_paths_against_root():
     params = load_params(REPO)
     assert params.data.source == "demo"
     assert params.path("raw") == REPO / "data/raw/dataset.parquet"
-    assert params.validate_.rules.duplicate_text in ("fail", "quarantine")
+    assert params.validate_.rules.duplicate_exact == "quarantine"
 
 
 def test_unknown_key_is_named(tmp_path):
@@ -38,9 +38,18 @@ def test_missing_key_is_named(tmp_path):
         load_params(write(tmp_path, bad))
 
 
-def test_bad_policy_is_named(tmp_path):
-    bad = deep_merge(repo_params(), {"validate": {"rules": {"label_in_set": "ignore"}}})
-    with pytest.raises(ConfigError, match=r"validate\.rules\.label_in_set"):
+@pytest.mark.parametrize("rule, policy", [("label_in_set", "ignore"), ("label_in_set", "warn"),
+                                          ("min_rows", "quarantine")])
+def test_bad_policy_is_named(tmp_path, rule, policy):
+    # Unknown labels cannot be trained on; a dataset rule has no rows to set aside.
+    bad = deep_merge(repo_params(), {"validate": {"rules": {rule: policy}}})
+    with pytest.raises(ConfigError, match=rf"validate\.rules\.{rule}"):
+        load_params(write(tmp_path, bad))
+
+
+def test_label_map_must_map_into_the_label_set(tmp_path):
+    bad = deep_merge(repo_params(), {"data": {"label_map": {0: "negative", 1: "great"}}})
+    with pytest.raises(ConfigError, match=r"data: .*label_map maps to \['great'\]"):
         load_params(write(tmp_path, bad))
 
 

@@ -32,3 +32,14 @@ def test_max_train_rows_subsamples_train_only(make_params):
     config = make_params({"split": {"max_train_rows": 100}}).split
     parts = split(frame(1000), config)
     assert len(parts["train"]) == 100 and len(parts["test"]) == 150
+
+
+def test_texts_equal_after_normalisation_stay_in_one_split(make_params):
+    # Duplicates that validation was told to keep (policy warn) must not leak into test.
+    config = make_params().split
+    rows = frame(400)
+    repeats = rows.iloc[:100].assign(text=lambda f: f.text.str.upper() + "  ", row_id=lambda f: "r" + f.row_id)
+    parts = split(pd.concat([rows, repeats], ignore_index=True), config)
+    where = {text.strip().lower(): name for name, part in parts.items() for text in part["text"]}
+    for name, part in parts.items():
+        assert all(where[text.strip().lower()] == name for text in part["text"])

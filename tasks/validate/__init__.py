@@ -1,0 +1,51 @@
+"""Stage `validate`: Great Expectations suites built from params, a quarantine, Data Docs.
+
+Row rules flag rows; each rule's policy (params `validate.rules`) says whether
+a flagged row stops the run (`fail`), is set aside (`quarantine`) or is only
+reported (`warn`). Every flagged row lands in the quarantine file with its
+source line and reasons: nothing is dropped silently. Dataset rules (size,
+class balance, drift against the last accepted dataset) then judge what
+remains. The previous validated data stays in place when this fails.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tasks.config import Params, PipelineError
+from tasks.io import TEXT, atomic_dir, atomic_path, read_table, write_json, write_table, write_text
+from tasks.validate.checks import Outcome, check
+from tasks.validate.features import normalise, token_counts
+from tasks.validate.report import quarantine_records, render, summary
+
+__all__ = ["Outcome", "ValidationFailed", "check", "normalise", "run"]
+
+
+class ValidationFailed(PipelineError, RuntimeError):
+    """The data is unfit; the message is the readable summary."""
+
+
+def run(params: Params) -> None:
+    """Stage entry point: write validated rows, quarantine, summary, report and Data Docs; raise if unfit."""
+    frame = read_table(params.path("raw"))
+    accepted = params.path("validated")
+    baseline = read_table(accepted) if accepted.exists() else None
+    tokens = token_counts(frame[TEXT].tolist(), params.train.base_model, params.root)
+    reports = params.path("reports")
+    with atomic_dir(reports / "data_docs") as docs:
+        outcome = check(frame, params.data, params.validate_, tokens, baseline, docs)
+    outcome.docs = reports / "data_docs" / "index.html"
+    records = quarantine_records(frame, outcome)
+    quarantine = params.path("quarantine")
+    with atomic_path(quarantine) as tmp:
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    report = summary(outcome, records, len(frame))
+    write_json(params.path("metrics") / "validate.json", report)
+    text = render(report, quarantine)
+    write_text(reports / "validation.md", text + "\n")
+    if not outcome.passed:
+        # The validated output is declared `persist` in dvc.yaml and only
+        # written on success, so the last good data (and the drift baseline) stays.
+        raise ValidationFailed(text)
+    write_table(accepted, outcome.kept)
+    print(text)
