@@ -41,7 +41,7 @@ def import_gx() -> Any:
 def _rule(config: ValidateConfig, name: str, demands: str, expectation: Any, **arguments: Any) -> Rule:
     """A rule whose expectation says, in the Data Docs, its name, policy and demand."""
     policy = getattr(config.rules, name)
-    return Rule(name, demands, expectation(description=f"**{name}** ({policy}): {demands}", **arguments))
+    return Rule(name, demands, expectation(description=f"{name} ({policy}): {demands}", **arguments))
 
 
 def row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list[Rule]:

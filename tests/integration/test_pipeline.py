@@ -40,6 +40,7 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     log = first.stdout + first.stderr
     assert ran_stages(log) == ["ingest", "validate", "split", "augment", "train", "evaluate", "export",
                                "quantize", "gate", "promote"]
+    assert "Validation passed: 400 of 400 rows kept" in log and "data_docs/index.html" in log  # the run report
     pointer = repo / "registry" / "production.json"
     assert json.loads(pointer.read_text())["version"] == "v0001"
     record = json.loads((repo / "registry" / "versions" / "v0001" / "version.json").read_text())
