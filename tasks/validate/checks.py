@@ -87,15 +87,18 @@ def _class_table(kept: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
 
 def _drift(kept: pd.DataFrame, baseline: pd.DataFrame | None, data: DataConfig,
            config: ValidateConfig) -> tuple[dict[str, float], str]:
-    """Drift statistics against the accepted dataset, or ({}, why they were not computed)."""
+    """Drift statistics against the accepted dataset and what they were measured against,
+    or ({}, why they were not computed)."""
     if baseline is None or baseline.empty:
         return {}, "not checked: no accepted dataset yet (the first successful run sets the baseline)"
     if not set(baseline[LABEL]) <= set(data.labels):
         return {}, "not checked: the accepted dataset has other labels (data.labels changed)"
-    return {"label_drift": drift.label_drift(baseline[LABEL], kept[MAPPED_LABEL], list(data.labels),
-                                             config.drift.labels.statistic),
-            "length_drift": drift.length_drift(baseline[TEXT].str.len().to_numpy(), kept[TEXT].str.len().to_numpy(),
-                                               config.drift.length.statistic)}, ""
+    statistics = {
+        "label_drift": drift.label_drift(baseline[LABEL], kept[MAPPED_LABEL], list(data.labels),
+                                         config.drift.labels.statistic),
+        "length_drift": drift.length_drift(baseline[TEXT].str.len().to_numpy(), kept[TEXT].str.len().to_numpy(),
+                                           config.drift.length.statistic)}
+    return statistics, f"measured against the accepted dataset ({len(baseline)} rows)"
 
 
 def _class_note(classes: pd.DataFrame, minimum: float) -> str:
@@ -146,9 +149,10 @@ def check(frame: pd.DataFrame, data: DataConfig, config: ValidateConfig, tokens:
              "label_drift": drift_note, "length_drift": drift_note}
     for rule in class_checks + dataset_rules(gx, config, drift_checked=True):
         result = results.get(rule.name)  # None: not checked, and the note says why
+        passed = result is None or bool(result.success)
+        note = notes.get(rule.name, "") if result is None or not passed else ""
         outcome.rules[rule.name] = RuleOutcome(rule.name, "dataset", getattr(config.rules, rule.name), rule.demands,
-                                               passed=result is None or bool(result.success),
-                                               value=values.get(rule.name), note=notes.get(rule.name, ""))
+                                               passed=passed, value=values.get(rule.name), note=note)
     outcome.kept = kept.assign(**{LABEL: kept[MAPPED_LABEL]}).drop(columns=list(DERIVED)).reset_index(drop=True)
     outcome.docs = validator.build_docs()
     return outcome
