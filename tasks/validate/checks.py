@@ -13,8 +13,17 @@ import pandas as pd
 from tasks.config import DataConfig, ValidateConfig
 from tasks.io import LABEL, ROW_ID, TEXT
 from tasks.validate import drift
-from tasks.validate.features import (CONFLICT, CONTROL, DERIVED, EXACT_COPY_OF, LEAK, MAPPED_LABEL, NEAR_COPY_OF,
-                                     TOKENS, add_features)
+from tasks.validate.features import (
+    CONFLICT,
+    CONTROL,
+    DERIVED,
+    EXACT_COPY_OF,
+    LEAK,
+    MAPPED_LABEL,
+    NEAR_COPY_OF,
+    TOKENS,
+    add_features,
+)
 from tasks.validate.suite import Validator, class_rules, dataset_rules, flagged_keys, import_gx, row_rules
 
 _CONTROL = re.compile(CONTROL)
@@ -106,25 +115,12 @@ def _class_note(classes: pd.DataFrame, minimum: float) -> str:
     return "; ".join(f"label {r.label!r}: {r.rows} rows ({r.share:.1%})" for r in low.itertuples())
 
 
-def check(frame: pd.DataFrame, data: DataConfig, config: ValidateConfig, tokens: np.ndarray,
-          baseline: pd.DataFrame | None = None, docs: Path | None = None) -> Outcome:
-    """Run the row rules, apply their policies, then the dataset rules on the rows that remain.
-
-    Args:
-        frame: the raw table (tasks.ingest schema).
-        data: the `data` section (label set and map).
-        config: the `validate` section (bounds, policies, dataset limits, drift).
-        tokens: tokens per row of `frame` (features.token_counts).
-        baseline: the last accepted (validated) dataset, for drift; None on a first run.
-        docs: where to build the Data Docs site (None: no docs).
-    """
-    gx = import_gx()
-    validator = Validator(gx, docs)
-    rows = add_features(frame, data.label_map, tokens)
-    outcome = Outcome()
-    by_id = rows.set_index(ROW_ID, drop=False)
-    checks = row_rules(gx, data, config)
+def _judge_rows(validator: Validator, rows: pd.DataFrame, data: DataConfig, config: ValidateConfig,
+                outcome: Outcome) -> None:
+    """Row rules: record each rule's count and each flagged row's reasons; set aside per policy."""
+    checks = row_rules(validator.gx, data, config)
     results = validator.validate("rows", rows, checks, key=ROW_ID)
+    by_id = rows.set_index(ROW_ID, drop=False)
     for rule in checks:
         policy = getattr(config.rules, rule.name)
         flagged = flagged_keys(results[rule.name])
@@ -134,7 +130,11 @@ def check(frame: pd.DataFrame, data: DataConfig, config: ValidateConfig, tokens:
         if policy != "warn":
             outcome.removed.update(flagged)
 
-    kept = rows[~rows[ROW_ID].isin(outcome.removed)]
+
+def _judge_dataset(validator: Validator, kept: pd.DataFrame, baseline: pd.DataFrame | None, data: DataConfig,
+                   config: ValidateConfig, outcome: Outcome) -> None:
+    """Dataset rules on the rows that remain: size, class shares, imbalance, drift."""
+    gx = validator.gx
     classes = _class_table(kept, list(data.labels))
     present = classes["rows"][classes["rows"] > 0]
     statistics, drift_note = _drift(kept, baseline, data, config)
@@ -153,6 +153,26 @@ def check(frame: pd.DataFrame, data: DataConfig, config: ValidateConfig, tokens:
         note = notes.get(rule.name, "") if result is None or not passed else ""
         outcome.rules[rule.name] = RuleOutcome(rule.name, "dataset", getattr(config.rules, rule.name), rule.demands,
                                                passed=passed, value=values.get(rule.name), note=note)
+
+
+def check(frame: pd.DataFrame, data: DataConfig, config: ValidateConfig, tokens: np.ndarray,
+          baseline: pd.DataFrame | None = None, docs: Path | None = None) -> Outcome:
+    """Run the row rules, apply their policies, then the dataset rules on the rows that remain.
+
+    Args:
+        frame: the raw table (tasks.ingest schema).
+        data: the `data` section (label set and map).
+        config: the `validate` section (bounds, policies, dataset limits, drift).
+        tokens: tokens per row of `frame` (features.token_counts).
+        baseline: the last accepted (validated) dataset, for drift; None on a first run.
+        docs: where to build the Data Docs site (None: no docs).
+    """
+    validator = Validator(import_gx(), docs)
+    rows = add_features(frame, data.label_map, tokens)
+    outcome = Outcome()
+    _judge_rows(validator, rows, data, config, outcome)
+    kept = rows[~rows[ROW_ID].isin(outcome.removed)]
+    _judge_dataset(validator, kept, baseline, data, config, outcome)
     outcome.kept = kept.assign(**{LABEL: kept[MAPPED_LABEL]}).drop(columns=list(DERIVED)).reset_index(drop=True)
     outcome.docs = validator.build_docs()
     return outcome

@@ -16,7 +16,7 @@ import pandas as pd
 
 from tasks.config import DataConfig, ValidateConfig
 from tasks.io import ROW_ID, TEXT
-from tasks.validate.features import CONFLICT, CONTROL, VISIBLE, EXACT_COPY_OF, LEAK, MAPPED_LABEL, NEAR_COPY_OF, TOKENS
+from tasks.validate.features import CONFLICT, CONTROL, EXACT_COPY_OF, LEAK, MAPPED_LABEL, NEAR_COPY_OF, TOKENS, VISIBLE
 
 SITE = "reports"
 
