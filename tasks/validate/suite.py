@@ -73,17 +73,21 @@ def class_rules(gx: Any, config: ValidateConfig) -> list[Rule]:
 
 
 def dataset_rules(gx: Any, config: ValidateConfig, drift_checked: bool) -> list[Rule]:
-    """Whole-table rules; drift only where there is an accepted dataset to compare with."""
-    between, c = gx.expectations.ExpectColumnValuesToBeBetween, config
-    rules = [_rule(c, "min_rows", f"at least {c.min_rows} rows", between, column="rows", min_value=c.min_rows),
+    """Whole-table rules on a one-row table; drift only where there is an accepted dataset.
+
+    Min/max expectations (rather than per-value ones) make the Data Docs show the observed value.
+    """
+    e, c = gx.expectations, config
+    at_least, at_most = e.ExpectColumnMinToBeBetween, e.ExpectColumnMaxToBeBetween
+    rules = [_rule(c, "min_rows", f"at least {c.min_rows} rows", at_least, column="rows", min_value=c.min_rows),
              _rule(c, "max_imbalance_ratio", f"largest class at most {c.max_imbalance_ratio:g}x the smallest",
-                   between, column="imbalance_ratio", max_value=c.max_imbalance_ratio)]
+                   at_most, column="imbalance_ratio", max_value=c.max_imbalance_ratio)]
     if drift_checked:
         labels, length = c.drift.labels, c.drift.length
         rules += [_rule(c, "label_drift", f"label distribution {labels.statistic} at most {labels.threshold:g}",
-                        between, column="label_drift", max_value=labels.threshold),
+                        at_most, column="label_drift", max_value=labels.threshold),
                   _rule(c, "length_drift", f"text length {length.statistic} at most {length.threshold:g}",
-                        between, column="length_drift", max_value=length.threshold)]
+                        at_most, column="length_drift", max_value=length.threshold)]
     return rules
 
 
