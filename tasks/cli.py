@@ -1,7 +1,11 @@
 """The one command line: what dvc.yaml calls for each stage, and the Prefect entry point.
 
-    python -m tasks.cli stage <name>     run one stage (dvc.yaml does this)
-    python -m tasks.cli run              run the whole DAG as a Prefect flow
+    textclf stage <name>              run one stage (dvc.yaml does this)
+    textclf run                       run the whole DAG as a Prefect flow
+    textclf predict [TEXT ...]        classify with the production model (or --file F, or stdin)
+    textclf serve                     HTTP service over the production model
+
+(`textclf` is `python -m tasks.cli`.)
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import sys
 from pathlib import Path
 
 from tasks.config import ConfigError, Params, PipelineError, load_params
+
 
 def _stay_offline(params: Params) -> None:
     """Keep the Hugging Face libraries off the network unless the config asks for the Hub."""
@@ -33,6 +38,35 @@ def run_stage(name: str, root: Path) -> None:
     module.run(params)
 
 
+def _read_texts(texts: list[str], file: Path | None) -> list[str]:
+    """Texts from arguments, else from a file (one per line), else from stdin."""
+    if texts:
+        return texts
+    if file is not None and str(file) != "-":
+        lines = file.read_text(encoding="utf-8").splitlines()
+    else:
+        lines = sys.stdin.read().splitlines()
+    return [line for line in lines if line.strip()]
+
+
+def predict_command(params: Params, texts: list[str], file: Path | None, as_json: bool) -> None:
+    """Print a label and its probability per text (or JSON lines)."""
+    import json
+
+    from tasks.serving import ProductionModel
+
+    texts = _read_texts(texts, file)
+    if not texts:
+        raise PipelineError("no texts to classify: give them as arguments, with --file, or on stdin")
+    version, predictions = ProductionModel(params.path("registry"), params.serve.threads).predict(
+        texts, params.serve.batch_size)
+    for text, prediction in zip(texts, predictions):
+        if as_json:
+            print(json.dumps({"text": text, "version": version, **prediction.as_dict()}, ensure_ascii=False))
+        else:
+            print(f"{prediction.label}\t{prediction.probabilities[prediction.label]:.4f}\t{text}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textclf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,11 +75,24 @@ def main(argv: list[str] | None = None) -> int:
     stage = sub.add_parser("stage", help="run one pipeline stage")
     stage.add_argument("name")
     sub.add_parser("run", help="run the whole DAG as a Prefect flow")
+    predict = sub.add_parser("predict", help="classify texts with the production model")
+    predict.add_argument("texts", nargs="*", help="texts to classify (none: read --file or stdin)")
+    predict.add_argument("--file", type=Path, help="one text per line ('-' for stdin)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line, with all probabilities")
+    serve = sub.add_parser("serve", help="HTTP service over the production model (params.yaml serve:)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
     args = parser.parse_args(argv)
     root = args.root.resolve()
     try:
         if args.command == "stage":
             run_stage(args.name, root)
+        elif args.command == "predict":
+            predict_command(load_params(root), args.texts, args.file, args.json)
+        elif args.command == "serve":
+            from tasks import serve as service
+
+            service.run(load_params(root), args.host, args.port)
         else:
             from flows.pipeline import pipeline
 

@@ -211,6 +211,15 @@ class GateConfig(_Section):
     max_drop_vs_production: Fraction
 
 
+class ServeConfig(_Section):
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    max_texts: Annotated[int, Field(ge=1)]
+    max_chars: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    threads: Annotated[int, Field(ge=1)] | None
+
+
 class Params(_Section):
     paths: PathsConfig
     data: DataConfig
@@ -222,6 +231,7 @@ class Params(_Section):
     export: ExportConfig
     quantize: QuantizeConfig
     gate: GateConfig
+    serve: ServeConfig
 
     # The repo root all relative paths are resolved against (not from the file).
     root: Annotated[Path, Field(exclude=True)] = Path(".")
