@@ -1,7 +1,6 @@
 """train -> evaluate -> export -> quantize on a tiny random BERT, through the stage entry points."""
 
 import json
-import sys
 
 import numpy as np
 import pytest
