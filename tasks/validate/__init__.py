@@ -32,9 +32,9 @@ def run(params: Params) -> None:
     baseline = read_table(accepted) if accepted.exists() else None
     tokens = token_counts(frame[TEXT].tolist(), params.train.base_model, params.root)
     reports = params.path("reports")
-    with atomic_dir(reports / "data_docs") as docs:
-        outcome = check(frame, params.data, params.validate_, tokens, baseline, docs)
-    outcome.docs = reports / "data_docs" / "index.html"
+    with atomic_dir(reports / "data_docs") as staging:
+        outcome = check(frame, params.data, params.validate_, tokens, baseline, staging)
+    outcome.docs = reports / "data_docs" / "index.html"  # published by the rename
     records = quarantine_records(frame, outcome)
     quarantine = params.path("quarantine")
     with atomic_path(quarantine) as tmp:

@@ -55,7 +55,7 @@ class Outcome:
     reasons: dict[str, list[str]] = field(default_factory=dict)  # row id -> ["rule: detail"]
     removed: set[str] = field(default_factory=set)  # row ids that do not go on
     kept: pd.DataFrame = field(default_factory=pd.DataFrame)
-    docs: Path | None = None
+    docs: Path | None = None  # the Data Docs index page, once published
 
     @property
     def passed(self) -> bool:
@@ -174,5 +174,5 @@ def check(frame: pd.DataFrame, data: DataConfig, config: ValidateConfig, tokens:
     kept = rows[~rows[ROW_ID].isin(outcome.removed)]
     _judge_dataset(validator, kept, baseline, data, config, outcome)
     outcome.kept = kept.assign(**{LABEL: kept[MAPPED_LABEL]}).drop(columns=list(DERIVED)).reset_index(drop=True)
-    outcome.docs = validator.build_docs()
+    validator.build_docs()
     return outcome

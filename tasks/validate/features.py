@@ -87,9 +87,8 @@ def _leaks(frame: pd.DataFrame, candidates: pd.Series) -> pd.Series:
     if not leaking.any():
         return result
     kept_copy = rows[priority == best].drop_duplicates(NORMALISED).set_index(NORMALISED)
-    for index, key in rows.loc[leaking, NORMALISED].items():
-        copy = kept_copy.loc[key]
-        result[index] = f"also in {copy[SPLIT]} as {copy[ROW_ID]}"
+    where = "also in " + kept_copy[SPLIT] + " as " + kept_copy[ROW_ID]
+    result[leaking[leaking].index] = rows.loc[leaking, NORMALISED].map(where)
     return result
 
 

@@ -127,12 +127,10 @@ class Validator:
         results = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format).results
         return {rule.name: result for rule, result in zip(rules, results)}
 
-    def build_docs(self) -> Path | None:
-        """Render the Data Docs site; returns its index page."""
-        if self.docs is None:
-            return None
-        self.context.build_data_docs(site_names=[SITE])
-        return self.docs / "index.html"
+    def build_docs(self) -> None:
+        """Render the Data Docs site (index.html and a page per suite run) into `docs`."""
+        if self.docs is not None:
+            self.context.build_data_docs(site_names=[SITE])
 
 
 def flagged_keys(result: Any, key: str = ROW_ID) -> list[Any]:
