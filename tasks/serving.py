@@ -66,8 +66,8 @@ class ProductionModel:
     """The registry's production model, reloaded when the production pointer changes."""
 
     def __init__(self, registry: Path, threads: int | None = None):
-        self.pointer = Registry(registry).pointer
-        self.versions = Registry(registry).versions
+        layout = Registry(registry)
+        self.pointer, self.versions = layout.pointer, layout.versions
         self.threads = threads
         self._lock = threading.Lock()
         self._seen: str | None = ""  # the pointer's text when last read; None: it was absent
