@@ -6,11 +6,20 @@ missing key in params.yaml fails loudly with the key's dotted name.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PARAMS_FILE = "params.yaml"
 # What a flagged row does: stop the run, be set aside (kept in the quarantine
@@ -94,7 +103,7 @@ class DataConfig(_Section):
         return mapping
 
     @model_validator(mode="after")
-    def _map_targets_are_labels(self) -> "DataConfig":
+    def _map_targets_are_labels(self) -> DataConfig:
         unknown = sorted(set(self.label_map.values()) - set(self.labels))
         if unknown:
             raise ValueError(f"label_map maps to {unknown}, which are not in labels {self.labels}")
@@ -198,16 +207,82 @@ class ExportConfig(_Section):
     batch_size: Annotated[int, Field(ge=1)]
 
 
-class QuantizeConfig(_Section):
+class _Variant(_Section):
+    # Which graph the variant starts from: the plain export, or the one with
+    # ONNX Runtime's transformer fusions (Attention, SkipLayerNorm, BiasGelu).
+    graph: Literal["exported", "optimized"]
+
+
+class Fp32Variant(_Variant):
+    kind: Literal["fp32"]
+
+
+class DynamicInt8Variant(_Variant):
+    """Weights int8 ahead of time, activations quantized per batch at run time."""
+
+    kind: Literal["dynamic_int8"]
     per_channel: bool
+    # Op types to quantize (e.g. [MatMul, Attention]); null: every type ORT can.
+    op_types: list[str] | None
+
+
+class StaticInt8Variant(_Variant):
+    """QDQ graph with activation ranges calibrated on validation rows."""
+
+    kind: Literal["static_int8"]
+    per_channel: bool
+    op_types: list[str] | None
+    calibration_rows: Annotated[int, Field(ge=1)]
+    method: Literal["minmax", "entropy", "percentile"]
+
+
+class Fp16Variant(_Variant):
+    """Half-precision weights and activations (for CUDA; inputs and logits stay fp32)."""
+
+    kind: Literal["fp16"]
+
+
+Variant = Annotated[Fp32Variant | DynamicInt8Variant | StaticInt8Variant | Fp16Variant, Field(discriminator="kind")]
+
+
+class BenchmarkConfig(_Section):
+    threads: Annotated[int, Field(ge=1)] | None
     batch_size: Annotated[int, Field(ge=1)]
+    # Batch-1 latency (and batch-1 accuracy) on the first N test rows; null: all.
+    latency_rows: Annotated[int, Field(ge=10)] | None
+    warmup: Annotated[int, Field(ge=0)]
+    # Measurements are taken in this many interleaved rounds (every model per
+    # round), so that a slow spell of the machine hits all models alike.
+    rounds: Annotated[int, Field(ge=1)]
+
+
+class QuantizeConfig(_Section):
+    variants: Annotated[dict[str, Variant], Field(min_length=1)]
+    benchmark: BenchmarkConfig
+
+    @field_validator("variants")
+    @classmethod
+    def _names_are_file_safe(cls, variants: dict[str, Variant]) -> dict[str, Variant]:
+        for name in variants:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name):
+                raise ValueError(f"variant name {name!r}: use lower-case letters, digits and _")
+        return variants
+
+
+class ServingRules(_Section):
+    """What a serving variant must show against PyTorch to be promotable."""
+
+    min_agreement: Fraction  # label agreement, at batch 1 and at batch size
+    max_accuracy_drop: Fraction  # PyTorch accuracy minus the variant's, at both batch sizes
+    max_size_ratio: Annotated[float, Field(gt=0.0)] | None  # variant size / fp32 ONNX size
+    # Among the variants that pass, promote the fastest by this measure.
+    prefer: Literal["latency", "throughput"]
 
 
 class GateConfig(_Section):
     min_accuracy: Fraction
     min_onnx_agreement: Fraction
-    min_int8_agreement: Fraction
-    max_int8_accuracy_drop: Fraction
+    serving: ServingRules
     max_drop_vs_production: Fraction
 
 

@@ -7,7 +7,7 @@ A model folder holds the ONNX graph, `tokenizer.json` and `classifier.json`
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 CLASSIFIER_FILE = "classifier.json"
+# Graph input name -> tokenizers.Encoding attribute.
+_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 TOKENIZER_FILE = "tokenizer.json"
 
 
@@ -33,6 +35,12 @@ class ClassifierInfo:
         return cls(labels=[str(label) for label in data["labels"]], max_length=int(data["max_length"]))
 
 
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length (stable: equal lengths keep their order)."""
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def session_options(threads: int | None = None) -> Any:
     import onnxruntime as ort
 
@@ -42,33 +50,56 @@ def session_options(threads: int | None = None) -> Any:
     return options
 
 
+class BatchEncoder:
+    """Tokenizes texts into model feeds, batched by token length.
+
+    A batch pads only to its own longest text: faster, and the activation
+    ranges that dynamic int8 measures per batch stay close to those of
+    unpadded texts.
+    """
+
+    def __init__(self, folder: Path, input_names: set[str]):
+        from tokenizers import Tokenizer
+
+        self.info = ClassifierInfo.load(folder)
+        self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+        self.tokenizer.enable_truncation(self.info.max_length)
+        self.fields = {name: field for name, field in _FIELDS.items() if name in input_names}
+
+    def batches(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """(row indices, feed of int64 arrays) per batch; every row of `texts` appears once."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        for batch in length_batches([len(e.ids) for e in encodings], batch_size):
+            chosen = [encodings[i] for i in batch]
+            width = max(len(e.ids) for e in chosen)
+            # Padding ids are masked out of attention, so any id will do.
+            yield batch, {name: np.array([getattr(e, field) + [0] * (width - len(e.ids)) for e in chosen],
+                                         dtype=np.int64) for name, field in self.fields.items()}
+
+    def run(self, texts: Sequence[str], batch_size: int, forward: Callable[[dict[str, np.ndarray]], np.ndarray]
+            ) -> np.ndarray:
+        """Logits of `forward` over `texts`, shape (len(texts), labels), in the order of `texts`."""
+        out = np.zeros((len(texts), len(self.info.labels)), dtype=np.float32)
+        for rows, feed in self.batches(texts, batch_size):
+            out[rows] = forward(feed)
+        return out
+
+
 class OnnxClassifier:
     """Batched text classification with an ONNX model folder."""
 
     def __init__(self, folder: Path, model_file: str, threads: int | None = None):
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         self.folder = folder
-        self.info = ClassifierInfo.load(folder)
-        self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
-        self.tokenizer.enable_truncation(self.info.max_length)
-        self.tokenizer.enable_padding()
         self.session = ort.InferenceSession(str(folder / model_file), session_options(threads),
                                             providers=["CPUExecutionProvider"])
-        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.encoder = BatchEncoder(folder, {i.name for i in self.session.get_inputs()})
+        self.info = self.encoder.info
 
     def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Raw logits, shape (len(texts), number of labels)."""
-        out = []
-        for start in range(0, len(texts), batch_size):
-            encodings = self.tokenizer.encode_batch(list(texts[start:start + batch_size]))
-            feed = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                    "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
-            if "token_type_ids" in self.input_names:
-                feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
-            out.append(self.session.run(["logits"], feed)[0])
-        return np.concatenate(out) if out else np.zeros((0, len(self.info.labels)), dtype=np.float32)
+        """Raw logits, shape (len(texts), number of labels), in the order of `texts`."""
+        return self.encoder.run(texts, batch_size, lambda feed: self.session.run(["logits"], feed)[0])
 
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[str]:
         return [self.info.labels[i] for i in self.logits(texts, batch_size).argmax(axis=1)]

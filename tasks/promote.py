@@ -8,7 +8,7 @@ from typing import Any
 
 from tasks.config import Params
 from tasks.io import file_md5, read_json, write_json
-from tasks.quantize import INT8_FILE
+from tasks.onnx_model import CLASSIFIER_FILE, TOKENIZER_FILE
 from tasks.registry import Registry, RegistryError
 
 
@@ -24,11 +24,13 @@ def git_commit(root: Path) -> str:
     return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def lineage(params: Params) -> dict[str, Any]:
-    """What produced the candidate: data hashes (as in dvc.lock), params, code, metrics."""
+def lineage(params: Params, gate: dict[str, Any]) -> dict[str, Any]:
+    """What produced the candidate: the variant the gate chose, data hashes (as in dvc.lock), params, code, metrics."""
     metrics = params.path("metrics")
     return {
-        "model_md5": file_md5(params.path("quantized") / INT8_FILE),
+        "model_file": gate["model_file"],
+        "variant": gate["serving_variant"],
+        "model_md5": file_md5(params.path("quantized") / gate["model_file"]),
         "data": {"source": params.data.source,
                  "validated_md5": file_md5(params.path("validated")),
                  "train_md5": file_md5(params.path("augmented")),
@@ -40,21 +42,22 @@ def lineage(params: Params) -> dict[str, Any]:
 
 
 def promote(params: Params) -> dict[str, Any]:
-    """Register the quantized candidate and point production at it; a no-op if it already serves."""
+    """Register the serving variant the gate chose and point production at it; a no-op if it already serves."""
     gate = read_json(params.path("metrics") / "gate.json")
     if not gate.get("passed"):
         raise RegistryError("the gate did not pass for this candidate: refusing to promote")
     registry = Registry(params.path("registry"))
     with registry.locked():
-        record = lineage(params)
+        record = lineage(params, gate)
         current = registry.production()
         if current is not None and current.get("model_md5") == record["model_md5"]:
             return {"promoted": False, "version": current["version"], "reason": "candidate already serves"}
         # The same model may already be registered (production pointer lost or moved by hand).
-        version = registry.find(record["model_md5"]) or registry.register(params.path("quantized"), record)
+        version = registry.find(record["model_md5"]) or registry.register(
+            params.path("quantized"), record, files=[record["model_file"], TOKENIZER_FILE, CLASSIFIER_FILE])
         registry.set_production(version, reason="promoted by the pipeline after a passed gate")
     return {"promoted": True, "version": version, "previous": current["version"] if current else None,
-            "model_md5": record["model_md5"], "git_commit": record["git_commit"]}
+            "variant": record["variant"], "model_md5": record["model_md5"], "git_commit": record["git_commit"]}
 
 
 def run(params: Params) -> None:

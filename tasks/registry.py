@@ -16,7 +16,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -75,12 +75,21 @@ class Registry:
         numbers = [int(_VERSION.match(v).group(1)) for v in self.list_versions()]  # type: ignore[union-attr]
         return f"v{max(numbers, default=0) + 1:04d}"
 
-    def register(self, model_dir: Path, record: dict[str, Any]) -> str:
-        """Copy a model folder in as a new version with its lineage record; returns its name."""
+    def register(self, model_dir: Path, record: dict[str, Any], files: Sequence[str] | None = None) -> str:
+        """Copy a model folder (or only `files` of it) in as a new version with its lineage record.
+
+        Returns:
+            The new version's name.
+        """
         version = self._next_version()
         staging = self.versions / f".{version}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(model_dir, staging)
+        if files is None:
+            shutil.copytree(model_dir, staging)
+        else:
+            staging.mkdir(parents=True)
+            for name in files:
+                shutil.copy2(model_dir / name, staging / name)
         created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         write_json(staging / VERSION_FILE, {"version": version, "created_at": created, **record})
         os.replace(staging, self.versions / version)

@@ -46,6 +46,11 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     record = json.loads((repo / "registry" / "versions" / "v0001" / "version.json").read_text())
     assert record["data"]["validated_md5"] and record["git_commit"] != "unknown"
     assert record["metrics"]["gate"]["passed"] is True
+    # Only the serving variant the gate chose is registered, with what it needs to run alone.
+    assert record["variant"] == record["metrics"]["gate"]["serving_variant"]
+    version_files = {p.name for p in (repo / "registry" / "versions" / "v0001").iterdir()}
+    assert version_files == {record["model_file"], "tokenizer.json", "classifier.json", "version.json"}
+    assert "Serving variants against PyTorch fp32" in log and "**serves**" in log
 
     # 2. After the Prefect run DVC sees nothing to do.
     assert UP_TO_DATE in dvc(repo, "status").stdout

@@ -1,6 +1,7 @@
 """train -> evaluate -> export -> quantize on a tiny random BERT, through the stage entry points."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,15 +9,21 @@ import yaml
 
 from tasks import augment, evaluate, export, ingest, quantize, split, train, validate
 from tasks.config import load_params
-from tasks.onnx_model import OnnxClassifier
+from tasks.onnx_model import OnnxClassifier, length_batches
 from tests.conftest import deep_merge, repo_params, tiny_overrides
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("stages")
-    overrides = deep_merge(tiny_overrides(tiny_model_dir), {"augment": {"synonym": {"ratio": 0.0},
-                                                                         "backtranslation": {"ratio": 0.0}}})
+    overrides = deep_merge(tiny_overrides(tiny_model_dir), {
+        "augment": {"synonym": {"ratio": 0.0}, "backtranslation": {"ratio": 0.0}},
+        # Every kind of variant, and dynamic int8 restricted to MatMul on the plain graph.
+        "quantize": {"variants": {**repo_params()["quantize"]["variants"],
+                                  "int8_matmul": {"kind": "dynamic_int8", "graph": "exported", "per_channel": False,
+                                                  "op_types": ["MatMul"]},
+                                  "half": {"kind": "fp16", "graph": "optimized"}}},
+    })
     (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(repo_params(), overrides)))
     params = load_params(root)
     for stage in (ingest, validate, split, augment, train, evaluate, export, quantize):
@@ -44,27 +51,70 @@ def test_evaluate_reports_metrics_per_class(trained):
     assert matrix.sum() == report["n"] and np.trace(matrix) / report["n"] == pytest.approx(report["accuracy"])
 
 
-def test_onnx_export_has_dynamic_axes_and_matches_pytorch(trained):
+def test_onnx_export_has_dynamic_axes_and_both_graphs_match_pytorch(trained):
     import onnx
 
     graph = onnx.load(str(trained.path("onnx") / export.MODEL_FILE)).graph
     dims = [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "sequence"]
     parity = json.loads((trained.path("metrics") / "export.json").read_text())
-    assert parity["label_agreement"] == 1.0 and parity["max_abs_logit_diff"] < 1e-3
+    assert parity["fused_ops"].get("Attention") == 2 and parity["fused_ops"].get("SkipLayerNormalization")
+    for name in ("exported", "optimized"):
+        assert parity[name]["label_agreement"] == 1.0 and parity[name]["max_abs_logit_diff"] < 1e-3, name
+    optimized = {node.op_type for node in onnx.load(str(trained.path("onnx") / export.OPTIMIZED_FILE)).graph.node}
+    assert "Attention" in optimized and "Softmax" not in optimized
 
 
-def test_onnx_model_runs_any_batch_and_length(trained):
+def test_onnx_model_runs_any_batch_and_length_in_input_order(trained):
     model = OnnxClassifier(trained.path("onnx"), export.MODEL_FILE)
-    texts = ["short", "a much longer sentence " * 20, "mid length text here"]
-    assert model.logits(texts, batch_size=2).shape == (3, 2)
+    texts = ["short", "a much longer sentence " * 20, "mid length text here", "x"]
+    batched = model.logits(texts, batch_size=2)
+    assert batched.shape == (4, 2)
+    one_by_one = np.concatenate([model.logits([text], 1) for text in texts])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-4)  # length batching restores the order
     assert set(model.predict(texts)) <= {"negative", "positive"}
 
 
-def test_quantized_model_is_smaller_and_measured(trained):
-    report = json.loads((trained.path("metrics") / "quantize.json").read_text())
-    assert report["size_ratio_vs_fp32"] < 0.9
-    assert 0 <= report["label_agreement"] <= 1 and 0 <= report["accuracy"] <= 1
-    folder = trained.path("quantized")
-    assert {p.name for p in folder.iterdir()} >= {quantize.INT8_FILE, "tokenizer.json", "classifier.json"}
+def test_length_batches_group_similar_lengths_and_cover_every_row():
+    batches = length_batches([5, 1, 9, 1, 5], 2)
+    assert [list(b) for b in batches] == [[1, 3], [0, 4], [2]]
 
+
+def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
+    import onnx
+
+    folder = trained.path("quantized")
+    report = json.loads((trained.path("metrics") / "quantize.json").read_text())
+    variants = trained.quantize.variants
+    assert set(report["models"]) == {"pytorch_fp32", *variants}
+    ops = {name: {n.op_type for n in onnx.load(str(folder / quantize.variant_file(name))).graph.node}
+           for name in variants}
+    assert {"QAttention", "DynamicQuantizeLinear"} <= ops["int8_dynamic"]
+    assert "QuantizeLinear" in ops["int8_static"] and "DequantizeLinear" in ops["int8_static"]
+    assert "MatMulInteger" in ops["int8_matmul"] and "QAttention" not in ops["int8_matmul"]
+    half = onnx.load(str(folder / quantize.variant_file("half")))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in half.graph.initializer)
+    texts = ["good", "bad and boring"]
+    for name in variants:
+        model = OnnxClassifier(folder, quantize.variant_file(name))
+        assert model.logits(texts).shape == (2, 2) and model.logits(texts).dtype == np.float32, name
+        measured = report["models"][name]
+        assert measured["p50_ms"] > 0 and measured["batch_per_s"] > 0 and measured["file"] == quantize.variant_file(name)
+        assert 0 <= measured["agreement_b1"]["label_agreement"] <= 1
+    models = report["models"]
+    assert models["fp32"]["agreement_batch"]["max_abs_logit_diff"] < 1e-3
+    assert models["half"]["agreement_batch"]["max_abs_logit_diff"] < 0.05
+    assert models["int8_dynamic"]["size_ratio"] < 0.3 and models["fp32"]["size_ratio"] > 0.9
+    assert report["latency_rows"] == report["rows"] == 60
+    assert "| int8_dynamic |" in (trained.path("reports") / "quantize.md").read_text()
+
+
+def test_a_corrupt_graph_fails_the_variant_by_name(trained, tmp_path):
+    from tasks.config import DynamicInt8Variant
+
+    shutil.copytree(trained.path("onnx"), tmp_path / "onnx")
+    graph = tmp_path / "onnx" / export.OPTIMIZED_FILE
+    graph.write_bytes(graph.read_bytes()[:4000])
+    variant = DynamicInt8Variant(kind="dynamic_int8", graph="optimized", per_channel=True, op_types=None)
+    with pytest.raises(quantize.QuantizationError, match=r"quantize\.variants\.broken \(dynamic_int8 of model\.opt\.onnx\)"):
+        quantize.build_variant("broken", variant, tmp_path / "onnx", tmp_path, [])
