@@ -3,8 +3,10 @@
 Every model sees the same texts, tokenized the same way (the shipped
 tokenizer, batched by length), with the same thread count. Warm-up calls are
 excluded. The measurement is split into interleaved rounds (each round runs
-every model on its share of the texts), so that a slow spell of a shared
-machine slows all models alike instead of the one that happened to run then.
+every model on its share of the texts), and the headline figures are medians
+over rounds (of each round's median latency, of each round's rows/s): a slow
+spell of a shared machine then spoils a round of every model, and is outvoted,
+instead of spoiling whichever model happened to run then.
 """
 
 from __future__ import annotations
@@ -53,8 +55,20 @@ class Timings:
 
     logits_b1: np.ndarray
     logits_batched: np.ndarray
-    latencies_ms: list[float] = field(default_factory=list)
-    batched_seconds: float = 0.0
+    latencies_ms: list[list[float]] = field(default_factory=list)  # per round
+    batched_rates: list[float] = field(default_factory=list)  # rows/s per round
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(statistics.median(round_) for round_ in self.latencies_ms if round_)
+
+    @property
+    def p95_ms(self) -> float:
+        return float(np.percentile([ms for round_ in self.latencies_ms for ms in round_], 95))
+
+    @property
+    def rows_per_s(self) -> float:
+        return statistics.median(self.batched_rates)
 
 
 def time_models(models: dict[str, Logits], texts: Sequence[str], latency_rows: int, config: BenchmarkConfig
@@ -74,14 +88,16 @@ def time_models(models: dict[str, Logits], texts: Sequence[str], latency_rows: i
         for round_ in range(config.rounds):
             for name, logits in models.items():
                 timing = timings[name]
+                timing.latencies_ms.append([])
                 for row in single[round_]:
                     started = time.perf_counter()
                     timing.logits_b1[row] = logits([texts[row]], 1)[0]
-                    timing.latencies_ms.append((time.perf_counter() - started) * 1000)
+                    timing.latencies_ms[-1].append((time.perf_counter() - started) * 1000)
                 share = [texts[row] for row in batched[round_]]
-                started = time.perf_counter()
-                timing.logits_batched[batched[round_]] = logits(share, config.batch_size)
-                timing.batched_seconds += time.perf_counter() - started
+                if share:  # more rounds than texts leaves some rounds empty
+                    started = time.perf_counter()
+                    timing.logits_batched[batched[round_]] = logits(share, config.batch_size)
+                    timing.batched_rates.append(len(share) / (time.perf_counter() - started))
                 progress.update()
     return timings
 
@@ -94,20 +110,18 @@ def summarise(timings: dict[str, Timings], sizes: dict[str, int], fp32_onnx_size
               truth: Sequence[str], config: BenchmarkConfig) -> dict[str, Any]:
     """Per model: latency, throughput, speed-ups, size, accuracy and agreement with PyTorch at both batch sizes."""
     base = timings[PYTORCH]
-    base_p50 = statistics.median(base.latencies_ms)
-    base_rate = len(base.logits_batched) / base.batched_seconds
     latency_truth = truth[:len(base.logits_b1)]
     base_acc_b1, base_acc = _accuracy(base.logits_b1, names, latency_truth), _accuracy(base.logits_batched, names, truth)
     models = {}
     for name, timing in timings.items():
-        p50, rate = statistics.median(timing.latencies_ms), len(timing.logits_batched) / timing.batched_seconds
+        p50, rate = timing.p50_ms, timing.rows_per_s
         acc_b1, acc = _accuracy(timing.logits_b1, names, latency_truth), _accuracy(timing.logits_batched, names, truth)
         models[name] = {
             "p50_ms": round(p50, 3),
-            "p95_ms": round(float(np.percentile(timing.latencies_ms, 95)), 3),
+            "p95_ms": round(timing.p95_ms, 3),
             "batch_per_s": round(rate, 1),
-            "speedup_b1": round(base_p50 / p50, 3),
-            "speedup_batch": round(rate / base_rate, 3),
+            "speedup_b1": round(base.p50_ms / p50, 3),
+            "speedup_batch": round(rate / base.rows_per_s, 3),
             "size_bytes": sizes[name],
             "size_ratio": round(sizes[name] / fp32_onnx_size, 4),
             "accuracy_b1": acc_b1,
