@@ -42,6 +42,8 @@ def main() -> None:
     labels = list(map_labels(rows[LABEL], params.data.label_map))
     folder = params.path("quantized")
     variants = {name: variant_file(name) for name in params.quantize.variants if (folder / variant_file(name)).exists()}
+    if not variants:
+        raise SystemExit(f"no serving variants in {folder}: run the pipeline first (make run or dvc repro)")
     report = measure_variants(params.path("model"), folder, variants, params.path("onnx") / MODEL_FILE,
                               list(rows[TEXT]), labels, config)
     print(render(report))

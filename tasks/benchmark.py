@@ -51,7 +51,7 @@ def torch_classifier(model_dir: Path, tokenizer_folder: Path, threads: int | Non
 
 @dataclass
 class Timings:
-    """One model's measurements: batch-1 latencies and logits, batched logits and seconds."""
+    """One model's measurements: batch-1 logits and latencies, batched logits and rows/s, per round."""
 
     logits_b1: np.ndarray
     logits_batched: np.ndarray
