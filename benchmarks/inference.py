@@ -22,6 +22,7 @@ from tasks.export import MODEL_FILE
 from tasks.gate import choose_variant
 from tasks.ingest import read_file
 from tasks.io import LABEL, TEXT, read_table
+from tasks.onnx_model import ClassifierInfo
 from tasks.quantize import variant_file
 from tasks.validate.features import map_labels
 
@@ -44,6 +45,10 @@ def main() -> None:
     variants = {name: variant_file(name) for name in params.quantize.variants if (folder / variant_file(name)).exists()}
     if not variants:
         raise SystemExit(f"no serving variants in {folder}: run the pipeline first (make run or dvc repro)")
+    known = ClassifierInfo.load(folder).labels
+    if not set(labels) <= set(known):
+        raise SystemExit(f"{args.texts}: labels {sorted(set(labels) - set(known))} are not the model's {known}; "
+                         "map them with data.label_map in params.yaml (e.g. {0: negative, 1: positive} for SST-2)")
     report = measure_variants(params.path("model"), folder, variants, params.path("onnx") / MODEL_FILE,
                               list(rows[TEXT]), labels, config)
     print(render(report))
