@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tasks.benchmark import PYTORCH, measure_variants, render
+from tasks.benchmark import measure_variants, render
 from tasks.config import load_params
 from tasks.export import MODEL_FILE
 from tasks.gate import choose_variant
@@ -52,7 +52,7 @@ def main() -> None:
     report = measure_variants(params.path("model"), folder, variants, params.path("onnx") / MODEL_FILE,
                               list(rows[TEXT]), labels, config)
     print(render(report))
-    chosen, _ = choose_variant(params.gate.serving, report, PYTORCH)
+    chosen, _ = choose_variant(params.gate.serving, report)
     print(f"The gate's serving rules would choose: {chosen or 'none (no variant passes gate.serving)'}")
 
 

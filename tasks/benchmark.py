@@ -78,8 +78,7 @@ def time_models(models: dict[str, Logits], texts: Sequence[str], latency_rows: i
     for name, logits in models.items():
         for text in texts[:config.warmup]:
             logits([text], 1)
-        logits(texts[:config.batch_size], config.batch_size)
-        width = logits(texts[:1], 1).shape[1]
+        width = logits(texts[:config.batch_size], config.batch_size).shape[1]
         timings[name] = Timings(np.zeros((latency_rows, width), np.float32),
                                 np.zeros((len(texts), width), np.float32))
     single = np.array_split(np.arange(latency_rows), config.rounds)

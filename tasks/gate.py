@@ -73,19 +73,14 @@ def variant_rules(config: ServingRules, measured: dict[str, Any]) -> list[Rule]:
     return found
 
 
-def choose_variant(config: ServingRules, quantize: dict[str, Any], pytorch: str) -> tuple[str | None,
-                                                                                       dict[str, list[Rule]]]:
+def choose_variant(config: ServingRules, quantize: dict[str, Any]) -> tuple[str | None, dict[str, list[Rule]]]:
     """The fastest variant (by `config.prefer`) whose rules all pass, or None; and every variant's rules."""
-    checked = {name: variant_rules(config, measured) for name, measured in quantize["models"].items()
-               if name != pytorch}
+    models = quantize["models"]
+    checked = {name: variant_rules(config, measured) for name, measured in models.items() if name != PYTORCH}
     passing = [name for name, found in checked.items() if all(rule.passed for rule in found)]
     if config.prefer == "latency":
-        def speed(name: str) -> float:
-            return -quantize["models"][name]["p50_ms"]
-    else:
-        def speed(name: str) -> float:
-            return quantize["models"][name]["batch_per_s"]
-    return (max(passing, key=speed) if passing else None), checked
+        return min(passing, key=lambda name: models[name]["p50_ms"], default=None), checked
+    return max(passing, key=lambda name: models[name]["batch_per_s"], default=None), checked
 
 
 def _rule_row(rule: Rule) -> str:
@@ -111,9 +106,10 @@ def render(checked: list[Rule], variants: dict[str, list[Rule]], chosen: str | N
     lines += ["", "| rule | value | threshold | result | margin |", "|---|---|---|---|---|"]
     lines += [_rule_row(rule) for rule in checked]
     measure = "batch-1 p50 latency" if config.prefer == "latency" else "batched throughput"
+    columns = [rule.name for rule in next(iter(variants.values()), [])]
     lines += ["", f"### Serving variants (the fastest by {measure} of those that pass is promoted)", "",
-              "| variant | p50 ms | rows/s | size | " + " | ".join(r.name for r in next(iter(variants.values()), []))
-              + " | verdict |", "|---|---|---|---|" + "---|" * (len(next(iter(variants.values()), [])) + 1)]
+              "| variant | p50 ms | rows/s | size | " + " | ".join(columns) + " | verdict |",
+              "|---" * (len(columns) + 5) + "|"]
     for name, found in variants.items():
         m = quantize["models"][name]
         cells = " | ".join(f"{r.value:.4f} {'ok' if r.passed else 'FAIL'}" for r in found)
@@ -134,7 +130,7 @@ def run(params: Params) -> None:
     metrics = params.path("metrics")
     quantize = read_json(metrics / "quantize.json")
     checked = candidate_rules(params.gate, read_json(metrics / "evaluate.json"), read_json(metrics / "export.json"))
-    chosen, variants = choose_variant(params.gate.serving, quantize, PYTORCH)
+    chosen, variants = choose_variant(params.gate.serving, quantize)
     production = Registry(params.path("registry")).production()
     production_acc = None
     if production is not None:

@@ -133,12 +133,12 @@ def run(params: Params) -> None:
     with atomic_dir(target) as staging:
         for name in (TOKENIZER_FILE, CLASSIFIER_FILE):
             shutil.copy(onnx_dir / name, staging / name)
+        built = {}
         for name, variant in params.quantize.variants.items():
-            build_variant(name, variant, onnx_dir, staging, calibration)
-            print(f"quantize: built {variant_file(name)} ({variant.kind} of the {variant.graph} graph)")
+            built[name] = build_variant(name, variant, onnx_dir, staging, calibration).name
+            print(f"quantize: built {built[name]} ({variant.kind} of the {variant.graph} graph)")
         report = measure_variants(
-            model_dir=params.path("model"), folder=staging,
-            variants={name: variant_file(name) for name in params.quantize.variants},
+            model_dir=params.path("model"), folder=staging, variants=built,
             fp32_onnx=onnx_dir / MODEL_FILE, texts=list(test[TEXT]), labels=list(test[LABEL]),
             config=params.quantize.benchmark)
     write_json(params.path("metrics") / "quantize.json", report)

@@ -32,25 +32,25 @@ def test_candidate_rules_pass_and_fail_with_margins(make_params):
     failed = [r for r in worse if not r.passed]
     assert [r.name for r in failed] == ["min_accuracy"]
     assert failed[0].margin == pytest.approx(0.5 - config.min_accuracy)
-    chosen, variants = choose_variant(config.serving, QUANTIZE, "pytorch_fp32")
+    chosen, variants = choose_variant(config.serving, QUANTIZE)
     text = render(worse, variants, chosen, QUANTIZE, config.serving, {"version": "v0001"}, 0.95)
     assert "REJECTED" in text and "min_accuracy is 0.5000, below 0.7500 by 0.2500" in text
 
 
 def test_the_fastest_variant_that_passes_is_chosen(make_params):
     serving = make_params({"gate": {"serving": {"min_agreement": 0.97, "max_accuracy_drop": 0.01}}}).gate.serving
-    chosen, variants = choose_variant(serving, QUANTIZE, "pytorch_fp32")
+    chosen, variants = choose_variant(serving, QUANTIZE)
     # int8_fast is faster but disagrees with PyTorch too often; PyTorch itself is never a candidate.
     assert chosen == "int8_wide" and set(variants) == {"fp32", "int8", "int8_fast", "int8_wide"}
     assert [r.name for r in variants["int8_fast"] if not r.passed] == ["agreement b1", "agreement batch",
                                                                        "accuracy drop b1", "accuracy drop batch"]
     by_throughput = serving.model_copy(update={"prefer": "throughput"})
-    assert choose_variant(by_throughput, QUANTIZE, "pytorch_fp32")[0] == "int8_wide"
+    assert choose_variant(by_throughput, QUANTIZE)[0] == "int8_wide"
     by_latency_only_int8 = serving.model_copy(update={"max_size_ratio": 0.3})
     quantize = {"models": {k: v for k, v in QUANTIZE["models"].items() if k != "int8_wide"}}
-    assert choose_variant(by_latency_only_int8, quantize, "pytorch_fp32")[0] == "int8"
+    assert choose_variant(by_latency_only_int8, quantize)[0] == "int8"
     nothing = serving.model_copy(update={"min_agreement": 1.0, "max_size_ratio": 0.3})
-    chosen, variants = choose_variant(nothing, QUANTIZE, "pytorch_fp32")
+    chosen, variants = choose_variant(nothing, QUANTIZE)
     assert chosen is None
     text = render([], variants, chosen, QUANTIZE, nothing, None, None)
     assert "REJECTED" in text and "no serving variant passes gate.serving" in text
