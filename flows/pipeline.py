@@ -122,7 +122,9 @@ def report_markdown(root: Path, results: list[StageResult], failure: str | None)
                       + (f", [Data Docs]({Path(validation['data_docs']).as_uri()})" if validation["data_docs"] else "")]
     evaluate = _metric(metrics_dir, "evaluate")
     if evaluate:
-        lines += ["", f"Test split, PyTorch: accuracy {evaluate['accuracy']:.4f}, macro-F1 {evaluate['macro_f1']:.4f}."]
+        low, high = evaluate["interval"]["accuracy"]
+        lines += ["", f"Test split, PyTorch: accuracy {evaluate['accuracy']:.4f} ({low:.4f}-{high:.4f}), "
+                      f"macro-F1 {evaluate['macro_f1']:.4f}, ECE {evaluate['ece']:.4f}."]
     for report in ("quantize.md", "gate.md"):  # serving variants measured; the gate's decision
         path = params.path("reports") / report
         if path.exists():
@@ -148,6 +150,7 @@ def pipeline(root: str = ".") -> dict[str, str]:
     params = load_params(workspace)  # a bad params.yaml fails here, before any stage
     results: list[StageResult] = []
     failure: str | None = None
+    started = time.time()
     # One pipeline per workspace at a time: DVC itself refuses concurrent runs.
     (workspace / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
     with FileLock(str(workspace / ".dvc" / "tmp" / "pipeline.lock")):
@@ -164,6 +167,10 @@ def pipeline(root: str = ".") -> dict[str, str]:
             get_run_logger().info(report)
             create_markdown_artifact(key="retraining-report", markdown=report,
                                      description="Stages, validation, test metrics and the gate decision of this run")
+            gate = params.path("reports") / "gate.md"
+            if gate.exists() and gate.stat().st_mtime >= started:  # written by this run's gate stage
+                create_markdown_artifact(key="gate-report", markdown=gate.read_text(encoding="utf-8"),
+                                         description="Every gate rule of this run, its value, bound and result")
             docs = params.path("reports") / "data_docs" / "index.html"
             if docs.exists():
                 create_link_artifact(key="data-docs", link=docs.as_uri(), link_text="Great Expectations Data Docs",

@@ -4,6 +4,8 @@
     textclf run                       run the whole DAG as a Prefect flow
     textclf predict [TEXT ...]        classify with the production model (or --file F, or stdin)
     textclf serve                     HTTP service over the production model
+    textclf registry list|show|promote|rollback|archive
+                                      model versions, their stages and lineage
 
 (`textclf` is `python -m tasks.cli`.)
 """
@@ -15,6 +17,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from tasks.config import ConfigError, Params, PipelineError, load_params
 
@@ -67,6 +70,64 @@ def predict_command(params: Params, texts: list[str], file: Path | None, as_json
             print(f"{prediction.label}\t{prediction.probabilities[prediction.label]:.4f}\t{text}")
 
 
+def _test_accuracy(record: dict) -> str:
+    scores = record.get("metrics", {}).get("gate", {}).get("scores") or {}
+    value = scores.get("overall", {}).get("candidate", {}).get("accuracy")
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def registry_command(params: Params, args: argparse.Namespace) -> None:
+    """List, show, promote, roll back or archive registry versions."""
+    import json
+
+    from tasks.registry import Registry
+
+    registry = Registry(params.path("registry"))
+    if args.action == "list":
+        stages = registry.stages()
+        print("version  stage       created                    variant        test acc  data (validated)  commit")
+        for version, stage in stages.items():
+            record = registry.record(version)
+            blocked = registry.rolled_back(version)
+            note = f"  rolled back: {blocked['reason']}" if blocked else ""
+            print(f"{version:<8} {stage:<11} {record.get('created_at', ''):<26} {record.get('variant', ''):<14} "
+                  f"{_test_accuracy(record):<9} {record.get('data', {}).get('validated_md5', '')[:16]:<17} "
+                  f"{record.get('git_commit', '')[:12]}{note}")
+    elif args.action == "show":
+        record = registry.record(args.version)
+        print(json.dumps({**record, "stage": registry.stages()[args.version]}, indent=2))
+    elif args.action == "history":
+        for event in registry.events():
+            print(json.dumps(event))
+    elif args.action == "promote":
+        previous = registry.promote(args.version, args.reason)
+        print(f"{args.version} is production (was {previous or 'none'})")
+    elif args.action == "rollback":
+        rolled_back, serving = registry.rollback(args.reason, args.to)
+        print(f"rolled back {rolled_back}; {serving} is production")
+    else:
+        registry.archive(args.version, args.reason)
+        print(f"{args.version} archived")
+
+
+def _registry_parser(sub: Any) -> None:
+    registry = sub.add_parser("registry", help="model versions: list, show, promote, rollback, archive")
+    actions = registry.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every version with its stage and lineage summary")
+    actions.add_parser("history", help="every registry event (JSON lines)")
+    show = actions.add_parser("show", help="a version's full lineage record")
+    show.add_argument("version")
+    promote = actions.add_parser("promote", help="make a version production (e.g. a manual-mode candidate)")
+    promote.add_argument("version")
+    promote.add_argument("--reason", default="promoted by hand")
+    rollback = actions.add_parser("rollback", help="restore the previous production model")
+    rollback.add_argument("--reason", required=True, help="why (recorded in the history)")
+    rollback.add_argument("--to", help="a specific version instead of the previous production one")
+    archive = actions.add_parser("archive", help="retire a candidate")
+    archive.add_argument("version")
+    archive.add_argument("--reason", required=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="textclf", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="HTTP service over the production model (params.yaml serve:)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    _registry_parser(sub)
     args = parser.parse_args(argv)
     root = args.root.resolve()
     try:
@@ -89,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             run_stage(args.name, root)
         elif args.command == "predict":
             predict_command(load_params(root), args.texts, args.file, args.json)
+        elif args.command == "registry":
+            registry_command(load_params(root), args)
         elif args.command == "serve":
             from tasks import serve as service
 

@@ -198,8 +198,60 @@ class TrainConfig(_Section):
     seed: int
 
 
+class NamedSlice(_Section):
+    """Test rows matching a regex (case-insensitive), or containing any of some whole words."""
+
+    pattern: str | None = None
+    keywords: Annotated[list[str], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> NamedSlice:
+        if (self.pattern is None) == (self.keywords is None):
+            raise ValueError("give exactly one of `pattern` or `keywords`")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {exc}") from None
+        return self
+
+
+class SliceConfig(_Section):
+    # Upper bounds (inclusive) of text-length buckets, in words, increasing.
+    length_words: list[Annotated[int, Field(ge=1)]]
+    named: dict[str, NamedSlice]
+    # Slices with fewer test rows are reported but their gate rules are not judged.
+    min_rows: Annotated[int, Field(ge=1)]
+
+    @field_validator("length_words")
+    @classmethod
+    def _increasing(cls, edges: list[int]) -> list[int]:
+        if any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError(f"bucket bounds must increase (got {edges})")
+        return edges
+
+    def length_buckets(self) -> list[tuple[str, int, int | None]]:
+        """(name, lowest, highest or None) word counts per bucket, e.g. ('words_1_10', 1, 10)."""
+        lows = [1] + [edge + 1 for edge in self.length_words]
+        highs: list[int | None] = [*self.length_words, None]
+        return [(f"words_{low}_{high}" if high is not None else f"words_{low}_up", low, high)
+                for low, high in zip(lows, highs)]
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.length_buckets()] + list(self.named)
+
+
+class BootstrapConfig(_Section):
+    resamples: Annotated[int, Field(ge=100)]
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)]
+    seed: int
+
+
 class EvaluateConfig(_Section):
     batch_size: Annotated[int, Field(ge=1)]
+    calibration_bins: Annotated[int, Field(ge=2)]
+    bootstrap: BootstrapConfig
+    slices: SliceConfig
 
 
 class ExportConfig(_Section):
@@ -279,11 +331,57 @@ class ServingRules(_Section):
     prefer: Literal["latency", "throughput"]
 
 
+class Bounds(_Section):
+    """A lower and/or an upper bound; a bound left out is not checked."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> Bounds:
+        if self.min is None and self.max is None:
+            raise ValueError("give `min`, `max` or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class ChangeBounds(Bounds):
+    """Bounds on candidate minus production (relative: divided by production's value)."""
+
+    relative: bool = False
+
+
+class MetricRules(_Section):
+    """Value thresholds on the candidate's metric and a change threshold against production."""
+
+    min: float | None = None
+    max: float | None = None
+    change: ChangeBounds | None = None
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> MetricRules:
+        if self.min is None and self.max is None and self.change is None:
+            raise ValueError("give `min`, `max`, `change` or a combination")
+        return self
+
+
 class GateConfig(_Section):
-    min_accuracy: Fraction
     min_onnx_agreement: Fraction
     serving: ServingRules
-    max_drop_vs_production: Fraction
+    # `point`: a change threshold fails when the difference is beyond its bound;
+    # `interval`: only when the whole bootstrap interval of the difference is
+    # (worse, and by more than noise).
+    change_test: Literal["point", "interval"]
+    metrics: dict[str, MetricRules]
+    # Slice name (from evaluate.slices, or "*" for every slice) -> metric -> rules.
+    slices: dict[str, dict[str, MetricRules]]
+
+
+class PromoteConfig(_Section):
+    # auto: a candidate that passes the gate becomes production; manual: it is
+    # registered as a candidate and waits for `textclf registry promote VERSION`.
+    mode: Literal["auto", "manual"]
 
 
 class ServeConfig(_Section):
@@ -306,10 +404,29 @@ class Params(_Section):
     export: ExportConfig
     quantize: QuantizeConfig
     gate: GateConfig
+    promote: PromoteConfig
     serve: ServeConfig
 
     # The repo root all relative paths are resolved against (not from the file).
     root: Annotated[Path, Field(exclude=True)] = Path(".")
+
+    @model_validator(mode="after")
+    def _gate_names_exist(self) -> Params:
+        """Every metric and slice a gate rule names is one that evaluation measures."""
+        from tasks.metrics import metric_names
+
+        metrics, slices = metric_names(self.data.labels), self.evaluate.slices.names()
+        rules = [("gate.metrics", self.gate.metrics)]
+        for name, by_metric in self.gate.slices.items():
+            if name != "*" and name not in slices:
+                raise ValueError(f"gate.slices.{name}: no such slice; evaluate.slices defines {slices} (or use '*')")
+            rules.append((f"gate.slices.{name}", by_metric))
+        for key, by_metric in rules:
+            for metric in by_metric:
+                if metric not in metrics:
+                    raise ValueError(f"{key}.{metric}: unknown metric; with labels {self.data.labels} "
+                                     f"the metrics are {metrics}")
+        return self
 
     def path(self, name: str) -> Path:
         """Absolute path of the `paths.<name>` entry."""
@@ -321,7 +438,9 @@ def _format_errors(error: ValidationError, file: Path) -> str:
     lines = [f"{file}: invalid parameters:"]
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
-        if item["type"] == "extra_forbidden":
+        if not key:  # a rule across sections: the message names its keys
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
+        elif item["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         elif item["type"] == "missing":
             lines.append(f"  {key}: missing key")

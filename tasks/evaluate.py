@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from tasks.config import Params
+from tasks.evaluation import OVERALL, score
 from tasks.io import LABEL, TEXT, atomic_path, read_table, write_json
-from tasks.metrics import classification_report
+from tasks.metrics import classification_report, label_indices, reliability_bins, softmax
 
 
 def torch_logits(model_dir: Path, texts: Sequence[str], batch_size: int, max_length: int) -> np.ndarray:
@@ -46,17 +48,37 @@ def load_predictions(path: Path) -> tuple[np.ndarray, list[str]]:
         return data["logits"], [str(label) for label in data["labels"]]
 
 
+def candidate_report(texts: list[str], y_true: np.ndarray, probabilities: np.ndarray, labels: list[str],
+                     params: Params) -> dict[str, Any]:
+    """The classification report, bootstrap intervals of its metrics, and the metrics of every slice."""
+    config = params.evaluate
+    report = classification_report(y_true, probabilities, labels, config.calibration_bins)
+    scored = score(texts, y_true, {"model": probabilities}, labels, config)
+    report["interval"] = {"confidence": config.bootstrap.confidence,
+                          **{metric: scored[OVERALL]["model_interval"][metric] for metric in report
+                             if isinstance(report[metric], float)}}
+    report["slices"] = {name: {"n": found["n"], **{m: v for m, v in found.get("model", {}).items() if "." not in m}}
+                        for name, found in scored.items() if name != OVERALL}
+    return report
+
+
 def run(params: Params) -> None:
-    """Stage entry point: test metrics, the PyTorch logits (reference for parity), confusion data."""
+    """Stage entry point: test metrics, the PyTorch logits (reference for parity), confusion and calibration data."""
     test = read_table(params.path("test_split"))
     model_dir = params.path("model")
     labels = model_labels(model_dir)
-    logits = torch_logits(model_dir, list(test[TEXT]), params.evaluate.batch_size, params.train.max_length)
-    predicted = [labels[i] for i in logits.argmax(axis=1)]
-    report = classification_report(list(test[LABEL]), predicted, labels)
+    texts = list(test[TEXT])
+    logits = torch_logits(model_dir, texts, params.evaluate.batch_size, params.train.max_length)
+    probabilities = softmax(logits)
+    y_true = label_indices(list(test[LABEL]), labels)
+    report = candidate_report(texts, y_true, probabilities, labels, params)
     save_predictions(params.path("predictions"), logits, test)
     write_json(params.path("metrics") / "evaluate.json", report)
-    confusion = pd.DataFrame({"actual": test[LABEL], "predicted": predicted})
-    with atomic_path(params.path("reports") / "confusion.csv") as tmp:
+    reports = params.path("reports")
+    confusion = pd.DataFrame({"actual": test[LABEL], "predicted": [labels[i] for i in logits.argmax(axis=1)]})
+    with atomic_path(reports / "confusion.csv") as tmp:
         confusion.to_csv(tmp, index=False)
-    print(f"evaluate: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} on {report['n']} rows")
+    write_json(reports / "calibration.json", reliability_bins(y_true, probabilities, params.evaluate.calibration_bins))
+    low, high = report["interval"]["accuracy"]
+    print(f"evaluate: accuracy {report['accuracy']:.4f} ({report['interval']['confidence']:.0%} interval "
+          f"{low:.4f}-{high:.4f}), macro-F1 {report['macro_f1']:.4f}, ECE {report['ece']:.4f} on {report['n']} rows")

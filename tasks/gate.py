@@ -1,26 +1,35 @@
-"""Stage `gate`: every rule that a candidate must pass before promotion, and which variant serves.
+"""Stage `gate`: every rule a candidate must pass before promotion, and which variant serves.
 
-Value thresholds on the candidate (PyTorch accuracy, agreement of both ONNX
-graphs with PyTorch); rules for each serving variant the quantize stage built
-and measured (label agreement and accuracy drop against PyTorch at batch 1 and
-at batch size, optionally size), of which the fastest passing one is chosen;
-and, once a production model exists, a change threshold: the production model
-is re-scored on this run's test split, so both are measured on the same data.
-A failed rule stops the run with a report that says which rule failed and by
-how much.
+1. Both ONNX graphs agree with PyTorch (`gate.min_onnx_agreement`).
+2. Each serving variant the quantize stage measured passes `gate.serving`
+   against PyTorch; the fastest passing one is the candidate.
+3. The candidate and the production model are scored here, in this run, on
+   this run's test split (overall and per slice, paired bootstrap intervals);
+   `gate.metrics` and `gate.slices` hold them to value thresholds (the
+   candidate's metric) and change thresholds (candidate minus production).
+A failed rule stops promotion; the report names each rule, its value and bound.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from tasks.benchmark import PYTORCH
-from tasks.config import GateConfig, Params, PipelineError, ServingRules
+from tasks.config import GateConfig, MetricRules, Params, PipelineError, ServingRules
+from tasks.evaluation import OVERALL, score
 from tasks.io import LABEL, TEXT, read_json, read_table, write_json, write_text
+from tasks.metrics import label_indices, softmax
+from tasks.onnx_model import OnnxClassifier
 from tasks.registry import Registry
 from tasks.serving import load_classifier
+
+CANDIDATE, PRODUCTION = "candidate", "production"
+Status = Literal["pass", "FAIL", "not judged"]
 
 
 class GateRejected(PipelineError, RuntimeError):
@@ -29,35 +38,60 @@ class GateRejected(PipelineError, RuntimeError):
 
 @dataclass(frozen=True)
 class Rule:
+    """One bound on one measured value.
+
+    With `interval` set (change_test: interval), the rule fails only when the
+    whole interval lies beyond the bound. `skip` says why a rule could not be
+    judged (too few rows, metric undefined); such a rule is listed, not applied.
+    """
+
     name: str
-    value: float
+    value: float | None
     threshold: float
-    kind: str  # "min": value >= threshold; "max": value <= threshold
+    kind: Literal["min", "max"]
+    interval: tuple[float, float] | None = None
+    skip: str | None = None
 
     @property
-    def passed(self) -> bool:
-        return self.value >= self.threshold if self.kind == "min" else self.value <= self.threshold
+    def status(self) -> Status:
+        if self.skip is not None or self.value is None:
+            return "not judged"
+        if self.interval is not None:
+            low, high = self.interval
+            beyond = high < self.threshold if self.kind == "min" else low > self.threshold
+        else:
+            beyond = self.value < self.threshold if self.kind == "min" else self.value > self.threshold
+        return "FAIL" if beyond else "pass"
 
     @property
-    def margin(self) -> float:
-        """How far inside (+) or outside (-) the threshold the value is."""
+    def failed(self) -> bool:
+        return self.status == "FAIL"
+
+    @property
+    def margin(self) -> float | None:
+        """How far inside (+) or outside (-) the bound the value is."""
+        if self.value is None:
+            return None
         return self.value - self.threshold if self.kind == "min" else self.threshold - self.value
 
+    def describe_failure(self) -> str:
+        side = "below" if self.kind == "min" else "above"
+        text = f"{self.name} is {self.value:.4f}, {side} {self.threshold:.4f} by {abs(self.margin or 0):.4f}"
+        if self.interval is not None:
+            text += f" (whole interval {self.interval[0]:.4f} to {self.interval[1]:.4f} {side} it)"
+        return text
 
-def production_accuracy(production: dict[str, Any], test: Any, batch_size: int) -> float:
-    """Accuracy of the served production model on this run's test split."""
-    model = load_classifier(Path(production["path"]))
-    predicted = model.predict(list(test[TEXT]), batch_size)
-    return sum(p == t for p, t in zip(predicted, test[LABEL])) / len(test)
+    def as_json(self) -> dict[str, Any]:
+        margin = self.margin
+        return {"name": self.name, "value": self.value, "threshold": self.threshold, "kind": self.kind,
+                "interval": list(self.interval) if self.interval else None, "status": self.status,
+                "skip": self.skip, "margin": None if margin is None else round(margin, 6)}
 
 
-def candidate_rules(config: GateConfig, evaluate: dict[str, Any], export: dict[str, Any]) -> list[Rule]:
-    """Value thresholds on the candidate itself: PyTorch accuracy, both ONNX graphs against PyTorch."""
-    return [
-        Rule("min_accuracy", evaluate["accuracy"], config.min_accuracy, "min"),
-        *(Rule(f"min_onnx_agreement ({graph})", export[graph]["label_agreement"], config.min_onnx_agreement, "min")
-          for graph in ("exported", "optimized")),
-    ]
+def onnx_rules(config: GateConfig, export: dict[str, Any]) -> list[Rule]:
+    """Both ONNX graphs against PyTorch on the test split."""
+    return [Rule(f"min_onnx_agreement ({graph})", export[graph]["label_agreement"], config.min_onnx_agreement, "min")
+            for graph in ("exported", "optimized")]
 
 
 def variant_rules(config: ServingRules, measured: dict[str, Any]) -> list[Rule]:
@@ -77,86 +111,178 @@ def choose_variant(config: ServingRules, quantize: dict[str, Any]) -> tuple[str 
     """The fastest variant (by `config.prefer`) whose rules all pass, or None; and every variant's rules."""
     models = quantize["models"]
     checked = {name: variant_rules(config, measured) for name, measured in models.items() if name != PYTORCH}
-    passing = [name for name, found in checked.items() if all(rule.passed for rule in found)]
+    passing = [name for name, found in checked.items() if not any(rule.failed for rule in found)]
     if config.prefer == "latency":
         return min(passing, key=lambda name: models[name]["p50_ms"], default=None), checked
     return max(passing, key=lambda name: models[name]["batch_per_s"], default=None), checked
 
 
+def _bounds(rules: Any) -> list[tuple[float, Literal["min", "max"]]]:
+    return [(bound, kind) for kind in ("min", "max") if (bound := getattr(rules, kind)) is not None]
+
+
+def scope_rules(scope: str, by_metric: dict[str, MetricRules], scored: dict[str, Any], change_test: str,
+                min_rows: int) -> list[Rule]:
+    """Value and change thresholds of one scope (overall or a slice) against its scores."""
+    prefix = "" if scope == OVERALL else f"{scope}: "
+    skip = None
+    if scope != OVERALL and scored["n"] < min_rows:
+        skip = f"{scored['n']} rows < evaluate.slices.min_rows {min_rows}"
+    rules = []
+    for metric, config in by_metric.items():
+        value = scored.get(CANDIDATE, {}).get(metric)
+        why = skip or (None if value is not None else "undefined on these rows")
+        rules += [Rule(f"{prefix}{metric}", value, bound, kind, skip=why) for bound, kind in _bounds(config)]
+        if config.change is None or "change" not in scored:
+            continue
+        key = "relative_change" if config.change.relative else "change"
+        change = scored[key].get(metric)
+        low, high = scored[f"{key}_interval"].get(metric, (None, None))
+        use_interval = change_test == "interval" and low is not None and high is not None
+        why = skip or (None if change is not None else "undefined on these rows")
+        rules += [Rule(f"{prefix}{metric} {key.replace('_', ' ')}", change, bound, kind,
+                       interval=(low, high) if use_interval else None, skip=why)
+                  for bound, kind in _bounds(config.change)]
+    return rules
+
+
+def slice_config(config: GateConfig, scope: str) -> dict[str, MetricRules]:
+    """The rules of one slice: "*"'s, with each bound the slice names itself taking precedence."""
+    general, specific = config.slices.get("*", {}), config.slices.get(scope, {})
+    merged = dict(general)
+    for metric, rules in specific.items():
+        own = {key: value for key, value in rules if value is not None}
+        merged[metric] = general[metric].model_copy(update=own) if metric in general else rules
+    return merged
+
+
+def metric_rules(config: GateConfig, scored: dict[str, dict[str, Any]], min_rows: int) -> list[Rule]:
+    """`gate.metrics` on the overall scores, then `gate.slices` on each slice's."""
+    rules = scope_rules(OVERALL, config.metrics, scored[OVERALL], config.change_test, min_rows)
+    for scope, found in scored.items():
+        if scope != OVERALL:
+            rules += scope_rules(scope, slice_config(config, scope), found, config.change_test, min_rows)
+    return rules
+
+
+def aligned_probabilities(model: OnnxClassifier, texts: Sequence[str], labels: Sequence[str], batch_size: int,
+                          who: str) -> np.ndarray:
+    """Probabilities with columns in the order of `labels`; a model with other labels cannot be compared."""
+    own = model.info.labels
+    if sorted(own) != sorted(labels):
+        raise GateRejected(f"## Gate: REJECTED\n\nThe {who} model predicts labels {own}, this run's test split "
+                           f"has {list(labels)}: they cannot be compared on the same rows.\n")
+    probabilities = softmax(model.logits(texts, batch_size))
+    return probabilities[:, [own.index(label) for label in labels]]
+
+
+def _number(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.4f}" if sign else f"{value:.4f}"
+
+
 def _rule_row(rule: Rule) -> str:
     sign = ">=" if rule.kind == "min" else "<="
-    return (f"| {rule.name} | {rule.value:.4f} | {sign} {rule.threshold:.4f} | {'pass' if rule.passed else 'FAIL'} | "
-            f"{rule.margin:+.4f} |")
+    spread = f"{rule.interval[0]:+.4f} to {rule.interval[1]:+.4f}" if rule.interval else ""
+    result = rule.status if rule.skip is None else f"not judged ({rule.skip})"
+    return (f"| {rule.name} | {_number(rule.value)} | {spread} | {sign} {rule.threshold:.4f} | {result} | "
+            f"{_number(rule.margin, sign=True)} |")
 
 
-def _failure(rule: Rule) -> str:
-    side = "below" if rule.kind == "min" else "above"
-    return f"{rule.name} is {rule.value:.4f}, {side} {rule.threshold:.4f} by {abs(rule.margin):.4f}"
+def _scores_table(scored: dict[str, dict[str, Any]], metric: str, confidence: float) -> list[str]:
+    paired = "change" in scored[OVERALL]
+    head = "| scope | rows | candidate | interval |" + (" production | change | change interval |" if paired else "")
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    for scope, found in scored.items():
+        if found["n"] == 0:
+            lines.append(f"| {scope} | 0 |" + " |" * (head.count("|") - 3))
+            continue
+        low, high = found[f"{CANDIDATE}_interval"][metric]
+        row = f"| {scope} | {found['n']} | {_number(found[CANDIDATE][metric])} | {_number(low)}-{_number(high)} |"
+        if paired:
+            c_low, c_high = found["change_interval"][metric]
+            row += (f" {_number(found[PRODUCTION][metric])} | {_number(found['change'][metric], True)} | "
+                    f"{_number(c_low, True)} to {_number(c_high, True)} |")
+        lines.append(row)
+    return [f"### Test split {metric} by slice ({confidence:.0%} bootstrap intervals, paired)", "", *lines]
 
 
-def render(checked: list[Rule], variants: dict[str, list[Rule]], chosen: str | None, quantize: dict[str, Any],
-           config: ServingRules, production: dict[str, Any] | None, production_acc: float | None) -> str:
-    """The Markdown report a person reads."""
-    passed = chosen is not None and all(rule.passed for rule in checked)
+def render(rules: list[Rule], variants: dict[str, list[Rule]], chosen: str | None, quantize: dict[str, Any],
+           params: Params, production: dict[str, Any] | None, scored: dict[str, dict[str, Any]] | None) -> str:
+    """The Markdown report a person reads (also the Prefect artifact and the failure message)."""
+    passed = chosen is not None and not any(rule.failed for rule in rules)
     lines = [f"## Gate: {'PASSED' if passed else 'REJECTED'}", ""]
     if production is None:
-        lines.append("No production model yet: this run bootstraps the registry if it passes.")
+        lines.append("No production model yet: change thresholds do not apply; this run bootstraps the registry "
+                     "if it passes.")
     else:
-        lines.append(f"Production {production['version']} re-scored on this test split: accuracy {production_acc:.4f}.")
-    lines += ["", "| rule | value | threshold | result | margin |", "|---|---|---|---|---|"]
-    lines += [_rule_row(rule) for rule in checked]
+        lines.append(f"Candidate `{chosen}` and production {production['version']} (`{production['variant']}`) "
+                     f"scored in this run on the same test split.")
+    lines += ["", "| rule | value | interval | bound | result | margin |", "|---|---|---|---|---|---|"]
+    lines += [_rule_row(rule) for rule in rules]
+    config = params.gate.serving
     measure = "batch-1 p50 latency" if config.prefer == "latency" else "batched throughput"
     columns = [rule.name for rule in next(iter(variants.values()), [])]
-    lines += ["", f"### Serving variants (the fastest by {measure} of those that pass is promoted)", "",
+    lines += ["", f"### Serving variants (the fastest by {measure} of those that pass is the candidate)", "",
               "| variant | p50 ms | rows/s | size | " + " | ".join(columns) + " | verdict |",
               "|---" * (len(columns) + 5) + "|"]
     for name, found in variants.items():
         m = quantize["models"][name]
-        cells = " | ".join(f"{r.value:.4f} {'ok' if r.passed else 'FAIL'}" for r in found)
-        verdict = "**serves**" if name == chosen else ("passes" if all(r.passed for r in found) else "rejected")
+        cells = " | ".join(f"{r.value:.4f} {'FAIL' if r.failed else 'ok'}" for r in found)
+        verdict = "**serves**" if name == chosen else ("rejected" if any(r.failed for r in found) else "passes")
         lines.append(f"| {name} | {m['p50_ms']:.2f} | {m['batch_per_s']:.0f} | {m['size_ratio']:.1%} | {cells} | "
                      f"{verdict} |")
-    failed = [_failure(rule) for rule in checked if not rule.passed]
+    if scored is not None:
+        lines += ["", *_scores_table(scored, "accuracy", params.evaluate.bootstrap.confidence)]
+    failed = [rule.describe_failure() for rule in rules if rule.failed]
     if chosen is None:
         failed.append("no serving variant passes gate.serving: " + "; ".join(
-            f"{name}: " + ", ".join(_failure(r) for r in found if not r.passed) for name, found in variants.items()))
+            f"{name}: " + ", ".join(r.describe_failure() for r in found if r.failed)
+            for name, found in variants.items()))
     if failed:
         lines += ["", "Failed: " + "; ".join(failed)]
     return "\n".join(lines) + "\n"
+
+
+def score_candidate(params: Params, model_file: str, production: dict[str, Any] | None, batch_size: int
+                    ) -> dict[str, dict[str, Any]]:
+    """Candidate (and production, when there is one) on this run's test split, overall and per slice."""
+    test = read_table(params.path("test_split"))
+    texts, labels = list(test[TEXT]), params.data.labels
+    y_true = label_indices(list(test[LABEL]), labels)
+    candidate = OnnxClassifier(params.path("quantized"), model_file)
+    models = {CANDIDATE: aligned_probabilities(candidate, texts, labels, batch_size, CANDIDATE)}
+    if production is not None:
+        served = load_classifier(Path(production["path"]))
+        models[PRODUCTION] = aligned_probabilities(served, texts, labels, batch_size, f"production {production['version']}")
+    return score(texts, y_true, models, labels, params.evaluate)
 
 
 def run(params: Params) -> None:
     """Stage entry point: write metrics/gate.json and reports/gate.md; raise if any rule fails."""
     metrics = params.path("metrics")
     quantize = read_json(metrics / "quantize.json")
-    checked = candidate_rules(params.gate, read_json(metrics / "evaluate.json"), read_json(metrics / "export.json"))
+    rules = onnx_rules(params.gate, read_json(metrics / "export.json"))
     chosen, variants = choose_variant(params.gate.serving, quantize)
     production = Registry(params.path("registry")).production()
-    production_acc = None
-    if production is not None:
-        test = read_table(params.path("test_split"))
-        production_acc = round(production_accuracy(production, test, quantize["batch_size"]), 6)
-        if chosen is not None:
-            checked.append(Rule("max_drop_vs_production",
-                                round(production_acc - quantize["models"][chosen]["accuracy_batch"], 6),
-                                params.gate.max_drop_vs_production, "max"))
-    passed = chosen is not None and all(rule.passed for rule in checked)
-    report = render(checked, variants, chosen, quantize, params.gate.serving, production, production_acc)
+    scored = None
+    if chosen is not None:
+        scored = score_candidate(params, quantize["models"][chosen]["file"], production, quantize["batch_size"])
+        rules += metric_rules(params.gate, scored, params.evaluate.slices.min_rows)
+    passed = chosen is not None and not any(rule.failed for rule in rules)
+    report = render(rules, variants, chosen, quantize, params, production, scored)
     write_json(metrics / "gate.json", {
         "passed": passed,
         "serving_variant": chosen,
         "model_file": quantize["models"][chosen]["file"] if chosen else None,
         "production_version": production["version"] if production else None,
-        "production_accuracy": production_acc,
-        "rules": [_as_json(rule) for rule in checked],
-        "variants": {name: {"passed": all(r.passed for r in found), "rules": [_as_json(r) for r in found]}
+        "rules": [rule.as_json() for rule in rules],
+        "variants": {name: {"passed": not any(r.failed for r in found), "rules": [r.as_json() for r in found]}
                      for name, found in variants.items()},
+        "scores": scored,
     })
     write_text(params.path("reports") / "gate.md", report)
     if not passed:
         raise GateRejected(report)
     print(report)
-
-
-def _as_json(rule: Rule) -> dict[str, Any]:
-    return {**asdict(rule), "passed": rule.passed, "margin": round(rule.margin, 6)}

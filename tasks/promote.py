@@ -32,9 +32,9 @@ def lineage(params: Params, gate: dict[str, Any]) -> dict[str, Any]:
         "variant": gate["serving_variant"],
         "model_md5": file_md5(params.path("quantized") / gate["model_file"]),
         "data": {"source": params.data.source,
-                 "validated_md5": file_md5(params.path("validated")),
-                 "train_md5": file_md5(params.path("augmented")),
-                 "test_md5": file_md5(params.path("test_split"))},
+                 **{f"{name}_md5": file_md5(params.path(path))
+                    for name, path in (("raw", "raw"), ("validated", "validated"), ("train", "augmented"),
+                                       ("test", "test_split"))}},
         "git_commit": git_commit(params.root),
         "params": params.model_dump(mode="json", by_alias=True),
         "metrics": {name: read_json(metrics / f"{name}.json") for name in ("evaluate", "quantize", "gate")},
@@ -42,7 +42,11 @@ def lineage(params: Params, gate: dict[str, Any]) -> dict[str, Any]:
 
 
 def promote(params: Params) -> dict[str, Any]:
-    """Register the serving variant the gate chose and point production at it; a no-op if it already serves."""
+    """Register the serving variant the gate chose and, in `promote.mode: auto`, make it production.
+
+    Not promoted (and said why): the candidate already serves, it was rolled
+    back before (a person must promote it by hand), or the mode is manual.
+    """
     gate = read_json(params.path("metrics") / "gate.json")
     if not gate.get("passed"):
         raise RegistryError("the gate did not pass for this candidate: refusing to promote")
@@ -50,18 +54,29 @@ def promote(params: Params) -> dict[str, Any]:
     with registry.locked():
         record = lineage(params, gate)
         current = registry.production()
+        outcome = {"promoted": False, "variant": record["variant"], "model_md5": record["model_md5"],
+                   "git_commit": record["git_commit"], "previous": current["version"] if current else None}
         if current is not None and current.get("model_md5") == record["model_md5"]:
-            return {"promoted": False, "version": current["version"], "reason": "candidate already serves"}
+            return {**outcome, "version": current["version"], "reason": "candidate already serves"}
         # The same model may already be registered (production pointer lost or moved by hand).
         version = registry.find(record["model_md5"]) or registry.register(
-            params.path("quantized"), record, files=[record["model_file"], TOKENIZER_FILE, CLASSIFIER_FILE])
-        registry.set_production(version, reason="promoted by the pipeline after a passed gate")
-    return {"promoted": True, "version": version, "previous": current["version"] if current else None,
-            "variant": record["variant"], "model_md5": record["model_md5"], "git_commit": record["git_commit"]}
+            params.path("quantized"), record, files=[record["model_file"], TOKENIZER_FILE, CLASSIFIER_FILE],
+            attachments=[params.path("reports") / "gate.md"], reason="passed the gate")
+        rolled_back = registry.rolled_back(version)
+        if rolled_back is not None:
+            return {**outcome, "version": version, "reason": (
+                f"{version} was rolled back at {rolled_back['at']} ({rolled_back['reason']}); the pipeline does "
+                f"not promote it again: `textclf registry promote {version}` does, if that was wrong")}
+        if params.promote.mode == "manual":
+            return {**outcome, "version": version, "reason": (
+                f"promote.mode is manual: {version} waits as a candidate; `textclf registry promote {version}`")}
+        registry.set_production(version, reason="passed the gate (promote.mode: auto)")
+    return {**outcome, "promoted": True, "version": version}
 
 
 def run(params: Params) -> None:
     """Stage entry point: promote and write reports/promotion.json."""
     outcome = promote(params)
     write_json(params.path("reports") / "promotion.json", outcome)
-    print(f"promote: {outcome}")
+    state = "promoted to production" if outcome["promoted"] else f"not promoted: {outcome['reason']}"
+    print(f"promote: {outcome['version']} ({outcome['variant']}) {state}")

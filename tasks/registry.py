@@ -1,12 +1,15 @@
-"""The model registry: numbered versions and a production pointer, outside DVC's graph.
+"""The model registry: numbered versions, stages and a production pointer, outside DVC's graph.
 
 Layout under `paths.registry`:
-    versions/vNNNN/   the served model folder plus `version.json` (lineage)
+    versions/vNNNN/   the served model files, the gate report and `version.json` (lineage)
     production.json   which version serves now (replaced atomically)
-    history.jsonl     every change of production, with the reason
+    history.jsonl     every event (register, promote, rollback, archive) with its reason
+Stages: the pointer's version is `production`; a version that served before,
+or was archived by hand, is `archived`; any other is a `candidate`.
+
 A version folder is complete before it gets its name, and production moves
 only by an atomic rename of the pointer, so a crash at any point leaves the
-previous production model serving.
+previous production model serving. Writers hold one file lock.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from filelock import FileLock
 
@@ -28,10 +31,17 @@ from tasks.io import read_json, write_json
 
 VERSION_FILE = "version.json"
 _VERSION = re.compile(r"^v(\d{4,})$")
+Stage = Literal["candidate", "production", "archived"]
+# Events that move the production pointer (they carry "from" and "to").
+_MOVES = ("promote", "rollback")
 
 
 class RegistryError(PipelineError, RuntimeError):
     """The registry is inconsistent or an operation on it is not allowed."""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 class Registry:
@@ -40,67 +50,171 @@ class Registry:
         self.versions = root / "versions"
         self.pointer = root / "production.json"
         self.history = root / "history.jsonl"
+        self._lock: FileLock | None = None
 
     @contextmanager
     def locked(self, timeout_s: float = 600) -> Iterator[None]:
-        """Serialise promotions and rollbacks (one writer at a time)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.root / ".lock"), timeout=timeout_s):
+        """Serialise writers (promote, rollback, archive) across processes; re-entrant in one process."""
+        if self._lock is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(str(self.root / ".lock"), timeout=timeout_s)
+        with self._lock:
             yield
+
+    # Reading
+
+    def production_version(self) -> str | None:
+        return read_json(self.pointer)["version"] if self.pointer.exists() else None
+
+    def record(self, version: str) -> dict[str, Any]:
+        """A complete version's lineage record, with its folder as `path`."""
+        folder = self.versions / version
+        if not (folder / VERSION_FILE).exists():
+            raise RegistryError(f"no complete version {version} in {self.versions}")
+        return {**read_json(folder / VERSION_FILE), "path": str(folder)}
 
     def production(self) -> dict[str, Any] | None:
         """The production version's record, or None before the first promotion."""
-        if not self.pointer.exists():
+        version = self.production_version()
+        if version is None:
             return None
-        version = read_json(self.pointer)["version"]
-        folder = self.versions / version
-        if not (folder / VERSION_FILE).exists():
-            raise RegistryError(f"{self.pointer} points at {version}, but {folder} is missing or incomplete")
-        return {**read_json(folder / VERSION_FILE), "path": str(folder)}
+        if not (self.versions / version / VERSION_FILE).exists():
+            raise RegistryError(f"{self.pointer} points at {version}, but {self.versions / version} is missing "
+                                "or incomplete")
+        return self.record(version)
 
     def list_versions(self) -> list[str]:
+        """Complete versions, oldest first (a half-copied `.vNNNN.tmp` is not one)."""
         if not self.versions.exists():
             return []
-        return sorted(p.name for p in self.versions.iterdir() if _VERSION.match(p.name))
+        return sorted(p.name for p in self.versions.iterdir()
+                      if _VERSION.match(p.name) and (p / VERSION_FILE).exists())
 
     def find(self, model_md5: str) -> str | None:
         """The newest complete version holding this exact model, if any."""
         for version in reversed(self.list_versions()):
-            record = self.versions / version / VERSION_FILE
-            if record.exists() and read_json(record).get("model_md5") == model_md5:
+            if read_json(self.versions / version / VERSION_FILE).get("model_md5") == model_md5:
                 return version
         return None
 
+    def events(self) -> list[dict[str, Any]]:
+        if not self.history.exists():
+            return []
+        return [json.loads(line) for line in self.history.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def stages(self) -> dict[str, Stage]:
+        """Every complete version's stage."""
+        stages: dict[str, Stage] = {version: "candidate" for version in self.list_versions()}
+        for event in self.events():
+            touched = [event.get("from"), event.get("to")] if event["event"] in _MOVES else [
+                event["version"]] if event["event"] == "archive" else []
+            stages.update({v: "archived" for v in touched if v in stages})
+        production = self.production_version()
+        if production in stages:
+            stages[production] = "production"
+        return stages
+
+    def rolled_back(self, version: str) -> dict[str, Any] | None:
+        """The rollback that took `version` out of production, unless it was promoted again since."""
+        found = None
+        for event in self.events():
+            if event["event"] == "rollback" and event.get("from") == version:
+                found = event
+            elif event["event"] in _MOVES and event.get("to") == version:
+                found = None
+        return found
+
+    # Writing
+
+    def _append(self, event: dict[str, Any]) -> None:
+        with self.history.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"at": _now(), **event}) + "\n")
+
     def _next_version(self) -> str:
-        numbers = [int(_VERSION.match(v).group(1)) for v in self.list_versions()]  # type: ignore[union-attr]
+        names = [p.name for p in self.versions.iterdir()] if self.versions.exists() else []
+        numbers = [int(m.group(1)) for name in names if (m := _VERSION.match(name))]
         return f"v{max(numbers, default=0) + 1:04d}"
 
-    def register(self, model_dir: Path, record: dict[str, Any], files: Sequence[str] | None = None) -> str:
-        """Copy a model folder (or only `files` of it) in as a new version with its lineage record.
+    def register(self, model_dir: Path, record: dict[str, Any], files: Sequence[str] | None = None,
+                 attachments: Sequence[Path] = (), reason: str = "registered") -> str:
+        """Copy a model folder (or only `files` of it, plus `attachments`) in as a new candidate version.
 
         Returns:
             The new version's name.
         """
-        version = self._next_version()
-        staging = self.versions / f".{version}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        if files is None:
-            shutil.copytree(model_dir, staging)
-        else:
-            staging.mkdir(parents=True)
-            for name in files:
-                shutil.copy2(model_dir / name, staging / name)
-        created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        write_json(staging / VERSION_FILE, {"version": version, "created_at": created, **record})
-        os.replace(staging, self.versions / version)
-        return version
+        with self.locked():
+            version = self._next_version()
+            staging = self.versions / f".{version}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)  # left by a crash during an earlier copy
+            if files is None:
+                shutil.copytree(model_dir, staging)
+            else:
+                staging.mkdir(parents=True)
+                for name in files:
+                    shutil.copy2(model_dir / name, staging / name)
+            for path in attachments:
+                shutil.copy2(path, staging / path.name)
+            write_json(staging / VERSION_FILE, {"version": version, "created_at": _now(), **record})
+            os.replace(staging, self.versions / version)
+            self._append({"event": "register", "version": version, "reason": reason})
+            return version
 
-    def set_production(self, version: str, reason: str) -> None:
-        """Point production at `version` (atomic) and append the change to the history."""
-        if not (self.versions / version / VERSION_FILE).exists():
-            raise RegistryError(f"no complete version {version} in {self.versions}")
-        previous = read_json(self.pointer)["version"] if self.pointer.exists() else None
-        at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        write_json(self.pointer, {"version": version, "since": at})
-        with self.history.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"at": at, "from": previous, "to": version, "reason": reason}) + "\n")
+    def set_production(self, version: str, reason: str, event: Literal["promote", "rollback"] = "promote") -> None:
+        """Point production at `version` (one atomic rename) and record the move."""
+        with self.locked():
+            if not (self.versions / version / VERSION_FILE).exists():
+                raise RegistryError(f"no complete version {version} in {self.versions}")
+            previous = self.production_version()
+            write_json(self.pointer, {"version": version, "since": _now()})
+            self._append({"event": event, "from": previous, "to": version, "reason": reason})
+
+    def promote(self, version: str, reason: str) -> str | None:
+        """Make a registered version production (also one that was archived or rolled back).
+
+        Returns:
+            The version that served before, if any.
+        """
+        with self.locked():
+            previous = self.production_version()
+            if previous == version:
+                raise RegistryError(f"{version} is already production")
+            self.set_production(version, reason)
+            return previous
+
+    def rollback(self, reason: str, to: str | None = None) -> tuple[str, str]:
+        """Restore the previous production model (or `to`) and archive the current one, marked rolled back.
+
+        Returns:
+            (the version rolled back, the version now serving).
+        """
+        if not reason.strip():
+            raise RegistryError("a rollback needs a reason (it is recorded in the history)")
+        with self.locked():
+            current = self.production_version()
+            if current is None:
+                raise RegistryError("no production model to roll back")
+            target = to or self._previous_production(current)
+            if target is None:
+                raise RegistryError(f"{current} is the only version that has served: nothing to roll back to")
+            if target == current:
+                raise RegistryError(f"{target} is already production")
+            self.set_production(target, reason, event="rollback")
+            return current, target
+
+    def _previous_production(self, current: str) -> str | None:
+        """The version that most recently stopped serving, other than `current` and rolled-back ones."""
+        ended: dict[str, int] = {}
+        for index, event in enumerate(self.events()):
+            if event["event"] in _MOVES and event.get("from"):
+                ended[event["from"]] = index
+        eligible = [v for v in ended if v != current and self.rolled_back(v) is None
+                    and (self.versions / v / VERSION_FILE).exists()]
+        return max(eligible, key=lambda v: ended[v], default=None)
+
+    def archive(self, version: str, reason: str) -> None:
+        """Retire a candidate (production is left by promoting or rolling back, not by archiving)."""
+        with self.locked():
+            if version == self.production_version():
+                raise RegistryError(f"{version} is production: promote another version or roll back first")
+            self.record(version)
+            self._append({"event": "archive", "version": version, "reason": reason})

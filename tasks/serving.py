@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from tasks.config import PipelineError
+from tasks.metrics import softmax
 from tasks.onnx_model import OnnxClassifier
 from tasks.registry import VERSION_FILE, Registry
 
@@ -55,11 +55,6 @@ def load_classifier(folder: Path, threads: int | None = None) -> OnnxClassifier:
         return OnnxClassifier(folder, graph.name, threads)
     except Exception as exc:  # ORT raises its own types (InvalidProtobuf, Fail, NoSuchFile), tokenizers others
         raise ModelLoadError(f"{graph}: cannot load the model ({type(exc).__name__}: {exc})") from None
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 class ProductionModel:

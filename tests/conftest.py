@@ -64,6 +64,19 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def onnx_folder(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The tiny model exported as a servable folder: model.onnx, tokenizer.json, classifier.json."""
+    from tasks.export import export_onnx
+    from tasks.onnx_model import ClassifierInfo
+
+    folder = tmp_path_factory.mktemp("onnx")
+    export_onnx(tiny_model_dir, folder / "model.onnx", 17)
+    shutil.copy(tiny_model_dir / "tokenizer.json", folder)
+    ClassifierInfo(["negative", "positive"], 64).save(folder)
+    return folder
+
+
 def tiny_overrides(model_dir: Path) -> dict[str, Any]:
     """Params that make the whole DAG run in about a minute on 2 cores."""
     return {
@@ -71,8 +84,10 @@ def tiny_overrides(model_dir: Path) -> dict[str, Any]:
         "validate": {"min_rows": 50},
         "augment": {"synonym": {"ratio": 0.1}, "backtranslation": {"ratio": 0.05}},
         "train": {"base_model": str(model_dir), "epochs": 2, "batch_size": 16, "learning_rate": 1e-3},
-        "gate": {"min_accuracy": 0.5, "min_onnx_agreement": 0.95, "max_drop_vs_production": 0.5,
-                 "serving": {"min_agreement": 0.8, "max_accuracy_drop": 0.2}},
+        "gate": {"min_onnx_agreement": 0.95, "serving": {"min_agreement": 0.8, "max_accuracy_drop": 0.2},
+                 "metrics": {"accuracy": {"min": 0.5, "change": {"min": -0.5}},
+                             "macro_f1": {"min": 0.3, "change": {"min": -0.5}}, "ece": {"max": 0.5}},
+                 "slices": {"*": {"accuracy": {"change": {"min": -0.5}}}, "negation": {"accuracy": {"min": 0.0}}}},
     }
 
 

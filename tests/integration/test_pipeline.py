@@ -49,7 +49,7 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     # Only the serving variant the gate chose is registered, with what it needs to run alone.
     assert record["variant"] == record["metrics"]["gate"]["serving_variant"]
     version_files = {p.name for p in (repo / "registry" / "versions" / "v0001").iterdir()}
-    assert version_files == {record["model_file"], "tokenizer.json", "classifier.json", "version.json"}
+    assert version_files == {record["model_file"], "tokenizer.json", "classifier.json", "version.json", "gate.md"}
     assert "Serving variants against PyTorch fp32" in log and "**serves**" in log
 
     # 2. After the Prefect run DVC sees nothing to do.
@@ -57,11 +57,12 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     assert ran_stages(dvc(repo, "repro").stdout) == []
 
     # 3. A gate threshold re-runs the gate (and promotion) only; production is re-scored.
-    set_params(repo, deep_merge(base, {"gate": {"min_accuracy": 0.45}}))
+    set_params(repo, deep_merge(base, {"gate": {"metrics": {"accuracy": {"min": 0.45}}}}))
     assert ran_stages(dvc(repo, "repro").stdout) == ["gate", "promote"]
     gate = json.loads((repo / "metrics" / "gate.json").read_text())
     assert gate["production_version"] == "v0001"
-    assert "max_drop_vs_production" in [rule["name"] for rule in gate["rules"]]
+    assert gate["scores"]["overall"]["change"]["accuracy"] == 0  # the same model, scored twice
+    assert {"accuracy change", "negation: accuracy"} <= {rule["name"] for rule in gate["rules"]}
     assert json.loads((repo / "reports" / "promotion.json").read_text())["promoted"] is False
 
     # 4. A lost production pointer (fresh clone, wiped registry) makes DVC re-run promotion only.
@@ -91,10 +92,10 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     assert pointer.read_bytes() == production_before and validated.read_bytes() == validated_before
 
     # 7. A candidate that misses a gate rule is rejected with the rule named; production stays.
-    set_params(repo, deep_merge(base, {"gate": {"min_accuracy": 1.0}}))
+    set_params(repo, deep_merge(base, {"gate": {"metrics": {"accuracy": {"min": 1.0}}}}))
     rejected = flow(repo, check=False)
     assert rejected.returncode == 1
     message = rejected.stdout + rejected.stderr
     assert "stage 'gate' failed" in message and "Gate: REJECTED" in message
-    assert "min_accuracy is" in message and "below 1.0000 by" in message
+    assert "Failed: accuracy is" in message and "below 1.0000 by" in message
     assert pointer.read_bytes() == production_before

@@ -33,8 +33,8 @@ def test_bad_value_is_named(tmp_path):
 
 def test_missing_key_is_named(tmp_path):
     bad = repo_params()
-    del bad["gate"]["min_accuracy"]
-    with pytest.raises(ConfigError, match=r"gate\.min_accuracy: missing key"):
+    del bad["gate"]["change_test"]
+    with pytest.raises(ConfigError, match=r"gate\.change_test: missing key"):
         load_params(write(tmp_path, bad))
 
 

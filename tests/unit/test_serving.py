@@ -14,21 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.export import export_onnx
-from tasks.onnx_model import ClassifierInfo
 from tasks.registry import Registry
 from tasks.serving import ModelLoadError, ProductionModel, load_classifier, predict
 
 LABELS = ["negative", "positive"]
-
-
-@pytest.fixture(scope="module")
-def onnx_folder(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    folder = tmp_path_factory.mktemp("onnx")
-    export_onnx(tiny_model_dir, folder / "model.onnx", 17)
-    shutil.copy(tiny_model_dir / "tokenizer.json", folder)
-    ClassifierInfo(LABELS, 64).save(folder)
-    return folder
 
 
 def promote(registry: Registry, folder: Path) -> str:
