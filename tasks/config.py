@@ -6,6 +6,7 @@ missing key in params.yaml fails loudly with the key's dotted name.
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -226,7 +227,7 @@ class SliceConfig(_Section):
     @field_validator("length_words")
     @classmethod
     def _increasing(cls, edges: list[int]) -> list[int]:
-        if any(b <= a for a, b in zip(edges, edges[1:])):
+        if any(b <= a for a, b in itertools.pairwise(edges)):
             raise ValueError(f"bucket bounds must increase (got {edges})")
         return edges
 

@@ -12,7 +12,12 @@ import pandas as pd
 from tasks.config import Params
 from tasks.evaluation import OVERALL, score
 from tasks.io import LABEL, TEXT, atomic_path, read_table, write_json
-from tasks.metrics import classification_report, label_indices, reliability_bins, softmax
+from tasks.metrics import (
+    classification_report,
+    label_indices,
+    reliability_bins,
+    softmax,
+)
 
 
 def torch_logits(model_dir: Path, texts: Sequence[str], batch_size: int, max_length: int) -> np.ndarray:

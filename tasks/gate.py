@@ -217,10 +217,15 @@ def render(rules: list[Rule], variants: dict[str, list[Rule]], chosen: str | Non
         lines.append("No production model yet: change thresholds do not apply; this run bootstraps the registry "
                      "if it passes.")
     else:
-        lines.append(f"Candidate `{chosen}` and production {production['version']} (`{production['variant']}`) "
-                     f"scored in this run on the same test split.")
+        served = production.get("variant", "variant not recorded")
+        lines.append(f"Candidate `{chosen}` and production {production['version']} (`{served}`) scored in this "
+                     "run on the same test split.")
     lines += ["", "| rule | value | interval | bound | result | margin |", "|---|---|---|---|---|---|"]
     lines += [_rule_row(rule) for rule in rules]
+    if any(rule.interval is not None for rule in rules):
+        lines += ["", f"Rules with an interval (`gate.change_test: interval`, "
+                      f"{params.evaluate.bootstrap.confidence:.0%} paired bootstrap) fail only when the whole "
+                      "interval is beyond the bound: worse, and by more than noise."]
     config = params.gate.serving
     measure = "batch-1 p50 latency" if config.prefer == "latency" else "batched throughput"
     columns = [rule.name for rule in next(iter(variants.values()), [])]

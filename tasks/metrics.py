@@ -119,7 +119,7 @@ def classification_report(y_true: np.ndarray, probabilities: np.ndarray, labels:
     values = point_metrics(y_true, probabilities, labels, bins)
     matrix = confusion_matrices(y_true[None, :], probabilities.argmax(axis=1)[None, :], len(labels))[0]
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         **{name: values[name] for name in metric_names(labels) if "." not in name},
         "per_class": {label: {**{m: values[f"{m}.{label}"] for m in PER_CLASS_METRICS},
                               "support": int(matrix[i].sum())} for i, label in enumerate(labels)},

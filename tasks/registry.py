@@ -41,7 +41,7 @@ class RegistryError(PipelineError, RuntimeError):
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 class Registry:
@@ -100,7 +100,9 @@ class Registry:
     def events(self) -> list[dict[str, Any]]:
         if not self.history.exists():
             return []
-        return [json.loads(line) for line in self.history.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = self.history.read_text(encoding="utf-8").splitlines()
+        # Registries written before events had names only recorded production moves.
+        return [{"event": "promote", **json.loads(line)} for line in lines if line.strip()]
 
     def stages(self) -> dict[str, Stage]:
         """Every complete version's stage."""

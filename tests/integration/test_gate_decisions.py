@@ -10,7 +10,18 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks import augment, evaluate, export, gate, ingest, promote, quantize, split, train, validate
+from tasks import (
+    augment,
+    evaluate,
+    export,
+    gate,
+    ingest,
+    promote,
+    quantize,
+    split,
+    train,
+    validate,
+)
 from tasks.config import load_params
 from tasks.io import LABEL, read_table, write_table
 from tasks.registry import Registry

@@ -98,4 +98,7 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     message = rejected.stdout + rejected.stderr
     assert "stage 'gate' failed" in message and "Gate: REJECTED" in message
     assert "Failed: accuracy is" in message and "below 1.0000 by" in message
+    # The same report is the run's Prefect artifact.
+    artifact = run([str(BIN / "prefect"), "artifact", "inspect", "gate-report", "--limit", "1", "-o", "json"], repo)
+    assert "Gate: REJECTED" in artifact.stdout and "below 1.0000 by" in artifact.stdout
     assert pointer.read_bytes() == production_before

@@ -2,7 +2,12 @@
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 from tasks.config import ConfigError
 from tasks.evaluation import OVERALL, score
