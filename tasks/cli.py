@@ -71,8 +71,7 @@ def predict_command(params: Params, texts: list[str], file: Path | None, as_json
 
 
 def _test_accuracy(record: dict) -> str:
-    scores = record.get("metrics", {}).get("gate", {}).get("scores") or {}
-    value = scores.get("overall", {}).get("candidate", {}).get("accuracy")
+    value = record.get("metrics", {}).get("gate", {}).get("overall", {}).get("accuracy", {}).get("candidate")
     return "n/a" if value is None else f"{value:.4f}"
 
 

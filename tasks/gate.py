@@ -29,6 +29,7 @@ from tasks.registry import Registry
 from tasks.serving import load_classifier
 
 CANDIDATE, PRODUCTION = "candidate", "production"
+SCORES_FILE = "gate_scores.json"
 Status = Literal["pass", "FAIL", "not judged"]
 
 
@@ -250,6 +251,15 @@ def render(rules: list[Rule], variants: dict[str, list[Rule]], chosen: str | Non
     return "\n".join(lines) + "\n"
 
 
+def headline(scored: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, float | None]]:
+    """Overall metrics (not per class) of candidate and production and their change: the DVC metrics."""
+    if scored is None:
+        return {}
+    overall = scored[OVERALL]
+    return {metric: {key: overall[key][metric] for key in (CANDIDATE, PRODUCTION, "change") if key in overall}
+            for metric in overall[CANDIDATE] if "." not in metric}
+
+
 def score_candidate(params: Params, model_file: str, production: dict[str, Any] | None, batch_size: int
                     ) -> dict[str, dict[str, Any]]:
     """Candidate (and production, when there is one) on this run's test split, overall and per slice."""
@@ -285,8 +295,10 @@ def run(params: Params) -> None:
         "rules": [rule.as_json() for rule in rules],
         "variants": {name: {"passed": not any(r.failed for r in found), "rules": [r.as_json() for r in found]}
                      for name, found in variants.items()},
-        "scores": scored,
+        "overall": headline(scored),
     })
+    # Every metric of both models per slice, with intervals: too many numbers for `dvc metrics show`.
+    write_json(params.path("reports") / SCORES_FILE, scored)
     write_text(params.path("reports") / "gate.md", report)
     if not passed:
         raise GateRejected(report)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config import Params
+from tasks.gate import SCORES_FILE
 from tasks.io import file_md5, read_json, write_json
 from tasks.onnx_model import CLASSIFIER_FILE, TOKENIZER_FILE
 from tasks.registry import Registry, RegistryError
@@ -37,7 +38,8 @@ def lineage(params: Params, gate: dict[str, Any]) -> dict[str, Any]:
                                        ("test", "test_split"))}},
         "git_commit": git_commit(params.root),
         "params": params.model_dump(mode="json", by_alias=True),
-        "metrics": {name: read_json(metrics / f"{name}.json") for name in ("evaluate", "quantize", "gate")},
+        "metrics": {**{name: read_json(metrics / f"{name}.json") for name in ("evaluate", "quantize", "gate")},
+                    "gate_scores": read_json(params.path("reports") / SCORES_FILE)},
     }
 
 

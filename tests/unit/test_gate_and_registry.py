@@ -175,6 +175,7 @@ def stage_candidate(params, model: Path, model_file: str) -> None:
                                                    "serving_variant": model_file.split(".")[1]}))
     params.path("reports").mkdir(parents=True, exist_ok=True)
     (params.path("reports") / "gate.md").write_text("## Gate: PASSED\n")
+    (params.path("reports") / "gate_scores.json").write_text("{}")
 
 
 @pytest.fixture
