@@ -36,7 +36,11 @@ def run_stage(name: str, root: Path) -> None:
     _stay_offline(params)
     try:
         module = importlib.import_module(f"tasks.{name}")
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as exc:
+        if exc.name != f"tasks.{name}":  # a package the stage needs is missing: say which
+            raise ConfigError(f"stage '{name}' needs the Python package '{exc.name}', which {sys.executable} "
+                              "does not have (activate the project's environment: source .venv/bin/activate)"
+                              ) from None
         raise ConfigError(f"no stage module tasks/{name}.py for stage '{name}'") from None
     module.run(params)
 
