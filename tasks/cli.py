@@ -79,6 +79,10 @@ def _test_accuracy(record: dict) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def _short_commit(commit: str) -> str:
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
 def registry_command(params: Params, args: argparse.Namespace) -> None:
     """List, show, promote, roll back or archive registry versions."""
     import json
@@ -95,7 +99,7 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
             note = f"  rolled back: {blocked['reason']}" if blocked else ""
             print(f"{version:<8} {stage:<11} {record.get('created_at', ''):<26} {record.get('variant', ''):<14} "
                   f"{_test_accuracy(record):<9} {record.get('data', {}).get('validated_md5', '')[:16]:<17} "
-                  f"{record.get('git_commit', '')[:12]}{note}")
+                  f"{_short_commit(record.get('git_commit', ''))}{note}")
     elif args.action == "show":
         record = registry.record(args.version)
         print(json.dumps({**record, "stage": registry.stages()[args.version]}, indent=2))
