@@ -224,9 +224,9 @@ def render(rules: list[Rule], variants: dict[str, list[Rule]], chosen: str | Non
     lines += ["", "| rule | value | interval | bound | result | margin |", "|---|---|---|---|---|---|"]
     lines += [_rule_row(rule) for rule in rules]
     if any(rule.interval is not None for rule in rules):
-        lines += ["", f"Rules with an interval (`gate.change_test: interval`, "
-                      f"{params.evaluate.bootstrap.confidence:.0%} paired bootstrap) fail only when the whole "
-                      "interval is beyond the bound: worse, and by more than noise."]
+        lines += ["", (f"Rules with an interval (`gate.change_test: interval`, "
+                       f"{params.evaluate.bootstrap.confidence:.0%} paired bootstrap) fail only when the whole "
+                       "interval is beyond the bound: worse, and by more than noise.")]
     config = params.gate.serving
     measure = "batch-1 p50 latency" if config.prefer == "latency" else "batched throughput"
     columns = [rule.name for rule in next(iter(variants.values()), [])]
