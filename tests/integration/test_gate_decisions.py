@@ -1,7 +1,8 @@
 """Gate decisions on really trained models: bootstrap, shuffled labels rejected, a better model promoted.
 
-The stages run through their entry points on a tiny BERT that learns the demo
-data in a few seconds (8 epochs: about 0.8 test accuracy; 3 epochs: about 0.7).
+The stages run through their entry points on a tiny BERT (seeded weights) that
+learns the demo data in seconds: 4 epochs reach about 0.89 test accuracy, 10
+epochs about 0.93, labels shuffled about 0.5 (180 test rows).
 """
 
 import json
@@ -33,7 +34,7 @@ MODEL_STAGES = (augment, train, evaluate, export, quantize, gate, promote)
 @pytest.fixture
 def workspace(tmp_path, tiny_model_dir):
     overrides = deep_merge(tiny_overrides(tiny_model_dir), {
-        "data": {"demo": {"rows": 800}},
+        "data": {"demo": {"rows": 1200}},
         "augment": {"synonym": {"ratio": 0.0}, "backtranslation": {"ratio": 0.0}},
         "train": {"epochs": 8, "learning_rate": 0.002},
         "gate": {"change_test": "interval",
@@ -77,8 +78,8 @@ def gate_scores(params) -> dict:
 
 @pytest.mark.slow
 def test_shuffled_labels_are_rejected_and_a_better_model_is_promoted(workspace):
-    # 1. A modest first model bootstraps the registry: value thresholds only.
-    params = train_and_gate(workspace, epochs=3)
+    # 1. A shorter-trained first model bootstraps the registry: value thresholds only.
+    params = train_and_gate(workspace, epochs=4)
     registry = Registry(params.path("registry"))
     first = gate_result(params)
     assert first["passed"] and first["production_version"] is None
@@ -99,13 +100,13 @@ def test_shuffled_labels_are_rejected_and_a_better_model_is_promoted(workspace):
     assert registry.production()["version"] == "v0001" and registry.list_versions() == ["v0001"]
 
     # 3. A genuinely better model (longer training) passes every change threshold and is promoted.
-    params = train_and_gate(workspace, epochs=8)
+    params = train_and_gate(workspace, epochs=10)
     better = gate_result(params)
     assert better["passed"] and better["production_version"] == "v0001"
     overall = gate_scores(params)["overall"]
     assert better["overall"]["accuracy"]["change"] == overall["change"]["accuracy"]
     assert overall["production"]["accuracy"] == pytest.approx(first_accuracy)  # re-scored, same number
-    assert overall["change"]["accuracy"] > 0.05
+    assert overall["change"]["accuracy"] > 0.02
     assert registry.production()["version"] == "v0002"
     assert registry.stages() == {"v0001": "archived", "v0002": "production"}
     lineage = registry.production()
