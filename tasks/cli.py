@@ -91,12 +91,11 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
 
     registry = Registry(params.path("registry"))
     if args.action == "list":
-        stages = registry.stages()
+        stages, rollbacks = registry.stages(), registry.rollbacks()
         print("version  stage       created                    variant        test acc  data (validated)  commit")
         for version, stage in stages.items():
             record = registry.record(version)
-            blocked = registry.rolled_back(version)
-            note = f"  rolled back: {blocked['reason']}" if blocked else ""
+            note = f"  rolled back: {rollbacks[version]['reason']}" if version in rollbacks else ""
             print(f"{version:<8} {stage:<11} {record.get('created_at', ''):<26} {record.get('variant', ''):<14} "
                   f"{_test_accuracy(record):<9} {record.get('data', {}).get('validated_md5', '')[:16]:<17} "
                   f"{_short_commit(record.get('git_commit', ''))}{note}")

@@ -281,16 +281,17 @@ def run(params: Params) -> None:
     rules = onnx_rules(params.gate, read_json(metrics / "export.json"))
     chosen, variants = choose_variant(params.gate.serving, quantize)
     production = Registry(params.path("registry")).production()
+    model_file = quantize["models"][chosen]["file"] if chosen else None
     scored = None
-    if chosen is not None:
-        scored = score_candidate(params, quantize["models"][chosen]["file"], production, quantize["batch_size"])
+    if model_file is not None:
+        scored = score_candidate(params, model_file, production, quantize["batch_size"])
         rules += metric_rules(params.gate, scored, params.evaluate.slices.min_rows)
     passed = chosen is not None and not any(rule.failed for rule in rules)
     report = render(rules, variants, chosen, quantize, params, production, scored)
     write_json(metrics / "gate.json", {
         "passed": passed,
         "serving_variant": chosen,
-        "model_file": quantize["models"][chosen]["file"] if chosen else None,
+        "model_file": model_file,
         "production_version": production["version"] if production else None,
         "rules": [rule.as_json() for rule in rules],
         "variants": {name: {"passed": not any(r.failed for r in found), "rules": [r.as_json() for r in found]}

@@ -38,10 +38,15 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
 
 
+def confidence_bins(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Index of the equal-width bin over [0, 1] each confidence falls in (1.0 in the last bin)."""
+    return np.minimum((confidence * bins).astype(np.int64), bins - 1)
+
+
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int) -> np.ndarray:
     """Sum over equal-width confidence bins of |accuracy - mean confidence|, weighted by the bin's share."""
     resamples, n = confidence.shape
-    which = np.minimum((confidence * bins).astype(np.int64), bins - 1) + np.arange(resamples)[:, None] * bins
+    which = confidence_bins(confidence, bins) + np.arange(resamples)[:, None] * bins
     size = resamples * bins
     gap = (np.bincount(which.ravel(), weights=correct.ravel().astype(np.float64), minlength=size)
            - np.bincount(which.ravel(), weights=confidence.ravel(), minlength=size))
@@ -131,7 +136,7 @@ def reliability_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int) -
     """Per confidence bin: rows, mean confidence and accuracy (the reliability diagram)."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == y_true
-    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    which = confidence_bins(confidence, bins)
     rows = []
     for b in range(bins):
         inside = which == b

@@ -108,23 +108,29 @@ class Registry:
         """Every complete version's stage."""
         stages: dict[str, Stage] = {version: "candidate" for version in self.list_versions()}
         for event in self.events():
-            touched = [event.get("from"), event.get("to")] if event["event"] in _MOVES else [
-                event["version"]] if event["event"] == "archive" else []
+            if event["event"] in _MOVES:
+                touched = [event.get("from"), event.get("to")]
+            else:
+                touched = [event["version"]] if event["event"] == "archive" else []
             stages.update({v: "archived" for v in touched if v in stages})
         production = self.production_version()
         if production in stages:
             stages[production] = "production"
         return stages
 
+    def rollbacks(self) -> dict[str, dict[str, Any]]:
+        """Version -> the rollback that took it out of production, for those not promoted again since."""
+        found: dict[str, dict[str, Any]] = {}
+        for event in self.events():
+            if event["event"] == "rollback" and event.get("from"):
+                found[event["from"]] = event
+            if event["event"] in _MOVES:
+                found.pop(event.get("to"), None)
+        return found
+
     def rolled_back(self, version: str) -> dict[str, Any] | None:
         """The rollback that took `version` out of production, unless it was promoted again since."""
-        found = None
-        for event in self.events():
-            if event["event"] == "rollback" and event.get("from") == version:
-                found = event
-            elif event["event"] in _MOVES and event.get("to") == version:
-                found = None
-        return found
+        return self.rollbacks().get(version)
 
     # Writing
 
@@ -209,7 +215,8 @@ class Registry:
         for index, event in enumerate(self.events()):
             if event["event"] in _MOVES and event.get("from"):
                 ended[event["from"]] = index
-        eligible = [v for v in ended if v != current and self.rolled_back(v) is None
+        blocked = self.rollbacks()
+        eligible = [v for v in ended if v != current and v not in blocked
                     and (self.versions / v / VERSION_FILE).exists()]
         return max(eligible, key=lambda v: ended[v], default=None)
 
