@@ -1,12 +1,22 @@
-"""Stage `split`: stratified, seeded train/val/test; a source's own splits are kept.
+"""Stage `split`: seeded train/val/test that stay put as data grows; a source's own splits are kept.
 
 Splits are carved by text group: rows whose texts are equal after
 normalisation always land in the same split, so duplicates that validation
 was told to keep (`warn`) cannot leak between train and test.
+
+A group's split depends only on its own text and the seed (a hash of both,
+against the split's fraction), not on the other rows. Retraining on appended
+data therefore never moves a row the production model trained on into the
+test split the gate scores it on, and never moves a test row into training.
+The price: class shares per split match the data's only up to sampling noise
+(a few rows on hundreds), and a label too rare to reach a split is an error.
 """
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -19,17 +29,22 @@ class SplitError(PipelineError, ValueError):
     """The data cannot be split as configured."""
 
 
+def unit_hash(keys: pd.Series, salt: str) -> np.ndarray:
+    """A number in [0, 1) per key, uniform over keys, the same for the same key and salt in any data."""
+    return np.fromiter((int.from_bytes(hashlib.blake2b(f"{salt}\0{key}".encode(), digest_size=8).digest(), "big")
+                        / 2.0**64 for key in keys), dtype=np.float64, count=len(keys))
+
+
 def _carve(frame: pd.DataFrame, fraction: float, seed: int, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split `frame` into (rest, part), `part` about `fraction` of the text groups, stratified by label."""
-    keys = frame[TEXT].map(normalise)
-    groups = frame.assign(_key=keys).drop_duplicates("_key")  # one row stands for its group
-    counts = groups[LABEL].value_counts()
-    if (counts < 2).any():
-        rare = counts[counts < 2].index.tolist()
-        raise SplitError(f"cannot carve a stratified {name} split: labels {rare} have fewer than 2 distinct texts")
-    _, part = train_test_split(groups, test_size=fraction, random_state=seed, stratify=groups[LABEL])
-    in_part = keys.isin(set(part["_key"]))
-    return frame[~in_part], frame[in_part]
+    """Split `frame` into (rest, part): each text group is in `part` with probability `fraction`."""
+    in_part = unit_hash(frame[TEXT].map(normalise), f"{seed}:{name}") < fraction
+    rest, part = frame[~in_part], frame[in_part]
+    for side, rows in ((name, part), ("remaining training", rest)):
+        missing = sorted(set(frame[LABEL]) - set(rows[LABEL]))
+        if missing:
+            raise SplitError(f"the {side} split has no rows of labels {missing} ({len(frame)} rows to carve "
+                             f"{fraction:.0%} from): too few of them; add data or change split.seed")
+    return rest, part
 
 
 def split(frame: pd.DataFrame, config: SplitConfig) -> dict[str, pd.DataFrame]:

@@ -1,11 +1,13 @@
 """Gate decisions on really trained models: bootstrap, shuffled labels rejected, a better model promoted.
 
 The stages run through their entry points on a tiny BERT (seeded weights) that
-learns the demo data in seconds: 4 epochs reach about 0.89 test accuracy, 10
-epochs about 0.93, labels shuffled about 0.5 (180 test rows).
+learns the demo data in seconds: 2 epochs reach about 0.85 test accuracy, 14
+epochs (early stopping after 9) about 0.93, labels shuffled about 0.5 (165 test
+rows). In between, the learning-rate schedule makes longer not always better.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -79,7 +81,7 @@ def gate_scores(params) -> dict:
 @pytest.mark.slow
 def test_shuffled_labels_are_rejected_and_a_better_model_is_promoted(workspace):
     # 1. A shorter-trained first model bootstraps the registry: value thresholds only.
-    params = train_and_gate(workspace, epochs=4)
+    params = train_and_gate(workspace, epochs=2)
     registry = Registry(params.path("registry"))
     first = gate_result(params)
     assert first["passed"] and first["production_version"] is None
@@ -94,13 +96,13 @@ def test_shuffled_labels_are_rejected_and_a_better_model_is_promoted(workspace):
     report = str(rejected.value)
     failed = {rule["name"] for rule in gate_result(params)["rules"] if rule["status"] == "FAIL"}
     assert {"accuracy", "accuracy change", "macro_f1"} <= failed
-    assert "Gate: REJECTED" in report and "accuracy is 0.5" in report and "below 0.6000 by" in report
+    assert "Gate: REJECTED" in report and re.search(r"accuracy is 0\.[45]\d+, below 0\.6000 by", report)
     assert "accuracy change is -0." in report and "whole interval" in report
     assert (params.path("reports") / "gate.md").read_text() == report
     assert registry.production()["version"] == "v0001" and registry.list_versions() == ["v0001"]
 
     # 3. A genuinely better model (longer training) passes every change threshold and is promoted.
-    params = train_and_gate(workspace, epochs=10)
+    params = train_and_gate(workspace, epochs=14)
     better = gate_result(params)
     assert better["passed"] and better["production_version"] == "v0001"
     overall = gate_scores(params)["overall"]

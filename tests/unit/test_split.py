@@ -1,6 +1,7 @@
 import pandas as pd
+import pytest
 
-from tasks.split import split
+from tasks.split import SplitError, split
 
 
 def frame(n: int, with_split: str | None = None) -> pd.DataFrame:
@@ -8,15 +9,17 @@ def frame(n: int, with_split: str | None = None) -> pd.DataFrame:
                          "split": with_split, "row_id": [str(i) for i in range(n)]})
 
 
-def test_stratified_seeded_and_disjoint(make_params):
+def test_fractions_class_shares_seeded_and_disjoint(make_params):
     config = make_params({"split": {"val_fraction": 0.1, "test_fraction": 0.2}}).split
-    parts = split(frame(1000), config)
-    assert {k: len(v) for k, v in parts.items()} == {"train": 700, "val": 100, "test": 200}
+    parts = split(frame(4000), config)
+    # Each text group draws its split: sizes within 4 standard deviations of the binomial.
+    for name, share in (("train", 0.7), ("val", 0.1), ("test", 0.2)):
+        assert abs(len(parts[name]) - 4000 * share) < 4 * (4000 * share * (1 - share)) ** 0.5
     for part in parts.values():
-        assert abs((part["label"] == "b").mean() - 0.25) < 0.02
+        assert abs((part["label"] == "b").mean() - 0.25) < 0.05
     ids = [set(p["row_id"]) for p in parts.values()]
     assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
-    again = split(frame(1000), config)
+    again = split(frame(4000), config)
     assert all(parts[k]["row_id"].tolist() == again[k]["row_id"].tolist() for k in parts)
 
 
@@ -31,7 +34,7 @@ def test_source_splits_are_kept_and_missing_val_is_carved(make_params):
 def test_max_train_rows_subsamples_train_only(make_params):
     config = make_params({"split": {"max_train_rows": 100}}).split
     parts = split(frame(1000), config)
-    assert len(parts["train"]) == 100 and len(parts["test"]) == 150
+    assert len(parts["train"]) == 100 and len(parts["test"]) > 100 and len(parts["val"]) > 50
 
 
 def test_texts_equal_after_normalisation_stay_in_one_split(make_params):
@@ -43,3 +46,22 @@ def test_texts_equal_after_normalisation_stay_in_one_split(make_params):
     where = {text.strip().lower(): name for name, part in parts.items() for text in part["text"]}
     for name, part in parts.items():
         assert all(where[text.strip().lower()] == name for text in part["text"])
+
+
+def test_appended_rows_never_move_existing_rows_between_splits(make_params):
+    # Retraining on new data: what production trained on must not reach the test split, nor test rows training.
+    config = make_params().split
+    before = split(frame(1000), config)
+    after = split(pd.concat([frame(1000), frame(3000).iloc[1000:]], ignore_index=True), config)
+    was = {row: name for name, part in before.items() for row in part["row_id"]}
+    now = {row: name for name, part in after.items() for row in part["row_id"]}
+    assert all(now[row] == name for row, name in was.items())
+    assert len(now) == 3000
+
+
+def test_a_label_too_rare_for_a_split_is_named(make_params):
+    config = make_params().split
+    rows = frame(200).assign(label="a")
+    rows.loc[0, "label"] = "rare"
+    with pytest.raises(SplitError, match=r"no rows of labels \['rare'\]"):
+        split(rows, config)
