@@ -14,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install apt run repro test test-all clean-venv
+.PHONY: install apt run repro serve test test-all clean-venv
 
 install: apt $(STAMP)
 
@@ -33,6 +33,10 @@ $(STAMP): pyproject.toml
 ## Run the whole DAG as a Prefect flow (offline default: the demo data set).
 run: install
 	$(BIN)/python -m tasks.cli run
+
+## Unattended: serve the deployments of prefect.yaml and watch landing/ (README "Run it as a service").
+serve: install
+	$(BIN)/python -m tasks.cli service
 
 ## The same DAG through DVC alone.
 repro: install

@@ -4,25 +4,36 @@ Prefect decides when and where; DVC decides what is stale. Each Prefect task
 runs one stage with `dvc repro --single-item`, so a stage whose inputs did not
 change is skipped by DVC, and after a flow run `dvc status` is clean. Prefect
 result caching is off: it keys on task inputs, not on file contents.
+
+One run per workspace at a time: a second one (a schedule, a trigger, a
+person) waits for the workspace lock, and DVC is told to wait for its own lock
+rather than fail. A failed or rejected run raises a notification (tasks.notify).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun
+from prefect.states import State
+from prefect.tasks import exponential_backoff
 
 from tasks.config import PipelineError, load_params
 from tasks.io import read_json
+from tasks.landing import incoming_lock
+from tasks.notify import notify
 
 ERROR_PREFIX = "error: "
 
@@ -85,8 +96,9 @@ def repro_stage(root: Path, name: str) -> StageResult:
     logger = get_run_logger()
     dvc = Path(sys.executable).parent / "dvc"
     started = time.perf_counter()
-    process = subprocess.Popen([str(dvc), "repro", "--single-item", name], cwd=root, env=_environment(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # --wait-for-lock: a person's `dvc` command in the workspace delays the stage instead of failing it.
+    process = subprocess.Popen([str(dvc), "--wait-for-lock", "repro", "--single-item", name], cwd=root,
+                               env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     output: list[str] = []
     for raw in process.stdout:
@@ -137,7 +149,44 @@ def report_markdown(root: Path, results: list[StageResult], failure: str | None)
     return "\n".join(lines) + "\n"
 
 
-@flow(name="retraining-pipeline", log_prints=True)
+def _notify_failure(flow: object, run: FlowRun, state: State) -> None:
+    """Flow hook: a failed, rejected or crashed run tells a person (log file, notification block)."""
+    message = state.message or state.name
+    headline = next((line for line in message.splitlines() if line.startswith("## Gate:")), message.splitlines()[0])
+    root = (run.parameters or {}).get("root", ".")
+    notify(load_params(root), f"pipeline.{state.name.lower()}", f"retraining run {run.name} {state.name}: {headline}",
+           message)
+
+
+@contextlib.contextmanager
+def workspace_lock(workspace: Path) -> Iterator[None]:
+    """One pipeline per workspace at a time; says so in the run log when it has to wait."""
+    path = workspace / ".dvc" / "tmp" / "pipeline.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        get_run_logger().info("another pipeline run holds this workspace: waiting for it to finish")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run_stage(workspace: Path, spec: StageSpec) -> StageResult:
+    """One stage as a Prefect task; stages safe to repeat (meta.retries) retry with backoff (5, 10, 20 s...)."""
+    stage_task = task(repro_stage, name=f"dvc-{spec.name}", cache_policy=NO_CACHE, persist_result=False,
+                      retries=spec.retries, retry_delay_seconds=exponential_backoff(backoff_factor=5),
+                      retry_jitter_factor=0.2)
+    if spec.name != "ingest":
+        return stage_task(workspace, spec.name)
+    with incoming_lock(load_params(workspace)):  # no batch lands between reading the batches and DVC's record
+        return stage_task(workspace, spec.name)
+
+
+@flow(name="retraining-pipeline", log_prints=True, on_failure=[_notify_failure], on_crashed=[_notify_failure])
 def pipeline(root: str = ".") -> dict[str, str]:
     """Run every dvc.yaml stage in order; DVC skips the up-to-date ones.
 
@@ -150,15 +199,11 @@ def pipeline(root: str = ".") -> dict[str, str]:
     params = load_params(workspace)  # a bad params.yaml fails here, before any stage
     results: list[StageResult] = []
     failure: str | None = None
-    started = time.time()
-    # One pipeline per workspace at a time: DVC itself refuses concurrent runs.
-    (workspace / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
-    with FileLock(str(workspace / ".dvc" / "tmp" / "pipeline.lock")):
+    with workspace_lock(workspace):
+        started = time.time()  # after the wait: reports written before this are another run's
         try:
             for spec in dvc_stages(workspace):
-                stage_task = task(repro_stage, name=f"dvc-{spec.name}", cache_policy=NO_CACHE,
-                                  persist_result=False, retries=spec.retries, retry_delay_seconds=10)
-                results.append(stage_task(workspace, spec.name))
+                results.append(_run_stage(workspace, spec))
         except StageFailed as exc:
             failure = str(exc)
             raise

@@ -6,6 +6,10 @@
     textclf serve                     HTTP service over the production model
     textclf registry list|show|promote|rollback|archive
                                       model versions, their stages and lineage
+    textclf ingest-new FILE ...       check new labelled data and add it (then retraining runs)
+    textclf service                   serve the deployments and watch the landing folder
+    textclf deploy --pool NAME        the same deployments on a work pool (prefect deploy)
+    textclf watch                     the landing watcher alone (with `deploy`)
 
 (`textclf` is `python -m tasks.cli`.)
 """
@@ -116,6 +120,28 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
         print(f"{args.version} archived")
 
 
+def ingest_new_command(params: Params, files: list[Path]) -> int:
+    """Run `ingest-new-data` per file: files in the landing folder are moved, others copied. 1 if any was rejected."""
+    from flows.ingest_new import ingest_new_data
+    from flows.service import configured_api_url
+
+    landing = params.path("landing").resolve()
+    rejected = 0
+    for file in files:
+        try:
+            receipt = ingest_new_data(file=str(file.resolve()), root=str(params.root),
+                                      move=file.resolve().parent == landing)
+            print(f"{file}: accepted as batch {receipt['batch']} ({receipt['rows']} rows), data version "
+                  f"{receipt['data_version']}; archived in {receipt['moved_to']}")
+        except PipelineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            rejected += 1
+    if configured_api_url() is None and rejected < len(files):
+        print("note: no Prefect server configured (PREFECT_API_URL), so no retraining was triggered; "
+              "the next run (`textclf run`, `dvc repro`, the schedule) trains on the new data")
+    return 1 if rejected else 0
+
+
 def _registry_parser(sub: Any) -> None:
     registry = sub.add_parser("registry", help="model versions: list, show, promote, rollback, archive")
     actions = registry.add_subparsers(dest="action", required=True)
@@ -150,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     _registry_parser(sub)
+    ingest = sub.add_parser("ingest-new", help="check files of new labelled data and add them to the dataset")
+    ingest.add_argument("files", nargs="+", type=Path)
+    service = sub.add_parser("service", help="serve the Prefect deployments and watch the landing folder")
+    service.add_argument("--port", type=int, default=4200,
+                         help="port of the Prefect server started when PREFECT_API_URL is not set")
+    deploy = sub.add_parser("deploy", help="prefect deploy --all with this workspace's values (work pools)")
+    deploy.add_argument("--pool", default="textclf", help="the work pool (prefect work-pool create)")
+    sub.add_parser("watch", help="watch the landing folder only (deployments served elsewhere)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     try:
@@ -160,9 +194,21 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "registry":
             registry_command(load_params(root), args)
         elif args.command == "serve":
-            from tasks import serve as service
+            from tasks import serve as http
 
-            service.run(load_params(root), args.host, args.port)
+            http.run(load_params(root), args.host, args.port)
+        elif args.command == "ingest-new":
+            return ingest_new_command(load_params(root), args.files)
+        elif args.command in ("service", "deploy", "watch"):
+            from flows import service as unattended
+
+            params = load_params(root)
+            if args.command == "service":
+                unattended.service(params, args.port)
+            elif args.command == "deploy":
+                unattended.deploy(params, args.pool)
+            else:
+                unattended.watch(params)
         else:
             from flows.pipeline import pipeline
 

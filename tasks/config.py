@@ -71,6 +71,11 @@ class PathsConfig(_Section):
     reports: Path
     registry: Path
     cache: Path
+    incoming: Path
+    landing: Path
+    archive: Path
+    rejected: Path
+    notifications: Path
 
 
 class DemoConfig(_Section):
@@ -394,6 +399,52 @@ class ServeConfig(_Section):
     threads: Annotated[int, Field(ge=1)] | None
 
 
+_CRON_FIELDS = re.compile(r"[\w*/,\-?]+(\s+[\w*/,\-?]+){4}")
+_CRON_ALIAS = re.compile(r"@(hourly|daily|weekly|monthly|yearly|annually)")
+
+
+class WatchConfig(_Section):
+    poll_seconds: Annotated[float, Field(gt=0)]
+    settle_seconds: Annotated[float, Field(ge=0)]
+
+
+class RetrainConfig(_Section):
+    cron: str
+    timezone: str
+    debounce_seconds: Annotated[int, Field(ge=0)]
+    watch: WatchConfig
+    # A Prefect notification block, "<block type slug>/<block name>" (None: the log file only).
+    notify_block: str | None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_shape(cls, cron: str) -> str:
+        # The shape only: Prefect's parser checks the values when the deployment is built
+        # (importing it here would slow every stage's start by a second).
+        if not (_CRON_ALIAS.fullmatch(cron) or _CRON_FIELDS.fullmatch(cron.strip())):
+            raise ValueError("expected five cron fields (minute hour day-of-month month day-of-week), "
+                             "e.g. '0 3 * * 1', or @hourly/@daily/@weekly/@monthly")
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_known(cls, timezone: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {timezone!r} (an IANA name such as UTC or Europe/Paris)") from None
+        return timezone
+
+    @field_validator("notify_block")
+    @classmethod
+    def _block_slug(cls, block: str | None) -> str | None:
+        if block is not None and block.count("/") != 1:
+            raise ValueError(f"expected '<block type slug>/<block name>', e.g. 'slack-webhook/ops' (got {block!r})")
+        return block
+
+
 class Params(_Section):
     paths: PathsConfig
     data: DataConfig
@@ -407,6 +458,7 @@ class Params(_Section):
     gate: GateConfig
     promote: PromoteConfig
     serve: ServeConfig
+    retrain: RetrainConfig
 
     # The repo root all relative paths are resolved against (not from the file).
     root: Annotated[Path, Field(exclude=True)] = Path(".")

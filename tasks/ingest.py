@@ -22,7 +22,16 @@ import pandas as pd
 
 from tasks.config import DataConfig, Params, PipelineError
 from tasks.demo_data import generate_reviews
-from tasks.io import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, SPLIT, TEXT, write_table
+from tasks.io import (
+    LABEL,
+    ROW_ID,
+    SOURCE_FILE,
+    SOURCE_LINE,
+    SPLIT,
+    TEXT,
+    write_json,
+    write_table,
+)
 
 SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None, ".parquet": None}
 # File stems that name a split, so a folder's own split is kept.
@@ -296,8 +305,19 @@ def ingest(config: DataConfig, root: Path) -> pd.DataFrame:
 
 
 def run(params: Params) -> None:
-    """Stage entry point: write the raw table to `paths.raw`."""
+    """Stage entry point: the source plus every accepted batch of new data -> `paths.raw`; metrics/ingest.json."""
+    from tasks.landing import batch_files, data_version, read_batches
+
     frame = ingest(params.data, params.root)
+    source_rows = len(frame)
+    batches = batch_files(params.path("incoming"))
+    added = read_batches(params.path("incoming"))
+    if added is not None:
+        frame = pd.concat([frame, added], ignore_index=True)
     write_table(params.path("raw"), frame)
+    write_json(params.path("metrics") / "ingest.json", {
+        "rows": len(frame), "source_rows": source_rows, "batches": len(batches),
+        "batch_rows": len(frame) - source_rows, "data_version": data_version(batches)})
     splits = frame[SPLIT].fillna("unsplit").value_counts().to_dict()
-    print(f"ingest: {len(frame)} rows from {params.data.source} ({splits})")
+    print(f"ingest: {len(frame)} rows: {source_rows} from {params.data.source}, {len(frame) - source_rows} "
+          f"from {len(batches)} batches of new data (data version {data_version(batches)}) ({splits})")

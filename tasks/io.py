@@ -89,7 +89,12 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def file_md5(path: Path) -> str:
     """MD5 of a file's bytes: the hash DVC records for it in dvc.lock."""
-    digest = hashlib.md5()
+    return file_digest(path, "md5")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file's bytes (hashlib algorithm name), read in chunks."""
+    digest = hashlib.new(algorithm)
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)

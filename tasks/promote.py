@@ -28,11 +28,14 @@ def git_commit(root: Path) -> str:
 def lineage(params: Params, gate: dict[str, Any]) -> dict[str, Any]:
     """What produced the candidate: the variant the gate chose, data hashes (as in dvc.lock), params, code, metrics."""
     metrics = params.path("metrics")
+    ingest = read_json(metrics / "ingest.json")
     return {
         "model_file": gate["model_file"],
         "variant": gate["serving_variant"],
         "model_md5": file_md5(params.path("quantized") / gate["model_file"]),
         "data": {"source": params.data.source,
+                 # The accepted batches of new data it trained on (landing archive folder names).
+                 "version": ingest["data_version"], "batches": ingest["batches"],
                  **{f"{name}_md5": file_md5(params.path(path))
                     for name, path in (("raw", "raw"), ("validated", "validated"), ("train", "augmented"),
                                        ("test", "test_split"))}},

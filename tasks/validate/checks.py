@@ -156,7 +156,7 @@ def _judge_dataset(validator: Validator, kept: pd.DataFrame, baseline: pd.DataFr
 
 
 def check(frame: pd.DataFrame, data: DataConfig, config: ValidateConfig, tokens: np.ndarray,
-          baseline: pd.DataFrame | None = None, docs: Path | None = None) -> Outcome:
+          baseline: pd.DataFrame | None = None, docs: Path | None = None, dataset_rules: bool = True) -> Outcome:
     """Run the row rules, apply their policies, then the dataset rules on the rows that remain.
 
     Args:
@@ -166,13 +166,15 @@ def check(frame: pd.DataFrame, data: DataConfig, config: ValidateConfig, tokens:
         tokens: tokens per row of `frame` (features.token_counts).
         baseline: the last accepted (validated) dataset, for drift; None on a first run.
         docs: where to build the Data Docs site (None: no docs).
+        dataset_rules: False judges rows only (a batch of new data on its own).
     """
     validator = Validator(import_gx(), docs)
     rows = add_features(frame, data.label_map, tokens)
     outcome = Outcome()
     _judge_rows(validator, rows, data, config, outcome)
     kept = rows[~rows[ROW_ID].isin(outcome.removed)]
-    _judge_dataset(validator, kept, baseline, data, config, outcome)
+    if dataset_rules:
+        _judge_dataset(validator, kept, baseline, data, config, outcome)
     outcome.kept = kept.assign(**{LABEL: kept[MAPPED_LABEL]}).drop(columns=list(DERIVED)).reset_index(drop=True)
     validator.build_docs()
     return outcome

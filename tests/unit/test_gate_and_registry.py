@@ -171,6 +171,7 @@ def stage_candidate(params, model: Path, model_file: str) -> None:
     metrics.mkdir(parents=True, exist_ok=True)
     for name in ("evaluate", "quantize"):
         (metrics / f"{name}.json").write_text("{}")
+    (metrics / "ingest.json").write_text(json.dumps({"data_version": "0002-0123456789ab", "batches": 2}))
     (metrics / "gate.json").write_text(json.dumps({"passed": True, "model_file": model_file,
                                                    "serving_variant": model_file.split(".")[1]}))
     params.path("reports").mkdir(parents=True, exist_ok=True)
@@ -206,7 +207,8 @@ def test_promote_bootstraps_then_records_lineage_and_the_gate_report(make_params
     outcome = promote(params)
     assert outcome["promoted"] and outcome["version"] == "v0001" and outcome["previous"] is None
     record = Registry(params.path("registry")).production()
-    assert set(record["data"]) == {"source", "raw_md5", "validated_md5", "train_md5", "test_md5"}
+    assert set(record["data"]) == {"source", "version", "batches", "raw_md5", "validated_md5", "train_md5", "test_md5"}
+    assert record["data"]["version"] == "0002-0123456789ab"  # the landing archive folder of the newest data
     assert record["params"]["gate"]["change_test"] == "interval" and record["git_commit"]
     assert (Path(record["path"]) / "gate.md").read_text() == "## Gate: PASSED\n"
     assert promote(params)["reason"] == "candidate already serves"

@@ -1,0 +1,69 @@
+"""The `ingest-new-data` flow: one new file checked, added as a batch (or rejected), and announced.
+
+An accepted file emits the Prefect event `textclf.data.accepted` about this
+workspace; the `on-new-data` deployment's trigger (prefect.yaml) turns a burst
+of them into one pipeline run. A rejected file ends the flow run Failed and
+raises a notification; the pipeline does not run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
+from prefect.runtime import flow_run
+
+from tasks.config import Params, PipelineError, load_params
+from tasks.landing import Receipt, ingest_new, summary_line
+from tasks.notify import notify
+
+DATA_ACCEPTED = "textclf.data.accepted"
+
+
+class FileRejected(PipelineError, ValueError):
+    """The file did not join the dataset; the message says why and where it and its report are."""
+
+
+def workspace_id(root: Path) -> str:
+    """The Prefect resource id of a workspace: events about it match only its own deployments."""
+    return "textclf.workspace." + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+
+
+def announce(params: Params, receipt: Receipt) -> None:
+    """Emit `textclf.data.accepted` for this workspace, with the receipt as payload."""
+    emit_event(event=DATA_ACCEPTED,
+               resource={"prefect.resource.id": workspace_id(params.root),
+                         "prefect.resource.name": params.root.name, "textclf.workspace.path": str(params.root)},
+               payload=receipt.as_dict())
+
+
+def _run_name() -> str:
+    return "ingest " + Path(str(flow_run.parameters.get("file", "?"))).name
+
+
+@flow(name="ingest-new-data", flow_run_name=_run_name, log_prints=True)
+def ingest_new_data(file: str, root: str = ".", move: bool = True) -> dict[str, object]:
+    """Check `file` on its own; accepted: add it to the dataset, archive it, emit the event.
+
+    Args:
+        move: move the file (landing folder) rather than copy it.
+    Returns:
+        The receipt (batch, rows, data version, where the original went).
+    Raises:
+        FileRejected: the file is unreadable, failed a `fail` row rule, or was accepted before.
+    """
+    params = load_params(root)
+    receipt = ingest_new(params, Path(file), move)
+    line = summary_line(receipt)
+    get_run_logger().info(line)
+    if not receipt.accepted:
+        report = (params.root / receipt.moved_to).parent / "report.md"
+        text = report.read_text(encoding="utf-8")
+        create_markdown_artifact(key="rejected-data", markdown=text, description=line)
+        notify(params, "data.rejected", line, text)
+        raise FileRejected(f"{line}\n\n{text}")
+    announce(params, receipt)
+    return receipt.as_dict()

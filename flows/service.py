@@ -1,0 +1,225 @@
+"""Running unattended: the deployments of prefect.yaml, filled in from params.yaml, and the landing watcher.
+
+`textclf service` serves both deployments and watches the landing folder from
+one process (one machine); without a configured Prefect server it starts one
+on loopback. `textclf deploy` hands the same deployments to `prefect deploy`
+for a work pool, and `textclf watch` is then the watcher alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flows.ingest_new import FileRejected, ingest_new_data, workspace_id
+from tasks.config import ConfigError, Params, PipelineError
+from tasks.notify import notify
+from tasks.watcher import LandingWatcher
+
+PREFECT_FILE = "prefect.yaml"
+DEFAULT_WORK_POOL = "textclf"
+log = logging.getLogger(__name__)
+
+
+def template_environment(params: Params, work_pool: str = DEFAULT_WORK_POOL) -> dict[str, str]:
+    """The values prefect.yaml's {{ $TEXTCLF_* }} placeholders take for this workspace."""
+    return {"TEXTCLF_WORKSPACE": str(params.root), "TEXTCLF_WORKSPACE_ID": workspace_id(params.root),
+            "TEXTCLF_CRON": params.retrain.cron, "TEXTCLF_TIMEZONE": params.retrain.timezone,
+            "TEXTCLF_DEBOUNCE": f"PT{params.retrain.debounce_seconds}S", "TEXTCLF_WORK_POOL": work_pool}
+
+
+def deployment_specs(params: Params) -> list[dict[str, Any]]:
+    """prefect.yaml's deployments with this workspace's values filled in (as `prefect deploy` fills them)."""
+    from prefect.utilities.templating import apply_values
+
+    path = params.root / PREFECT_FILE
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (the deployments are defined there)") from None
+    os.environ.update(template_environment(params))  # Prefect reads {{ $VAR }} from the environment
+    return apply_values(config["deployments"], {}, remove_notset=False)
+
+
+def runner_deployments(params: Params) -> list[Any]:
+    """The deployments, built for `prefect.serve` (the work pool is the serving process itself)."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.schedules import Cron
+
+    deployments = []
+    for spec in deployment_specs(params):
+        try:
+            schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in spec.get("schedules") or []]
+        except ValueError as exc:
+            raise ConfigError(f"params.yaml retrain.cron / retrain.timezone: {exc}") from None
+        limit = spec.get("concurrency_limit")
+        flow = load_flow_from_entrypoint(str(params.root / spec["entrypoint"]))
+        deployments.append(flow.to_deployment(
+            name=spec["name"], description=spec.get("description"), parameters=spec.get("parameters"),
+            tags=spec.get("tags"), schedules=schedules,
+            triggers=[DeploymentEventTrigger(**trigger) for trigger in spec.get("triggers") or []],
+            concurrency_limit=ConcurrencyLimitConfig(**limit) if limit else None))
+    return deployments
+
+
+def configured_api_url() -> str | None:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def local_server(port: int, home: Path | None = None, timeout: float = 180) -> Iterator[str]:
+    """`prefect server start` on 127.0.0.1:`port` for the duration of the block; yields its API URL.
+
+    Args:
+        home: PREFECT_HOME for the server (its SQLite database); None: Prefect's default.
+    Raises:
+        PipelineError: the server exited or was not healthy within `timeout` seconds.
+    """
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    if home is not None:
+        home.mkdir(parents=True, exist_ok=True)
+        env["PREFECT_HOME"] = str(home)
+    prefect = Path(sys.executable).parent / "prefect"
+    process = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                               env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + timeout
+        while not _healthy(url):
+            if process.poll() is not None:
+                raise PipelineError(f"`prefect server start --port {port}` exited {process.returncode} "
+                                    "(is the port in use?)")
+            if time.monotonic() > deadline:
+                raise PipelineError(f"the Prefect server on port {port} was not healthy after {timeout:.0f} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def ingest_landed(params: Params, path: Path) -> None:
+    """The watcher's callback: run the `ingest-new-data` flow on a landed file (moved, never copied)."""
+    try:
+        ingest_new_data(file=str(path), root=str(params.root), move=True)
+    except FileRejected:
+        return  # moved to the rejected folder, logged and notified by the flow
+    except Exception as exc:  # the file stays in landing and is retried when it changes
+        notify(params, "data.error", f"{path.name}: could not be ingested ({type(exc).__name__})", str(exc))
+        raise
+
+
+def landing_watcher(params: Params) -> LandingWatcher:
+    watch = params.retrain.watch
+    return LandingWatcher(params.path("landing"), lambda path: ingest_landed(params, path), watch.poll_seconds,
+                          watch.settle_seconds)
+
+
+@contextlib.contextmanager
+def _watching(params: Params) -> Iterator[None]:
+    """The landing watcher in a background thread (with this thread's Prefect settings)."""
+    stop = threading.Event()
+    params.path("landing").mkdir(parents=True, exist_ok=True)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(landing_watcher(params).run, stop),
+                              name="landing-watcher", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (systemd, docker stop, a test) shuts down like Ctrl-C: the runner and watcher stop cleanly."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _run_service(params: Params) -> None:
+    from prefect import serve
+
+    deployments = runner_deployments(params)
+    with _watching(params):
+        serve(*deployments)
+
+
+def service(params: Params, port: int) -> None:
+    """Serve the deployments and watch the landing folder until interrupted.
+
+    Uses the configured Prefect server (PREFECT_API_URL); without one, starts
+    `prefect server start` on 127.0.0.1:`port` and stops it on exit.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    _stay_in(params.root)
+    _stop_on_sigterm()
+    url = configured_api_url()
+    with contextlib.ExitStack() as stack:
+        if url is None:
+            url = stack.enter_context(local_server(port))
+            print(f"started a Prefect server: UI http://127.0.0.1:{port}, API {url}", flush=True)
+        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
+        with contextlib.suppress(KeyboardInterrupt):
+            _run_service(params)
+
+
+def watch(params: Params) -> None:
+    """The landing watcher alone (the work-pool route: workers run the pipeline)."""
+    if configured_api_url() is None:
+        raise PipelineError("no Prefect server configured: set PREFECT_API_URL (the server the deployments are on)")
+    _stay_in(params.root)
+    _stop_on_sigterm()
+    with contextlib.suppress(KeyboardInterrupt):
+        landing_watcher(params).run(threading.Event())
+
+
+def deploy(params: Params, work_pool: str) -> None:
+    """`prefect deploy --all` with this workspace's values: the work-pool route."""
+    if configured_api_url() is None:
+        raise PipelineError("no Prefect server configured: set PREFECT_API_URL to the server the work pool is on")
+    prefect = Path(sys.executable).parent / "prefect"
+    done = subprocess.run([str(prefect), "--no-prompt", "deploy", "--all", "--prefect-file",
+                           str(params.root / PREFECT_FILE)], cwd=params.root,
+                          env={**os.environ, **template_environment(params, work_pool)}, check=False)
+    if done.returncode != 0:
+        raise PipelineError(f"prefect deploy exited {done.returncode}")
+
+
+def _stay_in(root: Path) -> None:
+    """Served flow runs resolve prefect.yaml's entrypoints against the working directory."""
+    os.chdir(root)
