@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     service.add_argument("--port", type=int, default=4200,
                          help="port of the Prefect server started when PREFECT_API_URL is not set")
     deploy = sub.add_parser("deploy", help="prefect deploy --all with this workspace's values (work pools)")
-    deploy.add_argument("--pool", default="textclf", help="the work pool (prefect work-pool create)")
+    deploy.add_argument("--pool", help="the work pool (prefect work-pool create); default: textclf")
     sub.add_parser("watch", help="watch the landing folder only (deployments served elsewhere)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "service":
                 unattended.service(params, args.port)
             elif args.command == "deploy":
-                unattended.deploy(params, args.pool)
+                unattended.deploy(params, args.pool or unattended.DEFAULT_WORK_POOL)
             else:
                 unattended.watch(params)
         else:
