@@ -13,7 +13,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.events import emit_event
+from prefect.client.orchestration import get_client
+from prefect.events import Event
 from prefect.runtime import flow_run
 
 from tasks.config import Params, PipelineError, load_params
@@ -27,17 +28,30 @@ class FileRejected(PipelineError, ValueError):
     """The file did not join the dataset; the message says why and where it and its report are."""
 
 
+class NotAnnounced(PipelineError, RuntimeError):
+    """The file joined the dataset, but the event that triggers retraining could not be sent."""
+
+
 def workspace_id(root: Path) -> str:
     """The Prefect resource id of a workspace: events about it match only its own deployments."""
     return "textclf.workspace." + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
 
 
 def announce(params: Params, receipt: Receipt) -> None:
-    """Emit `textclf.data.accepted` for this workspace, with the receipt as payload."""
-    emit_event(event=DATA_ACCEPTED,
-               resource={"prefect.resource.id": workspace_id(params.root),
-                         "prefect.resource.name": params.root.name, "textclf.workspace.path": str(params.root)},
-               payload=receipt.as_dict())
+    """Post `textclf.data.accepted` for this workspace, with the receipt as payload.
+
+    Posted over HTTP and confirmed, not with `emit_event`: that is fire-and-forget
+    over a websocket, which here once held an event back for a minute (the
+    debounce window) and would lose it silently; a lost event is a missed retraining.
+    Raises:
+        prefect.exceptions.PrefectHTTPStatusError, httpx.HTTPError: the server did not take it.
+    """
+    event = Event(event=DATA_ACCEPTED,
+                  resource={"prefect.resource.id": workspace_id(params.root),
+                            "prefect.resource.name": params.root.name, "textclf.workspace.path": str(params.root)},
+                  payload=receipt.as_dict())
+    with get_client(sync_client=True) as client:
+        client.request("POST", "/events", json=[event.model_dump(mode="json")]).raise_for_status()
 
 
 def _run_name() -> str:
@@ -54,6 +68,7 @@ def ingest_new_data(file: str, root: str = ".", move: bool = True) -> dict[str, 
         The receipt (batch, rows, data version, where the original went).
     Raises:
         FileRejected: the file is unreadable, failed a `fail` row rule, or was accepted before.
+        NotAnnounced: accepted, but the event could not be posted (notified; the schedule picks it up).
     """
     params = load_params(root)
     receipt = ingest_new(params, Path(file), move)
@@ -65,5 +80,10 @@ def ingest_new_data(file: str, root: str = ".", move: bool = True) -> dict[str, 
         create_markdown_artifact(key="rejected-data", markdown=text, description=line)
         notify(params, "data.rejected", line, text)
         raise FileRejected(f"{line}\n\n{text}")
-    announce(params, receipt)
+    try:
+        announce(params, receipt)
+    except Exception as exc:  # the server is down or refused it: the data is in, the trigger is not
+        title = f"{line}; but the retraining trigger could not be sent ({type(exc).__name__}: {exc})"
+        notify(params, "data.not_announced", title, "The next scheduled run trains on it, or run `textclf run`.")
+        raise NotAnnounced(title) from exc
     return receipt.as_dict()

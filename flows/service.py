@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from flows.ingest_new import FileRejected, ingest_new_data, workspace_id
+from flows.ingest_new import FileRejected, NotAnnounced, ingest_new_data, workspace_id
 from tasks.config import ConfigError, Params, PipelineError
 from tasks.notify import notify
 from tasks.watcher import LandingWatcher
@@ -134,8 +134,8 @@ def ingest_landed(params: Params, path: Path) -> None:
     """The watcher's callback: run the `ingest-new-data` flow on a landed file (moved, never copied)."""
     try:
         ingest_new_data(file=str(path), root=str(params.root), move=True)
-    except FileRejected:
-        return  # moved to the rejected folder, logged and notified by the flow
+    except (FileRejected, NotAnnounced):
+        return  # moved away, logged and notified by the flow
     except Exception as exc:  # the file stays in landing and is retried when it changes
         notify(params, "data.error", f"{path.name}: could not be ingested ({type(exc).__name__})", str(exc))
         raise

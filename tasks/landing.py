@@ -29,7 +29,16 @@ from filelock import FileLock
 
 from tasks.config import Params
 from tasks.ingest import SUFFIXES, DataError, read_file
-from tasks.io import ROW_ID, SOURCE_FILE, TEXT, file_digest, read_table, write_json, write_table, write_text
+from tasks.io import (
+    ROW_ID,
+    SOURCE_FILE,
+    TEXT,
+    file_digest,
+    read_table,
+    write_json,
+    write_table,
+    write_text,
+)
 
 BATCH_GLOB = "b[0-9][0-9][0-9][0-9]-*.parquet"
 RECEIPT = "receipt.json"

@@ -58,7 +58,8 @@ class Workspace:
                      "state": r.state_type.value if r.state_type else None, "state_name": r.state_name,
                      "message": r.state.message if r.state else None, "auto_scheduled": r.auto_scheduled,
                      "expected_start": r.expected_start_time,
-                     "created": r.created, "seconds": round(r.total_run_time.total_seconds(), 1)}
+                     "created": r.created, "start": r.start_time,
+                     "seconds": round(r.total_run_time.total_seconds(), 1)}
                     for r in sorted(client.read_flow_runs(), key=lambda r: r.created)]
 
     def wait(self, condition: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str) -> list[dict]:
@@ -132,7 +133,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
                 service.kill()
             print(f"\nFlow runs of the scenario ({len(runs)}):")  # for the record (pytest -s)
             for run in runs:
-                print(f"  {run['name']:<28} {run['flow']:<20} {run['deployment']!s:<12} "
+                start = f"{run['start']:%H:%M:%S}" if run["start"] else "-"
+                print(f"  {run['name']:<28} {run['flow']:<20} {run['deployment']!s:<12} started {start} "
                       f"{run['state_name']:<10} {run['seconds']:>6} s")
 
 

@@ -128,7 +128,7 @@ def test_a_notification_goes_to_the_log_file_and_to_a_prefect_notification_block
     received: list[dict] = []
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:  # the name http.server calls
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.end_headers()
