@@ -1,6 +1,6 @@
 """The `ingest-new-data` flow: one new file checked, added as a batch (or rejected), and announced.
 
-An accepted file emits the Prefect event `textclf.data.accepted` about this
+An accepted file posts the Prefect event `textclf.data.accepted` about this
 workspace; the `on-new-data` deployment's trigger (prefect.yaml) turns a burst
 of them into one pipeline run. A rejected file ends the flow run Failed and
 raises a notification; the pipeline does not run.

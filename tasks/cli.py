@@ -124,6 +124,7 @@ def ingest_new_command(params: Params, files: list[Path]) -> int:
     """Run `ingest-new-data` per file: files in the landing folder are moved, others copied. 1 if any was rejected."""
     from flows.ingest_new import ingest_new_data
     from flows.service import configured_api_url
+    from tasks.landing import Receipt, summary_line
 
     landing = params.path("landing").resolve()
     rejected = 0
@@ -131,8 +132,7 @@ def ingest_new_command(params: Params, files: list[Path]) -> int:
         try:
             receipt = ingest_new_data(file=str(file.resolve()), root=str(params.root),
                                       move=file.resolve().parent == landing)
-            print(f"{file}: accepted as batch {receipt['batch']} ({receipt['rows']} rows), data version "
-                  f"{receipt['data_version']}; archived in {receipt['moved_to']}")
+            print(summary_line(Receipt(**receipt)))
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             rejected += 1

@@ -220,5 +220,5 @@ def summary_line(receipt: Receipt) -> str:
     """One line for logs and the CLI."""
     if receipt.accepted:
         return (f"{receipt.file}: accepted as batch {receipt.batch} ({receipt.rows} rows), "
-                f"data version {receipt.data_version}; original in {receipt.moved_to}")
+                f"data version {receipt.data_version}; archived as {receipt.moved_to}")
     return f"{receipt.file}: REJECTED ({receipt.reason}); file and report in {Path(receipt.moved_to).parent}"
