@@ -60,7 +60,7 @@ def _run_name() -> str:
 
 @flow(name="ingest-new-data", flow_run_name=_run_name, log_prints=True)
 def ingest_new_data(file: str, root: str = ".", move: bool = True) -> dict[str, object]:
-    """Check `file` on its own; accepted: add it to the dataset, archive it, emit the event.
+    """Check `file` on its own; accepted: add it to the dataset, archive it, post the event.
 
     Args:
         move: move the file (landing folder) rather than copy it.

@@ -31,7 +31,7 @@ from prefect.states import State
 from prefect.tasks import exponential_backoff
 
 from tasks.config import PipelineError, load_params
-from tasks.io import read_json
+from tasks.io import lock_path, read_json
 from tasks.landing import incoming_lock
 from tasks.notify import notify
 
@@ -161,9 +161,7 @@ def _notify_failure(flow: object, run: FlowRun, state: State) -> None:
 @contextlib.contextmanager
 def workspace_lock(workspace: Path) -> Iterator[None]:
     """One pipeline per workspace at a time; says so in the run log when it has to wait."""
-    path = workspace / ".dvc" / "tmp" / "pipeline.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
+    lock = FileLock(str(lock_path(workspace, "pipeline")))
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -182,7 +180,7 @@ def _run_stage(workspace: Path, spec: StageSpec) -> StageResult:
                       retry_jitter_factor=0.2)
     if spec.name != "ingest":
         return stage_task(workspace, spec.name)
-    with incoming_lock(load_params(workspace)):  # no batch lands between reading the batches and DVC's record
+    with incoming_lock(workspace):  # no batch lands between reading the batches and DVC's record
         return stage_task(workspace, spec.name)
 
 

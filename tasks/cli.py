@@ -128,10 +128,9 @@ def ingest_new_command(params: Params, files: list[Path]) -> int:
 
     landing = params.path("landing").resolve()
     rejected = 0
-    for file in files:
+    for file in (f.resolve() for f in files):
         try:
-            receipt = ingest_new_data(file=str(file.resolve()), root=str(params.root),
-                                      move=file.resolve().parent == landing)
+            receipt = ingest_new_data(file=str(file), root=str(params.root), move=file.parent == landing)
             print(summary_line(Receipt(**receipt)))
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -311,13 +311,14 @@ def run(params: Params) -> None:
     frame = ingest(params.data, params.root)
     source_rows = len(frame)
     batches = batch_files(params.path("incoming"))
-    added = read_batches(params.path("incoming"))
+    added = read_batches(batches)
     if added is not None:
         frame = pd.concat([frame, added], ignore_index=True)
     write_table(params.path("raw"), frame)
+    version = data_version(batches)
     write_json(params.path("metrics") / "ingest.json", {
         "rows": len(frame), "source_rows": source_rows, "batches": len(batches),
-        "batch_rows": len(frame) - source_rows, "data_version": data_version(batches)})
+        "batch_rows": len(frame) - source_rows, "data_version": version})
     splits = frame[SPLIT].fillna("unsplit").value_counts().to_dict()
     print(f"ingest: {len(frame)} rows: {source_rows} from {params.data.source}, {len(frame) - source_rows} "
-          f"from {len(batches)} batches of new data (data version {data_version(batches)}) ({splits})")
+          f"from {len(batches)} batches of new data (data version {version}) ({splits})")

@@ -62,6 +62,13 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def lock_path(root: Path, name: str) -> Path:
+    """Where a workspace lock file lives (beside DVC's own, untracked); its folder exists."""
+    folder = root / ".dvc" / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.lock"
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

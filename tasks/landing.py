@@ -34,6 +34,7 @@ from tasks.io import (
     SOURCE_FILE,
     TEXT,
     file_digest,
+    lock_path,
     read_table,
     write_json,
     write_table,
@@ -80,9 +81,8 @@ def data_version(batches: list[Path]) -> str:
     return f"{len(batches):04d}-{digest}"
 
 
-def read_batches(incoming: Path) -> pd.DataFrame | None:
-    """Every accepted batch as one raw table (None: there are none)."""
-    files = batch_files(incoming)
+def read_batches(files: list[Path]) -> pd.DataFrame | None:
+    """These batches as one raw table (None: there are none)."""
     return pd.concat([read_table(p) for p in files], ignore_index=True) if files else None
 
 
@@ -94,12 +94,10 @@ def is_ready(path: Path) -> bool:
 
 
 @contextmanager
-def incoming_lock(params: Params) -> Iterator[None]:
+def incoming_lock(root: Path) -> Iterator[None]:
     """Held while a batch is added, and by the pipeline while its ingest stage reads the batches,
     so a batch is never half-seen: DVC records exactly the folder the stage read."""
-    lock = params.root / ".dvc" / "tmp" / "incoming.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock)):
+    with FileLock(str(lock_path(root, "incoming"))):
         yield
 
 
@@ -186,7 +184,7 @@ def ingest_new(params: Params, path: Path, move: bool) -> Receipt:
         raise DataError(path, "no such file")
     sha = file_digest(path, "sha256")
     verdict = check_file(path, params)  # outside the lock: it only reads the file
-    with incoming_lock(params):
+    with incoming_lock(params.root):
         incoming = params.path("incoming")
         existing = batch_files(incoming)
         same = [_batch_id(p) for p in existing if p.stem.endswith(sha[:16])]
