@@ -158,6 +158,21 @@ def _notify_failure(flow: object, run: FlowRun, state: State) -> None:
            message)
 
 
+# Report pages linked from every run: (artifact key, file under paths.reports, link text, description).
+LINKED_REPORTS = [
+    ("data-docs", "data_docs/index.html", "Great Expectations Data Docs", "The validation run, rule by rule"),
+    ("training-curves", "train/report.html", "Training curves (DVCLive)",
+     "Training loss, learning rate and validation accuracy per optimizer step; `dvc plots show` draws them too"),
+]
+
+
+def _link_reports(reports: Path) -> None:
+    for key, name, text, description in LINKED_REPORTS:
+        page = reports / name
+        if page.exists():
+            create_link_artifact(key=key, link=page.as_uri(), link_text=text, description=description)
+
+
 @contextlib.contextmanager
 def workspace_lock(workspace: Path) -> Iterator[None]:
     """One pipeline per workspace at a time; says so in the run log when it has to wait."""
@@ -214,10 +229,7 @@ def pipeline(root: str = ".") -> dict[str, str]:
             if gate.exists() and gate.stat().st_mtime >= started:  # written by this run's gate stage
                 create_markdown_artifact(key="gate-report", markdown=gate.read_text(encoding="utf-8"),
                                          description="Every gate rule of this run, its value, bound and result")
-            docs = params.path("reports") / "data_docs" / "index.html"
-            if docs.exists():
-                create_link_artifact(key="data-docs", link=docs.as_uri(), link_text="Great Expectations Data Docs",
-                                     description="The validation run, rule by rule")
+            _link_reports(params.path("reports"))
     return {r.name: "ran" if r.ran else "skipped" for r in results}
 
 

@@ -191,17 +191,37 @@ class AugmentConfig(_Section):
     backtranslation: BackTranslationConfig
 
 
+class LoraConfig(_Section):
+    enabled: bool
+    rank: Annotated[int, Field(ge=1)]
+    alpha: Annotated[float, Field(gt=0.0)]
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
+    target_modules: Annotated[list[str], Field(min_length=1)]
+
+
+class DistributedConfig(_Section):
+    processes: Annotated[int, Field(ge=1)]
+
+
 class TrainConfig(_Section):
     base_model: Annotated[str, Field(min_length=1)]
     max_length: Annotated[int, Field(ge=8, le=4096)]
     epochs: Annotated[int, Field(ge=1)]
     batch_size: Annotated[int, Field(ge=1)]
+    gradient_accumulation_steps: Annotated[int, Field(ge=1)]
     learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)]
-    weight_decay: Annotated[float, Field(ge=0.0)]
+    lr_scheduler: Literal["linear", "cosine"]
     warmup_ratio: Fraction
+    weight_decay: Annotated[float, Field(ge=0.0)]
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
+    eval_steps: Annotated[int, Field(ge=1)] | None
     early_stopping_patience: Annotated[int, Field(ge=1)]
+    precision: Literal["auto", "fp32"]
+    oom_backoff: bool
+    deterministic: bool
     seed: int
+    lora: LoraConfig
+    distributed: DistributedConfig
 
 
 class NamedSlice(_Section):

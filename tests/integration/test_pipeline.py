@@ -51,9 +51,14 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     version_files = {p.name for p in (repo / "registry" / "versions" / "v0001").iterdir()}
     assert version_files == {record["model_file"], "tokenizer.json", "classifier.json", "version.json", "gate.md"}
     assert "Serving variants against PyTorch fp32" in log and "**serves**" in log
+    curves = run([str(BIN / "prefect"), "artifact", "inspect", "training-curves", "--limit", "1", "-o", "json"], repo)
+    assert "reports/train/report.html" in curves.stdout
 
-    # 2. After the Prefect run DVC sees nothing to do.
+    # 2. After the Prefect run DVC sees nothing to do; `dvc plots show` draws the training curves.
     assert UP_TO_DATE in dvc(repo, "status").stdout
+    plots = json.loads(dvc(repo, "plots", "show", "--json").stdout)["data"]
+    assert set(plots) == {"loss", "val_accuracy", "learning_rate", "reports/confusion.csv", "reports/calibration.json"}
+    assert all(plots[name][0]["content"]["data"]["values"] for name in ("loss", "val_accuracy", "learning_rate"))
     assert ran_stages(dvc(repo, "repro").stdout) == []
 
     # 3. A gate threshold re-runs the gate (and promotion) only; production is re-scored.

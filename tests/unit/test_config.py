@@ -31,6 +31,17 @@ def test_bad_value_is_named(tmp_path):
         load_params(write(tmp_path, bad))
 
 
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("learning_rate", -0.001, r"train\.learning_rate: .*greater than 0"),
+    ("lr_scheduler", "exponential", r"train\.lr_scheduler: .*'linear' or 'cosine'.*exponential"),
+    ("gradient_accumulation_steps", 0, r"train\.gradient_accumulation_steps: .*greater than or equal to 1"),
+])
+def test_bad_training_params_are_named(tmp_path, key, value, message):
+    bad = deep_merge(repo_params(), {"train": {key: value}})
+    with pytest.raises(ConfigError, match=message):
+        load_params(write(tmp_path, bad))
+
+
 def test_missing_key_is_named(tmp_path):
     bad = repo_params()
     del bad["gate"]["change_test"]

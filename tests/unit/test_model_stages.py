@@ -40,8 +40,8 @@ def test_train_saves_safetensors_tokenizer_and_metrics(trained):
     assert config["id2label"] == {"0": "negative", "1": "positive"}
     metrics = json.loads((trained.path("metrics") / "train.json").read_text())
     assert metrics["device"] == "cpu" and metrics["steps"] > 0 and 0 <= metrics["best_val_accuracy"] <= 1
-    curves = json.loads((trained.path("reports") / "train_curves.json").read_text())
-    assert any(c["val_accuracy"] is not None for c in curves)
+    accuracy = pd.read_csv(trained.path("reports") / "train" / "plots" / "metrics" / "eval" / "accuracy.tsv", sep="\t")
+    assert len(accuracy) == metrics["epochs_run"] == 2  # one validation per epoch
 
 
 def test_evaluate_reports_metrics_per_class(trained):

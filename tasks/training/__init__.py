@@ -1,0 +1,1 @@
+"""Parts of the `train` stage: checkpoints, curves, LoRA, process launch."""

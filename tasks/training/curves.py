@@ -1,0 +1,56 @@
+"""Training curves with DVCLive: loss, learning rate and validation metrics per optimizer step.
+
+The folder holds one TSV per curve (`plots/metrics/<group>/<name>.tsv`, which
+dvc.yaml's `plots` draws for `dvc plots show`) and `report.html`, rewritten
+at every log so it can be opened while training runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+# Trainer log key -> DVCLive metric name.
+CURVES = {"loss": "train/loss", "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm",
+          "eval_loss": "eval/loss", "eval_accuracy": "eval/accuracy"}
+
+
+class LiveCurves(TrainerCallback):
+    """Logs the Trainer's logs to DVCLive on the main process, keyed by optimizer step."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.live: Any = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        from dvclive import Live
+
+        # resume=False starts the files afresh; a run resumed from a checkpoint
+        # replays the history restored with it, so steps after the checkpoint
+        # that the killed run had logged are not drawn twice.
+        self.live = Live(str(self.folder), report="html", save_dvc_exp=False, dvcyaml=False)
+        for entry in state.log_history:
+            self._log(entry, entry.get("step", 0))
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if self.live is not None and logs:
+            self._log(logs, state.global_step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.live is not None:
+            self.live.end()
+            self.live = None
+
+    def _log(self, entry: dict[str, Any], step: int) -> None:
+        values = {name: float(entry[key]) for key, name in CURVES.items() if key in entry}
+        if not values:
+            return
+        self.live.step = step
+        for name, value in values.items():
+            self.live.log_metric(name, value)
+        self.live.make_summary()
+        self.live.make_report()
