@@ -237,19 +237,21 @@ def train(train_rows: pd.DataFrame, val_rows: pd.DataFrame, labels: list[str], c
         except Exception as error:
             if not _is_out_of_memory(error):
                 raise
-            del trainer, model
-            _free_gpu()
-            if not config.oom_backoff or batch == 1:
-                raise OutOfMemory(
-                    f"train: the GPU ran out of memory at train.batch_size {batch} (gradient accumulation "
-                    f"{accumulation}, train.max_length {config.max_length}). Lower train.max_length or "
-                    "train.batch_size (raise train.gradient_accumulation_steps to keep the rows per step), "
-                    "or set train.lora.enabled" + ("" if config.oom_backoff else ", or set train.oom_backoff")
-                ) from error
-            batch, accumulation, resume = batch // 2, accumulation * 2, None
-            backoffs += 1
-            print(f"train: out of GPU memory; starting again with batch {batch} x accumulation {accumulation} "
-                  "(the same rows per optimizer step)", flush=True)
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        # Outside the except block: the traceback, which holds the activations, is gone.
+        del trainer, model
+        _free_gpu()
+        if not config.oom_backoff or batch == 1:
+            raise OutOfMemory(
+                f"train: the GPU ran out of memory at train.batch_size {batch} (gradient accumulation "
+                f"{accumulation}, train.max_length {config.max_length}). Lower train.max_length or "
+                "train.batch_size (raise train.gradient_accumulation_steps to keep the rows per step), "
+                "or set train.lora.enabled" + ("" if config.oom_backoff else ", or set train.oom_backoff")
+                + f". ({detail})")
+        batch, accumulation, resume = batch // 2, accumulation * 2, None
+        backoffs += 1
+        print(f"train: out of GPU memory; starting again with batch {batch} x accumulation {accumulation} "
+              "(the same rows per optimizer step)", flush=True)
     seconds = time.perf_counter() - started
     best = trainer.evaluate()
     trainable, total = parameter_counts(trainer.model)

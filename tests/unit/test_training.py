@@ -25,9 +25,6 @@ from tasks.training import checkpoints
 from tasks.training.lora import add_lora, merge_lora
 from tests.conftest import deep_merge, repo_params, tiny_overrides
 
-DATA_FOLDERS = ("data",)
-
-
 def learnable(model_dir: Path) -> dict[str, Any]:
     """800 demo rows that the tiny model learns in a few epochs (val accuracy well above chance)."""
     return deep_merge(tiny_overrides(model_dir), {
@@ -50,8 +47,7 @@ def prepared(tmp_path_factory, tiny_model_dir) -> Path:
 
 def workspace(prepared: Path, target: Path, tiny_model_dir: Path, train_overrides: dict[str, Any]) -> Any:
     """A copy of the prepared workspace with `train` overrides; returns its params."""
-    for folder in DATA_FOLDERS:
-        shutil.copytree(prepared / folder, target / folder)
+    shutil.copytree(prepared / "data", target / "data")
     overrides = deep_merge(learnable(tiny_model_dir), {"train": train_overrides})
     (target / "params.yaml").write_text(yaml.safe_dump(deep_merge(repo_params(), overrides)))
     return load_params(target)
