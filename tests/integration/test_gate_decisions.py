@@ -1,9 +1,11 @@
 """Gate decisions on really trained models: bootstrap, shuffled labels rejected, a better model promoted.
 
 The stages run through their entry points on a tiny BERT (seeded weights) that
-learns the demo data in seconds: 2 epochs reach about 0.85 test accuracy, 14
-epochs (early stopping after 9) about 0.93, labels shuffled about 0.5 (165 test
-rows). In between, the learning-rate schedule makes longer not always better.
+learns the demo data in seconds: 3 epochs reach about 0.90 test accuracy, 8
+epochs about 0.98, labels shuffled about 0.5 (165 test rows). Measured at
+other lengths: 2 epochs 0.45 (not yet off the plateau), 4 0.90, 6 0.92, 10 and
+14 0.88-0.90 (early stopping after 5 and 7): the learning-rate schedule
+stretches with the epochs, so longer is not always better.
 """
 
 import json
@@ -81,7 +83,7 @@ def gate_scores(params) -> dict:
 @pytest.mark.slow
 def test_shuffled_labels_are_rejected_and_a_better_model_is_promoted(workspace):
     # 1. A shorter-trained first model bootstraps the registry: value thresholds only.
-    params = train_and_gate(workspace, epochs=2)
+    params = train_and_gate(workspace, epochs=3)
     registry = Registry(params.path("registry"))
     first = gate_result(params)
     assert first["passed"] and first["production_version"] is None
@@ -102,7 +104,7 @@ def test_shuffled_labels_are_rejected_and_a_better_model_is_promoted(workspace):
     assert registry.production()["version"] == "v0001" and registry.list_versions() == ["v0001"]
 
     # 3. A genuinely better model (longer training) passes every change threshold and is promoted.
-    params = train_and_gate(workspace, epochs=14)
+    params = train_and_gate(workspace, epochs=8)
     better = gate_result(params)
     assert better["passed"] and better["production_version"] == "v0001"
     overall = gate_scores(params)["overall"]
