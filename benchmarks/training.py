@@ -36,7 +36,14 @@ from tqdm import tqdm
 from tasks.config import load_params
 from tasks.ingest import read_file
 from tasks.io import LABEL
-from tasks.train import Precision, choose_precision, encode, load_model, resolve_base_model, training_arguments
+from tasks.train import (
+    Precision,
+    choose_precision,
+    encode,
+    load_model,
+    resolve_base_model,
+    training_arguments,
+)
 from tasks.validate.features import map_labels
 
 SST2_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.tsv"

@@ -174,21 +174,53 @@ class SplitConfig(_Section):
 
 class SynonymConfig(_Section):
     ratio: Fraction
+    variants: Annotated[int, Field(ge=1)]
     replace_fraction: Annotated[float, Field(gt=0.0, le=1.0)]
     protected_words: list[str]
 
 
+class ApertiumConfig(_Section):
+    pivot: Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
+
+
+class MarianConfig(_Section):
+    forward: Annotated[str, Field(min_length=1)]
+    backward: Annotated[str, Field(min_length=1)]
+    num_beams: Annotated[int, Field(ge=1)]
+    do_sample: bool
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)]
+    temperature: Annotated[float, Field(gt=0.0)]
+    max_new_tokens: Annotated[int, Field(ge=1)]
+
+
 class BackTranslationConfig(_Section):
     ratio: Fraction
-    engine: Literal["apertium"]
-    pivot: Literal["spa"]
+    engine: Literal["apertium", "marian"]
     batch_size: Annotated[int, Field(ge=1)]
+    apertium: ApertiumConfig
+    marian: MarianConfig
+
+
+class AugmentFilterConfig(_Section):
+    min_length_ratio: Annotated[float, Field(gt=0.0)]
+    max_length_ratio: Annotated[float, Field(gt=0.0)]
+    min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] | None
+    similarity_model: Annotated[str, Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AugmentFilterConfig:
+        if self.min_length_ratio > self.max_length_ratio:
+            raise ValueError("min_length_ratio is above max_length_ratio")
+        return self
 
 
 class AugmentConfig(_Section):
     seed: int
+    classes: Literal["share", "balance"]
+    cache: bool
     synonym: SynonymConfig
     backtranslation: BackTranslationConfig
+    filters: AugmentFilterConfig
 
 
 class LoraConfig(_Section):

@@ -1,35 +1,36 @@
-"""Stage `augment`: synonym swap and back-translation of training rows.
+"""Stage `augment`: synonym swap and back-translation of training rows, filtered.
 
 Only the training split is augmented (val/test never see generated text).
 Every new row keeps the id of the row it came from and names its method.
+Which rows get variants: a share of every class, or enough to balance the
+classes (`augment.classes`). Variants that are unchanged, duplicated, gained
+or lost a negation, changed length too much or drifted in meaning (sentence
+embedding similarity) are dropped and counted. Back-translations are cached
+by text and engine settings. Everything is seeded: the same inputs and params
+give the same rows.
 """
 
 from __future__ import annotations
 
-import random
+import math
 import re
 import time
 from typing import Any
 
 import pandas as pd
-from tqdm import tqdm
 
-from tasks.augment.backtranslate import ApertiumTranslator, BackTranslator
+from tasks.augment.backtranslate import (
+    BackTranslator,
+    CachedTranslator,
+    make_translator,
+)
 from tasks.augment.synonym import NEGATIONS, SynonymSwapper
-from tasks.config import AugmentConfig, Params
-from tasks.io import ROW_ID, TEXT, read_table, write_json, write_table
+from tasks.config import AugmentConfig, AugmentFilterConfig, Params
+from tasks.io import LABEL, ROW_ID, TEXT, read_table, write_json, write_table
 from tasks.validate import normalise
 
 ORIGIN, SOURCE_ID = "origin", "source_id"
-
-
-def _sample(frame: pd.DataFrame, ratio: float, seed: int) -> pd.DataFrame:
-    return frame.sample(n=round(ratio * len(frame)), random_state=seed) if ratio > 0 else frame.iloc[:0]
-
-
-def _variants(rows: pd.DataFrame, texts: list[str], method: str) -> pd.DataFrame:
-    return rows.assign(**{TEXT: texts, ROW_ID: rows[ROW_ID] + f"#{method}",
-                          ORIGIN: method, SOURCE_ID: rows[ROW_ID]})
+METHODS = ("synonym", "backtranslation")
 
 
 def negations(text: str) -> int:
@@ -37,66 +38,135 @@ def negations(text: str) -> int:
     return sum(word in NEGATIONS for word in re.findall(r"[a-z']+", text.lower().replace("n't", " n't")))
 
 
-def _filter(original: pd.DataFrame, candidates: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Drop variants that equal their source or another row, or that gained or lost a negation."""
-    source_text = candidates[SOURCE_ID].map(dict(zip(original[ROW_ID], original[TEXT])))
+def plan(train: pd.DataFrame, config: AugmentConfig) -> dict[str, pd.DataFrame]:
+    """The source rows of each method, chosen per class with a seeded draw."""
+    ratios = {"synonym": config.synonym.ratio, "backtranslation": config.backtranslation.ratio}
+    per_row = {"synonym": config.synonym.variants, "backtranslation": 1}
+    counts = train[LABEL].value_counts()
+    active = {m: r for m, r in ratios.items() if r > 0}
+    chosen: dict[str, list[pd.DataFrame]] = {m: [] for m in active}
+    for label, rows in train.groupby(LABEL, sort=True):
+        for offset, (method, ratio) in enumerate(active.items()):
+            if config.classes == "share":
+                take = round(ratio * len(rows))
+            else:  # balance: this class's deficit, shared by the methods in proportion to their ratios
+                need = (counts.max() - counts[label]) * ratio / sum(active.values())
+                take = min(len(rows), math.ceil(need / per_row[method]))
+            chosen[method].append(rows.sample(n=take, random_state=config.seed + offset))
+    return {m: pd.concat(parts).sort_index() for m, parts in chosen.items()}
+
+
+def _variants(rows: pd.DataFrame, texts: list[str], method: str, index: list[int]) -> pd.DataFrame:
+    suffix = [f"#{method}" if i == 0 else f"#{method}{i + 1}" for i in index]
+    return rows.assign(**{TEXT: texts, ROW_ID: rows[ROW_ID] + pd.Series(suffix, index=rows.index),
+                          ORIGIN: method, SOURCE_ID: rows[ROW_ID]})
+
+
+def quality_filter(original: pd.DataFrame, candidates: pd.DataFrame, config: AugmentFilterConfig,
+                   embedder: Any) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Drop variants that fail a rule; return the kept rows and how many each rule dropped (first rule wins)."""
+    source = candidates[SOURCE_ID].map(dict(zip(original[ROW_ID], original[TEXT])))
     keys = candidates[TEXT].map(normalise)
-    unchanged = keys == source_text.map(normalise)
-    duplicate = (keys.isin(set(original[TEXT].map(normalise))) | keys.duplicated()) & ~unchanged
-    negation = (candidates[TEXT].map(negations) != source_text.map(negations)) & ~unchanged & ~duplicate
-    kept = candidates[~unchanged & ~duplicate & ~negation]
-    return kept, {"identical_to_source": int(unchanged.sum()), "duplicate_of_other_row": int(duplicate.sum()),
-                  "negation_changed": int(negation.sum())}
+    ratio = candidates[TEXT].str.len() / source.str.len().clip(lower=1)
+    rules = {
+        "identical_to_source": keys == source.map(normalise),
+        "duplicate_of_other_row": keys.isin(set(original[TEXT].map(normalise))) | keys.duplicated(),
+        "negation_changed": candidates[TEXT].map(negations) != source.map(negations),
+        "length_ratio": (ratio < config.min_length_ratio) | (ratio > config.max_length_ratio),
+    }
+    dropped: dict[str, int] = {}
+    alive = pd.Series(True, index=candidates.index)
+    for name, flagged in rules.items():
+        dropped[name] = int((flagged & alive).sum())
+        alive &= ~flagged
+    if config.min_similarity is not None:
+        similar = pd.Series(True, index=candidates.index)
+        if alive.any():
+            scores = embedder.similarity(list(source[alive]), list(candidates[TEXT][alive]))
+            similar[alive] = scores >= config.min_similarity
+        dropped["low_similarity"] = int((~similar & alive).sum())
+        alive &= similar
+    return candidates[alive], dropped
+
+
+def generate(method: str, rows: pd.DataFrame, config: AugmentConfig, swapper: SynonymSwapper | None,
+             translator: BackTranslator | None) -> pd.DataFrame:
+    """The raw variants of `rows` by one method (before filtering)."""
+    if method == "synonym":
+        if swapper is None:
+            raise ValueError(f"augment.synonym.ratio is {config.synonym.ratio} but no synonym engine was given")
+        keys = [f"{config.seed}:{row_id}" for row_id in rows[ROW_ID]]
+        per_text = swapper.variants(list(rows[TEXT]), keys, config.synonym.variants)
+        parts = [_variants(rows, [v[k] for v in per_text], method, [k] * len(rows))
+                 for k in range(config.synonym.variants)]
+        return pd.concat(parts)
+    if translator is None:
+        raise ValueError(f"augment.backtranslation.ratio is {config.backtranslation.ratio} but no engine was given")
+    return _variants(rows, translator.back_translate(list(rows[TEXT])), method, [0] * len(rows))
 
 
 def augment(train: pd.DataFrame, config: AugmentConfig, swapper: SynonymSwapper | None,
-            translator: BackTranslator | None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Return the training rows plus their augmented variants, and a report.
+            translator: BackTranslator | None, embedder: Any = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Return the training rows plus their kept variants, and a report.
 
     Args:
         train: the training split.
         config: the `augment` section.
         swapper: the synonym engine (None when its ratio is 0).
         translator: the back-translation engine (None when its ratio is 0).
+        embedder: sentence embeddings for `filters.min_similarity` (None when it is null).
     """
     original = train.assign(**{ORIGIN: "original", SOURCE_ID: train[ROW_ID]})
-    report: dict[str, Any] = {"original_rows": len(train)}
-    variants = []
-    jobs = [("synonym", config.synonym.ratio, swapper), ("backtranslation", config.backtranslation.ratio, translator)]
-    for offset, (method, ratio, engine) in enumerate(jobs):
-        rows = _sample(train, ratio, config.seed + offset)
+    report: dict[str, Any] = {"original_rows": len(train), "classes": config.classes,
+                              "rows_per_class": train[LABEL].value_counts().sort_index().to_dict()}
+    kept_parts = []
+    for method, rows in plan(train, config).items():
         if rows.empty:
             continue
-        if engine is None:
-            raise ValueError(f"augment.{method}.ratio is {ratio} but no {method} engine was given")
         started = time.perf_counter()
-        if isinstance(engine, SynonymSwapper):
-            texts = [engine.swap(text, random.Random(f"{config.seed}:{row_id}"))
-                     for text, row_id in tqdm(zip(rows[TEXT], rows[ROW_ID]), total=len(rows), desc=method)]
-        else:
-            texts = engine.back_translate(list(rows[TEXT]))
+        candidates = generate(method, rows, config, swapper, translator)
         seconds = time.perf_counter() - started
-        kept, dropped = _filter(original, _variants(rows, texts, method))
-        variants.append(kept)
-        report[method] = {"attempted": len(rows), "kept": len(kept), "dropped": dropped,
-                          "seconds": round(seconds, 3), "rows_per_s": round(len(rows) / max(seconds, 1e-9), 1)}
-    combined = pd.concat([original, *variants], ignore_index=True)
+        kept, dropped = quality_filter(original, candidates, config.filters, embedder)
+        kept_parts.append(kept)
+        report[method] = {"source_rows": len(rows), "variants": len(candidates), "kept": len(kept),
+                          "dropped": dropped, "seconds": round(seconds, 3),
+                          "rows_per_s": round(len(rows) / max(seconds, 1e-9), 1),
+                          "kept_per_class": kept[LABEL].value_counts().sort_index().to_dict()}
+        if method == "backtranslation" and isinstance(translator, CachedTranslator):
+            report[method]["cache_hit_rate"] = translator.hit_rate
+    combined = pd.concat([original, *kept_parts], ignore_index=True)
     # A variant may collide with another method's variant of the same text.
     before = len(combined)
     combined = combined[~combined[TEXT].map(normalise).duplicated()].reset_index(drop=True)
     report["cross_method_duplicates"] = before - len(combined)
     report["total_rows"] = len(combined)
+    report["total_per_class"] = combined[LABEL].value_counts().sort_index().to_dict()
     return combined, report
+
+
+def engines(params: Params) -> tuple[SynonymSwapper | None, BackTranslator | None, Any]:
+    """The engines the `augment` params turn on (a configured engine that is missing fails here)."""
+    from tasks.augment.similarity import SentenceEmbedder
+    from tasks.train import resolve_base_model
+
+    config = params.augment
+    swapper = (SynonymSwapper(params.path("cache") / "nltk_data", config.synonym.replace_fraction,
+                              config.synonym.protected_words) if config.synonym.ratio > 0 else None)
+    bt = config.backtranslation
+    if bt.engine == "marian":
+        bt = bt.model_copy(update={"marian": bt.marian.model_copy(update={
+            side: resolve_base_model(getattr(bt.marian, side), params.root) for side in ("forward", "backward")})})
+    translator = (make_translator(bt, config.seed, params.path("cache") / "augment" if config.cache else None)
+                  if bt.ratio > 0 else None)
+    active = config.synonym.ratio > 0 or bt.ratio > 0
+    embedder = (SentenceEmbedder(resolve_base_model(config.filters.similarity_model, params.root))
+                if active and config.filters.min_similarity is not None else None)
+    return swapper, translator, embedder
 
 
 def run(params: Params) -> None:
     """Stage entry point: write the augmented training set and its report."""
-    config = params.augment
-    swapper = (SynonymSwapper(params.path("cache") / "nltk_data", config.synonym.replace_fraction,
-                              config.synonym.protected_words) if config.synonym.ratio > 0 else None)
-    translator = (ApertiumTranslator(config.backtranslation.pivot, config.backtranslation.batch_size)
-                  if config.backtranslation.ratio > 0 else None)
-    frame, report = augment(read_table(params.path("train_split")), config, swapper, translator)
+    frame, report = augment(read_table(params.path("train_split")), params.augment, *engines(params))
     write_table(params.path("augmented"), frame)
     write_json(params.path("metrics") / "augment.json", report)
     print(f"augment: {report}")

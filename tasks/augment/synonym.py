@@ -1,14 +1,15 @@
-"""Synonym swap with WordNet: replace a share of content words, keep the rest."""
+"""Synonym swap with WordNet: replace a share of content words by synonyms of the same part of speech."""
 
 from __future__ import annotations
 
 import functools
 import random
-import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tasks.augment import wordnet
+from tasks.augment.pos import ApertiumTagger, Word
 
 # Never swapped: these carry the label ("not good") or the grammar.
 NEGATIONS = frozenset("""no not never none nothing nobody nowhere neither nor n't cannot without
@@ -19,58 +20,83 @@ there when where why how all any both each few more most other some such only ow
 can will just should now i me my myself we our ours you your he him his she her it its they them their
 what which who whom this that these those am is are was were be been being have has had having do does
 did doing would could might must shall may also as be 's 're 've 'd 'll""".split())
-# Searched in this order: adjectives and adverbs carry sentiment and do not inflect.
-POS_ORDER = ("a", "r", "n", "v")
-WORD = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*")
 
 
 class SynonymSwapper:
-    """Replace about `replace_fraction` of eligible words in a text with WordNet synonyms.
+    """Variants of texts with about `replace_fraction` of their eligible words replaced.
 
-    A word is eligible when it is not a stopword, negation or protected word and
-    WordNet knows it in its base form for some part of speech; the synonym comes
-    from the two most frequent senses of that part of speech, so a noun is
-    replaced by a noun, and casing is kept.
+    A word is eligible when the tagger gives it a WordNet part of speech in its
+    sentence, it is in its base form (a swap would lose an inflection), it is
+    not a stopword, negation or protected word, and WordNet has a one-word
+    synonym for it in that part of speech (from its two most frequent senses).
+    A verb is only replaced by a verb, a noun by a noun; casing is kept and
+    everything between the replaced words (punctuation, spacing) is untouched.
     """
 
-    def __init__(self, nltk_data: Path, replace_fraction: float, protected_words: list[str]):
+    def __init__(self, nltk_data: Path, replace_fraction: float, protected_words: Sequence[str],
+                 tagger: ApertiumTagger | None = None):
         self.wordnet: Any = wordnet.load(nltk_data)
+        self.tagger = tagger or ApertiumTagger()
         self.replace_fraction = replace_fraction
         self.protected = NEGATIONS | STOPWORDS | {w.lower() for w in protected_words}
 
-    @functools.lru_cache(maxsize=200_000)
-    def synonyms(self, word: str) -> tuple[str, ...]:
-        """Single-word synonyms of a lower-case word, most frequent senses first."""
+    @functools.lru_cache(maxsize=200_000)  # noqa: B019 - one swapper per stage run
+    def synonyms(self, word: str, pos: str) -> tuple[str, ...]:
+        """One-word synonyms of a lower-case word in a WordNet part of speech, most frequent senses first."""
         if word in self.protected or len(word) < 3:
             return ()
-        for pos in POS_ORDER:
-            if self.wordnet.morphy(word, pos) != word:
-                continue  # an inflected form: a swap would lose the inflection
-            found: list[str] = []
-            for synset in self.wordnet.synsets(word, pos=pos)[:2]:
-                for lemma in synset.lemma_names():
-                    name = lemma.lower()
-                    if name != word and name.isalpha() and name not in self.protected and name not in found:
-                        found.append(name)
-            if found:
-                return tuple(found)
-        return ()
+        found: list[str] = []
+        # The index lists a base form's senses most frequent first; reading only
+        # the first two (not `synsets()`, which lemmatises and parses every sense)
+        # is what makes a cold swap fast.
+        offsets = self.wordnet._lemma_pos_offset_map.get(word, {}).get(pos, [])[:2]
+        for offset in offsets:
+            synset = self.wordnet.synset_from_pos_and_offset(pos, offset)
+            for lemma in synset.lemma_names():
+                name = lemma.lower()
+                if name != word and name.isalpha() and name not in self.protected and name not in found:
+                    found.append(name)
+        return tuple(found)
 
-    def swap(self, text: str, rng: random.Random) -> str:
-        """One variant of `text`; returns `text` unchanged when nothing is eligible."""
-        spans = [m for m in WORD.finditer(text) if self.synonyms(m.group().lower())]
-        if not spans:
-            return text
-        count = max(1, round(self.replace_fraction * len(spans)))
-        chosen = sorted(rng.sample(spans, min(count, len(spans))), key=lambda m: m.start())
+    def _candidates(self, text: str, words: list[Word]) -> list[tuple[Word, tuple[str, ...]]]:
+        found = []
+        for word in words:
+            surface = text[word.start:word.end]
+            if word.pos is None or surface.lower() != word.lemma.lower() or not surface.isalpha():
+                continue
+            options = self.synonyms(surface.lower(), word.pos)
+            if options:
+                found.append((word, options))
+        return found
+
+    def _swap(self, text: str, candidates: list[tuple[Word, tuple[str, ...]]], rng: random.Random) -> str:
+        count = max(1, round(self.replace_fraction * len(candidates)))
+        chosen = sorted(rng.sample(candidates, min(count, len(candidates))), key=lambda c: c[0].start)
         pieces, last = [], 0
-        for match in chosen:
-            original = match.group()
-            replacement = rng.choice(self.synonyms(original.lower()))
+        for word, options in chosen:
+            original = text[word.start:word.end]
+            replacement = rng.choice(options)
             if original.isupper() and len(original) > 1:
                 replacement = replacement.upper()
             elif original[0].isupper():
                 replacement = replacement.capitalize()
-            pieces += [text[last:match.start()], replacement]
-            last = match.end()
+            pieces += [text[last:word.start], replacement]
+            last = word.end
         return "".join(pieces + [text[last:]])
+
+    def variants(self, texts: Sequence[str], keys: Sequence[str], count: int) -> list[list[str]]:
+        """`count` variants per text (the text itself where nothing is eligible).
+
+        Args:
+            texts: the texts, tagged together in one batch.
+            keys: a stable key per text (its row id): variant k of a text is
+                drawn from a generator seeded with (key, k), so it does not
+                depend on the other rows.
+            count: variants per text.
+        """
+        results = []
+        for text, key, words in zip(texts, keys, self.tagger.tag(texts)):
+            candidates = self._candidates(text, words)
+            results.append([self._swap(text, candidates, random.Random(f"{key}:{k}")) if candidates else text
+                            for k in range(count)])
+        return results
