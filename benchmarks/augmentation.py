@@ -33,10 +33,12 @@ from tasks.augment.backtranslate import (
     ApertiumTranslator,
     CachedTranslator,
     MarianTranslator,
+    generation_settings,
 )
 from tasks.augment.similarity import SentenceEmbedder
 from tasks.augment.synonym import SynonymSwapper
 from tasks.config import load_params
+from tasks.evaluate import model_labels, torch_logits
 from tasks.ingest import read_file
 from tasks.io import LABEL, TEXT
 from tasks.train import resolve_base_model, train
@@ -59,18 +61,10 @@ def throughput(name: str, engine: Any, texts: list[str]) -> dict[str, Any]:
             "sentences/s": round(len(texts) / seconds, 1)}
 
 
-def dev_accuracy(model_dir: Path, dev: pd.DataFrame, labels: list[str]) -> float:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    predicted = []
-    texts = list(dev[TEXT])
-    for start in range(0, len(texts), 64):
-        inputs = tokenizer(texts[start:start + 64], padding=True, truncation=True, return_tensors="pt")
-        with torch.inference_mode():
-            predicted += model(**inputs).logits.argmax(-1).tolist()
-    return float(np.mean([labels[p] == gold for p, gold in zip(predicted, dev[LABEL])]))
+def dev_accuracy(model_dir: Path, dev: pd.DataFrame, max_length: int) -> float:
+    logits = torch_logits(model_dir, list(dev[TEXT]), 64, max_length)
+    names = model_labels(model_dir)
+    return float(np.mean([names[i] == gold for i, gold in zip(logits.argmax(-1), dev[LABEL])]))
 
 
 def main() -> None:
@@ -100,10 +94,8 @@ def main() -> None:
     rows = [throughput("synonym swap (POS-tagged, WordNet)", lambda t: swapper.variants(t, list(map(str, range(len(t)))), 1), sample),
             throughput("apertium eng->spa->eng", apertium.back_translate, sample)]
     if args.marian_forward and args.marian_backward:
-        marian = params.augment.backtranslation.marian
         engine = MarianTranslator(args.marian_forward, args.marian_backward, params.augment.backtranslation.batch_size,
-                                  {"num_beams": marian.num_beams, "do_sample": marian.do_sample, "top_p": marian.top_p,
-                                   "temperature": marian.temperature, "max_new_tokens": marian.max_new_tokens}, 0)
+                                  generation_settings(params.augment.backtranslation.marian), 0)
         rows.append(throughput(f"marian ({engine.device})", engine.back_translate, sample[:500]))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {args.threads} threads"
     print(f"\nThroughput on {len(sample)} SST-2 training sentences ({device}):")
@@ -131,7 +123,7 @@ def main() -> None:
         train_config = params.train.model_copy(update={"seed": seed})
         with tempfile.TemporaryDirectory() as work:
             metrics = train(rows_in, val, labels, train_config, base_model, Path(work) / "model", Path(work) / "run")
-            accuracy = dev_accuracy(Path(work) / "model", dev, labels)
+            accuracy = dev_accuracy(Path(work) / "model", dev, train_config.max_length)
         results.append({"train rows": size, "augmentation": name, "seed": seed, "rows trained": len(rows_in),
                         "val accuracy": metrics["best_val_accuracy"], "dev accuracy": accuracy,
                         "kept variants": report.get(name, {}).get("kept", 0)})

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from tqdm import tqdm
 
 from tasks.augment.errors import EngineError
-from tasks.config import BackTranslationConfig
+from tasks.config import BackTranslationConfig, MarianConfig
 
 # Apertium's plain-text mode moves words across line breaks; in HTML mode a
 # paragraph is a hard boundary, so one paragraph per sentence keeps rows aligned.
@@ -170,14 +170,17 @@ class CachedTranslator:
         return round(self.hits / self.lookups, 4) if self.lookups else None
 
 
+def generation_settings(config: MarianConfig) -> dict[str, Any]:
+    """`generate()` keyword arguments from `augment.backtranslation.marian`."""
+    return config.model_dump(exclude={"forward", "backward"})
+
+
 def make_translator(config: BackTranslationConfig, seed: int, cache: Path | None) -> BackTranslator:
     """The configured engine, behind the cache when `cache` is a folder."""
     engine: BackTranslator
     if config.engine == "apertium":
         engine = ApertiumTranslator(config.apertium.pivot, config.batch_size)
     else:
-        marian = config.marian
-        engine = MarianTranslator(marian.forward, marian.backward, config.batch_size,
-                                  {"num_beams": marian.num_beams, "do_sample": marian.do_sample, "top_p": marian.top_p,
-                                   "temperature": marian.temperature, "max_new_tokens": marian.max_new_tokens}, seed)
+        engine = MarianTranslator(config.marian.forward, config.marian.backward, config.batch_size,
+                                  generation_settings(config.marian), seed)
     return CachedTranslator(engine, cache) if cache is not None else engine
