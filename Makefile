@@ -9,7 +9,7 @@ APT_PACKAGES := apertium apertium-eng-spa wordnet-base
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # The stamp changes with pyproject.toml, so editing dependencies reinstalls.
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
-# dvc.yaml calls `python -m tasks.cli`: the venv must come first on PATH.
+# dvc.yaml calls `python -m tasks.stages.<name>`: the venv must come first on PATH.
 export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
@@ -32,11 +32,11 @@ $(STAMP): pyproject.toml
 
 ## Run the whole DAG as a Prefect flow (offline default: the demo data set).
 run: install
-	$(BIN)/python -m tasks.cli run
+	$(BIN)/python -m tasks run
 
 ## Unattended: serve the deployments of prefect.yaml and watch landing/ (README "Run it as a service").
 serve: install
-	$(BIN)/python -m tasks.cli service
+	$(BIN)/python -m tasks service
 
 ## The same DAG through DVC alone.
 repro: install

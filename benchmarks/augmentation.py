@@ -28,21 +28,21 @@ import torch
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
-from tasks.augment import augment
-from tasks.augment.backtranslate import (
+from tasks.lib.augmentation.backtranslate import (
     ApertiumTranslator,
     CachedTranslator,
     MarianTranslator,
     generation_settings,
 )
-from tasks.augment.similarity import SentenceEmbedder
-from tasks.augment.synonym import SynonymSwapper
-from tasks.config import load_params
-from tasks.evaluate import model_labels, torch_logits
-from tasks.ingest import read_file
-from tasks.io import LABEL, TEXT
-from tasks.train import resolve_base_model, train
-from tasks.validate.features import map_labels
+from tasks.lib.augmentation.similarity import SentenceEmbedder
+from tasks.lib.augmentation.synonym import SynonymSwapper
+from tasks.lib.augmentation.variants import augment
+from tasks.lib.columns import LABEL, TEXT
+from tasks.lib.config import load_params
+from tasks.lib.models import model_labels, resolve_base_model, torch_logits
+from tasks.lib.readers import read_file
+from tasks.lib.training.trainer import train
+from tasks.lib.validation.features import map_labels
 
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 LABEL_MAP = {"0": "negative", "1": "positive"}

@@ -16,15 +16,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tasks.benchmark import measure_variants, render
-from tasks.config import load_params
-from tasks.export import MODEL_FILE
-from tasks.gate import choose_variant
-from tasks.ingest import read_file
-from tasks.io import LABEL, TEXT, read_table
-from tasks.onnx_model import ClassifierInfo
-from tasks.quantize import variant_file
-from tasks.validate.features import map_labels
+from tasks.lib.artifacts import MODEL_FILE, variant_file
+from tasks.lib.columns import LABEL, TEXT
+from tasks.lib.config import load_params
+from tasks.lib.io import read_table
+from tasks.lib.onnx_classifier import ClassifierInfo
+from tasks.lib.readers import read_file
+from tasks.lib.validation.features import map_labels
+from tasks.lib.variant_measurement import measure_variants, render
+from tasks.stages.gate import choose_variant
 
 
 def main() -> None:

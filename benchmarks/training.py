@@ -33,18 +33,18 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from tasks.config import load_params
-from tasks.ingest import read_file
-from tasks.io import LABEL
-from tasks.train import (
+from tasks.lib.columns import LABEL
+from tasks.lib.config import load_params
+from tasks.lib.models import resolve_base_model
+from tasks.lib.readers import read_file
+from tasks.lib.training.trainer import (
     Precision,
     choose_precision,
     encode,
     load_model,
-    resolve_base_model,
     training_arguments,
 )
-from tasks.validate.features import map_labels
+from tasks.lib.validation.features import map_labels
 
 SST2_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.tsv"
 PAD_TO = 128
@@ -98,7 +98,7 @@ def trainer_run(model: Any, rows: list[dict[str, Any]], tokenizer: Any, args: An
     """One Trainer run; `stage` uses the stage's Trainer class (seeded length-grouped order)."""
     from transformers import Trainer
 
-    from tasks.training.sampler import ResumableTrainer
+    from tasks.lib.training.sampler import ResumableTrainer
 
     collator = CountingCollator(tokenizer)
     trainer_class = ResumableTrainer if stage else Trainer

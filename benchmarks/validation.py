@@ -20,12 +20,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from tasks.config import load_params
-from tasks.ingest import ingest
-from tasks.io import TEXT
-from tasks.validate.checks import check
-from tasks.validate.features import token_counts
-from tasks.validate.report import quarantine_records
+from tasks.lib.columns import TEXT
+from tasks.lib.config import load_params
+from tasks.lib.readers import read_source
+from tasks.lib.validation.checks import check
+from tasks.lib.validation.features import token_counts
+from tasks.lib.validation.report import quarantine_records
 
 GOAL_S = 30.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def one_run(source: Path, docs: Path) -> dict[str, float]:
     data = params.data.model_copy(update={"source": str(source), "label_map": {"0": "negative", "1": "positive"}})
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    frame = ingest(data, ROOT)
+    frame = read_source(data, ROOT)
     seconds["read"] = time.perf_counter() - started
     mark = time.perf_counter()
     tokens = token_counts(frame[TEXT].tolist(), params.train.base_model, ROOT)

@@ -17,9 +17,10 @@ from prefect.client.orchestration import get_client
 from prefect.events import Event
 from prefect.runtime import flow_run
 
-from tasks.config import Params, PipelineError, load_params
-from tasks.landing import Receipt, ingest_new, summary_line
-from tasks.notify import notify
+from tasks.apps.landing import Receipt, ingest_new, summary_line
+from tasks.lib.config import Params, load_params
+from tasks.lib.errors import PipelineError
+from tasks.lib.notify import notify
 
 DATA_ACCEPTED = "textclf.data.accepted"
 

@@ -7,7 +7,7 @@ result caching is off: it keys on task inputs, not on file contents.
 
 One run per workspace at a time: a second one (a schedule, a trigger, a
 person) waits for the workspace lock, and DVC is told to wait for its own lock
-rather than fail. A failed or rejected run raises a notification (tasks.notify).
+rather than fail. A failed or rejected run raises a notification (tasks.lib.notify).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.states import State
 from prefect.tasks import exponential_backoff
 
-from tasks.config import PipelineError, load_params
-from tasks.io import lock_path, read_json
-from tasks.landing import incoming_lock
-from tasks.notify import notify
-
-ERROR_PREFIX = "error: "
+from tasks.lib.config import load_params
+from tasks.lib.errors import PipelineError
+from tasks.lib.incoming import incoming_lock
+from tasks.lib.io import lock_path, read_json
+from tasks.lib.notify import notify
+from tasks.lib.stage_runner import ERROR_PREFIX
 
 
 class StageFailed(PipelineError, RuntimeError):

@@ -26,9 +26,10 @@ from typing import Any
 import yaml
 
 from flows.ingest_new import FileRejected, NotAnnounced, ingest_new_data, workspace_id
-from tasks.config import ConfigError, Params, PipelineError
-from tasks.notify import notify
-from tasks.watcher import LandingWatcher
+from tasks.apps.watcher import LandingWatcher
+from tasks.lib.config import Params
+from tasks.lib.errors import ConfigError, PipelineError
+from tasks.lib.notify import notify
 
 PREFECT_FILE = "prefect.yaml"
 DEFAULT_WORK_POOL = "textclf"

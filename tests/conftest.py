@@ -51,9 +51,14 @@ def repo_params() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer BERT (hidden 32) with MiniLM's real tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, set_seed
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+        set_seed,
+    )
 
-    from tasks.train import resolve_base_model
+    from tasks.lib.models import resolve_base_model
 
     set_seed(0)  # the same random weights every session, so what the tiny model learns is reproducible
 
@@ -69,8 +74,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def onnx_folder(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """The tiny model exported as a servable folder: model.onnx, tokenizer.json, classifier.json."""
-    from tasks.export import export_onnx
-    from tasks.onnx_model import ClassifierInfo
+    from tasks.lib.onnx_classifier import ClassifierInfo
+    from tasks.stages.export import export_onnx
 
     folder = tmp_path_factory.mktemp("onnx")
     export_onnx(tiny_model_dir, folder / "model.onnx", 17)
@@ -97,7 +102,7 @@ def tiny_overrides(model_dir: Path) -> dict[str, Any]:
 @pytest.fixture
 def make_params(tmp_path: Path) -> Callable[..., Any]:
     """Write the repo's params.yaml with overrides into tmp_path and load it (root = tmp_path)."""
-    from tasks.config import load_params
+    from tasks.lib.config import load_params
 
     def build(overrides: dict[str, Any] | None = None) -> Any:
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(deep_merge(repo_params(), overrides or {})))

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks import ingest, validate
-from tasks.config import load_params
-from tasks.ingest import DataError
-from tasks.registry import Registry
+from tasks.lib.config import load_params
+from tasks.lib.readers import DataError
+from tasks.lib.registry import Registry
+from tasks.stages import ingest, validate
 from tests.conftest import deep_merge, repo_params
 from tests.data.corpus import CASES, STRICT, Case, csv_bytes, good_rows
 

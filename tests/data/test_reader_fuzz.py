@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.ingest import DataError, read_file
+from tasks.lib.readers import DataError, read_file
 
 # Random bytes, and bytes that look like the files people send (so the parser gets past the header).
 PLAUSIBLE = st.lists(st.sampled_from([b"text", b"label", b",", b"\t", b";", b'"', b"\n", b"\r\n", b"\x00",

@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import ingest
-from tasks.io import write_table
-from tasks.validate import ValidationFailed, check, run
-from tasks.validate.drift import label_drift, length_drift
-from tasks.validate.features import token_counts
+from tasks.lib.io import write_table
+from tasks.lib.readers import read_source
+from tasks.lib.validation.checks import check
+from tasks.lib.validation.drift import label_drift, length_drift
+from tasks.lib.validation.features import token_counts
+from tasks.stages.validate import ValidationFailed, run
 from tests.data.corpus import good_rows
 
 
@@ -129,7 +130,7 @@ def test_sst2_passes_with_zero_false_alarms(make_params):
 
     params = make_params({"data": {"source": str(SST2), "labels": ["negative", "positive"],
                                    "label_map": {0: "negative", 1: "positive"}}})
-    raw = ingest.ingest(params.data, params.root)
+    raw = read_source(params.data, params.root)
     outcome = run_check(params, raw)
     assert outcome.passed
     flagged = {name: rule.rows for name, rule in outcome.rules.items() if not rule.passed}

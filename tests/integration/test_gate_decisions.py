@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks import (
+from tasks.lib.columns import LABEL
+from tasks.lib.config import load_params
+from tasks.lib.io import read_table, write_table
+from tasks.lib.registry import Registry
+from tasks.stages import (
     augment,
     evaluate,
     export,
@@ -27,9 +31,6 @@ from tasks import (
     train,
     validate,
 )
-from tasks.config import load_params
-from tasks.io import LABEL, read_table, write_table
-from tasks.registry import Registry
 from tests.conftest import deep_merge, repo_params, tiny_overrides
 
 MODEL_STAGES = (augment, train, evaluate, export, quantize, gate, promote)

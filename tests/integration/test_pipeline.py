@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tasks.apps.code_deps import check_stages
 from tests.conftest import BIN, deep_merge, repo_params, run, tiny_overrides
 
 UP_TO_DATE = "Data and pipelines are up to date."
@@ -18,7 +19,7 @@ def set_params(repo: Path, overrides: dict) -> None:
 
 
 def flow(repo: Path, check: bool = True):
-    return run([sys.executable, "-m", "tasks.cli", "run"], repo, check=check)
+    return run([sys.executable, "-m", "tasks", "run"], repo, check=check)
 
 
 def dvc(repo: Path, *args: str):
@@ -80,7 +81,18 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     assert ran_stages(again.stdout + again.stderr) == []
     assert UP_TO_DATE in dvc(repo, "status").stdout
 
-    # 6. Broken rows fail validate with a readable report; production and good data are untouched.
+    # 6. Editing a shared helper makes exactly the stages that run it stale: dvc.yaml's deps follow the imports.
+    for helper, users in (("tasks/lib/models.py", {"validate", "augment", "train", "evaluate", "export"}),
+                          ("tasks/lib/text.py", {"validate", "split", "augment"})):
+        source = repo / helper
+        original = source.read_text()
+        source.write_text(original + "\n# an edit\n")
+        stale = set(json.loads(dvc(repo, "status", "--json").stdout))
+        assert stale == users == {stage.name for stage in check_stages(repo) if Path(helper) in stage.runs}, helper
+        source.write_text(original)
+    assert UP_TO_DATE in dvc(repo, "status").stdout
+
+    # 7. Broken rows fail validate with a readable report; production and good data are untouched.
     production_before = pointer.read_bytes()
     validated = repo / "data" / "validated" / "dataset.parquet"
     validated_before = validated.read_bytes()
@@ -96,7 +108,7 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     assert "incoming.csv:123" in message
     assert pointer.read_bytes() == production_before and validated.read_bytes() == validated_before
 
-    # 7. A candidate that misses a gate rule is rejected with the rule named; production stays.
+    # 8. A candidate that misses a gate rule is rejected with the rule named; production stays.
     set_params(repo, deep_merge(base, {"gate": {"metrics": {"accuracy": {"min": 1.0}}}}))
     rejected = flow(repo, check=False)
     assert rejected.returncode == 1

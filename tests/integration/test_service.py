@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.demo_data import generate_reviews
+from tasks.lib.demo_data import generate_reviews
 from tests.conftest import copy_repo, deep_merge, repo_params, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -114,7 +114,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     with local_server(free_port(), home=base / "prefect-home", timeout=240) as api:
         env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(base / "client-home")}
         with log.open("w") as out:
-            service = subprocess.Popen([sys.executable, "-m", "tasks.cli", "service"], cwd=root, env=env,
+            service = subprocess.Popen([sys.executable, "-m", "tasks", "service"], cwd=root, env=env,
                                        stdout=out, stderr=subprocess.STDOUT)
         workspace = Workspace(root, api, log)
         try:

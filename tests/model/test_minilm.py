@@ -5,9 +5,9 @@ import json
 import pytest
 import yaml
 
-from tasks import evaluate, ingest, split, train, validate
-from tasks.config import load_params
-from tasks.evaluate import model_labels, torch_logits
+from tasks.lib.config import load_params
+from tasks.lib.models import model_labels, torch_logits
+from tasks.stages import evaluate, ingest, split, train, validate
 from tests.conftest import deep_merge, repo_params
 
 

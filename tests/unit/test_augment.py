@@ -8,17 +8,17 @@ import re
 import pandas as pd
 import pytest
 
-from tasks.augment import augment, negations, plan, quality_filter
-from tasks.augment.backtranslate import (
+from tasks.lib.augmentation.backtranslate import (
     ApertiumTranslator,
     CachedTranslator,
     MarianTranslator,
     make_translator,
 )
-from tasks.augment.errors import EngineError
-from tasks.augment.similarity import SentenceEmbedder
-from tasks.augment.synonym import SynonymSwapper
-from tasks.train import resolve_base_model
+from tasks.lib.augmentation.errors import EngineError
+from tasks.lib.augmentation.similarity import SentenceEmbedder
+from tasks.lib.augmentation.synonym import SynonymSwapper
+from tasks.lib.augmentation.variants import augment, negations, plan, quality_filter
+from tasks.lib.models import resolve_base_model
 from tests.conftest import REPO
 
 # Label-carrying words in context: a swap must keep every negation and protected word.
@@ -233,8 +233,8 @@ def test_augment_marks_origin_and_is_deterministic(make_params, swapper, embedde
 
 def test_stage_with_apertium_on_real_rows(make_params, tmp_path):
     """The stage's engines from params: cache file written, hit rate reported, all rows traced to a source."""
-    from tasks.augment import run
-    from tasks.io import write_table
+    from tasks.lib.io import write_table
+    from tasks.stages.augment import run
 
     params = make_params({"augment": {"synonym": {"ratio": 0.5}, "backtranslation": {"ratio": 0.5}}})
     texts = ["the acting is superb and the story moves", "a dull , lifeless film", "I did not enjoy the ending",

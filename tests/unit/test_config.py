@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.config import ConfigError, load_params
+from tasks.lib.config import load_params
+from tasks.lib.errors import ConfigError
 from tests.conftest import REPO, deep_merge, repo_params
 
 
@@ -81,3 +82,10 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "params.yaml").write_text("train: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(tmp_path)
+
+
+def test_a_variant_may_not_take_the_pytorch_baselines_name(tmp_path):
+    variants = {"pytorch_fp32": {"kind": "fp32", "graph": "optimized"}}
+    bad = deep_merge(repo_params(), {"quantize": {"variants": variants}})
+    with pytest.raises(ConfigError, match=r"quantize\.variants: .*'pytorch_fp32' is what the PyTorch baseline"):
+        load_params(write(tmp_path, bad))

@@ -9,11 +9,11 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from tasks.config import ConfigError
-from tasks.evaluation import OVERALL, score
-from tasks.gate import Rule, metric_rules
-from tasks.metrics import metric_names, metric_table, point_metrics
-from tasks.slices import slice_masks
+from tasks.lib.errors import ConfigError
+from tasks.lib.metrics import metric_names, metric_table, point_metrics
+from tasks.lib.scoring import OVERALL, score
+from tasks.lib.slices import slice_masks
+from tasks.stages.gate import GateRule, metric_rules
 
 LABELS = ["negative", "positive"]
 
@@ -145,11 +145,11 @@ def test_small_slices_and_undefined_metrics_are_listed_not_judged(make_params):
 
 
 def test_rule_bounds_with_and_without_interval():
-    assert Rule("x", 0.5, 0.5, "min").status == "pass" and Rule("x", 0.6, 0.5, "max").failed
-    assert Rule("x", 0.4, 0.5, "min", interval=(0.3, 0.55)).status == "pass"  # could be noise
-    assert Rule("x", 0.4, 0.5, "min", interval=(0.3, 0.45)).failed
-    assert Rule("x", 0.6, 0.5, "max", interval=(0.51, 0.7)).failed
-    assert "whole interval 0.3000 to 0.4500 below it" in Rule("x", 0.4, 0.5, "min", interval=(0.3, 0.45)
+    assert GateRule("x", 0.5, 0.5, "min").status == "pass" and GateRule("x", 0.6, 0.5, "max").failed
+    assert GateRule("x", 0.4, 0.5, "min", interval=(0.3, 0.55)).status == "pass"  # could be noise
+    assert GateRule("x", 0.4, 0.5, "min", interval=(0.3, 0.45)).failed
+    assert GateRule("x", 0.6, 0.5, "max", interval=(0.51, 0.7)).failed
+    assert "whole interval 0.3000 to 0.4500 below it" in GateRule("x", 0.4, 0.5, "min", interval=(0.3, 0.45)
                                                               ).describe_failure()
 
 

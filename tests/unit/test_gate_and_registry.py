@@ -9,26 +9,48 @@ from pathlib import Path
 
 import pytest
 
-from tasks.cli import main
-from tasks.gate import GateRejected, choose_variant, onnx_rules, render
-from tasks.promote import promote
-from tasks.registry import Registry, RegistryError
-from tasks.serving import load_classifier
+from tasks.apps.cli import main
+from tasks.lib.artifacts import (
+    ArtifactError,
+    EvaluateMetrics,
+    ExportMetrics,
+    GateMetrics,
+    GateScores,
+    GraphParity,
+    IngestMetrics,
+    QuantizeMetrics,
+)
+from tasks.lib.production_model import load_classifier
+from tasks.lib.registry import Registry, RegistryError
+from tasks.stages.gate import GateRejected, choose_variant, onnx_rules, render
+from tasks.stages.promote import promote
 from tests.conftest import REPO
 
-EXPORT = {"exported": {"label_agreement": 1.0}, "optimized": {"label_agreement": 0.9}}
+
+def agreeing(share: float) -> dict:
+    return {"label_agreement": share, "max_abs_logit_diff": 0.0, "mean_abs_logit_diff": 0.0}
+
+
+EXPORT = ExportMetrics(inputs=["input_ids"], opset=17, fused_ops={},
+                       exported=GraphParity(file="model.onnx", size_bytes=1, **agreeing(1.0)),
+                       optimized=GraphParity(file="model.opt.onnx", size_bytes=1, **agreeing(0.9)))
 
 
 def measured(p50_ms: float, per_s: float, agreement: float = 1.0, drop: float = 0.0, size: float = 0.25) -> dict:
-    return {"p50_ms": p50_ms, "batch_per_s": per_s, "size_ratio": size, "accuracy_drop_b1": drop,
-            "accuracy_drop_batch": drop, "agreement_b1": {"label_agreement": agreement},
-            "agreement_batch": {"label_agreement": agreement}}
+    return {"p50_ms": p50_ms, "p95_ms": p50_ms * 2, "batch_per_s": per_s, "speedup_b1": 1.0, "speedup_batch": 1.0,
+            "size_bytes": int(size * 1e8), "size_ratio": size, "accuracy_b1": 0.9 - drop, "accuracy_batch": 0.9 - drop,
+            "accuracy_drop_b1": drop, "accuracy_drop_batch": drop, "agreement_b1": agreeing(agreement),
+            "agreement_batch": agreeing(agreement)}
 
 
-QUANTIZE = {"models": {"pytorch_fp32": measured(8.0, 150), "fp32": measured(3.0, 400, size=1.0),
-                       "int8": measured(1.5, 600, agreement=0.99, drop=0.004),
-                       "int8_fast": measured(1.2, 900, agreement=0.93, drop=0.03),
-                       "int8_wide": measured(1.4, 950, agreement=0.99, drop=0.002)}}
+def measurement(models: dict) -> QuantizeMetrics:
+    return QuantizeMetrics(rows=100, latency_rows=100, batch_size=32, threads=None, rounds=3, models=models)
+
+
+QUANTIZE = measurement({"pytorch_fp32": measured(8.0, 150), "fp32": measured(3.0, 400, size=1.0),
+                        "int8": measured(1.5, 600, agreement=0.99, drop=0.004),
+                        "int8_fast": measured(1.2, 900, agreement=0.93, drop=0.03),
+                        "int8_wide": measured(1.4, 950, agreement=0.99, drop=0.002)})
 
 
 def test_onnx_rules_name_the_graph_that_disagrees(make_params):
@@ -46,7 +68,7 @@ def test_the_fastest_variant_that_passes_is_chosen(make_params):
     assert [r.name for r in variants["int8_fast"] if r.failed] == ["agreement b1", "agreement batch",
                                                                    "accuracy drop b1", "accuracy drop batch"]
     assert choose_variant(serving.model_copy(update={"prefer": "throughput"}), QUANTIZE)[0] == "int8_wide"
-    quantize = {"models": {k: v for k, v in QUANTIZE["models"].items() if k != "int8_wide"}}
+    quantize = measurement({k: v for k, v in QUANTIZE.models.items() if k != "int8_wide"})
     assert choose_variant(serving.model_copy(update={"max_size_ratio": 0.3}), quantize)[0] == "int8"
     nothing = serving.model_copy(update={"min_agreement": 1.0, "max_size_ratio": 0.3})
     chosen, variants = choose_variant(nothing, QUANTIZE)
@@ -132,7 +154,7 @@ def test_a_half_copied_version_is_invisible_and_replaced(tmp_path):
 CONCURRENT = """
 import sys
 from pathlib import Path
-from tasks.registry import Registry
+from tasks.lib.registry import Registry
 registry, folder = Registry(Path(sys.argv[1])), Path(sys.argv[2])
 for _ in range(5):
     registry.promote(registry.register(folder, {"model_md5": folder.name}), "race " + folder.name)
@@ -167,16 +189,20 @@ def stage_candidate(params, model: Path, model_file: str) -> None:
     for name in ("raw", "validated", "augmented", "test_split"):
         params.path(name).parent.mkdir(parents=True, exist_ok=True)
         params.path(name).write_bytes(name.encode())
-    metrics = params.path("metrics")
-    metrics.mkdir(parents=True, exist_ok=True)
-    for name in ("evaluate", "quantize"):
-        (metrics / f"{name}.json").write_text("{}")
-    (metrics / "ingest.json").write_text(json.dumps({"data_version": "0002-0123456789ab", "batches": 2}))
-    (metrics / "gate.json").write_text(json.dumps({"passed": True, "model_file": model_file,
-                                                   "serving_variant": model_file.split(".")[1]}))
+    params.path("metrics").mkdir(parents=True, exist_ok=True)
+    EvaluateMetrics(n=10, accuracy=0.9, macro_f1=0.9, weighted_f1=0.9, ece=0.05,
+                    interval={"accuracy": [0.8, 1.0]}).write(params)
+    QUANTIZE.write(params)
+    IngestMetrics(rows=12, source_rows=10, batches=2, batch_rows=2, data_version="0002-0123456789ab").write(params)
+    passed_gate(model_file, model_file.split(".")[1]).write(params)
     params.path("reports").mkdir(parents=True, exist_ok=True)
     (params.path("reports") / "gate.md").write_text("## Gate: PASSED\n")
-    (params.path("reports") / "gate_scores.json").write_text("{}")
+    GateScores(scopes={}).write(params)
+
+
+def passed_gate(model_file: str | None, variant: str | None, passed: bool = True) -> GateMetrics:
+    return GateMetrics(passed=passed, serving_variant=variant, model_file=model_file, production_version=None,
+                       rules=[], variants={}, overall={"accuracy": {"candidate": 0.9}})
 
 
 @pytest.fixture
@@ -195,8 +221,18 @@ def int8_model(onnx_folder, tmp_path) -> Path:
 def test_promote_refuses_a_failed_gate(make_params):
     params = make_params()
     params.path("metrics").mkdir(parents=True)
-    (params.path("metrics") / "gate.json").write_text(json.dumps({"passed": False}))
+    passed_gate(None, None, passed=False).write(params)
     with pytest.raises(RegistryError, match="did not pass"):
+        promote(params)
+    assert Registry(params.path("registry")).production() is None
+
+
+def test_a_record_of_the_wrong_shape_names_its_file_and_field(make_params):
+    params = make_params()
+    params.path("metrics").mkdir(parents=True)
+    (params.path("metrics") / "gate.json").write_text(json.dumps({"passed": True, "model_file": "m.onnx"}))
+    with pytest.raises(ArtifactError, match=r"metrics/gate\.json: not a GateMetrics record \(serving_variant: Field "
+                                            r"required; production_version: Field required"):
         promote(params)
     assert Registry(params.path("registry")).production() is None
 
@@ -205,13 +241,13 @@ def test_promote_bootstraps_then_records_lineage_and_the_gate_report(make_params
     params = make_params()
     stage_candidate(params, onnx_folder / "model.onnx", "model.fp32.onnx")
     outcome = promote(params)
-    assert outcome["promoted"] and outcome["version"] == "v0001" and outcome["previous"] is None
+    assert outcome.promoted and outcome.version == "v0001" and outcome.previous is None
     record = Registry(params.path("registry")).production()
     assert set(record["data"]) == {"source", "version", "batches", "raw_md5", "validated_md5", "train_md5", "test_md5"}
     assert record["data"]["version"] == "0002-0123456789ab"  # the landing archive folder of the newest data
     assert record["params"]["gate"]["change_test"] == "interval" and record["git_commit"]
     assert (Path(record["path"]) / "gate.md").read_text() == "## Gate: PASSED\n"
-    assert promote(params)["reason"] == "candidate already serves"
+    assert promote(params).reason == "candidate already serves"
 
 
 def test_a_rolled_back_model_is_not_promoted_again_by_the_pipeline(make_params, onnx_folder, int8_model):
@@ -219,11 +255,11 @@ def test_a_rolled_back_model_is_not_promoted_again_by_the_pipeline(make_params, 
     stage_candidate(params, onnx_folder / "model.onnx", "model.fp32.onnx")
     promote(params)
     stage_candidate(params, int8_model, "model.int8.onnx")
-    assert promote(params)["version"] == "v0002"
+    assert promote(params).version == "v0002"
     assert main(["--root", str(params.root), "registry", "rollback", "--reason", "complaints about v0002"]) == 0
     again = promote(params)  # what `dvc repro` does next: the pointer is promote's output and changed
-    assert not again["promoted"] and "v0002 was rolled back" in again["reason"]
-    assert "complaints about v0002" in again["reason"]
+    assert not again.promoted and "v0002 was rolled back" in again.reason
+    assert "complaints about v0002" in again.reason
     assert Registry(params.path("registry")).production()["version"] == "v0001"
 
 
@@ -231,7 +267,7 @@ def test_manual_mode_registers_a_candidate_that_a_person_promotes(make_params, o
     params = make_params({"promote": {"mode": "manual"}})
     stage_candidate(params, onnx_folder / "model.onnx", "model.fp32.onnx")
     outcome = promote(params)
-    assert not outcome["promoted"] and "registry promote v0001" in outcome["reason"]
+    assert not outcome.promoted and "registry promote v0001" in outcome.reason
     registry = Registry(params.path("registry"))
     assert registry.stages() == {"v0001": "candidate"} and registry.production() is None
     assert main(["--root", str(params.root), "registry", "promote", "v0001", "--reason", "reviewed"]) == 0
@@ -244,8 +280,9 @@ def test_manual_mode_registers_a_candidate_that_a_person_promotes(make_params, o
 
 KILLED = """
 import os, shutil, signal, sys
-from tasks import promote, registry
-from tasks.config import load_params
+from tasks.lib import registry
+from tasks.stages import promote
+from tasks.lib.config import load_params
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
@@ -282,5 +319,5 @@ def test_a_crash_mid_promotion_leaves_production_serving(make_params, onnx_folde
         "v0001": "production"}
     assert registry.stages() == expected
     # The next run finishes the job: one new version, no duplicate.
-    assert promote(params)["version"] == "v0002"
+    assert promote(params).version == "v0002"
     assert registry.list_versions() == ["v0001", "v0002"] and registry.production()["model_file"] == "model.int8.onnx"

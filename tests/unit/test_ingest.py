@@ -3,13 +3,13 @@ import json
 import pandas as pd
 import pytest
 
-from tasks.ingest import DataError, ingest
+from tasks.lib.readers import DataError, read_source
 from tests.conftest import SST2
 
 
 def test_demo_is_seeded_balanced_and_noisy(make_params):
     params = make_params({"data": {"demo": {"rows": 600, "label_noise": 0.1}}})
-    first, second = ingest(params.data, params.root), ingest(params.data, params.root)
+    first, second = read_source(params.data, params.root), read_source(params.data, params.root)
     pd.testing.assert_frame_equal(first, second)
     assert len(first) == 600 and first["text"].is_unique
     assert set(first["label"]) == {"negative", "positive"}
@@ -22,7 +22,7 @@ def test_demo_is_seeded_balanced_and_noisy(make_params):
 def test_demo_changes_with_seed(make_params):
     a = make_params({"data": {"demo": {"seed": 1}}})
     b = make_params({"data": {"demo": {"seed": 2}}})
-    assert not ingest(a.data, a.root)["text"].equals(ingest(b.data, b.root)["text"])
+    assert not read_source(a.data, a.root)["text"].equals(read_source(b.data, b.root)["text"])
 
 
 @pytest.mark.parametrize("suffix", ["csv", "tsv", "jsonl", "parquet"])
@@ -39,7 +39,7 @@ def test_each_format_with_configured_columns(tmp_path, make_params, suffix):
         frame.to_parquet(path)
     params = make_params({"data": {"source": str(path), "text_column": "review", "label_column": "stars",
                                    "labels": ["neg", "pos"]}})
-    raw = ingest(params.data, params.root)
+    raw = read_source(params.data, params.root)
     assert list(raw["text"]) == ['good, "very" good', "bad"]
     assert list(raw["label"]) == ["pos", "neg"]
     assert raw["split"].isna().all()
@@ -48,7 +48,7 @@ def test_each_format_with_configured_columns(tmp_path, make_params, suffix):
 
 def test_sst2_folder_keeps_its_splits_and_quirks(make_params):
     params = make_params({"data": {"source": str(SST2), "labels": [0, 1]}})
-    raw = ingest(params.data, params.root)
+    raw = read_source(params.data, params.root)
     assert raw.groupby("split").size().to_dict() == {"train": 67349, "val": 872, "test": 1821}
     assert set(raw["label"]) == {"0", "1"}
     assert not raw["text"].str.contains("\r").any()  # CRLF endings are not part of the text
@@ -58,7 +58,7 @@ def test_sst2_folder_keeps_its_splits_and_quirks(make_params):
 def test_relative_source_resolves_against_repo_root(tmp_path, make_params):
     (tmp_path / "d.csv").write_text("text,label\nfine,pos\n")
     params = make_params({"data": {"source": "d.csv", "labels": ["neg", "pos"]}})
-    assert len(ingest(params.data, params.root)) == 1
+    assert len(read_source(params.data, params.root)) == 1
 
 
 def test_utf8_bom_and_quoted_newlines_are_read_with_true_line_numbers(tmp_path, make_params):
@@ -66,7 +66,7 @@ def test_utf8_bom_and_quoted_newlines_are_read_with_true_line_numbers(tmp_path, 
     content = '\ufefftext,label\r\n"two\r\nlines",pos\r\nnext row,neg\r\n'.encode("utf-8")
     (tmp_path / "export.csv").write_bytes(content)
     params = make_params({"data": {"source": "export.csv", "labels": ["neg", "pos"]}})
-    raw = ingest(params.data, params.root)
+    raw = read_source(params.data, params.root)
     assert list(raw["text"]) == ["two\r\nlines", "next row"]
     assert list(raw["source_line"]) == [2, 4]
 
@@ -74,17 +74,17 @@ def test_utf8_bom_and_quoted_newlines_are_read_with_true_line_numbers(tmp_path, 
 def test_numbers_are_labels_as_a_person_writes_them(tmp_path, make_params):
     pd.DataFrame({"text": ["a", "b", "c"], "label": [1.0, 0.0, None]}).to_parquet(tmp_path / "n.parquet")
     params = make_params({"data": {"source": "n.parquet", "labels": [0, 1]}})
-    assert list(ingest(params.data, params.root)["label"]) == ["1", "0", ""]
+    assert list(read_source(params.data, params.root)["label"]) == ["1", "0", ""]
 
 
 def test_missing_source_is_named(make_params):
     params = make_params({"data": {"source": "nowhere.csv"}})
     with pytest.raises(DataError, match="no such file or folder"):
-        ingest(params.data, params.root)
+        read_source(params.data, params.root)
 
 
 def test_hub_source_offline_fails_clearly(make_params, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     params = make_params({"data": {"source": "hf:stanfordnlp/sst2"}})
     with pytest.raises(DataError, match=r"hf:stanfordnlp/sst2: .*network"):
-        ingest(params.data, params.root)
+        read_source(params.data, params.root)

@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks import ingest
-from tasks.landing import batch_files, ingest_new
-from tasks.watcher import LandingWatcher
+from tasks.apps.landing import ingest_new
+from tasks.apps.watcher import LandingWatcher
+from tasks.lib.incoming import batch_files
+from tasks.stages import ingest
 
 GOOD = 'text,label\n"a fine film, truly",positive\n"a dull and messy plot",negative\n"a fine film, truly",positive\n'
 
@@ -123,7 +124,7 @@ def test_a_notification_goes_to_the_log_file_and_to_a_prefect_notification_block
 
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-    from tasks.notify import notify
+    from tasks.lib.notify import notify
 
     received: list[dict] = []
 

@@ -8,9 +8,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks import augment, evaluate, export, ingest, quantize, split, train, validate
-from tasks.config import load_params
-from tasks.onnx_model import OnnxClassifier, length_batches
+from tasks.lib.config import load_params
+from tasks.lib.onnx_classifier import OnnxClassifier, length_batches
+from tasks.stages import (
+    augment,
+    evaluate,
+    export,
+    ingest,
+    quantize,
+    split,
+    train,
+    validate,
+)
 from tests.conftest import deep_merge, repo_params, tiny_overrides
 
 
@@ -112,7 +121,7 @@ def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
 
 
 def test_a_corrupt_graph_fails_the_variant_by_name(trained, tmp_path):
-    from tasks.config import DynamicInt8Variant
+    from tasks.lib.config import DynamicInt8Variant
 
     shutil.copytree(trained.path("onnx"), tmp_path / "onnx")
     graph = tmp_path / "onnx" / export.OPTIMIZED_FILE

@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tasks.registry import Registry
-from tasks.serving import ModelLoadError, ProductionModel, load_classifier, predict
+from tasks.lib.production_model import (
+    ModelLoadError,
+    ProductionModel,
+    load_classifier,
+    predict,
+)
+from tasks.lib.registry import Registry
 
 LABELS = ["negative", "positive"]
 
@@ -55,7 +60,7 @@ def test_predict_function_gives_labels_and_probabilities(registry):
 
 
 def test_serving_path_imports_no_torch(registry):
-    code = ("import sys; from tasks.serving import predict; "
+    code = ("import sys; from tasks.lib.production_model import predict; "
             f"print(predict(['fine'], {str(registry.root)!r})[0].label); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -64,7 +69,7 @@ def test_serving_path_imports_no_torch(registry):
 
 
 def test_predict_command_reads_arguments_file_and_stdin(registry, tmp_path):
-    command = [sys.executable, "-m", "tasks.cli", "--root", str(tmp_path), "predict"]
+    command = [sys.executable, "-m", "tasks", "--root", str(tmp_path), "predict"]
     by_args = subprocess.run(command + ["good", "bad"], capture_output=True, text=True, check=True).stdout
     assert [line.split("\t")[2] for line in by_args.splitlines()] == ["good", "bad"]
     (tmp_path / "texts.txt").write_text("one\n\ntwo\n")
@@ -98,7 +103,7 @@ def service(make_params, registry):
     """The app under uvicorn on a loopback port, in a thread; yields (base url, registry)."""
     import uvicorn
 
-    from tasks.serve import create_app
+    from tasks.apps.http_service import create_app
 
     params = make_params({"serve": {"max_texts": 8, "max_chars": 100}})
     app = create_app(ProductionModel(params.path("registry")), params.serve)

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from tasks.split import SplitError, split
+from tasks.stages.split import SplitError, split
 
 
 def frame(n: int, with_split: str | None = None) -> pd.DataFrame:

@@ -19,11 +19,12 @@ import torch
 import yaml
 from transformers import TrainerCallback
 
-from tasks import augment, ingest, split, train, validate
-from tasks.config import load_params
-from tasks.training import checkpoints
-from tasks.training.lora import add_lora, merge_lora
+from tasks.lib.config import load_params
+from tasks.lib.training import checkpoints, trainer
+from tasks.lib.training.lora import add_lora, merge_lora
+from tasks.stages import augment, ingest, split, train, validate
 from tests.conftest import deep_merge, repo_params, tiny_overrides
+
 
 def learnable(model_dir: Path) -> dict[str, Any]:
     """800 demo rows that the tiny model learns in a few epochs (val accuracy well above chance)."""
@@ -53,12 +54,12 @@ def workspace(prepared: Path, target: Path, tiny_model_dir: Path, train_override
     return load_params(target)
 
 
-def stage_command(root: Path) -> list[str]:
-    return [sys.executable, "-m", "tasks.cli", "--root", str(root), "stage", "train"]
+# What dvc.yaml runs, in the workspace.
+STAGE_COMMAND = [sys.executable, "-m", "tasks.stages.train"]
 
 
 def run_stage(root: Path) -> str:
-    done = subprocess.run(stage_command(root), capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(STAGE_COMMAND, cwd=root, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -86,7 +87,7 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_as_an_uninterrupted_one(prep
     run_stage(whole.root)
 
     killed = workspace(prepared, tmp_path / "killed", tiny_model_dir, RESUMABLE)
-    process = subprocess.Popen(stage_command(killed.root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(STAGE_COMMAND, cwd=killed.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
         found = [c for c in (killed.path("cache") / "checkpoints").glob("*/*/checkpoint-*")
@@ -212,7 +213,7 @@ def test_merged_lora_model_gives_the_adapter_models_logits(tiny_model_dir, make_
 def test_unknown_lora_target_module_is_named(tiny_model_dir, make_params):
     from transformers import AutoModelForSequenceClassification
 
-    from tasks.config import ConfigError
+    from tasks.lib.errors import ConfigError
 
     config = make_params({"train": {"lora": {"enabled": True, "target_modules": ["q_proj"]}}}).train.lora
     with pytest.raises(ConfigError, match=r"train\.lora\.target_modules: \['q_proj'\].*query"):
@@ -247,11 +248,11 @@ class OutOfMemoryAbove(TrainerCallback):
 
 
 def _train_with(params: Any, callback: TrainerCallback) -> dict[str, Any]:
-    from tasks.io import read_table
+    from tasks.lib.io import read_table
 
-    return train.train(read_table(params.path("augmented")), read_table(params.path("val_split")),
-                       list(params.data.labels), params.train, str(params.train.base_model),
-                       params.path("model"), params.path("cache") / "run", callbacks=[callback])
+    return trainer.train(read_table(params.path("augmented")), read_table(params.path("val_split")),
+                         list(params.data.labels), params.train, str(params.train.base_model),
+                         params.path("model"), params.path("cache") / "run", callbacks=[callback])
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_rows_per_step(prepared, tiny_model_dir, tmp_path):
@@ -263,7 +264,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_rows_per_step(prepared, ti
 
 def test_out_of_memory_without_back_off_says_what_to_lower(prepared, tiny_model_dir, tmp_path):
     params = workspace(prepared, tmp_path, tiny_model_dir, {"epochs": 1, "oom_backoff": False})
-    with pytest.raises(train.OutOfMemory, match=r"train\.batch_size 16 .*train\.max_length 128.*"
+    with pytest.raises(trainer.OutOfMemory, match=r"train\.batch_size 16 .*train\.max_length 128.*"
                                                 r"gradient_accumulation_steps"):
         _train_with(params, OutOfMemoryAbove(4))
     assert not params.path("model").exists()
@@ -271,6 +272,6 @@ def test_out_of_memory_without_back_off_says_what_to_lower(prepared, tiny_model_
 
 @pytest.mark.gpu
 def test_gpu_uses_mixed_precision_and_tf32(make_params):
-    precision = train.choose_precision(make_params().train)
+    precision = trainer.choose_precision(make_params().train)
     assert precision.name == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     assert precision.tf32 is (True if torch.cuda.get_device_capability()[0] >= 8 else None)

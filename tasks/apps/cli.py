@@ -1,0 +1,227 @@
+"""The one command line: stages, the Prefect flow, the production model, the registry, new data.
+
+    textclf stage <name>              run one stage (as dvc.yaml's `python -m tasks.stages.<name>` does)
+    textclf run                       run the whole DAG as a Prefect flow
+    textclf predict [TEXT ...]        classify with the production model (or --file F, or stdin)
+    textclf serve                     HTTP service over the production model
+    textclf registry list|show|promote|rollback|archive
+                                      model versions, their stages and lineage
+    textclf ingest-new FILE ...       check new labelled data and add it (then retraining runs)
+    textclf service                   serve the deployments and watch the landing folder
+    textclf deploy --pool NAME        the same deployments on a work pool (prefect deploy)
+    textclf watch                     the landing watcher alone (with `deploy`)
+    textclf deps                      check that dvc.yaml's deps name all the code each stage runs
+
+(`textclf` is `python -m tasks`.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from tasks.lib.artifacts import VersionRecord
+from tasks.lib.config import Params, load_params
+from tasks.lib.errors import ConfigError, PipelineError
+from tasks.lib.stage_runner import report_failure, run_stage
+
+
+def stage_command(name: str, root: Path) -> int:
+    """Run stage `name` as dvc.yaml does (`python -m tasks.stages.<name>`), in this process."""
+    try:
+        module = importlib.import_module(f"tasks.stages.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"tasks.stages.{name}":  # a package the stage needs is missing: say which
+            raise ConfigError(f"stage '{name}' needs the Python package '{exc.name}', which {sys.executable} "
+                              "does not have (activate the project's environment: source .venv/bin/activate)"
+                              ) from None
+        raise ConfigError(f"no stage module tasks/stages/{name}.py for stage '{name}'") from None
+    return run_stage(module.run, root)
+
+
+def _read_texts(texts: list[str], file: Path | None) -> list[str]:
+    """Texts from arguments, else from a file (one per line), else from stdin."""
+    if texts:
+        return texts
+    if file is not None and str(file) != "-":
+        lines = file.read_text(encoding="utf-8").splitlines()
+    else:
+        lines = sys.stdin.read().splitlines()
+    return [line for line in lines if line.strip()]
+
+
+def predict_command(params: Params, texts: list[str], file: Path | None, as_json: bool) -> None:
+    """Print a label and its probability per text (or JSON lines)."""
+    import json
+
+    from tasks.lib.production_model import ProductionModel
+
+    texts = _read_texts(texts, file)
+    if not texts:
+        raise PipelineError("no texts to classify: give them as arguments, with --file, or on stdin")
+    version, predictions = ProductionModel(params.path("registry"), params.serve.threads).predict(
+        texts, params.serve.batch_size)
+    for text, prediction in zip(texts, predictions):
+        if as_json:
+            print(json.dumps({"text": text, "version": version, **prediction.as_dict()}, ensure_ascii=False))
+        else:
+            print(f"{prediction.label}\t{prediction.probabilities[prediction.label]:.4f}\t{text}")
+
+
+def _short_commit(commit: str) -> str:
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+def registry_command(params: Params, args: argparse.Namespace) -> None:
+    """List, show, promote, roll back or archive registry versions."""
+    import json
+
+    from tasks.lib.registry import Registry
+
+    registry = Registry(params.path("registry"))
+    if args.action == "list":
+        stages, rollbacks = registry.stages(), registry.rollbacks()
+        print("version  stage       created                    variant        test acc  data (validated)  commit")
+        for version, stage in stages.items():
+            record = VersionRecord.parse(registry.record(version), registry.versions / version)
+            note = f"  rolled back: {rollbacks[version]['reason']}" if version in rollbacks else ""
+            accuracy = record.test_accuracy()
+            print(f"{version:<8} {stage:<11} {record.created_at:<26} {record.variant:<14} "
+                  f"{'n/a' if accuracy is None else f'{accuracy:.4f}':<9} {record.data.validated_md5[:16]:<17} "
+                  f"{_short_commit(record.git_commit)}{note}")
+    elif args.action == "show":
+        record = registry.record(args.version)
+        print(json.dumps({**record, "stage": registry.stages()[args.version]}, indent=2))
+    elif args.action == "history":
+        for event in registry.events():
+            print(json.dumps(event))
+    elif args.action == "promote":
+        previous = registry.promote(args.version, args.reason)
+        print(f"{args.version} is production (was {previous or 'none'})")
+    elif args.action == "rollback":
+        rolled_back, serving = registry.rollback(args.reason, args.to)
+        print(f"rolled back {rolled_back}; {serving} is production")
+    else:
+        registry.archive(args.version, args.reason)
+        print(f"{args.version} archived")
+
+
+def ingest_new_command(params: Params, files: list[Path]) -> int:
+    """Run `ingest-new-data` per file: files in the landing folder are moved, others copied. 1 if any was rejected."""
+    from flows.ingest_new import ingest_new_data
+    from flows.service import configured_api_url
+    from tasks.apps.landing import Receipt, summary_line
+
+    landing = params.path("landing").resolve()
+    rejected = 0
+    for file in (f.resolve() for f in files):
+        try:
+            receipt = ingest_new_data(file=str(file), root=str(params.root), move=file.parent == landing)
+            print(summary_line(Receipt(**receipt)))
+        except PipelineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            rejected += 1
+    if configured_api_url() is None and rejected < len(files):
+        print("note: no Prefect server configured (PREFECT_API_URL), so no retraining was triggered; "
+              "the next run (`textclf run`, `dvc repro`, the schedule) trains on the new data")
+    return 1 if rejected else 0
+
+
+def deps_command(root: Path, verbose: bool) -> int:
+    """Each stage's import closure against dvc.yaml's deps; 1 if any stage's deps are off."""
+    from tasks.apps.code_deps import check_stages, report
+
+    stages = check_stages(root)
+    if verbose:
+        for stage in stages:
+            print(f"{stage.name} ({stage.module}) runs:\n" + "".join(f"  {p}\n" for p in sorted(stage.runs)))
+    problems = report(stages)
+    print(problems or f"dvc.yaml's deps name all the code of its {len(stages)} stages")
+    return 1 if problems else 0
+
+
+def _registry_parser(sub: Any) -> None:
+    registry = sub.add_parser("registry", help="model versions: list, show, promote, rollback, archive")
+    actions = registry.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="every version with its stage and lineage summary")
+    actions.add_parser("history", help="every registry event (JSON lines)")
+    show = actions.add_parser("show", help="a version's full lineage record")
+    show.add_argument("version")
+    promote = actions.add_parser("promote", help="make a version production (e.g. a manual-mode candidate)")
+    promote.add_argument("version")
+    promote.add_argument("--reason", default="promoted by hand")
+    rollback = actions.add_parser("rollback", help="restore the previous production model")
+    rollback.add_argument("--reason", required=True, help="why (recorded in the history)")
+    rollback.add_argument("--to", help="a specific version instead of the previous production one")
+    archive = actions.add_parser("archive", help="retire a candidate")
+    archive.add_argument("version")
+    archive.add_argument("--reason", required=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="textclf", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("."), help="repo root (holds params.yaml, dvc.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    stage = sub.add_parser("stage", help="run one pipeline stage")
+    stage.add_argument("name")
+    sub.add_parser("run", help="run the whole DAG as a Prefect flow")
+    predict = sub.add_parser("predict", help="classify texts with the production model")
+    predict.add_argument("texts", nargs="*", help="texts to classify (none: read --file or stdin)")
+    predict.add_argument("--file", type=Path, help="one text per line ('-' for stdin)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line, with all probabilities")
+    serve = sub.add_parser("serve", help="HTTP service over the production model (params.yaml serve:)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    _registry_parser(sub)
+    ingest = sub.add_parser("ingest-new", help="check files of new labelled data and add them to the dataset")
+    ingest.add_argument("files", nargs="+", type=Path)
+    service = sub.add_parser("service", help="serve the Prefect deployments and watch the landing folder")
+    service.add_argument("--port", type=int, default=4200,
+                         help="port of the Prefect server started when PREFECT_API_URL is not set")
+    deploy = sub.add_parser("deploy", help="prefect deploy --all with this workspace's values (work pools)")
+    deploy.add_argument("--pool", help="the work pool (prefect work-pool create); default: textclf")
+    sub.add_parser("watch", help="watch the landing folder only (deployments served elsewhere)")
+    deps = sub.add_parser("deps", help="check that dvc.yaml's deps name all the code each stage runs")
+    deps.add_argument("-v", "--verbose", action="store_true", help="also list the files each stage runs")
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    try:
+        if args.command == "stage":
+            return stage_command(args.name, root)
+        elif args.command == "predict":
+            predict_command(load_params(root), args.texts, args.file, args.json)
+        elif args.command == "registry":
+            registry_command(load_params(root), args)
+        elif args.command == "serve":
+            from tasks.apps import http_service
+
+            http_service.run(load_params(root), args.host, args.port)
+        elif args.command == "deps":
+            return deps_command(root, args.verbose)
+        elif args.command == "ingest-new":
+            return ingest_new_command(load_params(root), args.files)
+        elif args.command in ("service", "deploy", "watch"):
+            from flows import service as unattended
+
+            params = load_params(root)
+            if args.command == "service":
+                unattended.service(params, args.port)
+            elif args.command == "deploy":
+                unattended.deploy(params, args.pool or unattended.DEFAULT_WORK_POOL)
+            else:
+                unattended.watch(params)
+        else:
+            from flows.pipeline import pipeline
+
+            pipeline(root=str(root))
+    except (PipelineError, FileNotFoundError) as exc:  # the message is the whole story: no traceback
+        return report_failure(exc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""New labelled data: check one file on its own, add it to the dataset as a batch, archive or reject it.
+
+An accepted file becomes a batch in `paths.incoming` (`b0003-<sha>.parquet`,
+the raw schema, rows pointing at the archived original); the ingest stage
+appends every batch to the source data, so the next run trains on it and DVC
+versions the result. The original moves to `paths.archive/<data version>/`
+with a receipt; a rejected file moves to `paths.rejected/<time>-<name>/` with
+its validation report. Nothing is deleted.
+
+The file is judged by the row rules of `validate` (their policies: a `fail`
+rule rejects the file; `quarantine`/`warn` rows go on and the validate stage
+sets them aside). Dataset rules (size, class balance, drift) judge the whole
+dataset in the pipeline's validate stage, not a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.lib.columns import ROW_ID, SOURCE_FILE, TEXT
+from tasks.lib.config import Params
+from tasks.lib.incoming import batch_files, batch_id, data_version, incoming_lock
+from tasks.lib.io import (
+    file_digest,
+    write_json,
+    write_table,
+    write_text,
+)
+from tasks.lib.readers import SUFFIXES, DataError, read_file
+
+RECEIPT = "receipt.json"
+FLAGGED_ROWS = "rows.jsonl"  # beside a rejected file's report
+# Names a writer is still working on (write-then-rename is the safe way to drop a file).
+IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", "~")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What happened to one file."""
+
+    file: str
+    accepted: bool
+    reason: str
+    rows: int
+    sha256: str
+    at: str
+    moved_to: str  # the archived or rejected copy
+    batch: str | None = None
+    data_version: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def is_ready(path: Path) -> bool:
+    """A data file a writer has finished with: not hidden, not a temporary name, a supported format."""
+    name = path.name
+    return (path.is_file() and not name.startswith(".") and not name.endswith(IN_PROGRESS_SUFFIXES)
+            and path.suffix.lower() in SUFFIXES)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Verdict:
+    """A file judged on its own: its rows (None: unreadable) and, when it is rejected, why."""
+
+    rows: pd.DataFrame | None
+    reason: str | None = None  # None: accepted
+    report: str = ""  # Markdown
+    flagged: list[dict[str, object]] | None = None  # every flagged row, as the quarantine file has them
+
+
+def check_file(path: Path, params: Params) -> Verdict:
+    """Read and judge one file with the row rules of `validate`."""
+    from tasks.lib.validation.checks import check
+    from tasks.lib.validation.features import token_counts
+    from tasks.lib.validation.report import quarantine_records, render, summary
+
+    try:
+        frame = read_file(path, params.data)
+    except DataError as exc:
+        return Verdict(None, f"cannot be read: {exc}", f"## {path.name}: cannot be read\n\n{exc}\n")
+    tokens = token_counts(frame[TEXT].tolist(), params.train.base_model, params.root)
+    outcome = check(frame, params.data, params.validate_, tokens, dataset_rules=False)
+    if outcome.passed:
+        return Verdict(frame)
+    records = quarantine_records(frame, outcome)
+    report = summary(outcome, records, len(frame))
+    failed = ", ".join(f"{name} ({report['rules'][name]['rows']} rows)" for name in report["failed_rules"])
+    return Verdict(frame, f"failed validation: {failed}", render(report, Path(FLAGGED_ROWS)) + "\n", records)
+
+
+def _unique_folder(parent: Path, name: str) -> Path:
+    folder, n = parent / name, 1
+    while folder.exists():
+        n += 1
+        folder = parent / f"{name}-{n}"
+    return folder
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _hand_over(source: Path, target: Path, move: bool) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if move:
+        shutil.move(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
+def _reject(params: Params, path: Path, sha: str, verdict: Verdict, move: bool) -> Receipt:
+    at = _now()
+    folder = _unique_folder(params.path("rejected"), f"{at:%Y%m%dT%H%M%S}-{path.name}")
+    rows = 0 if verdict.rows is None else len(verdict.rows)
+    receipt = Receipt(_relative(path, params.root), False, verdict.reason or "", rows, sha, at.isoformat(),
+                      _relative(folder / path.name, params.root))
+    folder.mkdir(parents=True)
+    write_text(folder / "report.md", verdict.report)
+    if verdict.flagged:
+        write_text(folder / FLAGGED_ROWS, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n"
+                                                  for r in verdict.flagged))
+    write_json(folder / RECEIPT, receipt.as_dict())
+    _hand_over(path, folder / path.name, move)
+    return receipt
+
+
+def ingest_new(params: Params, path: Path, move: bool) -> Receipt:
+    """Judge `path`; accepted: add it as the next batch and archive it; else move it to the rejected folder.
+
+    Args:
+        move: move the file (it is in the landing folder) rather than copy it (someone else's file).
+    Raises:
+        DataError: the file does not exist.
+    """
+    path = path.resolve()
+    if not path.is_file():
+        raise DataError(path, "no such file")
+    sha = file_digest(path, "sha256")
+    verdict = check_file(path, params)  # outside the lock: it only reads the file
+    with incoming_lock(params.root):
+        incoming = params.path("incoming")
+        existing = batch_files(incoming)
+        same = [batch_id(p) for p in existing if p.stem.endswith(sha[:16])]
+        if same:
+            reason = f"the same bytes were accepted before as batch {same[0]}"
+            verdict = Verdict(None, reason, f"## {path.name}: not added\n\n{reason}.\n")
+        if verdict.reason is not None:
+            return _reject(params, path, sha, verdict, move)
+        frame = verdict.rows
+        assert frame is not None
+        batch = incoming / f"b{len(existing) + 1:04d}-{sha[:16]}.parquet"
+        version = data_version([*existing, batch])
+        archived = params.path("archive") / version / path.name
+        # Rows point at the archived original; ids are unique across batches of the same file name.
+        frame[ROW_ID] = batch_id(batch) + "/" + frame[ROW_ID]
+        frame[SOURCE_FILE] = _relative(archived, params.root)
+        receipt = Receipt(_relative(path, params.root), True, "accepted", len(frame), sha, _now().isoformat(),
+                          _relative(archived, params.root), batch_id(batch), version)
+        # Copy first, then the batch (the commit point), then the receipt; a crash before the
+        # batch leaves the landing file to be read again, after it the file is a known duplicate.
+        archived.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, archived)
+        write_table(batch, frame)
+        write_json(archived.parent / RECEIPT, receipt.as_dict())
+        if move:
+            path.unlink()
+    return receipt
+
+
+def summary_line(receipt: Receipt) -> str:
+    """One line for logs and the CLI."""
+    if receipt.accepted:
+        return (f"{receipt.file}: accepted as batch {receipt.batch} ({receipt.rows} rows), "
+                f"data version {receipt.data_version}; archived as {receipt.moved_to}")
+    return f"{receipt.file}: REJECTED ({receipt.reason}); file and report in {Path(receipt.moved_to).parent}"

@@ -1,7 +1,0 @@
-"""The error every augmentation engine raises when it is missing or fails."""
-
-from tasks.config import PipelineError
-
-
-class EngineError(PipelineError, RuntimeError):
-    """An augmentation engine is missing or failed; the message says which and how to install it."""

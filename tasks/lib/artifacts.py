@@ -1,0 +1,278 @@
+"""What one stage writes and a later one reads: every file name, and a typed record per JSON file.
+
+A producer builds the record and calls `write`; a consumer calls `read` and
+gets attributes, not string keys. A file that does not parse is an error that
+names the file and the field. The JSON layout is what `dvc metrics show` and
+the registry's lineage records have always shown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tasks.lib.errors import PipelineError
+from tasks.lib.io import read_json, write_json
+
+if TYPE_CHECKING:  # the config imports this module (variant names)
+    from tasks.lib.config import Params
+
+# Files of a model folder (models/onnx, models/quantized, a registry version).
+MODEL_FILE = "model.onnx"  # the graph as exported
+OPTIMIZED_FILE = "model.opt.onnx"  # with ONNX Runtime's transformer fusions
+GRAPH_FILES = {"exported": MODEL_FILE, "optimized": OPTIMIZED_FILE}
+TOKENIZER_FILE = "tokenizer.json"
+CLASSIFIER_FILE = "classifier.json"  # label names and maximum sequence length
+VERSION_FILE = "version.json"  # a registry version's lineage record
+GATE_REPORT_FILE = "gate.md"
+# What quantize measures every variant against; no variant may take its name.
+PYTORCH_BASELINE = "pytorch_fp32"
+
+
+def variant_file(name: str) -> str:
+    """The ONNX file of serving variant `name` in the quantized folder."""
+    return f"model.{name}.onnx"
+
+
+class ArtifactError(PipelineError, ValueError):
+    """A stage's output is missing or does not have the shape its readers expect."""
+
+
+class Record(BaseModel):
+    """A JSON record between stages; unknown keys are kept (written by a newer version)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def parse(cls, data: Any, where: Path | str) -> Self:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ArtifactError(f"{where}: not a {cls.__name__} record ({problems})") from None
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        if not path.exists():
+            raise ArtifactError(f"{path}: missing; run the stage that writes it first (dvc repro)")
+        return cls.parse(read_json(path), path)
+
+
+class StageRecord(Record):
+    """A record with its own place: `folder` is a `paths` key, `file` the name in it."""
+
+    folder: ClassVar[Literal["metrics", "reports"]] = "metrics"
+    file: ClassVar[str]
+
+    @classmethod
+    def path(cls, params: Params) -> Path:
+        return params.path(cls.folder) / cls.file
+
+    @classmethod
+    def read(cls, params: Params) -> Self:
+        return cls.load(cls.path(params))
+
+    def write(self, params: Params) -> None:
+        write_json(self.path(params), self.dump())
+
+
+class IngestMetrics(StageRecord):
+    file: ClassVar[str] = "ingest.json"
+    rows: int
+    source_rows: int
+    batches: int
+    batch_rows: int
+    data_version: str  # `NNNN-<digest>` of the accepted batches read
+
+
+class ValidateMetrics(StageRecord):
+    """The verdict (also per rule, in `rules`); the pipeline's run report reads the counts."""
+
+    file: ClassVar[str] = "validate.json"
+    passed: bool
+    rows_read: int
+    rows_kept: int
+    rows_quarantined: int
+    rows_warned: int
+    failed_rules: list[str]
+    rules: dict[str, dict[str, Any]]
+    data_docs: str | None
+
+
+class EvaluateMetrics(StageRecord):
+    """The PyTorch candidate on the test split; per-class and per-slice figures ride along as extras."""
+
+    file: ClassVar[str] = "evaluate.json"
+    n: int
+    accuracy: float | None
+    macro_f1: float | None
+    weighted_f1: float | None
+    ece: float | None
+    interval: dict[str, Any]  # "confidence" and metric -> [low, high]
+
+    def accuracy_interval(self) -> tuple[float | None, float | None]:
+        low, high = self.interval["accuracy"]
+        return low, high
+
+
+class Agreement(Record):
+    """How closely one model's logits follow PyTorch's on the same rows."""
+
+    label_agreement: float
+    max_abs_logit_diff: float
+    mean_abs_logit_diff: float
+
+
+class GraphParity(Agreement):
+    file: str
+    size_bytes: int
+
+
+class ExportMetrics(StageRecord):
+    file: ClassVar[str] = "export.json"
+    inputs: list[str]
+    opset: int
+    fused_ops: dict[str, int]
+    exported: GraphParity
+    optimized: GraphParity
+
+    def graphs(self) -> dict[str, GraphParity]:
+        return {"exported": self.exported, "optimized": self.optimized}
+
+
+class ModelMeasurement(Record):
+    """One model of the side-by-side measurement (PyTorch, or a serving variant with its `file`)."""
+
+    p50_ms: float
+    p95_ms: float
+    batch_per_s: float
+    speedup_b1: float
+    speedup_batch: float
+    size_bytes: int
+    size_ratio: float
+    accuracy_b1: float
+    accuracy_batch: float
+    accuracy_drop_b1: float
+    accuracy_drop_batch: float
+    agreement_b1: Agreement
+    agreement_batch: Agreement
+    file: str | None = None  # None for the PyTorch baseline
+
+
+class QuantizeMetrics(StageRecord):
+    file: ClassVar[str] = "quantize.json"
+    rows: int
+    latency_rows: int
+    batch_size: int
+    threads: int | None
+    rounds: int
+    models: dict[str, ModelMeasurement]  # PYTORCH_BASELINE first, then each variant
+
+    def variants(self) -> dict[str, ModelMeasurement]:
+        """The serving variants (every model but the PyTorch baseline)."""
+        return {name: m for name, m in self.models.items() if name != PYTORCH_BASELINE}
+
+
+class RuleResult(Record):
+    name: str
+    value: float | None
+    threshold: float
+    kind: Literal["min", "max"]
+    interval: list[float] | None
+    status: Literal["pass", "FAIL", "not judged"]
+    skip: str | None
+    margin: float | None
+
+
+class VariantVerdict(Record):
+    passed: bool
+    rules: list[RuleResult]
+
+
+class MetricChange(Record):
+    candidate: float | None = None
+    production: float | None = None
+    change: float | None = None
+
+
+class GateMetrics(StageRecord):
+    file: ClassVar[str] = "gate.json"
+    passed: bool
+    serving_variant: str | None
+    model_file: str | None
+    production_version: str | None
+    rules: list[RuleResult]
+    variants: dict[str, VariantVerdict]
+    overall: dict[str, MetricChange]  # metric -> both models and their change
+
+
+class GateScores(StageRecord):
+    """Every metric of both models per scope (overall and each slice), with intervals; None before scoring."""
+
+    folder: ClassVar[Literal["metrics", "reports"]] = "reports"
+    file: ClassVar[str] = "gate_scores.json"
+    scopes: dict[str, dict[str, Any]] | None
+
+    def dump(self) -> Any:  # the file holds the mapping itself
+        return self.scopes
+
+    @classmethod
+    def parse(cls, data: Any, where: Path | str) -> Self:
+        return super().parse({"scopes": data}, where)
+
+
+class DataLineage(Record):
+    source: str
+    version: str | None = None  # registries written before batches of new data had none
+    batches: int | None = None
+    raw_md5: str
+    validated_md5: str
+    train_md5: str
+    test_md5: str
+
+
+class LineageMetrics(Record):
+    evaluate: dict[str, Any]
+    quantize: dict[str, Any]
+    gate: GateMetrics
+    gate_scores: dict[str, dict[str, Any]] | None = None
+
+
+class Lineage(Record):
+    """What produced a registered model: written by promote into the version's `version.json`."""
+
+    model_file: str
+    variant: str
+    model_md5: str
+    data: DataLineage
+    git_commit: str
+    params: dict[str, Any]
+    metrics: LineageMetrics
+
+    def test_accuracy(self) -> float | None:
+        found = self.metrics.gate.overall.get("accuracy")
+        return found.candidate if found else None
+
+
+class VersionRecord(Lineage):
+    """A registered version's `version.json`: the lineage plus the registry's own fields."""
+
+    version: str
+    created_at: str
+
+
+class Promotion(StageRecord):
+    folder: ClassVar[Literal["metrics", "reports"]] = "reports"
+    file: ClassVar[str] = "promotion.json"
+    promoted: bool
+    version: str
+    variant: str
+    model_md5: str
+    git_commit: str
+    previous: str | None
+    reason: str | None = None  # why it was not promoted

@@ -1,0 +1,6 @@
+"""The columns of the datasets between stages (raw, validated, splits, augmented)."""
+
+TEXT, LABEL, SPLIT, ROW_ID = "text", "label", "split", "row_id"
+# Where a row was read: a person fixing it needs the file and line.
+SOURCE_FILE, SOURCE_LINE = "source_file", "source_line"
+SPLITS = ("train", "val", "test")

@@ -1,0 +1,577 @@
+"""Typed, validated view of params.yaml: the only place defaults live.
+
+Every model forbids unknown keys and declares no defaults, so a typo or a
+missing key in params.yaml fails loudly with the key's dotted name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tasks.lib.artifacts import PYTORCH_BASELINE
+from tasks.lib.errors import ConfigError
+
+PARAMS_FILE = "params.yaml"
+# What a flagged row does: stop the run, be set aside (kept in the quarantine
+# file, dropped from the data), or only be reported.
+RowPolicy = Literal["fail", "quarantine", "warn"]
+# Dataset rules judge the whole table: there is no row to set aside.
+DatasetPolicy = Literal["fail", "warn"]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_str_list(value: object) -> object:
+    """Accept one name or a list of names; labels may be written as numbers."""
+    if isinstance(value, (str, int)):
+        value = [value]
+    if isinstance(value, list):
+        return [str(v) if isinstance(v, (int, str)) else v for v in value]
+    return value
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_str_list)]
+
+
+class PathsConfig(_Section):
+    raw: Path
+    validated: Path
+    quarantine: Path
+    train_split: Path
+    val_split: Path
+    test_split: Path
+    augmented: Path
+    model: Path
+    predictions: Path
+    onnx: Path
+    quantized: Path
+    metrics: Path
+    reports: Path
+    registry: Path
+    cache: Path
+    incoming: Path
+    landing: Path
+    archive: Path
+    rejected: Path
+    notifications: Path
+
+
+class DemoConfig(_Section):
+    rows: Annotated[int, Field(ge=20)]
+    label_noise: Annotated[float, Field(ge=0.0, lt=0.5)]
+    seed: int
+
+
+class DataConfig(_Section):
+    source: Annotated[str, Field(min_length=1)]
+    text_column: Annotated[StrList, Field(min_length=1)]
+    label_column: Annotated[str, Field(min_length=1)]
+    labels: Annotated[StrList, Field(min_length=2)]
+    # Source label -> one of `labels` (e.g. {0: negative, 1: positive}); others are kept as read.
+    label_map: dict[str, str]
+    demo: DemoConfig
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be unique, got {labels}")
+        return labels
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _map_keys_as_text(cls, mapping: object) -> object:
+        # YAML reads `0: negative` with an int key; source labels are text.
+        if isinstance(mapping, dict):
+            return {str(k): str(v) if isinstance(v, int) else v for k, v in mapping.items()}
+        return mapping
+
+    @model_validator(mode="after")
+    def _map_targets_are_labels(self) -> DataConfig:
+        unknown = sorted(set(self.label_map.values()) - set(self.labels))
+        if unknown:
+            raise ValueError(f"label_map maps to {unknown}, which are not in labels {self.labels}")
+        return self
+
+
+class RulesConfig(_Section):
+    # Row rules, in the order a row is checked.
+    text_present: RowPolicy
+    text_charset: RowPolicy
+    text_length: RowPolicy
+    text_tokens: RowPolicy
+    label_in_set: Literal["fail", "quarantine"]  # a label outside the set cannot be trained on
+    conflicting_labels: RowPolicy
+    split_leakage: RowPolicy
+    duplicate_exact: RowPolicy
+    duplicate_normalised: RowPolicy
+    # Dataset rules, on the rows that remain.
+    min_rows: DatasetPolicy
+    min_class_share: DatasetPolicy
+    max_imbalance_ratio: DatasetPolicy
+    label_drift: DatasetPolicy
+    length_drift: DatasetPolicy
+
+
+class DriftCheck(_Section):
+    statistic: str
+    threshold: Annotated[float, Field(gt=0.0)]
+
+
+class LabelDrift(DriftCheck):
+    statistic: Literal["linf", "js", "psi"]
+
+
+class LengthDrift(DriftCheck):
+    statistic: Literal["ks", "js", "psi"]
+
+
+class DriftConfig(_Section):
+    labels: LabelDrift
+    length: LengthDrift
+
+
+class ValidateConfig(_Section):
+    min_chars: Annotated[int, Field(ge=1)]
+    max_chars: Annotated[int, Field(ge=1)]
+    min_tokens: Annotated[int, Field(ge=0)]
+    max_tokens: Annotated[int, Field(ge=1)]
+    min_rows: Annotated[int, Field(ge=1)]
+    min_class_share: Fraction
+    max_imbalance_ratio: Annotated[float, Field(ge=1.0)]
+    drift: DriftConfig
+    rules: RulesConfig
+
+
+class SplitConfig(_Section):
+    val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)]
+    test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)]
+    seed: int
+    max_train_rows: Annotated[int, Field(ge=10)] | None
+
+
+class SynonymConfig(_Section):
+    ratio: Fraction
+    variants: Annotated[int, Field(ge=1)]
+    replace_fraction: Annotated[float, Field(gt=0.0, le=1.0)]
+    protected_words: list[str]
+
+
+class ApertiumConfig(_Section):
+    pivot: Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
+
+
+class MarianConfig(_Section):
+    forward: Annotated[str, Field(min_length=1)]
+    backward: Annotated[str, Field(min_length=1)]
+    num_beams: Annotated[int, Field(ge=1)]
+    do_sample: bool
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)]
+    temperature: Annotated[float, Field(gt=0.0)]
+    max_new_tokens: Annotated[int, Field(ge=1)]
+
+
+class BackTranslationConfig(_Section):
+    ratio: Fraction
+    engine: Literal["apertium", "marian"]
+    batch_size: Annotated[int, Field(ge=1)]
+    apertium: ApertiumConfig
+    marian: MarianConfig
+
+
+class AugmentFilterConfig(_Section):
+    min_length_ratio: Annotated[float, Field(gt=0.0)]
+    max_length_ratio: Annotated[float, Field(gt=0.0)]
+    min_similarity: Annotated[float, Field(ge=-1.0, le=1.0)] | None
+    similarity_model: Annotated[str, Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AugmentFilterConfig:
+        if self.min_length_ratio > self.max_length_ratio:
+            raise ValueError("min_length_ratio is above max_length_ratio")
+        return self
+
+
+class AugmentConfig(_Section):
+    seed: int
+    classes: Literal["share", "balance"]
+    cache: bool
+    synonym: SynonymConfig
+    backtranslation: BackTranslationConfig
+    filters: AugmentFilterConfig
+
+
+class LoraConfig(_Section):
+    enabled: bool
+    rank: Annotated[int, Field(ge=1)]
+    alpha: Annotated[float, Field(gt=0.0)]
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
+    target_modules: Annotated[list[str], Field(min_length=1)]
+
+
+class DistributedConfig(_Section):
+    processes: Annotated[int, Field(ge=1)]
+
+
+class TrainConfig(_Section):
+    base_model: Annotated[str, Field(min_length=1)]
+    max_length: Annotated[int, Field(ge=8, le=4096)]
+    epochs: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    gradient_accumulation_steps: Annotated[int, Field(ge=1)]
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)]
+    lr_scheduler: Literal["linear", "cosine"]
+    warmup_ratio: Fraction
+    weight_decay: Annotated[float, Field(ge=0.0)]
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
+    eval_steps: Annotated[int, Field(ge=1)] | None
+    early_stopping_patience: Annotated[int, Field(ge=1)]
+    precision: Literal["auto", "fp32"]
+    oom_backoff: bool
+    deterministic: bool
+    seed: int
+    lora: LoraConfig
+    distributed: DistributedConfig
+
+
+class NamedSlice(_Section):
+    """Test rows matching a regex (case-insensitive), or containing any of some whole words."""
+
+    pattern: str | None = None
+    keywords: Annotated[list[str], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> NamedSlice:
+        if (self.pattern is None) == (self.keywords is None):
+            raise ValueError("give exactly one of `pattern` or `keywords`")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a valid regex: {exc}") from None
+        return self
+
+
+class SliceConfig(_Section):
+    # Upper bounds (inclusive) of text-length buckets, in words, increasing.
+    length_words: list[Annotated[int, Field(ge=1)]]
+    named: dict[str, NamedSlice]
+    # Slices with fewer test rows are reported but their gate rules are not judged.
+    min_rows: Annotated[int, Field(ge=1)]
+
+    @field_validator("length_words")
+    @classmethod
+    def _increasing(cls, edges: list[int]) -> list[int]:
+        if any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ValueError(f"bucket bounds must increase (got {edges})")
+        return edges
+
+    def length_buckets(self) -> list[tuple[str, int, int | None]]:
+        """(name, lowest, highest or None) word counts per bucket, e.g. ('words_1_10', 1, 10)."""
+        lows = [1] + [edge + 1 for edge in self.length_words]
+        highs: list[int | None] = [*self.length_words, None]
+        return [(f"words_{low}_{high}" if high is not None else f"words_{low}_up", low, high)
+                for low, high in zip(lows, highs)]
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.length_buckets()] + list(self.named)
+
+
+class BootstrapConfig(_Section):
+    resamples: Annotated[int, Field(ge=100)]
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)]
+    seed: int
+
+
+class EvaluateConfig(_Section):
+    batch_size: Annotated[int, Field(ge=1)]
+    calibration_bins: Annotated[int, Field(ge=2)]
+    bootstrap: BootstrapConfig
+    slices: SliceConfig
+
+
+class ExportConfig(_Section):
+    opset: Annotated[int, Field(ge=14, le=23)]
+    batch_size: Annotated[int, Field(ge=1)]
+
+
+class _Variant(_Section):
+    # Which graph the variant starts from: the plain export, or the one with
+    # ONNX Runtime's transformer fusions (Attention, SkipLayerNorm, BiasGelu).
+    graph: Literal["exported", "optimized"]
+
+
+class Fp32Variant(_Variant):
+    kind: Literal["fp32"]
+
+
+class DynamicInt8Variant(_Variant):
+    """Weights int8 ahead of time, activations quantized per batch at run time."""
+
+    kind: Literal["dynamic_int8"]
+    per_channel: bool
+    # Op types to quantize (e.g. [MatMul, Attention]); null: every type ORT can.
+    op_types: list[str] | None
+
+
+class StaticInt8Variant(_Variant):
+    """QDQ graph with activation ranges calibrated on validation rows."""
+
+    kind: Literal["static_int8"]
+    per_channel: bool
+    op_types: list[str] | None
+    calibration_rows: Annotated[int, Field(ge=1)]
+    method: Literal["minmax", "entropy", "percentile"]
+
+
+class Fp16Variant(_Variant):
+    """Half-precision weights and activations (for CUDA; inputs and logits stay fp32)."""
+
+    kind: Literal["fp16"]
+
+
+Variant = Annotated[Fp32Variant | DynamicInt8Variant | StaticInt8Variant | Fp16Variant, Field(discriminator="kind")]
+
+
+class BenchmarkConfig(_Section):
+    threads: Annotated[int, Field(ge=1)] | None
+    batch_size: Annotated[int, Field(ge=1)]
+    # Batch-1 latency (and batch-1 accuracy) on the first N test rows; null: all.
+    latency_rows: Annotated[int, Field(ge=10)] | None
+    warmup: Annotated[int, Field(ge=0)]
+    # Measurements are taken in this many interleaved rounds (every model per
+    # round), so that a slow spell of the machine hits all models alike.
+    rounds: Annotated[int, Field(ge=1)]
+
+
+class QuantizeConfig(_Section):
+    variants: Annotated[dict[str, Variant], Field(min_length=1)]
+    benchmark: BenchmarkConfig
+
+    @field_validator("variants")
+    @classmethod
+    def _names_are_file_safe(cls, variants: dict[str, Variant]) -> dict[str, Variant]:
+        for name in variants:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name):
+                raise ValueError(f"variant name {name!r}: use lower-case letters, digits and _")
+            if name == PYTORCH_BASELINE:
+                raise ValueError(f"variant name {name!r} is what the PyTorch baseline is called in the "
+                                 "measurement: give the variant another name")
+        return variants
+
+
+class ServingRules(_Section):
+    """What a serving variant must show against PyTorch to be promotable."""
+
+    min_agreement: Fraction  # label agreement, at batch 1 and at batch size
+    max_accuracy_drop: Fraction  # PyTorch accuracy minus the variant's, at both batch sizes
+    max_size_ratio: Annotated[float, Field(gt=0.0)] | None  # variant size / fp32 ONNX size
+    # Among the variants that pass, promote the fastest by this measure.
+    prefer: Literal["latency", "throughput"]
+
+
+class Bounds(_Section):
+    """A lower and/or an upper bound; a bound left out is not checked."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> Bounds:
+        if self.min is None and self.max is None:
+            raise ValueError("give `min`, `max` or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class ChangeBounds(Bounds):
+    """Bounds on candidate minus production (relative: divided by production's value)."""
+
+    relative: bool = False
+
+
+class MetricRules(_Section):
+    """Value thresholds on the candidate's metric and a change threshold against production."""
+
+    min: float | None = None
+    max: float | None = None
+    change: ChangeBounds | None = None
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> MetricRules:
+        if self.min is None and self.max is None and self.change is None:
+            raise ValueError("give `min`, `max`, `change` or a combination")
+        return self
+
+
+class GateConfig(_Section):
+    min_onnx_agreement: Fraction
+    serving: ServingRules
+    # `point`: a change threshold fails when the difference is beyond its bound;
+    # `interval`: only when the whole bootstrap interval of the difference is
+    # (worse, and by more than noise).
+    change_test: Literal["point", "interval"]
+    metrics: dict[str, MetricRules]
+    # Slice name (from evaluate.slices, or "*" for every slice) -> metric -> rules.
+    slices: dict[str, dict[str, MetricRules]]
+
+
+class PromoteConfig(_Section):
+    # auto: a candidate that passes the gate becomes production; manual: it is
+    # registered as a candidate and waits for `textclf registry promote VERSION`.
+    mode: Literal["auto", "manual"]
+
+
+class ServeConfig(_Section):
+    host: str
+    port: Annotated[int, Field(ge=1, le=65535)]
+    max_texts: Annotated[int, Field(ge=1)]
+    max_chars: Annotated[int, Field(ge=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    threads: Annotated[int, Field(ge=1)] | None
+
+
+_CRON_FIELDS = re.compile(r"[\w*/,\-?]+(\s+[\w*/,\-?]+){4}")
+_CRON_ALIAS = re.compile(r"@(hourly|daily|weekly|monthly|yearly|annually)")
+
+
+class WatchConfig(_Section):
+    poll_seconds: Annotated[float, Field(gt=0)]
+    settle_seconds: Annotated[float, Field(ge=0)]
+
+
+class RetrainConfig(_Section):
+    cron: str
+    timezone: str
+    debounce_seconds: Annotated[int, Field(ge=0)]
+    watch: WatchConfig
+    # A Prefect notification block, "<block type slug>/<block name>" (None: the log file only).
+    notify_block: str | None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_shape(cls, cron: str) -> str:
+        # The shape only: Prefect's parser checks the values when the deployment is built
+        # (importing it here would slow every stage's start by a second).
+        if not (_CRON_ALIAS.fullmatch(cron) or _CRON_FIELDS.fullmatch(cron.strip())):
+            raise ValueError("expected five cron fields (minute hour day-of-month month day-of-week), "
+                             "e.g. '0 3 * * 1', or @hourly/@daily/@weekly/@monthly")
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_known(cls, timezone: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {timezone!r} (an IANA name such as UTC or Europe/Paris)") from None
+        return timezone
+
+    @field_validator("notify_block")
+    @classmethod
+    def _block_slug(cls, block: str | None) -> str | None:
+        if block is not None and block.count("/") != 1:
+            raise ValueError(f"expected '<block type slug>/<block name>', e.g. 'slack-webhook/ops' (got {block!r})")
+        return block
+
+
+class Params(_Section):
+    paths: PathsConfig
+    data: DataConfig
+    validate_: Annotated[ValidateConfig, Field(alias="validate")]
+    split: SplitConfig
+    augment: AugmentConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    export: ExportConfig
+    quantize: QuantizeConfig
+    gate: GateConfig
+    promote: PromoteConfig
+    serve: ServeConfig
+    retrain: RetrainConfig
+
+    # The repo root all relative paths are resolved against (not from the file).
+    root: Annotated[Path, Field(exclude=True)] = Path(".")
+
+    @model_validator(mode="after")
+    def _gate_names_exist(self) -> Params:
+        """Every metric and slice a gate rule names is one that evaluation measures."""
+        from tasks.lib.metrics import metric_names
+
+        metrics, slices = metric_names(self.data.labels), self.evaluate.slices.names()
+        rules = [("gate.metrics", self.gate.metrics)]
+        for name, by_metric in self.gate.slices.items():
+            if name != "*" and name not in slices:
+                raise ValueError(f"gate.slices.{name}: no such slice; evaluate.slices defines {slices} (or use '*')")
+            rules.append((f"gate.slices.{name}", by_metric))
+        for key, by_metric in rules:
+            for metric in by_metric:
+                if metric not in metrics:
+                    raise ValueError(f"{key}.{metric}: unknown metric; with labels {self.data.labels} "
+                                     f"the metrics are {metrics}")
+        return self
+
+    def path(self, name: str) -> Path:
+        """Absolute path of the `paths.<name>` entry."""
+        value: Path = getattr(self.paths, name)
+        return value if value.is_absolute() else self.root / value
+
+
+def _format_errors(error: ValidationError, file: Path) -> str:
+    lines = [f"{file}: invalid parameters:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        if not key:  # a rule across sections: the message names its keys
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
+        elif item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        elif item["type"] == "missing":
+            lines.append(f"  {key}: missing key")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_params(root: Path | str = ".", file: str = PARAMS_FILE) -> Params:
+    """Load and validate `<root>/params.yaml`.
+
+    Raises:
+        ConfigError: the file is missing or unparsable, or a key is unknown,
+            missing or has a bad value; the message names every such key.
+    """
+    root = Path(root).resolve()
+    path = root / file
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    if "root" in raw:
+        raise ConfigError(f"{path}: root: unknown key")
+    try:
+        return Params.model_validate({**raw, "root": root})
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, path)) from None

@@ -1,0 +1,128 @@
+"""The production model, for prediction and serving: ONNX Runtime only, no torch.
+
+`ProductionModel` follows the registry's production pointer: each call reads
+the pointer (a few bytes) and loads a newly promoted version before answering,
+so a long-running service picks up promotions without a restart. If the new
+version cannot be loaded, it keeps answering with the version it has and says
+why in `status()`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.lib.artifacts import VERSION_FILE
+from tasks.lib.errors import PipelineError
+from tasks.lib.metrics import softmax
+from tasks.lib.onnx_classifier import OnnxClassifier
+from tasks.lib.registry import Registry
+
+
+class ModelLoadError(PipelineError, RuntimeError):
+    """No production model, or its files cannot be loaded; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probabilities: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "probabilities": self.probabilities}
+
+
+def model_file(folder: Path) -> Path:
+    """The ONNX graph of a registered version: the one its record names, else its only .onnx file."""
+    record = folder / VERSION_FILE
+    named = json.loads(record.read_text(encoding="utf-8")).get("model_file") if record.exists() else None
+    if named:
+        return folder / named
+    graphs = sorted(folder.glob("*.onnx"))
+    if len(graphs) != 1:
+        raise ModelLoadError(f"{folder}: expected one .onnx model, found {[g.name for g in graphs]}")
+    return graphs[0]
+
+
+def load_classifier(folder: Path, threads: int | None = None) -> OnnxClassifier:
+    """Load a model folder, turning ONNX Runtime's and the tokenizer's errors into one that names the file."""
+    graph = model_file(folder)
+    try:
+        return OnnxClassifier(folder, graph.name, threads)
+    except Exception as exc:  # ORT raises its own types (InvalidProtobuf, Fail, NoSuchFile), tokenizers others
+        raise ModelLoadError(f"{graph}: cannot load the model ({type(exc).__name__}: {exc})") from None
+
+
+class ProductionModel:
+    """The registry's production model, reloaded when the production pointer changes."""
+
+    def __init__(self, registry: Path, threads: int | None = None):
+        layout = Registry(registry)
+        self.pointer, self.versions = layout.pointer, layout.versions
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._seen: str | None = ""  # the pointer's text when last read; None: it was absent
+        self._loaded: tuple[str, OnnxClassifier] | None = None
+        self.error: str | None = None  # why the newest pointer could not be served
+
+    def _pointer_text(self) -> str | None:
+        try:
+            return self.pointer.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def _refresh(self) -> None:
+        # Read the pointer itself, not its mtime: a coarse-mtime filesystem could hide a promotion.
+        text = self._pointer_text()
+        if text == self._seen:
+            return
+        self._seen = text
+        if text is None:
+            self.error = f"{self.pointer}: no production model yet (run the pipeline to promote one)"
+            return
+        try:
+            version = json.loads(text)["version"]
+            if self._loaded is None or self._loaded[0] != version:
+                self._loaded = (version, load_classifier(self.versions / version, self.threads))
+            self.error = None
+        except (ModelLoadError, OSError, ValueError, KeyError) as exc:
+            self.error = f"cannot serve the production pointer {self.pointer}: {exc}"
+
+    def current(self) -> tuple[str, OnnxClassifier]:
+        """(version, classifier) now serving; raises ModelLoadError when there is none."""
+        with self._lock:
+            self._refresh()
+            if self._loaded is None:
+                raise ModelLoadError(self.error or f"{self.pointer}: no production model")
+            return self._loaded
+
+    def predict(self, texts: Sequence[str], batch_size: int = 32) -> tuple[str, list[Prediction]]:
+        """Classify `texts`; returns the serving version and a prediction per text."""
+        version, classifier = self.current()
+        labels = classifier.info.labels
+        probabilities = softmax(classifier.logits(texts, batch_size))
+        return version, [Prediction(labels[int(row.argmax())], {label: round(float(p), 6)
+                                                                for label, p in zip(labels, row)})
+                         for row in probabilities]
+
+    def status(self) -> dict[str, Any]:
+        """What serves now, and any problem with the newest pointer."""
+        try:
+            version, classifier = self.current()
+        except ModelLoadError as exc:
+            return {"status": "unavailable", "version": None, "error": str(exc)}
+        return {"status": "degraded" if self.error else "ok", "version": version,
+                "labels": classifier.info.labels, "error": self.error}
+
+
+def predict(texts: Sequence[str], registry: Path | str = "registry", batch_size: int = 32) -> list[Prediction]:
+    """Classify texts with the production model in `registry` (no torch import).
+
+    Example:
+        >>> predict(["a warm, clever film"])[0].label
+    """
+    return ProductionModel(Path(registry)).predict(texts, batch_size)[1]

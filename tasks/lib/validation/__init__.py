@@ -1,0 +1,1 @@
+"""Validation of labelled text: derived columns, Great Expectations suites, drift, the readable report."""

@@ -1,0 +1,147 @@
+"""Great Expectations: the suites built from params, run on pandas, rendered as Data Docs.
+
+An ephemeral context (nothing written but the Data Docs site): one suite per
+table (rows, classes, dataset), each expectation carrying its rule name and
+policy in its description so the Data Docs read like the summary.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.lib.columns import ROW_ID, TEXT
+from tasks.lib.config import DataConfig, ValidateConfig
+from tasks.lib.validation.features import (
+    CONFLICT,
+    CONTROL,
+    EXACT_COPY_OF,
+    LEAK,
+    MAPPED_LABEL,
+    NEAR_COPY_OF,
+    TOKENS,
+    VISIBLE,
+)
+
+SITE = "reports"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: its params name, what it demands (for people), and its GX expectation."""
+
+    name: str
+    demands: str
+    expectation: Any
+
+
+def import_gx() -> Any:
+    # No usage statistics from an offline pipeline; GX reads this at import.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+
+    return gx
+
+
+def _rule(config: ValidateConfig, name: str, demands: str, expectation: Any, **arguments: Any) -> Rule:
+    """A rule whose expectation says, in the Data Docs, its name, policy and demand."""
+    policy = getattr(config.rules, name)
+    return Rule(name, demands, expectation(description=f"{name} ({policy}): {demands}", **arguments))
+
+
+def row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list[Rule]:
+    """The per-row rules, in the order params.yaml lists them."""
+    e, c = gx.expectations, config
+    return [
+        _rule(c, "text_present", "text has a visible character",
+              e.ExpectColumnValuesToMatchRegex, column=TEXT, regex=VISIBLE),
+        _rule(c, "text_charset", "no control characters or U+FFFD in the text",
+              e.ExpectColumnValuesToNotMatchRegex, column=TEXT, regex=CONTROL),
+        _rule(c, "text_length", f"{c.min_chars} to {c.max_chars} characters",
+              e.ExpectColumnValueLengthsToBeBetween, column=TEXT, min_value=c.min_chars, max_value=c.max_chars),
+        _rule(c, "text_tokens", f"{c.min_tokens} to {c.max_tokens} tokens",
+              e.ExpectColumnValuesToBeBetween, column=TOKENS, min_value=c.min_tokens, max_value=c.max_tokens),
+        _rule(c, "label_in_set", f"label in {list(data.labels)} (after data.label_map)",
+              e.ExpectColumnValuesToBeInSet, column=MAPPED_LABEL, value_set=list(data.labels)),
+        _rule(c, "conflicting_labels", "one label per normalised text", e.ExpectColumnValuesToBeNull, column=CONFLICT),
+        _rule(c, "split_leakage", "each normalised text in one source split only",
+              e.ExpectColumnValuesToBeNull, column=LEAK),
+        _rule(c, "duplicate_exact", "no repeated text", e.ExpectColumnValuesToBeNull, column=EXACT_COPY_OF),
+        _rule(c, "duplicate_normalised", "no text repeated up to case, spacing or Unicode form",
+              e.ExpectColumnValuesToBeNull, column=NEAR_COPY_OF),
+    ]
+
+
+def class_rules(gx: Any, config: ValidateConfig) -> list[Rule]:
+    return [_rule(config, "min_class_share", f"each label at least {config.min_class_share:.1%} of the rows",
+                  gx.expectations.ExpectColumnValuesToBeBetween, column="share", min_value=config.min_class_share)]
+
+
+def dataset_rules(gx: Any, config: ValidateConfig, drift_checked: bool) -> list[Rule]:
+    """Whole-table rules on a one-row table; drift only where there is an accepted dataset.
+
+    Min/max expectations (rather than per-value ones) make the Data Docs show the observed value.
+    """
+    e, c = gx.expectations, config
+    at_least, at_most = e.ExpectColumnMinToBeBetween, e.ExpectColumnMaxToBeBetween
+    rules = [_rule(c, "min_rows", f"at least {c.min_rows} rows", at_least, column="rows", min_value=c.min_rows),
+             _rule(c, "max_imbalance_ratio", f"largest class at most {c.max_imbalance_ratio:g}x the smallest",
+                   at_most, column="imbalance_ratio", max_value=c.max_imbalance_ratio)]
+    if drift_checked:
+        labels, length = c.drift.labels, c.drift.length
+        rules += [_rule(c, "label_drift", f"label distribution {labels.statistic} at most {labels.threshold:g}",
+                        at_most, column="label_drift", max_value=labels.threshold),
+                  _rule(c, "length_drift", f"text length {length.statistic} at most {length.threshold:g}",
+                        at_most, column="length_drift", max_value=length.threshold)]
+    return rules
+
+
+class Validator:
+    """An ephemeral GX context that validates pandas tables and can render Data Docs."""
+
+    def __init__(self, gx: Any, docs: Path | None):
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self.source = self.context.data_sources.add_pandas("pipeline")
+        self.docs = docs
+        if docs is not None:
+            self.context.add_data_docs_site(site_name=SITE, site_config={
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs)}})
+
+    def validate(self, table: str, frame: pd.DataFrame, rules: list[Rule], key: str | None = None) -> dict[str, Any]:
+        """Run `rules` on `frame` as the suite `table`; returns {rule name: GX result}.
+
+        Args:
+            key: the column that identifies a failing row in results (row id, label).
+        """
+        gx = self.gx
+        batch = self.source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
+        suite = self.context.suites.add(gx.ExpectationSuite(name=table))
+        for rule in rules:
+            suite.add_expectation(rule.expectation)
+        definition = self.context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch,
+                                                                                     suite=suite))
+        result_format: dict[str, Any] = {"result_format": "COMPLETE"}
+        if key is not None:
+            result_format["unexpected_index_column_names"] = [key]
+        results = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format).results
+        return {rule.name: result for rule, result in zip(rules, results)}
+
+    def build_docs(self) -> None:
+        """Render the Data Docs site (index.html and a page per suite run) into `docs`."""
+        if self.docs is not None:
+            self.context.build_data_docs(site_names=[SITE])
+
+
+def flagged_keys(result: Any, key: str = ROW_ID) -> list[Any]:
+    """The key values of the rows an expectation found unexpected."""
+    return [item[key] for item in result.result.get("unexpected_index_list") or []]

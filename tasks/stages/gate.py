@@ -1,0 +1,321 @@
+"""Stage `gate`: every rule a candidate must pass before promotion, and which variant serves.
+
+1. Both ONNX graphs agree with PyTorch (`gate.min_onnx_agreement`).
+2. Each serving variant the quantize stage measured passes `gate.serving`
+   against PyTorch; the fastest passing one is the candidate.
+3. The candidate and the production model are scored here, in this run, on
+   this run's test split (overall and per slice, paired bootstrap intervals);
+   `gate.metrics` and `gate.slices` hold them to value thresholds (the
+   candidate's metric) and change thresholds (candidate minus production).
+A failed rule stops promotion; the report names each rule, its value and bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from tasks.lib.artifacts import (
+    GATE_REPORT_FILE,
+    ExportMetrics,
+    GateMetrics,
+    GateScores,
+    ModelMeasurement,
+    QuantizeMetrics,
+    VariantVerdict,
+)
+from tasks.lib.columns import LABEL, TEXT
+from tasks.lib.config import GateConfig, MetricRules, Params, ServingRules
+from tasks.lib.errors import PipelineError
+from tasks.lib.io import read_table, write_text
+from tasks.lib.metrics import label_indices, softmax
+from tasks.lib.onnx_classifier import OnnxClassifier
+from tasks.lib.production_model import load_classifier
+from tasks.lib.registry import Registry
+from tasks.lib.scoring import OVERALL, score
+from tasks.lib.stage_runner import run_as_script
+
+CANDIDATE, PRODUCTION = "candidate", "production"
+Status = Literal["pass", "FAIL", "not judged"]
+
+
+class GateRejected(PipelineError, RuntimeError):
+    """At least one gate rule failed; the message is the Markdown report."""
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """One bound on one measured value.
+
+    With `interval` set (change_test: interval), the rule fails only when the
+    whole interval lies beyond the bound. `skip` says why a rule could not be
+    judged (too few rows, metric undefined); such a rule is listed, not applied.
+    """
+
+    name: str
+    value: float | None
+    threshold: float
+    kind: Literal["min", "max"]
+    interval: tuple[float, float] | None = None
+    skip: str | None = None
+
+    @property
+    def status(self) -> Status:
+        if self.skip is not None or self.value is None:
+            return "not judged"
+        if self.interval is not None:
+            low, high = self.interval
+            beyond = high < self.threshold if self.kind == "min" else low > self.threshold
+        else:
+            beyond = self.value < self.threshold if self.kind == "min" else self.value > self.threshold
+        return "FAIL" if beyond else "pass"
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "FAIL"
+
+    @property
+    def margin(self) -> float | None:
+        """How far inside (+) or outside (-) the bound the value is."""
+        if self.value is None:
+            return None
+        return self.value - self.threshold if self.kind == "min" else self.threshold - self.value
+
+    def describe_failure(self) -> str:
+        side = "below" if self.kind == "min" else "above"
+        text = f"{self.name} is {self.value:.4f}, {side} {self.threshold:.4f} by {abs(self.margin or 0):.4f}"
+        if self.interval is not None:
+            text += f" (whole interval {self.interval[0]:.4f} to {self.interval[1]:.4f} {side} it)"
+        return text
+
+    def as_json(self) -> dict[str, Any]:
+        margin = self.margin
+        return {"name": self.name, "value": self.value, "threshold": self.threshold, "kind": self.kind,
+                "interval": list(self.interval) if self.interval else None, "status": self.status,
+                "skip": self.skip, "margin": None if margin is None else round(margin, 6)}
+
+
+def onnx_rules(config: GateConfig, export: ExportMetrics) -> list[GateRule]:
+    """Both ONNX graphs against PyTorch on the test split."""
+    return [GateRule(f"min_onnx_agreement ({graph})", parity.label_agreement, config.min_onnx_agreement, "min")
+            for graph, parity in export.graphs().items()]
+
+
+def variant_rules(config: ServingRules, measured: ModelMeasurement) -> list[GateRule]:
+    """What one serving variant must show against PyTorch, at batch 1 and at batch size."""
+    found = [
+        GateRule("agreement b1", measured.agreement_b1.label_agreement, config.min_agreement, "min"),
+        GateRule("agreement batch", measured.agreement_batch.label_agreement, config.min_agreement, "min"),
+        GateRule("accuracy drop b1", measured.accuracy_drop_b1, config.max_accuracy_drop, "max"),
+        GateRule("accuracy drop batch", measured.accuracy_drop_batch, config.max_accuracy_drop, "max"),
+    ]
+    if config.max_size_ratio is not None:
+        found.append(GateRule("size ratio", measured.size_ratio, config.max_size_ratio, "max"))
+    return found
+
+
+def choose_variant(config: ServingRules, quantize: QuantizeMetrics
+                   ) -> tuple[str | None, dict[str, list[GateRule]]]:
+    """The fastest variant (by `config.prefer`) whose rules all pass, or None; and every variant's rules."""
+    models = quantize.variants()
+    checked = {name: variant_rules(config, measured) for name, measured in models.items()}
+    passing = [name for name, found in checked.items() if not any(rule.failed for rule in found)]
+    if config.prefer == "latency":
+        return min(passing, key=lambda name: models[name].p50_ms, default=None), checked
+    return max(passing, key=lambda name: models[name].batch_per_s, default=None), checked
+
+
+def _bounds(rules: Any) -> list[tuple[float, Literal["min", "max"]]]:
+    return [(bound, kind) for kind in ("min", "max") if (bound := getattr(rules, kind)) is not None]
+
+
+def scope_rules(scope: str, by_metric: dict[str, MetricRules], scored: dict[str, Any], change_test: str,
+                min_rows: int) -> list[GateRule]:
+    """Value and change thresholds of one scope (overall or a slice) against its scores."""
+    prefix = "" if scope == OVERALL else f"{scope}: "
+    skip = None
+    if scope != OVERALL and scored["n"] < min_rows:
+        skip = f"{scored['n']} rows < evaluate.slices.min_rows {min_rows}"
+    rules = []
+    for metric, config in by_metric.items():
+        value = scored.get(CANDIDATE, {}).get(metric)
+        why = skip or (None if value is not None else "undefined on these rows")
+        rules += [GateRule(f"{prefix}{metric}", value, bound, kind, skip=why) for bound, kind in _bounds(config)]
+        if config.change is None or "change" not in scored:
+            continue
+        key = "relative_change" if config.change.relative else "change"
+        change = scored[key].get(metric)
+        low, high = scored[f"{key}_interval"].get(metric, (None, None))
+        use_interval = change_test == "interval" and low is not None and high is not None
+        why = skip or (None if change is not None else "undefined on these rows")
+        rules += [GateRule(f"{prefix}{metric} {key.replace('_', ' ')}", change, bound, kind,
+                       interval=(low, high) if use_interval else None, skip=why)
+                  for bound, kind in _bounds(config.change)]
+    return rules
+
+
+def slice_config(config: GateConfig, scope: str) -> dict[str, MetricRules]:
+    """The rules of one slice: "*"'s, with each bound the slice names itself taking precedence."""
+    general, specific = config.slices.get("*", {}), config.slices.get(scope, {})
+    merged = dict(general)
+    for metric, rules in specific.items():
+        own = {key: value for key, value in rules if value is not None}
+        merged[metric] = general[metric].model_copy(update=own) if metric in general else rules
+    return merged
+
+
+def metric_rules(config: GateConfig, scored: dict[str, dict[str, Any]], min_rows: int) -> list[GateRule]:
+    """`gate.metrics` on the overall scores, then `gate.slices` on each slice's."""
+    rules = scope_rules(OVERALL, config.metrics, scored[OVERALL], config.change_test, min_rows)
+    for scope, found in scored.items():
+        if scope != OVERALL:
+            rules += scope_rules(scope, slice_config(config, scope), found, config.change_test, min_rows)
+    return rules
+
+
+def aligned_probabilities(model: OnnxClassifier, texts: Sequence[str], labels: Sequence[str], batch_size: int,
+                          who: str) -> np.ndarray:
+    """Probabilities with columns in the order of `labels`; a model with other labels cannot be compared."""
+    own = model.info.labels
+    if sorted(own) != sorted(labels):
+        raise GateRejected(f"## Gate: REJECTED\n\nThe {who} model predicts labels {own}, this run's test split "
+                           f"has {list(labels)}: they cannot be compared on the same rows.\n")
+    probabilities = softmax(model.logits(texts, batch_size))
+    return probabilities[:, [own.index(label) for label in labels]]
+
+
+def _number(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.4f}" if sign else f"{value:.4f}"
+
+
+def _rule_row(rule: GateRule) -> str:
+    sign = ">=" if rule.kind == "min" else "<="
+    spread = f"{rule.interval[0]:+.4f} to {rule.interval[1]:+.4f}" if rule.interval else ""
+    result = rule.status if rule.skip is None else f"not judged ({rule.skip})"
+    return (f"| {rule.name} | {_number(rule.value)} | {spread} | {sign} {rule.threshold:.4f} | {result} | "
+            f"{_number(rule.margin, sign=True)} |")
+
+
+def _scores_table(scored: dict[str, dict[str, Any]], metric: str, confidence: float) -> list[str]:
+    paired = "change" in scored[OVERALL]
+    head = "| scope | rows | candidate | interval |" + (" production | change | change interval |" if paired else "")
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    for scope, found in scored.items():
+        if found["n"] == 0:
+            lines.append(f"| {scope} | 0 |" + " |" * (head.count("|") - 3))
+            continue
+        low, high = found[f"{CANDIDATE}_interval"][metric]
+        row = f"| {scope} | {found['n']} | {_number(found[CANDIDATE][metric])} | {_number(low)}-{_number(high)} |"
+        if paired:
+            c_low, c_high = found["change_interval"][metric]
+            row += (f" {_number(found[PRODUCTION][metric])} | {_number(found['change'][metric], True)} | "
+                    f"{_number(c_low, True)} to {_number(c_high, True)} |")
+        lines.append(row)
+    return [f"### Test split {metric} by slice ({confidence:.0%} bootstrap intervals, paired)", "", *lines]
+
+
+def render(rules: list[GateRule], variants: dict[str, list[GateRule]], chosen: str | None, quantize: QuantizeMetrics,
+           params: Params, production: dict[str, Any] | None, scored: dict[str, dict[str, Any]] | None) -> str:
+    """The Markdown report a person reads (also the Prefect artifact and the failure message)."""
+    passed = chosen is not None and not any(rule.failed for rule in rules)
+    lines = [f"## Gate: {'PASSED' if passed else 'REJECTED'}", ""]
+    if production is None:
+        lines.append("No production model yet: change thresholds do not apply; this run bootstraps the registry "
+                     "if it passes.")
+    else:
+        served = production.get("variant", "variant not recorded")
+        lines.append(f"Candidate `{chosen}` and production {production['version']} (`{served}`) scored in this "
+                     "run on the same test split.")
+    lines += ["", "| rule | value | interval | bound | result | margin |", "|---|---|---|---|---|---|"]
+    lines += [_rule_row(rule) for rule in rules]
+    if any(rule.interval is not None for rule in rules):
+        lines += ["", (f"Rules with an interval (`gate.change_test: interval`, "
+                       f"{params.evaluate.bootstrap.confidence:.0%} paired bootstrap) fail only when the whole "
+                       "interval is beyond the bound: worse, and by more than noise.")]
+    config = params.gate.serving
+    measure = "batch-1 p50 latency" if config.prefer == "latency" else "batched throughput"
+    columns = [rule.name for rule in next(iter(variants.values()), [])]
+    lines += ["", f"### Serving variants (the fastest by {measure} of those that pass is the candidate)", "",
+              "| variant | p50 ms | rows/s | size | " + " | ".join(columns) + " | verdict |",
+              "|---" * (len(columns) + 5) + "|"]
+    for name, found in variants.items():
+        m = quantize.models[name]
+        cells = " | ".join(f"{r.value:.4f} {'FAIL' if r.failed else 'ok'}" for r in found)
+        verdict = "**serves**" if name == chosen else ("rejected" if any(r.failed for r in found) else "passes")
+        lines.append(f"| {name} | {m.p50_ms:.2f} | {m.batch_per_s:.0f} | {m.size_ratio:.1%} | {cells} | "
+                     f"{verdict} |")
+    if scored is not None:
+        lines += ["", *_scores_table(scored, "accuracy", params.evaluate.bootstrap.confidence)]
+    failed = [rule.describe_failure() for rule in rules if rule.failed]
+    if chosen is None:
+        failed.append("no serving variant passes gate.serving: " + "; ".join(
+            f"{name}: " + ", ".join(r.describe_failure() for r in found if r.failed)
+            for name, found in variants.items()))
+    if failed:
+        lines += ["", "Failed: " + "; ".join(failed)]
+    return "\n".join(lines) + "\n"
+
+
+def headline(scored: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, float | None]]:
+    """Overall metrics (not per class) of candidate and production and their change: the DVC metrics."""
+    if scored is None:
+        return {}
+    overall = scored[OVERALL]
+    return {metric: {key: overall[key][metric] for key in (CANDIDATE, PRODUCTION, "change") if key in overall}
+            for metric in overall[CANDIDATE] if "." not in metric}
+
+
+def score_candidate(params: Params, model_file: str, production: dict[str, Any] | None, batch_size: int
+                    ) -> dict[str, dict[str, Any]]:
+    """Candidate (and production, when there is one) on this run's test split, overall and per slice."""
+    test = read_table(params.path("test_split"))
+    texts, labels = list(test[TEXT]), params.data.labels
+    y_true = label_indices(list(test[LABEL]), labels)
+    candidate = OnnxClassifier(params.path("quantized"), model_file)
+    models = {CANDIDATE: aligned_probabilities(candidate, texts, labels, batch_size, CANDIDATE)}
+    if production is not None:
+        served = load_classifier(Path(production["path"]))
+        models[PRODUCTION] = aligned_probabilities(served, texts, labels, batch_size, f"production {production['version']}")
+    return score(texts, y_true, models, labels, params.evaluate)
+
+
+def run(params: Params) -> None:
+    """Stage entry point: write metrics/gate.json and reports/gate.md; raise if any rule fails."""
+    quantize = QuantizeMetrics.read(params)
+    rules = onnx_rules(params.gate, ExportMetrics.read(params))
+    chosen, variants = choose_variant(params.gate.serving, quantize)
+    production = Registry(params.path("registry")).production()
+    model_file = quantize.models[chosen].file if chosen else None
+    scored = None
+    if model_file is not None:
+        scored = score_candidate(params, model_file, production, quantize.batch_size)
+        rules += metric_rules(params.gate, scored, params.evaluate.slices.min_rows)
+    passed = chosen is not None and not any(rule.failed for rule in rules)
+    report = render(rules, variants, chosen, quantize, params, production, scored)
+    GateMetrics.parse({
+        "passed": passed,
+        "serving_variant": chosen,
+        "model_file": model_file,
+        "production_version": production["version"] if production else None,
+        "rules": [rule.as_json() for rule in rules],
+        "variants": {name: VariantVerdict.parse({"passed": not any(r.failed for r in found),
+                                                 "rules": [r.as_json() for r in found]}, name)
+                     for name, found in variants.items()},
+        "overall": headline(scored),
+    }, "gate verdict").write(params)
+    # Every metric of both models per slice, with intervals: too many numbers for `dvc metrics show`.
+    GateScores(scopes=scored).write(params)
+    write_text(params.path("reports") / GATE_REPORT_FILE, report)
+    if not passed:
+        raise GateRejected(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    run_as_script(run)

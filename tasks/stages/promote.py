@@ -1,0 +1,100 @@
+"""Stage `promote`: make a gated candidate the production model, with its lineage."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tasks.lib.artifacts import (
+    CLASSIFIER_FILE,
+    GATE_REPORT_FILE,
+    TOKENIZER_FILE,
+    DataLineage,
+    EvaluateMetrics,
+    GateMetrics,
+    GateScores,
+    IngestMetrics,
+    Lineage,
+    LineageMetrics,
+    Promotion,
+    QuantizeMetrics,
+)
+from tasks.lib.config import Params
+from tasks.lib.io import file_md5
+from tasks.lib.registry import Registry, RegistryError
+from tasks.lib.stage_runner import run_as_script
+
+
+def git_commit(root: Path) -> str:
+    """HEAD's commit, marked `-dirty` when tracked files differ from it; `unknown` outside git."""
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        return "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def lineage(params: Params, gate: GateMetrics, model_file: str, variant: str) -> Lineage:
+    """What produced the candidate: the variant the gate chose, data hashes (as in dvc.lock), params, code, metrics."""
+    ingest = IngestMetrics.read(params)
+    return Lineage(
+        model_file=model_file,
+        variant=variant,
+        model_md5=file_md5(params.path("quantized") / model_file),
+        # The accepted batches of new data it trained on (landing archive folder names) and the data hashes.
+        data=DataLineage(source=params.data.source, version=ingest.data_version, batches=ingest.batches,
+                         raw_md5=file_md5(params.path("raw")), validated_md5=file_md5(params.path("validated")),
+                         train_md5=file_md5(params.path("augmented")), test_md5=file_md5(params.path("test_split"))),
+        git_commit=git_commit(params.root),
+        params=params.model_dump(mode="json", by_alias=True),
+        metrics=LineageMetrics(evaluate=EvaluateMetrics.read(params).dump(), quantize=QuantizeMetrics.read(params).dump(),
+                               gate=gate, gate_scores=GateScores.read(params).scopes),
+    )
+
+
+def promote(params: Params) -> Promotion:
+    """Register the serving variant the gate chose and, in `promote.mode: auto`, make it production.
+
+    Not promoted (and said why): the candidate already serves, it was rolled
+    back before (a person must promote it by hand), or the mode is manual.
+    """
+    gate = GateMetrics.read(params)
+    if not gate.passed or gate.model_file is None or gate.serving_variant is None:
+        raise RegistryError("the gate did not pass for this candidate: refusing to promote")
+    registry = Registry(params.path("registry"))
+    with registry.locked():
+        record = lineage(params, gate, gate.model_file, gate.serving_variant)
+        current = registry.production()
+        outcome = {"promoted": False, "variant": record.variant, "model_md5": record.model_md5,
+                   "git_commit": record.git_commit, "previous": current["version"] if current else None}
+        if current is not None and current.get("model_md5") == record.model_md5:
+            return Promotion(**outcome, version=current["version"], reason="candidate already serves")
+        # The same model may already be registered (production pointer lost or moved by hand).
+        version = registry.find(record.model_md5) or registry.register(
+            params.path("quantized"), record.dump(), files=[record.model_file, TOKENIZER_FILE, CLASSIFIER_FILE],
+            attachments=[params.path("reports") / GATE_REPORT_FILE], reason="passed the gate")
+        rolled_back = registry.rolled_back(version)
+        if rolled_back is not None:
+            return Promotion(**outcome, version=version, reason=(
+                f"{version} was rolled back at {rolled_back['at']} ({rolled_back['reason']}); the pipeline does "
+                f"not promote it again: `textclf registry promote {version}` does, if that was wrong"))
+        if params.promote.mode == "manual":
+            return Promotion(**outcome, version=version, reason=(
+                f"promote.mode is manual: {version} waits as a candidate; `textclf registry promote {version}`"))
+        registry.set_production(version, reason="passed the gate (promote.mode: auto)")
+    return Promotion(**{**outcome, "promoted": True}, version=version)
+
+
+def run(params: Params) -> None:
+    """Stage entry point: promote and write reports/promotion.json."""
+    outcome = promote(params)
+    outcome.write(params)
+    state = "promoted to production" if outcome.promoted else f"not promoted: {outcome.reason}"
+    print(f"promote: {outcome.version} ({outcome.variant}) {state}")
+
+
+if __name__ == "__main__":
+    run_as_script(run)

@@ -1,0 +1,152 @@
+"""Stage `quantize`: build the serving variants set in params, then measure them against PyTorch.
+
+Each variant (`model.<name>.onnx` in one self-contained folder with the
+tokenizer and label names) is one of: the fp32 graph, dynamic int8, static
+int8 (QDQ, activation ranges calibrated on validation rows) or fp16. The
+stage then runs PyTorch fp32 and every variant side by side on the test split
+(tasks/lib/variant_measurement.py): agreement, accuracy at batch 1 and at batch size,
+latency, throughput and size, into `metrics/quantize.json` and
+`reports/quantize.md`. The gate picks the one to promote from those figures.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tasks.lib.artifacts import (
+    CLASSIFIER_FILE,
+    GRAPH_FILES,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    variant_file,
+)
+from tasks.lib.columns import LABEL, TEXT
+from tasks.lib.config import (
+    DynamicInt8Variant,
+    Fp16Variant,
+    Fp32Variant,
+    Params,
+    StaticInt8Variant,
+    Variant,
+)
+from tasks.lib.errors import PipelineError
+from tasks.lib.io import atomic_dir, read_table, write_text
+from tasks.lib.onnx_classifier import BatchEncoder
+from tasks.lib.stage_runner import run_as_script
+from tasks.lib.variant_measurement import measure_variants, render
+
+
+class QuantizationError(PipelineError, RuntimeError):
+    """A variant could not be built; the message names it and says why."""
+
+
+def _quantize_dynamic(source: Path, target: Path, variant: DynamicInt8Variant) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # Fused contrib ops (Attention, BiasGelu) have no ONNX shape inference: their
+    # outputs are float tensors, which is what DefaultTensorType tells the quantizer.
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=variant.per_channel,
+                     op_types_to_quantize=variant.op_types,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+def calibration_feeds(folder: Path, texts: Sequence[str], input_names: set[str]) -> list[dict[str, np.ndarray]]:
+    """One feed per text, all padded to the longest: histogram calibrators need equal shapes."""
+    encoder = BatchEncoder(folder, input_names)
+    (_, padded), = encoder.batches(texts, len(texts))
+    return [{name: array[i:i + 1] for name, array in padded.items()} for i in range(len(texts))]
+
+
+def _quantize_static(source: Path, target: Path, variant: StaticInt8Variant, calibration: Sequence[str]) -> None:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not calibration:
+        raise QuantizationError("static int8 needs calibration rows, and the validation split is empty")
+    names = {i.name for i in onnx.load(str(source), load_external_data=False).graph.input}
+    feeds = calibration_feeds(source.parent, calibration, names)
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.remaining = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.remaining, None)
+
+    prepared = target.with_suffix(".pre.onnx")
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    try:
+        # uint8 activations with int8 weights: the combination ORT's x86 kernels run fastest.
+        quantize_static(prepared, target, Feeds(), quant_format=QuantFormat.QDQ, per_channel=variant.per_channel,
+                        op_types_to_quantize=variant.op_types, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=methods[variant.method],
+                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def _to_fp16(source: Path, target: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # keep_io_types: callers feed int64 ids and read fp32 logits, whatever the variant.
+    onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
+
+
+def build_variant(name: str, variant: Variant, onnx_dir: Path, target_dir: Path, calibration: Sequence[str]) -> Path:
+    """Write `model.<name>.onnx` into `target_dir` from the exported or optimised graph; returns its path."""
+    source, target = onnx_dir / GRAPH_FILES[variant.graph], target_dir / variant_file(name)
+    try:
+        if isinstance(variant, Fp32Variant):
+            shutil.copy(source, target)
+        elif isinstance(variant, DynamicInt8Variant):
+            _quantize_dynamic(source, target, variant)
+        elif isinstance(variant, StaticInt8Variant):
+            _quantize_static(source, target, variant, calibration[:variant.calibration_rows])
+        elif isinstance(variant, Fp16Variant):
+            _to_fp16(source, target)
+    except QuantizationError:
+        raise
+    except Exception as exc:  # ORT's quantizer raises bare RuntimeError/ValueError/KeyError
+        raise QuantizationError(f"quantize.variants.{name} ({variant.kind} of {source.name}): "
+                                f"{type(exc).__name__}: {exc}") from exc
+    return target
+
+
+def run(params: Params) -> None:
+    """Stage entry point: build every variant, measure them with PyTorch, write metrics and report."""
+    onnx_dir, target = params.path("onnx"), params.path("quantized")
+    calibration = list(read_table(params.path("val_split"))[TEXT])
+    test = read_table(params.path("test_split"))
+    with atomic_dir(target) as staging:
+        for name in (TOKENIZER_FILE, CLASSIFIER_FILE):
+            shutil.copy(onnx_dir / name, staging / name)
+        built = {}
+        for name, variant in params.quantize.variants.items():
+            built[name] = build_variant(name, variant, onnx_dir, staging, calibration).name
+            print(f"quantize: built {built[name]} ({variant.kind} of the {variant.graph} graph)")
+        report = measure_variants(
+            model_dir=params.path("model"), folder=staging, variants=built,
+            fp32_onnx=onnx_dir / MODEL_FILE, texts=list(test[TEXT]), labels=list(test[LABEL]),
+            config=params.quantize.benchmark)
+    report.write(params)
+    write_text(params.path("reports") / "quantize.md", render(report))
+    print(render(report))
+
+
+if __name__ == "__main__":
+    run_as_script(run)

@@ -1,1 +1,0 @@
-"""Parts of the `train` stage: checkpoints, curves, LoRA, process launch."""
