@@ -7,14 +7,16 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 APT_PACKAGES := apertium apertium-eng-spa wordnet-base
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-# The stamp changes with pyproject.toml, so editing dependencies reinstalls.
-STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# Exact versions of everything pip installs, tested together (make lock regenerates it).
+LOCK := requirements.lock
+# The stamp changes with pyproject.toml and the lock, so editing dependencies reinstalls.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 # dvc.yaml calls `python -m tasks.stages.<name>`: the venv must come first on PATH.
 export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install apt run repro serve test test-all clean-venv
+.PHONY: install apt run repro serve test lint lock clean-venv
 
 install: apt $(STAMP)
 
@@ -23,10 +25,11 @@ apt:
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES); }
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -42,9 +45,23 @@ serve: install
 repro: install
 	$(BIN)/dvc repro
 
-## The default suite (under ~10 minutes on 2 cores).
+## The default suite (under ~15 minutes on 2 cores).
 test: install
 	$(BIN)/python -m pytest
+
+## Format, lint and type checks, and dvc.yaml's code deps (what .ci/run runs before the tests).
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/textclf deps
+
+## Re-resolve requirements.lock after changing dependencies in pyproject.toml (needs the registries).
+lock: install
+	$(BIN)/pip-compile --quiet --extra test --extra dev --strip-extras --no-emit-index-url \
+	  --no-emit-find-links --output-file $(LOCK) pyproject.toml
+	@# Local builds (torch 2.13.0+cpu from a wheel folder) are pinned by their public version.
+	sed -i -E 's/^([A-Za-z0-9_.-]+==[^+ ]+)\+[A-Za-z0-9.]+/\1/' $(LOCK)
 
 clean-venv:
 	rm -rf $(VENV)

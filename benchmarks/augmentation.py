@@ -57,14 +57,18 @@ def throughput(name: str, engine: Any, texts: list[str]) -> dict[str, Any]:
     started = time.perf_counter()
     engine(texts)
     seconds = time.perf_counter() - started
-    return {"engine": name, "sentences": len(texts), "seconds": round(seconds, 2),
-            "sentences/s": round(len(texts) / seconds, 1)}
+    return {
+        "engine": name,
+        "sentences": len(texts),
+        "seconds": round(seconds, 2),
+        "sentences/s": round(len(texts) / seconds, 1),
+    }
 
 
 def dev_accuracy(model_dir: Path, dev: pd.DataFrame, max_length: int) -> float:
     logits = torch_logits(model_dir, list(dev[TEXT]), 64, max_length)
     names = model_labels(model_dir)
-    return float(np.mean([names[i] == gold for i, gold in zip(logits.argmax(-1), dev[LABEL])]))
+    return float(np.mean([names[i] == gold for i, gold in zip(logits.argmax(-1), dev[LABEL], strict=True)]))
 
 
 def main() -> None:
@@ -85,17 +89,30 @@ def main() -> None:
     dev = sst2("dev.tsv", data_config)
     labels = list(params.data.labels)
     cache = Path(tempfile.mkdtemp(prefix="augment-bench-"))
-    swapper = SynonymSwapper(cache / "nltk", params.augment.synonym.replace_fraction,
-                             params.augment.synonym.protected_words)
-    apertium = ApertiumTranslator(params.augment.backtranslation.apertium.pivot,
-                                  params.augment.backtranslation.batch_size)
+    swapper = SynonymSwapper(
+        cache / "nltk", params.augment.synonym.replace_fraction, params.augment.synonym.protected_words
+    )
+    apertium = ApertiumTranslator(
+        params.augment.backtranslation.apertium.pivot, params.augment.backtranslation.batch_size
+    )
     sample = list(pool[TEXT].sample(n=args.throughput_rows, random_state=0))
     swapper.variants(sample[:50], [str(i) for i in range(50)], 1)  # WordNet loaded, tagger started once
-    rows = [throughput("synonym swap (POS-tagged, WordNet)", lambda t: swapper.variants(t, list(map(str, range(len(t)))), 1), sample),
-            throughput("apertium eng->spa->eng", apertium.back_translate, sample)]
+    rows = [
+        throughput(
+            "synonym swap (POS-tagged, WordNet)",
+            lambda t: swapper.variants(t, list(map(str, range(len(t)))), 1),
+            sample,
+        ),
+        throughput("apertium eng->spa->eng", apertium.back_translate, sample),
+    ]
     if args.marian_forward and args.marian_backward:
-        engine = MarianTranslator(args.marian_forward, args.marian_backward, params.augment.backtranslation.batch_size,
-                                  generation_settings(params.augment.backtranslation.marian), 0)
+        engine = MarianTranslator(
+            args.marian_forward,
+            args.marian_backward,
+            params.augment.backtranslation.batch_size,
+            generation_settings(params.augment.backtranslation.marian),
+            0,
+        )
         rows.append(throughput(f"marian ({engine.device})", engine.back_translate, sample[:500]))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {args.threads} threads"
     print(f"\nThroughput on {len(sample)} SST-2 training sentences ({device}):")
@@ -115,25 +132,42 @@ def main() -> None:
         rest = shuffled.drop(val.index)
         subset, _ = train_test_split(rest, train_size=size, stratify=rest[LABEL], random_state=seed)
         synonym_ratio, bt_ratio = settings[name]
-        config = params.augment.model_copy(update={
-            "seed": seed,
-            "synonym": params.augment.synonym.model_copy(update={"ratio": synonym_ratio, "variants": 1}),
-            "backtranslation": params.augment.backtranslation.model_copy(update={"ratio": bt_ratio})})
+        config = params.augment.model_copy(
+            update={
+                "seed": seed,
+                "synonym": params.augment.synonym.model_copy(update={"ratio": synonym_ratio, "variants": 1}),
+                "backtranslation": params.augment.backtranslation.model_copy(update={"ratio": bt_ratio}),
+            }
+        )
         rows_in, report = augment(subset.reset_index(drop=True), config, swapper, translator, embedder)
         train_config = params.train.model_copy(update={"seed": seed})
         with tempfile.TemporaryDirectory() as work:
             metrics = train(rows_in, val, labels, train_config, base_model, Path(work) / "model", Path(work) / "run")
             accuracy = dev_accuracy(Path(work) / "model", dev, train_config.max_length)
-        results.append({"train rows": size, "augmentation": name, "seed": seed, "rows trained": len(rows_in),
-                        "val accuracy": metrics["best_val_accuracy"], "dev accuracy": accuracy,
-                        "kept variants": report.get(name, {}).get("kept", 0)})
+        results.append(
+            {
+                "train rows": size,
+                "augmentation": name,
+                "seed": seed,
+                "rows trained": len(rows_in),
+                "val accuracy": metrics["best_val_accuracy"],
+                "dev accuracy": accuracy,
+                "kept variants": report.get(name, {}).get("kept", 0),
+            }
+        )
         print(results[-1], flush=True)
     table = pd.DataFrame(results)
     summary = table.groupby(["train rows", "augmentation"], sort=False).agg(
-        rows_trained=("rows trained", "mean"), dev_mean=("dev accuracy", "mean"), dev_std=("dev accuracy", "std"),
-        dev_min=("dev accuracy", "min"), dev_max=("dev accuracy", "max"))
-    print(f"\nDev accuracy (SST-2 dev, {len(dev)} rows), {args.seeds} seeds per cell, "
-          f"{Path(base_model).name}, train params as shipped:")
+        rows_trained=("rows trained", "mean"),
+        dev_mean=("dev accuracy", "mean"),
+        dev_std=("dev accuracy", "std"),
+        dev_min=("dev accuracy", "min"),
+        dev_max=("dev accuracy", "max"),
+    )
+    print(
+        f"\nDev accuracy (SST-2 dev, {len(dev)} rows), {args.seeds} seeds per cell, "
+        f"{Path(base_model).name}, train params as shipped:"
+    )
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
     print("\nEvery run:")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

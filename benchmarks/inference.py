@@ -36,10 +36,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="default: quantize.benchmark.rounds")
     args = parser.parse_args()
     params = load_params(args.root)
-    config = params.quantize.benchmark.model_copy(update={
-        key: value for key, value in (("threads", args.threads), ("rounds", args.rounds)) if value is not None})
+    config = params.quantize.benchmark.model_copy(
+        update={key: value for key, value in (("threads", args.threads), ("rounds", args.rounds)) if value is not None}
+    )
     rows = read_file(args.texts, params.data) if args.texts else read_table(params.path("test_split"))
-    rows = rows.iloc[:args.limit] if args.limit else rows
+    rows = rows.iloc[: args.limit] if args.limit else rows
     labels = list(map_labels(rows[LABEL], params.data.label_map))
     folder = params.path("quantized")
     variants = {name: variant_file(name) for name in params.quantize.variants if (folder / variant_file(name)).exists()}
@@ -47,10 +48,13 @@ def main() -> None:
         raise SystemExit(f"no serving variants in {folder}: run the pipeline first (make run or dvc repro)")
     known = ClassifierInfo.load(folder).labels
     if not set(labels) <= set(known):
-        raise SystemExit(f"{args.texts}: labels {sorted(set(labels) - set(known))} are not the model's {known}; "
-                         "map them with data.label_map in params.yaml (e.g. {0: negative, 1: positive} for SST-2)")
-    report = measure_variants(params.path("model"), folder, variants, params.path("onnx") / MODEL_FILE,
-                              list(rows[TEXT]), labels, config)
+        raise SystemExit(
+            f"{args.texts}: labels {sorted(set(labels) - set(known))} are not the model's {known}; "
+            "map them with data.label_map in params.yaml (e.g. {0: negative, 1: positive} for SST-2)"
+        )
+    report = measure_variants(
+        params.path("model"), folder, variants, params.path("onnx") / MODEL_FILE, list(rows[TEXT]), labels, config
+    )
     print(render(report))
     chosen, _ = choose_variant(params.gate.serving, report)
     print(f"The gate's serving rules would choose: {chosen or 'none (no variant passes gate.serving)'}")

@@ -67,18 +67,33 @@ class CountingCollator:
         return batch
 
 
-def textbook_loop(model: Any, rows: list[dict[str, Any]], tokenizer: Any, batch_size: int, learning_rate: float,
-                  weight_decay: float, seed: int) -> tuple[float, float]:
+def textbook_loop(
+    model: Any,
+    rows: list[dict[str, Any]],
+    tokenizer: Any,
+    batch_size: int,
+    learning_rate: float,
+    weight_decay: float,
+    seed: int,
+) -> tuple[float, float]:
     """Pad to 128, shuffle, fp32, AdamW with linear warmup/decay. Returns (mean loss, tokens per row)."""
     from torch.utils.data import DataLoader
     from transformers import get_linear_schedule_with_warmup
 
-    padded = tokenizer.pad([{k: r[k] for k in ("input_ids", "attention_mask")} for r in rows],
-                           padding="max_length", max_length=PAD_TO, return_tensors="pt")
+    padded = tokenizer.pad(
+        [{k: r[k] for k in ("input_ids", "attention_mask")} for r in rows],
+        padding="max_length",
+        max_length=PAD_TO,
+        return_tensors="pt",
+    )
     labels = torch.tensor([r["labels"] for r in rows])
-    data = [{"input_ids": padded["input_ids"][i], "attention_mask": padded["attention_mask"][i], "labels": labels[i]}
-            for i in range(len(rows))]
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    data: Any = [
+        {"input_ids": padded["input_ids"][i], "attention_mask": padded["attention_mask"][i], "labels": labels[i]}
+        for i in range(len(rows))
+    ]
+    loader: DataLoader[Any] = DataLoader(
+        data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.1 * len(loader)), len(loader))
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -102,8 +117,9 @@ def trainer_run(model: Any, rows: list[dict[str, Any]], tokenizer: Any, args: An
 
     collator = CountingCollator(tokenizer)
     trainer_class = ResumableTrainer if stage else Trainer
-    result = trainer_class(model=model, args=args, train_dataset=rows, data_collator=collator,
-                           processing_class=tokenizer).train()
+    result = trainer_class(
+        model=model, args=args, train_dataset=rows, data_collator=collator, processing_class=tokenizer
+    ).train()
     return float(result.training_loss), collator.positions / max(collator.rows, 1)
 
 
@@ -117,8 +133,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.root)
-    config = params.train.model_copy(update={"batch_size": args.batch_size or params.train.batch_size,
-                                             "gradient_accumulation_steps": 1})
+    config = params.train.model_copy(
+        update={"batch_size": args.batch_size or params.train.batch_size, "gradient_accumulation_steps": 1}
+    )
     labels = list(params.data.labels)
     frame = read_file(args.data, params.data.model_copy(update={"label_map": {"0": "negative", "1": "positive"}}))
     frame[LABEL] = list(map_labels(frame[LABEL], {"0": "negative", "1": "positive"}))
@@ -131,26 +148,46 @@ def main() -> None:
     lengths = np.array([len(r["input_ids"]) for r in rows])
     cuda = torch.cuda.is_available()
     device = torch.cuda.get_device_name() if cuda else f"CPU, {args.threads} threads"
-    print(f"{len(rows)} rows of {args.data.name} ({args.steps} steps of {config.batch_size}), tokens per row: "
-          f"mean {lengths.mean():.1f}, p95 {np.percentile(lengths, 95):.0f}, max {lengths.max()}; "
-          f"{Path(base_model).name}; {device}")
+    print(
+        f"{len(rows)} rows of {args.data.name} ({args.steps} steps of {config.batch_size}), tokens per row: "
+        f"mean {lengths.mean():.1f}, p95 {np.percentile(lengths, 95):.0f}, max {lengths.max()}; "
+        f"{Path(base_model).name}; {device}"
+    )
 
     def stage_args(work: Path, precision: Precision) -> Any:
-        return training_arguments(config, work, config.batch_size, 1, precision, max_steps=args.steps,
-                                  eval_strategy="no", save_strategy="no", load_best_model_at_end=False,
-                                  logging_strategy="no")
+        return training_arguments(
+            config,
+            work,
+            config.batch_size,
+            1,
+            precision,
+            max_steps=args.steps,
+            eval_strategy="no",
+            save_strategy="no",
+            load_best_model_at_end=False,
+            logging_strategy="no",
+        )
 
     def defaults_args(work: Path) -> Any:
-        return TrainingArguments(output_dir=str(work), per_device_train_batch_size=config.batch_size,
-                                 max_steps=args.steps, learning_rate=config.learning_rate, seed=config.seed,
-                                 use_cpu=not cuda, report_to="none", save_strategy="no")
+        return TrainingArguments(
+            output_dir=str(work),
+            per_device_train_batch_size=config.batch_size,
+            max_steps=args.steps,
+            learning_rate=config.learning_rate,
+            seed=config.seed,
+            use_cpu=not cuda,
+            report_to="none",
+            save_strategy="no",
+        )
 
     runs: dict[str, Callable[[Any, Path], tuple[float, float]]] = {
         "textbook (pad 128, fp32)": lambda model, work: textbook_loop(
-            model, rows, tokenizer, config.batch_size, config.learning_rate, config.weight_decay, config.seed),
+            model, rows, tokenizer, config.batch_size, config.learning_rate, config.weight_decay, config.seed
+        ),
         "trainer defaults": lambda model, work: trainer_run(model, rows, tokenizer, defaults_args(work), False),
         f"stage ({choose_precision(config).name})": lambda model, work: trainer_run(
-            model, rows, tokenizer, stage_args(work, choose_precision(config)), True),
+            model, rows, tokenizer, stage_args(work, choose_precision(config)), True
+        ),
     }
     if cuda:
         fp32 = choose_precision(config.model_copy(update={"precision": "fp32"}))
@@ -166,8 +203,15 @@ def main() -> None:
             if cuda:
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - started
-        results.append({"configuration": name, "samples/s": len(rows) / seconds, "seconds": seconds,
-                        "tokens/row": tokens, "mean loss": loss})
+        results.append(
+            {
+                "configuration": name,
+                "samples/s": len(rows) / seconds,
+                "seconds": seconds,
+                "tokens/row": tokens,
+                "mean loss": loss,
+            }
+        )
         del model
     table = pd.DataFrame(results)
     table["speed-up"] = table["samples/s"] / table["samples/s"].iloc[0]

@@ -68,14 +68,19 @@ def main() -> None:
             docs = Path(tmp) / f"docs{index}"
             runs[name].append(one_run(sources[name], docs))
     phases = ["read", "tokens", "suites+docs", "quarantine", "total"]
-    print(f"\nmedian of {args.repeat} runs, seconds (the very first run also imported GX and transformers: "
-          f"{runs[next(iter(runs))][0]['total']:.2f} s)")
+    print(
+        f"\nmedian of {args.repeat} runs, seconds (the very first run also imported GX and transformers: "
+        f"{runs[next(iter(runs))][0]['total']:.2f} s)"
+    )
     print(f"{'':<16}" + "".join(f"{p:>12}" for p in phases) + f"{'rows':>8}{'flagged':>9}{'rows/s':>8}{'of 30 s':>9}")
     for name, results in runs.items():
         median = {key: statistics.median(r[key] for r in results) for key in results[0]}
-        print(f"{name:<16}" + "".join(f"{median[p]:>12.2f}" for p in phases)
-              + f"{int(median['rows']):>8}{int(median['flagged']):>9}{median['rows'] / median['total']:>8.0f}"
-              + f"{median['total'] / GOAL_S:>9.0%}")
+        print(
+            f"{name:<16}"
+            + "".join(f"{median[p]:>12.2f}" for p in phases)
+            + f"{int(median['rows']):>8}{int(median['flagged']):>9}{median['rows'] / median['total']:>8.0f}"
+            + f"{median['total'] / GOAL_S:>9.0%}"
+        )
 
 
 if __name__ == "__main__":

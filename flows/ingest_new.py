@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -47,10 +48,15 @@ def announce(params: Params, receipt: Receipt) -> None:
     Raises:
         prefect.exceptions.PrefectHTTPStatusError, httpx.HTTPError: the server did not take it.
     """
-    event = Event(event=DATA_ACCEPTED,
-                  resource={"prefect.resource.id": workspace_id(params.root),
-                            "prefect.resource.name": params.root.name, "textclf.workspace.path": str(params.root)},
-                  payload=receipt.as_dict())
+    event = Event(
+        event=DATA_ACCEPTED,
+        resource={
+            "prefect.resource.id": workspace_id(params.root),
+            "prefect.resource.name": params.root.name,
+            "textclf.workspace.path": str(params.root),
+        },
+        payload=receipt.as_dict(),
+    )
     with get_client(sync_client=True) as client:
         client.request("POST", "/events", json=[event.model_dump(mode="json")]).raise_for_status()
 
@@ -60,7 +66,7 @@ def _run_name() -> str:
 
 
 @flow(name="ingest-new-data", flow_run_name=_run_name, log_prints=True)
-def ingest_new_data(file: str, root: str = ".", move: bool = True) -> dict[str, object]:
+def ingest_new_data(file: str, root: str = ".", move: bool = True) -> dict[str, Any]:
     """Check `file` on its own; accepted: add it to the dataset, archive it, post the event.
 
     Args:

@@ -13,6 +13,7 @@ rather than fail. A failed or rejected run raises a notification (tasks.lib.noti
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -30,10 +31,18 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.states import State
 from prefect.tasks import exponential_backoff
 
+from tasks.lib.artifacts import (
+    GATE_REPORT_FILE,
+    QUANTIZE_REPORT_FILE,
+    VALIDATION_REPORT_FILE,
+    EvaluateMetrics,
+    Promotion,
+    ValidateMetrics,
+)
 from tasks.lib.config import load_params
 from tasks.lib.errors import PipelineError
 from tasks.lib.incoming import incoming_lock
-from tasks.lib.io import lock_path, read_json
+from tasks.lib.io import lock_path
 from tasks.lib.notify import notify
 from tasks.lib.stage_runner import ERROR_PREFIX
 
@@ -83,22 +92,57 @@ def _failure_message(name: str, code: int, output: list[str]) -> str:
     """What the stage itself said went wrong (its `error:` block), else the output's tail."""
     starts = [i for i, line in enumerate(output) if line.startswith(ERROR_PREFIX)]
     if starts:
-        said = output[starts[-1]:]
-        said[0] = said[0][len(ERROR_PREFIX):]
+        said = output[starts[-1] :]
+        said[0] = said[0][len(ERROR_PREFIX) :]
         said = [line for line in said if not line.startswith("ERROR: failed to reproduce")]
     else:
         said = output[-30:]
     return f"stage '{name}' failed (exit {code}):\n" + "\n".join(said).strip()
 
 
+def _dvc() -> str:
+    return str(Path(sys.executable).parent / "dvc")
+
+
+def is_stale(root: Path, name: str) -> bool:
+    """Whether DVC would run stage `name` now (its own deps, params, command or outputs changed).
+
+    DVC's API answers in a fraction of a second; while a person's `dvc`
+    command holds the workspace lock, `dvc status --json` waits for it instead.
+    """
+    from dvc.exceptions import LockError
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo:
+            return bool(repo.status(targets=[name]))
+    except LockError:
+        get_run_logger().info("DVC's lock is held in this workspace: waiting for it")
+        done = subprocess.run(
+            [_dvc(), "--wait-for-lock", "status", "--json", name],
+            cwd=root,
+            env=_environment(),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return bool(json.loads(done.stdout or "{}"))
+
+
 def repro_stage(root: Path, name: str) -> StageResult:
     """`dvc repro --single-item <name>` in `root`, streaming its output to the run log."""
     logger = get_run_logger()
-    dvc = Path(sys.executable).parent / "dvc"
     started = time.perf_counter()
+    ran = is_stale(root, name)
     # --wait-for-lock: a person's `dvc` command in the workspace delays the stage instead of failing it.
-    process = subprocess.Popen([str(dvc), "--wait-for-lock", "repro", "--single-item", name], cwd=root,
-                               env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [_dvc(), "--wait-for-lock", "repro", "--single-item", name],
+        cwd=root,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert process.stdout is not None
     output: list[str] = []
     for raw in process.stdout:
@@ -109,39 +153,43 @@ def repro_stage(root: Path, name: str) -> StageResult:
     code = process.wait()
     if code != 0:
         raise StageFailed(_failure_message(name, code, output))
-    ran = any(line.startswith(f"Running stage '{name}'") for line in output)
     return StageResult(name, ran, round(time.perf_counter() - started, 2), output)
-
-
-def _metric(metrics_dir: Path, name: str) -> dict[str, Any]:
-    path = metrics_dir / f"{name}.json"
-    return read_json(path) if path.exists() else {}
 
 
 def report_markdown(root: Path, results: list[StageResult], failure: str | None) -> str:
     """The run report: what each stage did, the headline metrics and the gate decision."""
     params = load_params(root)
-    metrics_dir = params.path("metrics")
-    lines = ["# Retraining run", "", f"Source: `{params.data.source}`", "",
-             "| stage | action | seconds |", "|---|---|---|"]
+    reports = params.path("reports")
+    lines = [
+        "# Retraining run",
+        "",
+        f"Source: `{params.data.source}`",
+        "",
+        "| stage | action | seconds |",
+        "|---|---|---|",
+    ]
     lines += [f"| {r.name} | {'ran' if r.ran else 'up to date (skipped by DVC)'} | {r.seconds} |" for r in results]
-    validation = _metric(metrics_dir, "validate")
-    if validation:
-        verdict = "passed" if validation["passed"] else "FAILED (" + ", ".join(validation["failed_rules"]) + ")"
-        lines += ["", f"Validation {verdict}: {validation['rows_kept']} of {validation['rows_read']} rows kept, "
-                      f"{validation['rows_quarantined']} quarantined. Report: "
-                      f"`{params.path('reports') / 'validation.md'}`"
-                      + (f", [Data Docs]({Path(validation['data_docs']).as_uri()})" if validation["data_docs"] else "")]
-    evaluate = _metric(metrics_dir, "evaluate")
-    if evaluate:
-        low, high = evaluate["interval"]["accuracy"]
-        lines += ["", f"Test split, PyTorch: accuracy {evaluate['accuracy']:.4f} ({low:.4f}-{high:.4f}), "
-                      f"macro-F1 {evaluate['macro_f1']:.4f}, ECE {evaluate['ece']:.4f}."]
-    for report in ("quantize.md", "gate.md"):  # serving variants measured; the gate's decision
-        path = params.path("reports") / report
-        if path.exists():
-            lines += ["", path.read_text(encoding="utf-8")]
-    promotion = params.path("reports") / "promotion.json"
+    if ValidateMetrics.path(params).exists():
+        validation = ValidateMetrics.read(params)
+        verdict = "passed" if validation.passed else "FAILED (" + ", ".join(validation.failed_rules) + ")"
+        docs = f", [Data Docs]({Path(validation.data_docs).as_uri()})" if validation.data_docs else ""
+        lines += [
+            "",
+            f"Validation {verdict}: {validation.rows_kept} of {validation.rows_read} rows kept, "
+            f"{validation.rows_quarantined} quarantined. Report: `{reports / VALIDATION_REPORT_FILE}`{docs}",
+        ]
+    if EvaluateMetrics.path(params).exists():
+        evaluate = EvaluateMetrics.read(params)
+        low, high = evaluate.accuracy_interval()
+        lines += [
+            "",
+            f"Test split, PyTorch: accuracy {evaluate.accuracy:.4f} ({low:.4f}-{high:.4f}), "
+            f"macro-F1 {evaluate.macro_f1:.4f}, ECE {evaluate.ece:.4f}.",
+        ]
+    for report in (QUANTIZE_REPORT_FILE, GATE_REPORT_FILE):  # serving variants measured; the gate's decision
+        if (reports / report).exists():
+            lines += ["", (reports / report).read_text(encoding="utf-8")]
+    promotion = Promotion.path(params)
     if promotion.exists() and failure is None:
         lines += ["", f"Promotion: `{promotion.read_text(encoding='utf-8').strip()}`"]
     if failure:
@@ -149,20 +197,29 @@ def report_markdown(root: Path, results: list[StageResult], failure: str | None)
     return "\n".join(lines) + "\n"
 
 
-def _notify_failure(flow: object, run: FlowRun, state: State) -> None:
+def _notify_failure(flow: Any, flow_run: FlowRun, state: State) -> None:
     """Flow hook: a failed, rejected or crashed run tells a person (log file, notification block)."""
-    message = state.message or state.name
+    name = state.name or state.type.value
+    message = state.message or name
     headline = next((line for line in message.splitlines() if line.startswith("## Gate:")), message.splitlines()[0])
-    root = (run.parameters or {}).get("root", ".")
-    notify(load_params(root), f"pipeline.{state.name.lower()}", f"retraining run {run.name} {state.name}: {headline}",
-           message)
+    root = (flow_run.parameters or {}).get("root", ".")
+    notify(
+        load_params(root),
+        f"pipeline.{name.lower()}",
+        f"retraining run {flow_run.name} {name}: {headline}",
+        message,
+    )
 
 
 # Report pages linked from every run: (artifact key, file under paths.reports, link text, description).
 LINKED_REPORTS = [
     ("data-docs", "data_docs/index.html", "Great Expectations Data Docs", "The validation run, rule by rule"),
-    ("training-curves", "train/report.html", "Training curves (DVCLive)",
-     "Training loss, learning rate and validation accuracy per optimizer step; `dvc plots show` draws them too"),
+    (
+        "training-curves",
+        "train/report.html",
+        "Training curves (DVCLive)",
+        "Training loss, learning rate and validation accuracy per optimizer step; `dvc plots show` draws them too",
+    ),
 ]
 
 
@@ -190,9 +247,14 @@ def workspace_lock(workspace: Path) -> Iterator[None]:
 
 def _run_stage(workspace: Path, spec: StageSpec) -> StageResult:
     """One stage as a Prefect task; stages safe to repeat (meta.retries) retry with backoff (5, 10, 20 s...)."""
-    stage_task = task(repro_stage, name=f"dvc-{spec.name}", cache_policy=NO_CACHE, persist_result=False,
-                      retries=spec.retries, retry_delay_seconds=exponential_backoff(backoff_factor=5),
-                      retry_jitter_factor=0.2)
+    stage_task = task(
+        name=f"dvc-{spec.name}",
+        cache_policy=NO_CACHE,
+        persist_result=False,
+        retries=spec.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=5),
+        retry_jitter_factor=0.2,
+    )(repro_stage)
     if spec.name != "ingest":
         return stage_task(workspace, spec.name)
     with incoming_lock(workspace):  # no batch lands between reading the batches and DVC's record
@@ -223,12 +285,18 @@ def pipeline(root: str = ".") -> dict[str, str]:
         finally:
             report = report_markdown(workspace, results, failure)
             get_run_logger().info(report)
-            create_markdown_artifact(key="retraining-report", markdown=report,
-                                     description="Stages, validation, test metrics and the gate decision of this run")
-            gate = params.path("reports") / "gate.md"
+            create_markdown_artifact(
+                key="retraining-report",
+                markdown=report,
+                description="Stages, validation, test metrics and the gate decision of this run",
+            )
+            gate = params.path("reports") / GATE_REPORT_FILE
             if gate.exists() and gate.stat().st_mtime >= started:  # written by this run's gate stage
-                create_markdown_artifact(key="gate-report", markdown=gate.read_text(encoding="utf-8"),
-                                         description="Every gate rule of this run, its value, bound and result")
+                create_markdown_artifact(
+                    key="gate-report",
+                    markdown=gate.read_text(encoding="utf-8"),
+                    description="Every gate rule of this run, its value, bound and result",
+                )
             _link_reports(params.path("reports"))
     return {r.name: "ran" if r.ran else "skipped" for r in results}
 

@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,22 +39,47 @@ log = logging.getLogger(__name__)
 
 def template_environment(params: Params, work_pool: str = DEFAULT_WORK_POOL) -> dict[str, str]:
     """The values prefect.yaml's {{ $TEXTCLF_* }} placeholders take for this workspace."""
-    return {"TEXTCLF_WORKSPACE": str(params.root), "TEXTCLF_WORKSPACE_ID": workspace_id(params.root),
-            "TEXTCLF_CRON": params.retrain.cron, "TEXTCLF_TIMEZONE": params.retrain.timezone,
-            "TEXTCLF_DEBOUNCE": f"PT{params.retrain.debounce_seconds}S", "TEXTCLF_WORK_POOL": work_pool}
+    return {
+        "TEXTCLF_WORKSPACE": str(params.root),
+        "TEXTCLF_WORKSPACE_ID": workspace_id(params.root),
+        "TEXTCLF_CRON": params.retrain.cron,
+        "TEXTCLF_TIMEZONE": params.retrain.timezone,
+        "TEXTCLF_DEBOUNCE": f"PT{params.retrain.debounce_seconds}S",
+        "TEXTCLF_WORK_POOL": work_pool,
+    }
+
+
+_PLACEHOLDER = re.compile(r"\{\{\s*\$(\w+)\s*\}\}")
+
+
+def fill_placeholders(value: Any, values: dict[str, str]) -> Any:
+    """prefect.yaml's `{{ $NAME }}` placeholders replaced by `values`, as `prefect deploy` fills them from
+    the environment. Written here because Prefect's own templating helper is not public API; the file
+    uses no other kind of placeholder, and an unknown name is an error rather than a literal left in."""
+    if isinstance(value, dict):
+        return {key: fill_placeholders(item, values) for key, item in value.items()}
+    if isinstance(value, list):
+        return [fill_placeholders(item, values) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def lookup(match: re.Match[str]) -> str:
+        if match.group(1) not in values:
+            raise ConfigError(f"{PREFECT_FILE}: unknown placeholder {match.group(0)} (known: {sorted(values)})")
+        return values[match.group(1)]
+
+    return _PLACEHOLDER.sub(lookup, value)
 
 
 def deployment_specs(params: Params) -> list[dict[str, Any]]:
     """prefect.yaml's deployments with this workspace's values filled in (as `prefect deploy` fills them)."""
-    from prefect.utilities.templating import apply_values
-
     path = params.root / PREFECT_FILE
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found (the deployments are defined there)") from None
-    os.environ.update(template_environment(params))  # Prefect reads {{ $VAR }} from the environment
-    return apply_values(config["deployments"], {}, remove_notset=False)
+    specs: list[dict[str, Any]] = fill_placeholders(config["deployments"], template_environment(params))
+    return specs
 
 
 def runner_deployments(params: Params) -> list[Any]:
@@ -70,12 +96,18 @@ def runner_deployments(params: Params) -> list[Any]:
         except ValueError as exc:
             raise ConfigError(f"params.yaml retrain.cron / retrain.timezone: {exc}") from None
         limit = spec.get("concurrency_limit")
-        flow = load_flow_from_entrypoint(str(params.root / spec["entrypoint"]))
-        deployments.append(flow.to_deployment(
-            name=spec["name"], description=spec.get("description"), parameters=spec.get("parameters"),
-            tags=spec.get("tags"), schedules=schedules,
-            triggers=[DeploymentEventTrigger(**trigger) for trigger in spec.get("triggers") or []],
-            concurrency_limit=ConcurrencyLimitConfig(**limit) if limit else None))
+        flow: Any = load_flow_from_entrypoint(str(params.root / spec["entrypoint"]))
+        deployments.append(
+            flow.to_deployment(
+                name=spec["name"],
+                description=spec.get("description"),
+                parameters=spec.get("parameters"),
+                tags=spec.get("tags"),
+                schedules=schedules,
+                triggers=[DeploymentEventTrigger(**trigger) for trigger in spec.get("triggers") or []],
+                concurrency_limit=ConcurrencyLimitConfig(**limit) if limit else None,
+            )
+        )
     return deployments
 
 
@@ -108,15 +140,17 @@ def local_server(port: int, home: Path | None = None, timeout: float = 180) -> I
         home.mkdir(parents=True, exist_ok=True)
         env["PREFECT_HOME"] = str(home)
     prefect = Path(sys.executable).parent / "prefect"
-    process = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                               env=env, start_new_session=True)
+    process = subprocess.Popen(
+        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(url):
             if process.poll() is not None:
-                raise PipelineError(f"`prefect server start --port {port}` exited {process.returncode} "
-                                    "(is the port in use?)")
+                raise PipelineError(
+                    f"`prefect server start --port {port}` exited {process.returncode} (is the port in use?)"
+                )
             if time.monotonic() > deadline:
                 raise PipelineError(f"the Prefect server on port {port} was not healthy after {timeout:.0f} s")
             time.sleep(0.5)
@@ -144,8 +178,9 @@ def ingest_landed(params: Params, path: Path) -> None:
 
 def landing_watcher(params: Params) -> LandingWatcher:
     watch = params.retrain.watch
-    return LandingWatcher(params.path("landing"), lambda path: ingest_landed(params, path), watch.poll_seconds,
-                          watch.settle_seconds)
+    return LandingWatcher(
+        params.path("landing"), lambda path: ingest_landed(params, path), watch.poll_seconds, watch.settle_seconds
+    )
 
 
 @contextlib.contextmanager
@@ -154,8 +189,12 @@ def _watching(params: Params) -> Iterator[None]:
     stop = threading.Event()
     params.path("landing").mkdir(parents=True, exist_ok=True)
     print(f"watching {params.path('landing')} for new data (README: Run it as a service)", flush=True)
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(landing_watcher(params).run, stop),
-                              name="landing-watcher", daemon=True)
+    thread = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(landing_watcher(params).run, stop),
+        name="landing-watcher",
+        daemon=True,
+    )
     thread.start()
     try:
         yield
@@ -166,6 +205,7 @@ def _watching(params: Params) -> Iterator[None]:
 
 def _stop_on_sigterm() -> None:
     """SIGTERM (systemd, docker stop, a test) shuts down like Ctrl-C: the runner and watcher stop cleanly."""
+
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
@@ -215,9 +255,12 @@ def deploy(params: Params, work_pool: str) -> None:
     if configured_api_url() is None:
         raise PipelineError("no Prefect server configured: set PREFECT_API_URL to the server the work pool is on")
     prefect = Path(sys.executable).parent / "prefect"
-    done = subprocess.run([str(prefect), "--no-prompt", "deploy", "--all", "--prefect-file",
-                           str(params.root / PREFECT_FILE)], cwd=params.root,
-                          env={**os.environ, **template_environment(params, work_pool)}, check=False)
+    done = subprocess.run(
+        [str(prefect), "--no-prompt", "deploy", "--all", "--prefect-file", str(params.root / PREFECT_FILE)],
+        cwd=params.root,
+        env={**os.environ, **template_environment(params, work_pool)},
+        check=False,
+    )
     if done.returncode != 0:
         raise PipelineError(f"prefect deploy exited {done.returncode}")
 

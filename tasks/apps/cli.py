@@ -35,9 +35,10 @@ def stage_command(name: str, root: Path) -> int:
         module = importlib.import_module(f"tasks.stages.{name}")
     except ModuleNotFoundError as exc:
         if exc.name != f"tasks.stages.{name}":  # a package the stage needs is missing: say which
-            raise ConfigError(f"stage '{name}' needs the Python package '{exc.name}', which {sys.executable} "
-                              "does not have (activate the project's environment: source .venv/bin/activate)"
-                              ) from None
+            raise ConfigError(
+                f"stage '{name}' needs the Python package '{exc.name}', which {sys.executable} "
+                "does not have (activate the project's environment: source .venv/bin/activate)"
+            ) from None
         raise ConfigError(f"no stage module tasks/stages/{name}.py for stage '{name}'") from None
     return run_stage(module.run, root)
 
@@ -63,8 +64,9 @@ def predict_command(params: Params, texts: list[str], file: Path | None, as_json
     if not texts:
         raise PipelineError("no texts to classify: give them as arguments, with --file, or on stdin")
     version, predictions = ProductionModel(params.path("registry"), params.serve.threads).predict(
-        texts, params.serve.batch_size)
-    for text, prediction in zip(texts, predictions):
+        texts, params.serve.batch_size
+    )
+    for text, prediction in zip(texts, predictions, strict=True):
         if as_json:
             print(json.dumps({"text": text, "version": version, **prediction.as_dict()}, ensure_ascii=False))
         else:
@@ -89,12 +91,14 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
             record = VersionRecord.parse(registry.record(version), registry.versions / version)
             note = f"  rolled back: {rollbacks[version]['reason']}" if version in rollbacks else ""
             accuracy = record.test_accuracy()
-            print(f"{version:<8} {stage:<11} {record.created_at:<26} {record.variant:<14} "
-                  f"{'n/a' if accuracy is None else f'{accuracy:.4f}':<9} {record.data.validated_md5[:16]:<17} "
-                  f"{_short_commit(record.git_commit)}{note}")
+            print(
+                f"{version:<8} {stage:<11} {record.created_at:<26} {record.variant:<14} "
+                f"{'n/a' if accuracy is None else f'{accuracy:.4f}':<9} {record.data.validated_md5[:16]:<17} "
+                f"{_short_commit(record.git_commit)}{note}"
+            )
     elif args.action == "show":
-        record = registry.record(args.version)
-        print(json.dumps({**record, "stage": registry.stages()[args.version]}, indent=2))
+        shown = registry.record(args.version)
+        print(json.dumps({**shown, "stage": registry.stages()[args.version]}, indent=2))
     elif args.action == "history":
         for event in registry.events():
             print(json.dumps(event))
@@ -125,8 +129,10 @@ def ingest_new_command(params: Params, files: list[Path]) -> int:
             print(f"error: {exc}", file=sys.stderr)
             rejected += 1
     if configured_api_url() is None and rejected < len(files):
-        print("note: no Prefect server configured (PREFECT_API_URL), so no retraining was triggered; "
-              "the next run (`textclf run`, `dvc repro`, the schedule) trains on the new data")
+        print(
+            "note: no Prefect server configured (PREFECT_API_URL), so no retraining was triggered; "
+            "the next run (`textclf run`, `dvc repro`, the schedule) trains on the new data"
+        )
     return 1 if rejected else 0
 
 
@@ -162,8 +168,9 @@ def _registry_parser(sub: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="textclf", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="textclf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", type=Path, default=Path("."), help="repo root (holds params.yaml, dvc.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
     stage = sub.add_parser("stage", help="run one pipeline stage")
@@ -180,8 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     ingest = sub.add_parser("ingest-new", help="check files of new labelled data and add them to the dataset")
     ingest.add_argument("files", nargs="+", type=Path)
     service = sub.add_parser("service", help="serve the Prefect deployments and watch the landing folder")
-    service.add_argument("--port", type=int, default=4200,
-                         help="port of the Prefect server started when PREFECT_API_URL is not set")
+    service.add_argument(
+        "--port", type=int, default=4200, help="port of the Prefect server started when PREFECT_API_URL is not set"
+    )
     deploy = sub.add_parser("deploy", help="prefect deploy --all with this workspace's values (work pools)")
     deploy.add_argument("--pool", help="the work pool (prefect work-pool create); default: textclf")
     sub.add_parser("watch", help="watch the landing folder only (deployments served elsewhere)")

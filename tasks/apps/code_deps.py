@@ -48,7 +48,8 @@ def _type_checking_only(node: ast.AST) -> bool:
         return False
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _nodes_that_run(tree: ast.AST) -> Iterable[ast.AST]:
@@ -74,13 +75,14 @@ def imported_modules(root: Path, module: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = _package(module, path).split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
             found.add(base)
             # `from package import name`: name may be a submodule.
-            found.update(f"{base}.{alias.name}" for alias in node.names
-                         if module_file(root, f"{base}.{alias.name}") is not None)
+            found.update(
+                f"{base}.{alias.name}" for alias in node.names if module_file(root, f"{base}.{alias.name}") is not None
+            )
     return {name for name in found if name.split(".")[0] in PACKAGES and module_file(root, name) is not None}
 
 
@@ -118,8 +120,11 @@ def import_graph(root: Path, modules: Iterable[str]) -> dict[str, set[str]]:
 
 def project_modules(root: Path) -> list[str]:
     """Every module of the project's packages."""
-    return sorted(".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
-                  for package in PACKAGES for path in (root / package).rglob("*.py"))
+    return sorted(
+        ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        for package in PACKAGES
+        for path in (root / package).rglob("*.py")
+    )
 
 
 @dataclass
@@ -165,8 +170,11 @@ def check_stages(root: Path) -> list[StageDeps]:
         result = StageDeps(name, module, runs, declared)
         result.missing = {file for file in runs if not any(_covers(dep, file) for dep in declared)}
         for dep in declared:
-            files = [dep] if dep.suffix == ".py" else [p.relative_to(root) for p in (root / dep).rglob("*.py")
-                                                       if not _is_inert(p)]
+            files = (
+                [dep]
+                if dep.suffix == ".py"
+                else [p.relative_to(root) for p in (root / dep).rglob("*.py") if not _is_inert(p)]
+            )
             if not files or any(file not in runs for file in files):
                 result.needless.append(dep)
         found.append(result)
@@ -178,9 +186,12 @@ def report(stages: list[StageDeps]) -> str:
     lines = []
     for stage in stages:
         if stage.missing:
-            lines.append(f"{stage.name}: runs, but dvc.yaml does not list: "
-                         + ", ".join(str(p) for p in sorted(stage.missing)))
+            lines.append(
+                f"{stage.name}: runs, but dvc.yaml does not list: " + ", ".join(str(p) for p in sorted(stage.missing))
+            )
         if stage.needless:
-            lines.append(f"{stage.name}: dvc.yaml lists code the stage does not run (all of it): "
-                         + ", ".join(str(p) for p in stage.needless))
+            lines.append(
+                f"{stage.name}: dvc.yaml lists code the stage does not run (all of it): "
+                + ", ".join(str(p) for p in stage.needless)
+            )
     return "\n".join(lines)

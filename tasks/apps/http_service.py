@@ -39,12 +39,14 @@ def create_app(model: ProductionModel, config: ServeConfig) -> Any:
     @app.post("/predict")
     async def predict(request: PredictRequest) -> dict[str, Any]:
         if len(request.texts) > config.max_texts:
-            raise HTTPException(413, f"{len(request.texts)} texts in one request; serve.max_texts is "
-                                     f"{config.max_texts}")
+            raise HTTPException(
+                413, f"{len(request.texts)} texts in one request; serve.max_texts is {config.max_texts}"
+            )
         too_long = [i for i, text in enumerate(request.texts) if len(text) > config.max_chars]
         if too_long:
-            raise HTTPException(413, f"texts {too_long[:10]} are longer than serve.max_chars "
-                                     f"({config.max_chars} characters)")
+            raise HTTPException(
+                413, f"texts {too_long[:10]} are longer than serve.max_chars ({config.max_chars} characters)"
+            )
         try:
             # ONNX Runtime releases the GIL: run it off the event loop so /health stays responsive.
             version, predictions = await run_in_threadpool(model.predict, request.texts, config.batch_size)

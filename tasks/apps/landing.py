@@ -61,8 +61,12 @@ class Receipt:
 def is_ready(path: Path) -> bool:
     """A data file a writer has finished with: not hidden, not a temporary name, a supported format."""
     name = path.name
-    return (path.is_file() and not name.startswith(".") and not name.endswith(IN_PROGRESS_SUFFIXES)
-            and path.suffix.lower() in SUFFIXES)
+    return (
+        path.is_file()
+        and not name.startswith(".")
+        and not name.endswith(IN_PROGRESS_SUFFIXES)
+        and path.suffix.lower() in SUFFIXES
+    )
 
 
 def _now() -> datetime:
@@ -123,13 +127,22 @@ def _reject(params: Params, path: Path, sha: str, verdict: Verdict, move: bool) 
     at = _now()
     folder = _unique_folder(params.path("rejected"), f"{at:%Y%m%dT%H%M%S}-{path.name}")
     rows = 0 if verdict.rows is None else len(verdict.rows)
-    receipt = Receipt(_relative(path, params.root), False, verdict.reason or "", rows, sha, at.isoformat(),
-                      _relative(folder / path.name, params.root))
+    receipt = Receipt(
+        _relative(path, params.root),
+        False,
+        verdict.reason or "",
+        rows,
+        sha,
+        at.isoformat(),
+        _relative(folder / path.name, params.root),
+    )
     folder.mkdir(parents=True)
     write_text(folder / "report.md", verdict.report)
     if verdict.flagged:
-        write_text(folder / FLAGGED_ROWS, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n"
-                                                  for r in verdict.flagged))
+        write_text(
+            folder / FLAGGED_ROWS,
+            "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in verdict.flagged),
+        )
     write_json(folder / RECEIPT, receipt.as_dict())
     _hand_over(path, folder / path.name, move)
     return receipt
@@ -165,8 +178,17 @@ def ingest_new(params: Params, path: Path, move: bool) -> Receipt:
         # Rows point at the archived original; ids are unique across batches of the same file name.
         frame[ROW_ID] = batch_id(batch) + "/" + frame[ROW_ID]
         frame[SOURCE_FILE] = _relative(archived, params.root)
-        receipt = Receipt(_relative(path, params.root), True, "accepted", len(frame), sha, _now().isoformat(),
-                          _relative(archived, params.root), batch_id(batch), version)
+        receipt = Receipt(
+            _relative(path, params.root),
+            True,
+            "accepted",
+            len(frame),
+            sha,
+            _now().isoformat(),
+            _relative(archived, params.root),
+            batch_id(batch),
+            version,
+        )
         # Copy first, then the batch (the commit point), then the receipt; a crash before the
         # batch leaves the landing file to be read again, after it the file is a known duplicate.
         archived.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +203,8 @@ def ingest_new(params: Params, path: Path, move: bool) -> Receipt:
 def summary_line(receipt: Receipt) -> str:
     """One line for logs and the CLI."""
     if receipt.accepted:
-        return (f"{receipt.file}: accepted as batch {receipt.batch} ({receipt.rows} rows), "
-                f"data version {receipt.data_version}; archived as {receipt.moved_to}")
+        return (
+            f"{receipt.file}: accepted as batch {receipt.batch} ({receipt.rows} rows), "
+            f"data version {receipt.data_version}; archived as {receipt.moved_to}"
+        )
     return f"{receipt.file}: REJECTED ({receipt.reason}); file and report in {Path(receipt.moved_to).parent}"

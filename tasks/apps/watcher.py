@@ -60,7 +60,7 @@ class LandingWatcher:
             try:
                 self.handle(path)
                 handled += 1
-            except Exception as exc:  # one bad file must not stop the watcher
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the watcher
                 log.error("landing: %s: %s: %s", path.name, type(exc).__name__, str(exc).splitlines()[0])
                 if path.exists():
                     self._failed[path] = self._seen[path][0]
@@ -68,8 +68,12 @@ class LandingWatcher:
 
     def run(self, stop: threading.Event) -> None:
         """Poll until `stop` is set."""
-        log.info("watching %s for new data (every %ss, settled after %ss)", self.folder, self.poll_seconds,
-                 self.settle_seconds)
+        log.info(
+            "watching %s for new data (every %ss, settled after %ss)",
+            self.folder,
+            self.poll_seconds,
+            self.settle_seconds,
+        )
         while not stop.is_set():
             self.poll_once()
             stop.wait(self.poll_seconds)

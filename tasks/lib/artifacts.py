@@ -26,6 +26,9 @@ GRAPH_FILES = {"exported": MODEL_FILE, "optimized": OPTIMIZED_FILE}
 TOKENIZER_FILE = "tokenizer.json"
 CLASSIFIER_FILE = "classifier.json"  # label names and maximum sequence length
 VERSION_FILE = "version.json"  # a registry version's lineage record
+# Markdown reports under `paths.reports` (also parts of the Prefect run report).
+VALIDATION_REPORT_FILE = "validation.md"
+QUANTIZE_REPORT_FILE = "quantize.md"
 GATE_REPORT_FILE = "gate.md"
 # What quantize measures every variant against; no variant may take its name.
 PYTORCH_BASELINE = "pytorch_fp32"

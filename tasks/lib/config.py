@@ -221,7 +221,7 @@ class AugmentConfig(_Section):
 class LoraConfig(_Section):
     enabled: bool
     rank: Annotated[int, Field(ge=1)]
-    alpha: Annotated[float, Field(gt=0.0)]
+    alpha: Annotated[int, Field(gt=0)]
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
     target_modules: Annotated[list[str], Field(min_length=1)]
 
@@ -287,8 +287,10 @@ class SliceConfig(_Section):
         """(name, lowest, highest or None) word counts per bucket, e.g. ('words_1_10', 1, 10)."""
         lows = [1] + [edge + 1 for edge in self.length_words]
         highs: list[int | None] = [*self.length_words, None]
-        return [(f"words_{low}_{high}" if high is not None else f"words_{low}_up", low, high)
-                for low, high in zip(lows, highs)]
+        return [
+            (f"words_{low}_{high}" if high is not None else f"words_{low}_up", low, high)
+            for low, high in zip(lows, highs, strict=True)
+        ]
 
     def names(self) -> list[str]:
         return [name for name, _, _ in self.length_buckets()] + list(self.named)
@@ -372,8 +374,10 @@ class QuantizeConfig(_Section):
             if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name):
                 raise ValueError(f"variant name {name!r}: use lower-case letters, digits and _")
             if name == PYTORCH_BASELINE:
-                raise ValueError(f"variant name {name!r} is what the PyTorch baseline is called in the "
-                                 "measurement: give the variant another name")
+                raise ValueError(
+                    f"variant name {name!r} is what the PyTorch baseline is called in the "
+                    "measurement: give the variant another name"
+                )
         return variants
 
 
@@ -472,8 +476,10 @@ class RetrainConfig(_Section):
         # The shape only: Prefect's parser checks the values when the deployment is built
         # (importing it here would slow every stage's start by a second).
         if not (_CRON_ALIAS.fullmatch(cron) or _CRON_FIELDS.fullmatch(cron.strip())):
-            raise ValueError("expected five cron fields (minute hour day-of-month month day-of-week), "
-                             "e.g. '0 3 * * 1', or @hourly/@daily/@weekly/@monthly")
+            raise ValueError(
+                "expected five cron fields (minute hour day-of-month month day-of-week), "
+                "e.g. '0 3 * * 1', or @hourly/@daily/@weekly/@monthly"
+            )
         return cron
 
     @field_validator("timezone")
@@ -527,8 +533,9 @@ class Params(_Section):
         for key, by_metric in rules:
             for metric in by_metric:
                 if metric not in metrics:
-                    raise ValueError(f"{key}.{metric}: unknown metric; with labels {self.data.labels} "
-                                     f"the metrics are {metrics}")
+                    raise ValueError(
+                        f"{key}.{metric}: unknown metric; with labels {self.data.labels} the metrics are {metrics}"
+                    )
         return self
 
     def path(self, name: str) -> Path:

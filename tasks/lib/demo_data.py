@@ -13,33 +13,100 @@ import random
 import pandas as pd
 
 DOMAINS: dict[str, tuple[list[str], list[str]]] = {
-    "movie": (["film", "movie", "picture", "sequel", "documentary"],
-              ["plot", "acting", "soundtrack", "dialogue", "pacing", "ending", "cast"]),
-    "restaurant": (["restaurant", "bistro", "diner", "cafe", "place"],
-                   ["food", "service", "menu", "staff", "dessert", "atmosphere", "price"]),
-    "product": (["phone", "laptop", "blender", "headset", "camera", "kettle"],
-                ["battery", "screen", "build quality", "design", "price", "sound", "setup"]),
-    "hotel": (["hotel", "resort", "hostel", "inn"],
-              ["room", "staff", "breakfast", "location", "bed", "view", "check-in"]),
-    "book": (["novel", "book", "memoir", "thriller"],
-             ["story", "characters", "writing", "ending", "chapters", "prose"]),
+    "movie": (
+        ["film", "movie", "picture", "sequel", "documentary"],
+        ["plot", "acting", "soundtrack", "dialogue", "pacing", "ending", "cast"],
+    ),
+    "restaurant": (
+        ["restaurant", "bistro", "diner", "cafe", "place"],
+        ["food", "service", "menu", "staff", "dessert", "atmosphere", "price"],
+    ),
+    "product": (
+        ["phone", "laptop", "blender", "headset", "camera", "kettle"],
+        ["battery", "screen", "build quality", "design", "price", "sound", "setup"],
+    ),
+    "hotel": (
+        ["hotel", "resort", "hostel", "inn"],
+        ["room", "staff", "breakfast", "location", "bed", "view", "check-in"],
+    ),
+    "book": (
+        ["novel", "book", "memoir", "thriller"],
+        ["story", "characters", "writing", "ending", "chapters", "prose"],
+    ),
 }
-POSITIVE = ["excellent", "wonderful", "delightful", "superb", "charming", "brilliant",
-            "lovely", "impressive", "fantastic", "enjoyable", "solid", "great", "pleasant",
-            "gripping", "reliable", "friendly", "outstanding", "memorable"]
-NEGATIVE = ["awful", "terrible", "dull", "disappointing", "bland", "clumsy", "poor",
-            "mediocre", "boring", "tedious", "flimsy", "rude", "forgettable", "messy",
-            "overpriced", "sloppy", "frustrating", "annoying"]
-INTENSIFIERS = ["", "", "really ", "truly ", "absolutely ", "rather ", "quite ", "very ",
-                "incredibly ", "surprisingly "]
-OPENERS = ["", "", "Honestly, ", "Overall, ", "To be fair, ", "In short, ", "Frankly, ",
-           "I have to say ", "Well, "]
-POS_VERDICTS = ["I would recommend it.", "Worth every penny.", "I will be back.",
-                "Five stars from me.", "I loved it.", "Highly recommended.",
-                "It made my week.", "I would happily go again."]
-NEG_VERDICTS = ["I would not recommend it.", "A waste of money.", "Never again.",
-                "One star, sadly.", "I regret it.", "Avoid it.",
-                "It ruined my evening.", "I want my money back."]
+POSITIVE = [
+    "excellent",
+    "wonderful",
+    "delightful",
+    "superb",
+    "charming",
+    "brilliant",
+    "lovely",
+    "impressive",
+    "fantastic",
+    "enjoyable",
+    "solid",
+    "great",
+    "pleasant",
+    "gripping",
+    "reliable",
+    "friendly",
+    "outstanding",
+    "memorable",
+]
+NEGATIVE = [
+    "awful",
+    "terrible",
+    "dull",
+    "disappointing",
+    "bland",
+    "clumsy",
+    "poor",
+    "mediocre",
+    "boring",
+    "tedious",
+    "flimsy",
+    "rude",
+    "forgettable",
+    "messy",
+    "overpriced",
+    "sloppy",
+    "frustrating",
+    "annoying",
+]
+INTENSIFIERS = [
+    "",
+    "",
+    "really ",
+    "truly ",
+    "absolutely ",
+    "rather ",
+    "quite ",
+    "very ",
+    "incredibly ",
+    "surprisingly ",
+]
+OPENERS = ["", "", "Honestly, ", "Overall, ", "To be fair, ", "In short, ", "Frankly, ", "I have to say ", "Well, "]
+POS_VERDICTS = [
+    "I would recommend it.",
+    "Worth every penny.",
+    "I will be back.",
+    "Five stars from me.",
+    "I loved it.",
+    "Highly recommended.",
+    "It made my week.",
+    "I would happily go again.",
+]
+NEG_VERDICTS = [
+    "I would not recommend it.",
+    "A waste of money.",
+    "Never again.",
+    "One star, sadly.",
+    "I regret it.",
+    "Avoid it.",
+    "It ruined my evening.",
+    "I want my money back.",
+]
 
 
 def _adjective(rng: random.Random, positive: bool) -> str:

@@ -96,11 +96,8 @@ def file_md5(path: Path) -> str:
 
 def file_digest(path: Path, algorithm: str) -> str:
     """Hex digest of a file's bytes (hashlib algorithm name), read in chunks."""
-    digest = hashlib.new(algorithm)
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, algorithm).hexdigest()
 
 
 def dir_size(path: Path) -> int:

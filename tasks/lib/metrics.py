@@ -29,7 +29,7 @@ def metric_names(labels: Sequence[str]) -> list[str]:
 def confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarray:
     """(R, k, k) counts, rows true, columns predicted, for (R, n) index arrays."""
     offset = np.arange(y_true.shape[0])[:, None] * classes * classes
-    flat = np.bincount((offset + y_true * classes + y_pred).ravel(), minlength=y_true.shape[0] * classes ** 2)
+    flat = np.bincount((offset + y_true * classes + y_pred).ravel(), minlength=y_true.shape[0] * classes**2)
     return flat.reshape(y_true.shape[0], classes, classes)
 
 
@@ -48,8 +48,9 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     resamples, n = confidence.shape
     which = confidence_bins(confidence, bins) + np.arange(resamples)[:, None] * bins
     size = resamples * bins
-    gap = (np.bincount(which.ravel(), weights=correct.ravel().astype(np.float64), minlength=size)
-           - np.bincount(which.ravel(), weights=confidence.ravel(), minlength=size))
+    gap = np.bincount(which.ravel(), weights=correct.ravel().astype(np.float64), minlength=size) - np.bincount(
+        which.ravel(), weights=confidence.ravel(), minlength=size
+    )
     return np.abs(gap.reshape(resamples, bins)).sum(axis=1) / n
 
 
@@ -65,8 +66,9 @@ def binary_roc_auc(positive: np.ndarray, score: np.ndarray) -> np.ndarray:
         return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
 
-def metric_table(y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str], bins: int
-                 ) -> dict[str, np.ndarray]:
+def metric_table(
+    y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str], bins: int
+) -> dict[str, np.ndarray]:
     """Every metric for each row of a stack of samples.
 
     Args:
@@ -111,23 +113,27 @@ def label_indices(values: Sequence[str], labels: Sequence[str]) -> np.ndarray:
     return np.array([index[v] for v in values], dtype=np.int64)
 
 
-def point_metrics(y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str], bins: int
-                  ) -> dict[str, float | None]:
+def point_metrics(
+    y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str], bins: int
+) -> dict[str, float | None]:
     """The metrics of one set of predictions: (n,) indices and (n, k) probabilities."""
     table = metric_table(y_true[None, :], probabilities[None, :, :], labels, bins)
     return {name: as_number(values[0]) for name, values in table.items()}
 
 
-def classification_report(y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str], bins: int
-                          ) -> dict[str, Any]:
+def classification_report(
+    y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str], bins: int
+) -> dict[str, Any]:
     """Headline metrics, per-class precision/recall/F1/support and the confusion matrix."""
     values = point_metrics(y_true, probabilities, labels, bins)
     matrix = confusion_matrices(y_true[None, :], probabilities.argmax(axis=1)[None, :], len(labels))[0]
     return {
         "n": len(y_true),
         **{name: values[name] for name in metric_names(labels) if "." not in name},
-        "per_class": {label: {**{m: values[f"{m}.{label}"] for m in PER_CLASS_METRICS},
-                              "support": int(matrix[i].sum())} for i, label in enumerate(labels)},
+        "per_class": {
+            label: {**{m: values[f"{m}.{label}"] for m in PER_CLASS_METRICS}, "support": int(matrix[i].sum())}
+            for i, label in enumerate(labels)
+        },
         "confusion_matrix": {"labels": list(labels), "rows_true_cols_pred": matrix.tolist()},
     }
 
@@ -141,9 +147,14 @@ def reliability_bins(y_true: np.ndarray, probabilities: np.ndarray, bins: int) -
     for b in range(bins):
         inside = which == b
         if inside.any():
-            rows.append({"bin": f"{b / bins:.2f}-{(b + 1) / bins:.2f}", "rows": int(inside.sum()),
-                         "confidence": round(float(confidence[inside].mean()), 6),
-                         "accuracy": round(float(correct[inside].mean()), 6)})
+            rows.append(
+                {
+                    "bin": f"{b / bins:.2f}-{(b + 1) / bins:.2f}",
+                    "rows": int(inside.sum()),
+                    "confidence": round(float(confidence[inside].mean()), 6),
+                    "accuracy": round(float(correct[inside].mean()), 6),
+                }
+            )
     return rows
 
 

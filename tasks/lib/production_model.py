@@ -53,7 +53,7 @@ def load_classifier(folder: Path, threads: int | None = None) -> OnnxClassifier:
     graph = model_file(folder)
     try:
         return OnnxClassifier(folder, graph.name, threads)
-    except Exception as exc:  # ORT raises its own types (InvalidProtobuf, Fail, NoSuchFile), tokenizers others
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own types (InvalidProtobuf, Fail, NoSuchFile), tokenizers others
         raise ModelLoadError(f"{graph}: cannot load the model ({type(exc).__name__}: {exc})") from None
 
 
@@ -105,9 +105,12 @@ class ProductionModel:
         version, classifier = self.current()
         labels = classifier.info.labels
         probabilities = softmax(classifier.logits(texts, batch_size))
-        return version, [Prediction(labels[int(row.argmax())], {label: round(float(p), 6)
-                                                                for label, p in zip(labels, row)})
-                         for row in probabilities]
+        return version, [
+            Prediction(
+                labels[int(row.argmax())], {label: round(float(p), 6) for label, p in zip(labels, row, strict=True)}
+            )
+            for row in probabilities
+        ]
 
     def status(self) -> dict[str, Any]:
         """What serves now, and any problem with the newest pointer."""
@@ -115,8 +118,12 @@ class ProductionModel:
             version, classifier = self.current()
         except ModelLoadError as exc:
             return {"status": "unavailable", "version": None, "error": str(exc)}
-        return {"status": "degraded" if self.error else "ok", "version": version,
-                "labels": classifier.info.labels, "error": self.error}
+        return {
+            "status": "degraded" if self.error else "ok",
+            "version": version,
+            "labels": classifier.info.labels,
+            "error": self.error,
+        }
 
 
 def predict(texts: Sequence[str], registry: Path | str = "registry", batch_size: int = 32) -> list[Prediction]:

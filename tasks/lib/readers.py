@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -27,8 +28,15 @@ from tasks.lib.errors import PipelineError
 
 SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None, ".parquet": None}
 # File stems that name a split, so a folder's own split is kept.
-SPLIT_NAMES = {"train": "train", "training": "train", "dev": "val", "val": "val",
-               "valid": "val", "validation": "val", "test": "test"}
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "dev": "val",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
 
 
 class DataError(PipelineError, ValueError):
@@ -37,8 +45,14 @@ class DataError(PipelineError, ValueError):
     The message names the file, and where it applies the line, column and field.
     """
 
-    def __init__(self, file: Path | str, message: str, line: int | None = None, field: str | None = None,
-                 column: int | None = None):
+    def __init__(
+        self,
+        file: Path | str,
+        message: str,
+        line: int | None = None,
+        field: str | None = None,
+        column: int | None = None,
+    ):
         where = str(file) + (f":{line}" if line is not None else "") + (f":{column}" if column is not None else "")
         what = f" field '{field}':" if field else ""
         super().__init__(f"{where}:{what} {message}")
@@ -46,11 +60,17 @@ class DataError(PipelineError, ValueError):
 
 
 # UTF-32 first: its little-endian mark starts with UTF-16's.
-FOREIGN_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-                (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+FOREIGN_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
 # Characters that mean the file is not one clean UTF-8 text file.
-FORBIDDEN_CHARACTERS = (("\x00", "NUL character: binary data, or UTF-16 saved without a byte-order mark"),
-                        ("\ufeff", "byte-order mark inside the file: were files concatenated?"))
+FORBIDDEN_CHARACTERS = (
+    ("\x00", "NUL character: binary data, or UTF-16 saved without a byte-order mark"),
+    ("\ufeff", "byte-order mark inside the file: were files concatenated?"),
+)
 DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 
 
@@ -73,18 +93,23 @@ def decode_file(path: Path) -> str:
         raise DataError(path, f"cannot read the file: {exc.strerror}") from None
     for bom, encoding in FOREIGN_BOMS:
         if data.startswith(bom):
-            raise DataError(path, f"{encoding} byte-order mark: the file is {encoding}-encoded; save it as UTF-8",
-                            line=1, column=1)
+            raise DataError(
+                path, f"{encoding} byte-order mark: the file is {encoding}-encoded; save it as UTF-8", line=1, column=1
+            )
     data = data.removeprefix(codecs.BOM_UTF8)
     if not data.strip():
         raise DataError(path, "empty file: expected a header row or records")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        before = data[:exc.start].decode("utf-8", errors="replace")
+        before = data[: exc.start].decode("utf-8", errors="replace")
         line, column = _position(before + "?", len(before))
-        raise DataError(path, f"not UTF-8: byte 0x{data[exc.start]:02X} cannot be decoded ({exc.reason}); "
-                              "re-save the file as UTF-8", line=line, column=column) from None
+        raise DataError(
+            path,
+            f"not UTF-8: byte 0x{data[exc.start]:02X} cannot be decoded ({exc.reason}); re-save the file as UTF-8",
+            line=line,
+            column=column,
+        ) from None
     for character, problem in FORBIDDEN_CHARACTERS:
         offset = text.find(character)
         if offset >= 0:
@@ -98,8 +123,11 @@ def _pick_column(columns: list[str], candidates: list[str], file: Path, role: st
         if name in columns:
             return name
     lowered = {str(c).strip().lower(): c for c in columns}
-    close = [lowered[m] for name in candidates
-             for m in difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)]
+    close = [
+        lowered[m]
+        for name in candidates
+        for m in difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.75)
+    ]
     hint = f"; did you mean {close[0]!r}? (set data.{role}_column)" if close else f" (set data.{role}_column)"
     raise DataError(file, f"no {role} column: looked for {candidates}, the file has {columns}{hint}", line=1)
 
@@ -111,9 +139,12 @@ def _check_header(path: Path, header: list[str], delimiter: str) -> None:
     if len(header) == 1:
         for other, name in DELIMITER_NAMES.items():
             if other != delimiter and other in header[0]:
-                raise DataError(path, f"the header is one column {header[0]!r}: the file looks {name}-separated, "
-                                      f"but {path.suffix} files are read as {DELIMITER_NAMES[delimiter]}-separated",
-                                line=1)
+                raise DataError(
+                    path,
+                    f"the header is one column {header[0]!r}: the file looks {name}-separated, "
+                    f"but {path.suffix} files are read as {DELIMITER_NAMES[delimiter]}-separated",
+                    line=1,
+                )
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise DataError(path, f"the header names {repeated} more than once", line=1)
@@ -123,19 +154,27 @@ def _ragged(path: Path, header: list[str], fields: list[str], line: int) -> Data
     """The error for a row whose field count differs from the header's."""
     if len(fields) < len(header):
         missing = header[len(fields)]
-        return DataError(path, f"{len(fields)} fields where the header has {len(header)}: no value for "
-                               f"'{missing}'", line=line, field=missing)
+        return DataError(
+            path,
+            f"{len(fields)} fields where the header has {len(header)}: no value for '{missing}'",
+            line=line,
+            field=missing,
+        )
     extra = fields[len(header)]
-    return DataError(path, f"{len(fields)} fields where the header has {len(header)}: unexpected value "
-                           f"{extra[:40]!r} in column {len(header) + 1} (a stray delimiter in the text?)",
-                     line=line, field=header[-1])
+    return DataError(
+        path,
+        f"{len(fields)} fields where the header has {len(header)}: unexpected value "
+        f"{extra[:40]!r} in column {len(header) + 1} (a stray delimiter in the text?)",
+        line=line,
+        field=header[-1],
+    )
 
 
 def _records_delimited(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line number where the row starts, row) from CSV/TSV text with a header row."""
     # TSV is read without quote handling: SST-2 and most TSV exports use quotes
     # as ordinary characters. CSV follows RFC 4180 quoting (fields may span lines).
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     line = 0
     try:
@@ -148,11 +187,14 @@ def _records_delimited(path: Path, text: str, delimiter: str) -> Iterator[tuple[
                 continue
             if len(fields) != len(header):
                 raise _ragged(path, header, fields, line + 1)
-            yield line + 1, dict(zip(header, fields))
+            yield line + 1, dict(zip(header, fields, strict=True))
             line = reader.line_num
     except csv.Error as exc:
-        problem = ("a quoted field that starts in this row is never closed" if "end of data" in str(exc)
-                   else f"malformed {DELIMITER_NAMES[delimiter]}-separated row: {exc}")
+        problem = (
+            "a quoted field that starts in this row is never closed"
+            if "end of data" in str(exc)
+            else f"malformed {DELIMITER_NAMES[delimiter]}-separated row: {exc}"
+        )
         raise DataError(path, problem, line=line + 1) from None
 
 
@@ -174,7 +216,7 @@ def _records_jsonl(path: Path, text: str) -> Iterator[tuple[int, dict[str, objec
 def _records_parquet(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     try:
         frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises many types for a damaged file
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a damaged file
         raise DataError(path, f"not a readable Parquet file ({type(exc).__name__}: {exc})") from None
     yield from enumerate(frame.to_dict(orient="records"), start=1)
 
@@ -194,8 +236,9 @@ def _cell(value: object, where: Path, line: int, field: str) -> str:
     raise DataError(where, f"expected text or a number, found {type(value).__name__}", line=line, field=field)
 
 
-def _raw_rows(records: Iterable[tuple[int, dict]], config: DataConfig, where: Path, name: str,
-              split: str | None) -> pd.DataFrame:
+def _raw_rows(
+    records: Iterable[tuple[int, dict]], config: DataConfig, where: Path, name: str, split: str | None
+) -> pd.DataFrame:
     """Turn (line, record) pairs into the raw schema (text, label, split, row id, file, line)."""
     rows: list[dict[str, object]] = []
     text_col = label_col = ""
@@ -207,9 +250,16 @@ def _raw_rows(records: Iterable[tuple[int, dict]], config: DataConfig, where: Pa
         for column in (text_col, label_col):
             if column not in record:
                 raise DataError(where, "missing in this row", line=line, field=column)
-        rows.append({TEXT: _cell(record[text_col], where, line, text_col),
-                     LABEL: _cell(record[label_col], where, line, label_col),
-                     SPLIT: split, ROW_ID: f"{name}:{line}", SOURCE_FILE: str(where), SOURCE_LINE: line})
+        rows.append(
+            {
+                TEXT: _cell(record[text_col], where, line, text_col),
+                LABEL: _cell(record[label_col], where, line, label_col),
+                SPLIT: split,
+                ROW_ID: f"{name}:{line}",
+                SOURCE_FILE: str(where),
+                SOURCE_LINE: line,
+            }
+        )
     if not rows:
         raise DataError(where, "no data rows (only a header, or empty)")
     return pd.DataFrame.from_records(rows)
@@ -242,29 +292,43 @@ def read_folder(folder: Path, config: DataConfig) -> pd.DataFrame:
         raise DataError(folder, f"no data files ({', '.join(sorted(SUFFIXES))}) in this folder")
     named = [SPLIT_NAMES.get(p.stem.lower()) for p in files]
     if any(named) and not all(named):
-        odd = next(p for p, s in zip(files, named) if s is None)
-        raise DataError(odd, f"cannot tell which split this file is: name files {sorted(set(SPLIT_NAMES))}, "
-                              "or none of them")
-    return pd.concat([read_file(p, config, split) for p, split in zip(files, named)], ignore_index=True)
+        odd = next(p for p, s in zip(files, named, strict=True) if s is None)
+        raise DataError(
+            odd, f"cannot tell which split this file is: name files {sorted(set(SPLIT_NAMES))}, or none of them"
+        )
+    return pd.concat([read_file(p, config, split) for p, split in zip(files, named, strict=True)], ignore_index=True)
 
 
 def read_hub(dataset_id: str, config: DataConfig) -> pd.DataFrame:
     """Load a Hugging Face dataset; fails with a clear message without network."""
     source = f"hf:{dataset_id}"
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise DataError(source, "Hugging Face datasets need network access, and HF_HUB_OFFLINE is set. "
-                                "Download the dataset where there is network and point data.source at "
-                                "the files, or unset HF_HUB_OFFLINE.")
+        raise DataError(
+            source,
+            "Hugging Face datasets need network access, and HF_HUB_OFFLINE is set. "
+            "Download the dataset where there is network and point data.source at "
+            "the files, or unset HF_HUB_OFFLINE.",
+        )
     import datasets  # heavy; only this source needs it
 
     try:
         loaded = datasets.load_dataset(dataset_id)
-    except Exception as exc:  # the hub client raises many unrelated types offline
-        raise DataError(source, f"could not load from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
-                                "This source needs network access; offline, point data.source at local files.") from None
-    frames = [_raw_rows(enumerate(part.to_pandas().to_dict(orient="records"), start=1), config,
-                        Path(f"{source}[{name}]"), name, SPLIT_NAMES.get(name.lower(), "train"))
-              for name, part in loaded.items()]
+    except Exception as exc:  # noqa: BLE001 - the hub client raises many unrelated types offline
+        raise DataError(
+            source,
+            f"could not load from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
+            "This source needs network access; offline, point data.source at local files.",
+        ) from None
+    frames = [
+        _raw_rows(
+            enumerate(part.to_pandas().to_dict(orient="records"), start=1),
+            config,
+            Path(f"{source}[{name}]"),
+            name,
+            SPLIT_NAMES.get(name.lower(), "train"),
+        )
+        for name, part in loaded.items()
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -279,8 +343,9 @@ def read_source(config: DataConfig, root: Path) -> pd.DataFrame:
     if source == "demo":
         if len(config.labels) != 2:
             raise DataError("demo", f"the demo source makes binary data; data.labels has {config.labels}")
-        frame = generate_reviews(config.demo.rows, config.demo.label_noise, config.demo.seed,
-                                 (config.labels[0], config.labels[1]))
+        frame = generate_reviews(
+            config.demo.rows, config.demo.label_noise, config.demo.seed, (config.labels[0], config.labels[1])
+        )
         frame[SPLIT] = None
         frame[ROW_ID] = [f"demo:{i + 1}" for i in range(len(frame))]
         frame[SOURCE_FILE] = "demo"

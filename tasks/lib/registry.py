@@ -79,16 +79,16 @@ class Registry:
         if version is None:
             return None
         if not (self.versions / version / VERSION_FILE).exists():
-            raise RegistryError(f"{self.pointer} points at {version}, but {self.versions / version} is missing "
-                                "or incomplete")
+            raise RegistryError(
+                f"{self.pointer} points at {version}, but {self.versions / version} is missing or incomplete"
+            )
         return self.record(version)
 
     def list_versions(self) -> list[str]:
         """Complete versions, oldest first (a half-copied `.vNNNN.tmp` is not one)."""
         if not self.versions.exists():
             return []
-        return sorted(p.name for p in self.versions.iterdir()
-                      if _VERSION.match(p.name) and (p / VERSION_FILE).exists())
+        return sorted(p.name for p in self.versions.iterdir() if _VERSION.match(p.name) and (p / VERSION_FILE).exists())
 
     def find(self, model_md5: str) -> str | None:
         """The newest complete version holding this exact model, if any."""
@@ -106,7 +106,7 @@ class Registry:
 
     def stages(self) -> dict[str, Stage]:
         """Every complete version's stage."""
-        stages: dict[str, Stage] = {version: "candidate" for version in self.list_versions()}
+        stages: dict[str, Stage] = dict.fromkeys(self.list_versions(), "candidate")
         for event in self.events():
             if event["event"] in _MOVES:
                 touched = [event.get("from"), event.get("to")]
@@ -124,8 +124,8 @@ class Registry:
         for event in self.events():
             if event["event"] == "rollback" and event.get("from"):
                 found[event["from"]] = event
-            if event["event"] in _MOVES:
-                found.pop(event.get("to"), None)
+            if event["event"] in _MOVES and event.get("to"):
+                found.pop(event["to"], None)
         return found
 
     def rolled_back(self, version: str) -> dict[str, Any] | None:
@@ -143,8 +143,14 @@ class Registry:
         numbers = [int(m.group(1)) for name in names if (m := _VERSION.match(name))]
         return f"v{max(numbers, default=0) + 1:04d}"
 
-    def register(self, model_dir: Path, record: dict[str, Any], files: Sequence[str] | None = None,
-                 attachments: Sequence[Path] = (), reason: str = "registered") -> str:
+    def register(
+        self,
+        model_dir: Path,
+        record: dict[str, Any],
+        files: Sequence[str] | None = None,
+        attachments: Sequence[Path] = (),
+        reason: str = "registered",
+    ) -> str:
         """Copy a model folder (or only `files` of it, plus `attachments`) in as a new candidate version.
 
         Returns:
@@ -216,8 +222,9 @@ class Registry:
             if event["event"] in _MOVES and event.get("from"):
                 ended[event["from"]] = index
         blocked = self.rollbacks()
-        eligible = [v for v in ended if v != current and v not in blocked
-                    and (self.versions / v / VERSION_FILE).exists()]
+        eligible = [
+            v for v in ended if v != current and v not in blocked and (self.versions / v / VERSION_FILE).exists()
+        ]
         return max(eligible, key=lambda v: ended[v], default=None)
 
     def archive(self, version: str, reason: str) -> None:

@@ -30,8 +30,9 @@ def _relative(change: np.ndarray, base: np.ndarray) -> np.ndarray:
         return np.where(base != 0, change / np.abs(base), np.nan)
 
 
-def score_scope(y_true: np.ndarray, models: Mapping[str, np.ndarray], labels: Sequence[str], config: EvaluateConfig
-                ) -> dict[str, Any]:
+def score_scope(
+    y_true: np.ndarray, models: Mapping[str, np.ndarray], labels: Sequence[str], config: EvaluateConfig
+) -> dict[str, Any]:
     """Metrics and bootstrap intervals of each model on these rows; with two models, their difference.
 
     Args:
@@ -57,13 +58,21 @@ def score_scope(y_true: np.ndarray, models: Mapping[str, np.ndarray], labels: Se
         new, old = list(models)
         for key, combine in (("change", lambda a, b: a - b), ("relative_change", lambda a, b: _relative(a - b, b))):
             result[key] = {m: as_number(combine(points[new][m], points[old][m])[0]) for m in points[new]}
-            result[f"{key}_interval"] = {m: interval(combine(samples[new][m], samples[old][m]), confidence)
-                                         for m in samples[new]}
+            result[f"{key}_interval"] = {
+                m: interval(combine(samples[new][m], samples[old][m]), confidence) for m in samples[new]
+            }
     return result
 
 
-def score(texts: Sequence[str], y_true: np.ndarray, models: Mapping[str, np.ndarray], labels: Sequence[str],
-          config: EvaluateConfig) -> dict[str, dict[str, Any]]:
+def score(
+    texts: Sequence[str],
+    y_true: np.ndarray,
+    models: Mapping[str, np.ndarray],
+    labels: Sequence[str],
+    config: EvaluateConfig,
+) -> dict[str, dict[str, Any]]:
     """`score_scope` for `overall` and every slice: scope name -> result."""
-    return {name: score_scope(y_true[mask], {m: p[mask] for m, p in models.items()}, labels, config)
-            for name, mask in scopes(texts, config).items()}
+    return {
+        name: score_scope(y_true[mask], {m: p[mask] for m, p in models.items()}, labels, config)
+        for name, mask in scopes(texts, config).items()
+    }

@@ -20,8 +20,10 @@ def _matcher(rule: NamedSlice) -> re.Pattern[str]:
 def slice_masks(texts: Sequence[str], config: SliceConfig) -> dict[str, np.ndarray]:
     """Slice name -> boolean row mask, length buckets first, then the named slices in params order."""
     words = np.array([len(text.split()) for text in texts])
-    masks = {name: (words >= low) & (words <= high if high is not None else True)
-             for name, low, high in config.length_buckets()}
+    masks = {
+        name: (words >= low) & (words <= high if high is not None else True)
+        for name, low, high in config.length_buckets()
+    }
     for name, rule in config.named.items():
         matcher = _matcher(rule)
         masks[name] = np.array([matcher.search(text) is not None for text in texts], dtype=bool)

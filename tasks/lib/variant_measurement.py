@@ -71,16 +71,16 @@ class Timings:
         return statistics.median(self.batched_rates)
 
 
-def time_models(models: dict[str, Logits], texts: Sequence[str], latency_rows: int, config: BenchmarkConfig
-                ) -> dict[str, Timings]:
+def time_models(
+    models: dict[str, Logits], texts: Sequence[str], latency_rows: int, config: BenchmarkConfig
+) -> dict[str, Timings]:
     """Batch-1 latency on the first `latency_rows` texts and batched throughput on all, interleaved by round."""
     timings: dict[str, Timings] = {}
     for name, logits in models.items():
-        for text in texts[:config.warmup]:
+        for text in texts[: config.warmup]:
             logits([text], 1)
-        width = logits(texts[:config.batch_size], config.batch_size).shape[1]
-        timings[name] = Timings(np.zeros((latency_rows, width), np.float32),
-                                np.zeros((len(texts), width), np.float32))
+        width = logits(texts[: config.batch_size], config.batch_size).shape[1]
+        timings[name] = Timings(np.zeros((latency_rows, width), np.float32), np.zeros((len(texts), width), np.float32))
     single = np.array_split(np.arange(latency_rows), config.rounds)
     batched = np.array_split(np.arange(len(texts)), config.rounds)
     with tqdm(total=config.rounds * len(models), desc="benchmark", unit="model-round") as progress:
@@ -102,15 +102,24 @@ def time_models(models: dict[str, Logits], texts: Sequence[str], latency_rows: i
 
 
 def _accuracy(logits: np.ndarray, names: list[str], truth: Sequence[str]) -> float:
-    return round(float(np.mean([names[i] == t for i, t in zip(logits.argmax(axis=1), truth)])), 6)
+    return round(float(np.mean([names[i] == t for i, t in zip(logits.argmax(axis=1), truth, strict=True)])), 6)
 
 
-def summarise(timings: dict[str, Timings], sizes: dict[str, int], fp32_onnx_size: int, names: list[str],
-              truth: Sequence[str], config: BenchmarkConfig) -> dict[str, Any]:
+def summarise(
+    timings: dict[str, Timings],
+    sizes: dict[str, int],
+    fp32_onnx_size: int,
+    names: list[str],
+    truth: Sequence[str],
+    config: BenchmarkConfig,
+) -> dict[str, Any]:
     """Per model: latency, throughput, speed-ups, size, accuracy and agreement with PyTorch at both batch sizes."""
     base = timings[PYTORCH_BASELINE]
-    latency_truth = truth[:len(base.logits_b1)]
-    base_acc_b1, base_acc = _accuracy(base.logits_b1, names, latency_truth), _accuracy(base.logits_batched, names, truth)
+    latency_truth = truth[: len(base.logits_b1)]
+    base_acc_b1, base_acc = (
+        _accuracy(base.logits_b1, names, latency_truth),
+        _accuracy(base.logits_batched, names, truth),
+    )
     models = {}
     for name, timing in timings.items():
         p50, rate = timing.p50_ms, timing.rows_per_s
@@ -130,21 +139,39 @@ def summarise(timings: dict[str, Timings], sizes: dict[str, int], fp32_onnx_size
             "agreement_b1": agreement(base.logits_b1, timing.logits_b1),
             "agreement_batch": agreement(base.logits_batched, timing.logits_batched),
         }
-    return {"rows": len(truth), "latency_rows": len(base.logits_b1), "batch_size": config.batch_size,
-            "threads": config.threads, "rounds": config.rounds, "models": models}
+    return {
+        "rows": len(truth),
+        "latency_rows": len(base.logits_b1),
+        "batch_size": config.batch_size,
+        "threads": config.threads,
+        "rounds": config.rounds,
+        "models": models,
+    }
 
 
-def measure_variants(model_dir: Path, folder: Path, variants: dict[str, str], fp32_onnx: Path, texts: Sequence[str],
-                     labels: Sequence[str], config: BenchmarkConfig) -> QuantizeMetrics:
+def measure_variants(
+    model_dir: Path,
+    folder: Path,
+    variants: dict[str, str],
+    fp32_onnx: Path,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    config: BenchmarkConfig,
+) -> QuantizeMetrics:
     """PyTorch fp32 and each ONNX variant (name -> file in `folder`) on the same labelled texts.
 
     Returns the record that `metrics/quantize.json` holds (see `summarise`).
     """
     latency_rows = min(len(texts), config.latency_rows or len(texts))
     onnx_models = {name: OnnxClassifier(folder, file, config.threads) for name, file in variants.items()}
-    models: dict[str, Logits] = {PYTORCH_BASELINE: torch_classifier(model_dir, folder, config.threads),
-                                 **{name: model.logits for name, model in onnx_models.items()}}
-    sizes = {PYTORCH_BASELINE: dir_size(model_dir), **{name: (folder / file).stat().st_size for name, file in variants.items()}}
+    models: dict[str, Logits] = {
+        PYTORCH_BASELINE: torch_classifier(model_dir, folder, config.threads),
+        **{name: model.logits for name, model in onnx_models.items()},
+    }
+    sizes = {
+        PYTORCH_BASELINE: dir_size(model_dir),
+        **{name: (folder / file).stat().st_size for name, file in variants.items()},
+    }
     timings = time_models(models, texts, latency_rows, config)
     names = next(iter(onnx_models.values())).info.labels
     report = summarise(timings, sizes, fp32_onnx.stat().st_size, names, labels, config)
@@ -155,15 +182,21 @@ def measure_variants(model_dir: Path, folder: Path, variants: dict[str, str], fp
 
 def render(report: QuantizeMetrics) -> str:
     """The report as a Markdown table, PyTorch first."""
-    title = (f"## Serving variants against PyTorch fp32 ({report.rows} labelled rows, batch-1 latency on "
-             f"{report.latency_rows}, batch {report.batch_size}, {report.threads or 'all'} threads)")
-    header = ("| model | p50 ms | p95 ms | b1 speed-up | rows/s | batch speed-up | size MB | size vs fp32 | "
-              "acc b1 | acc batch | agree b1 | agree batch | max logit diff |")
+    title = (
+        f"## Serving variants against PyTorch fp32 ({report.rows} labelled rows, batch-1 latency on "
+        f"{report.latency_rows}, batch {report.batch_size}, {report.threads or 'all'} threads)"
+    )
+    header = (
+        "| model | p50 ms | p95 ms | b1 speed-up | rows/s | batch speed-up | size MB | size vs fp32 | "
+        "acc b1 | acc batch | agree b1 | agree batch | max logit diff |"
+    )
     lines = [title, "", header, "|---" * 13 + "|"]
     for name, m in report.models.items():
-        lines.append(f"| {name} | {m.p50_ms:.2f} | {m.p95_ms:.2f} | {m.speedup_b1:.2f}x | "
-                     f"{m.batch_per_s:.0f} | {m.speedup_batch:.2f}x | {m.size_bytes / 1e6:.1f} | "
-                     f"{m.size_ratio:.1%} | {m.accuracy_b1:.4f} | {m.accuracy_batch:.4f} | "
-                     f"{m.agreement_b1.label_agreement:.4f} | {m.agreement_batch.label_agreement:.4f} | "
-                     f"{max(m.agreement_b1.max_abs_logit_diff, m.agreement_batch.max_abs_logit_diff):.3f} |")
+        lines.append(
+            f"| {name} | {m.p50_ms:.2f} | {m.p95_ms:.2f} | {m.speedup_b1:.2f}x | "
+            f"{m.batch_per_s:.0f} | {m.speedup_batch:.2f}x | {m.size_bytes / 1e6:.1f} | "
+            f"{m.size_ratio:.1%} | {m.accuracy_b1:.4f} | {m.accuracy_batch:.4f} | "
+            f"{m.agreement_b1.label_agreement:.4f} | {m.agreement_batch.label_agreement:.4f} | "
+            f"{max(m.agreement_b1.max_abs_logit_diff, m.agreement_batch.max_abs_logit_diff):.3f} |"
+        )
     return "\n".join(lines) + "\n"

@@ -1,1 +1,1 @@
-"""The DVC stages, one module each: `python -m tasks.stages.<name>`. A stage imports the library, never another stage."""
+"""The DVC stages, one module each: `python -m tasks.stages.<name>`. Each imports the library, never another stage."""

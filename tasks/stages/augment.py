@@ -18,17 +18,36 @@ def engines(params: Params) -> tuple[SynonymSwapper | None, BackTranslator | Non
     from tasks.lib.augmentation.similarity import SentenceEmbedder
 
     config = params.augment
-    swapper = (SynonymSwapper(params.path("cache") / "nltk_data", config.synonym.replace_fraction,
-                              config.synonym.protected_words) if config.synonym.ratio > 0 else None)
+    swapper = (
+        SynonymSwapper(
+            params.path("cache") / "nltk_data", config.synonym.replace_fraction, config.synonym.protected_words
+        )
+        if config.synonym.ratio > 0
+        else None
+    )
     bt = config.backtranslation
     if bt.engine == "marian":
-        bt = bt.model_copy(update={"marian": bt.marian.model_copy(update={
-            side: resolve_base_model(getattr(bt.marian, side), params.root) for side in ("forward", "backward")})})
-    translator = (make_translator(bt, config.seed, params.path("cache") / "augment" if config.cache else None)
-                  if bt.ratio > 0 else None)
+        bt = bt.model_copy(
+            update={
+                "marian": bt.marian.model_copy(
+                    update={
+                        side: resolve_base_model(getattr(bt.marian, side), params.root)
+                        for side in ("forward", "backward")
+                    }
+                )
+            }
+        )
+    translator = (
+        make_translator(bt, config.seed, params.path("cache") / "augment" if config.cache else None)
+        if bt.ratio > 0
+        else None
+    )
     active = config.synonym.ratio > 0 or bt.ratio > 0
-    embedder = (SentenceEmbedder(resolve_base_model(config.filters.similarity_model, params.root))
-                if active and config.filters.min_similarity is not None else None)
+    embedder = (
+        SentenceEmbedder(resolve_base_model(config.filters.similarity_model, params.root))
+        if active and config.filters.min_similarity is not None
+        else None
+    )
     return swapper, translator, embedder
 
 

@@ -22,17 +22,22 @@ from tasks.lib.scoring import OVERALL, score
 from tasks.lib.stage_runner import run_as_script
 
 
-def candidate_report(texts: list[str], y_true: np.ndarray, probabilities: np.ndarray, labels: list[str],
-                     params: Params) -> dict[str, Any]:
+def candidate_report(
+    texts: list[str], y_true: np.ndarray, probabilities: np.ndarray, labels: list[str], params: Params
+) -> dict[str, Any]:
     """The classification report, bootstrap intervals of its metrics, and the metrics of every slice."""
     config = params.evaluate
     report = classification_report(y_true, probabilities, labels, config.calibration_bins)
     scored = score(texts, y_true, {"model": probabilities}, labels, config)
-    report["interval"] = {"confidence": config.bootstrap.confidence,
-                          **{metric: scored[OVERALL]["model_interval"][metric] for metric in report
-                             if isinstance(report[metric], float)}}
-    report["slices"] = {name: {"n": found["n"], **{m: v for m, v in found.get("model", {}).items() if "." not in m}}
-                        for name, found in scored.items() if name != OVERALL}
+    report["interval"] = {
+        "confidence": config.bootstrap.confidence,
+        **{metric: scored[OVERALL]["model_interval"][metric] for metric in report if isinstance(report[metric], float)},
+    }
+    report["slices"] = {
+        name: {"n": found["n"], **{m: v for m, v in found.get("model", {}).items() if "." not in m}}
+        for name, found in scored.items()
+        if name != OVERALL
+    }
     return report
 
 
@@ -55,8 +60,10 @@ def run(params: Params) -> None:
         confusion.to_csv(tmp, index=False)
     write_json(reports / "calibration.json", reliability_bins(y_true, probabilities, params.evaluate.calibration_bins))
     low, high = metrics.accuracy_interval()
-    print(f"evaluate: accuracy {metrics.accuracy:.4f} ({metrics.interval['confidence']:.0%} interval "
-          f"{low:.4f}-{high:.4f}), macro-F1 {metrics.macro_f1:.4f}, ECE {metrics.ece:.4f} on {metrics.n} rows")
+    print(
+        f"evaluate: accuracy {metrics.accuracy:.4f} ({metrics.interval['confidence']:.0%} interval "
+        f"{low:.4f}-{high:.4f}), macro-F1 {metrics.macro_f1:.4f}, ECE {metrics.ece:.4f} on {metrics.n} rows"
+    )
 
 
 if __name__ == "__main__":

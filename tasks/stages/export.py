@@ -40,9 +40,11 @@ def export_onnx(model_dir: Path, out_file: Path, opset: int) -> list[str]:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     # Eager attention traces to plain MatMul/Softmax, which ORT fuses and quantizes well.
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, use_safetensors=True, attn_implementation="eager").eval()
-    sample = tokenizer(["an example sentence", "another, somewhat longer example sentence"],
-                       padding=True, return_tensors="pt")
+        model_dir, use_safetensors=True, attn_implementation="eager"
+    ).eval()
+    sample = tokenizer(
+        ["an example sentence", "another, somewhat longer example sentence"], padding=True, return_tensors="pt"
+    )
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
 
     class LogitsOnly(torch.nn.Module):
@@ -51,13 +53,20 @@ def export_onnx(model_dir: Path, out_file: Path, opset: int) -> list[str]:
             self.inner = inner
 
         def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-            return self.inner(**dict(zip(names, inputs))).logits
+            return self.inner(**dict(zip(names, inputs, strict=True))).logits
 
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     with torch.inference_mode():
-        torch.onnx.export(LogitsOnly(model), tuple(sample[n] for n in names), str(out_file), dynamo=False,
-                          input_names=names, output_names=["logits"], opset_version=opset,
-                          dynamic_axes={**axes, "logits": {0: "batch"}})
+        torch.onnx.export(
+            LogitsOnly(model),
+            tuple(sample[n] for n in names),
+            str(out_file),
+            dynamo=False,
+            input_names=names,
+            output_names=["logits"],
+            opset_version=opset,
+            dynamic_axes={**axes, "logits": {0: "batch"}},
+        )
     onnx.checker.check_model(str(out_file), full_check=True)
     return names
 
@@ -71,8 +80,13 @@ def optimize_graph(source: Path, target: Path, model_dir: Path) -> dict[str, int
     # "bert" is ORT's encoder optimizer; its fusions match BERT-like encoders by
     # graph pattern (RoBERTa, MiniLM, ...). opt_level 0: fusions only, no
     # provider-specific rewrites baked into the file.
-    optimized = optimize_model(str(source), model_type="bert", num_heads=config.num_attention_heads,
-                               hidden_size=config.hidden_size, opt_level=0)
+    optimized = optimize_model(
+        str(source),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        opt_level=0,
+    )
     optimized.save_model_to_file(str(target))
     return {op: count for op, count in optimized.get_fused_operator_statistics().items() if count}
 
@@ -90,10 +104,16 @@ def run(params: Params) -> None:
         graphs = {}
         for name, file in GRAPH_FILES.items():
             logits = OnnxClassifier(staging, file).logits(texts, params.export.batch_size)
-            graphs[name] = GraphParity(file=file, size_bytes=(staging / file).stat().st_size,
-                                       **agreement(reference, logits))
-    report = ExportMetrics(inputs=inputs, opset=params.export.opset, fused_ops=fused,
-                           exported=graphs["exported"], optimized=graphs["optimized"])
+            graphs[name] = GraphParity(
+                file=file, size_bytes=(staging / file).stat().st_size, **agreement(reference, logits)
+            )
+    report = ExportMetrics(
+        inputs=inputs,
+        opset=params.export.opset,
+        fused_ops=fused,
+        exported=graphs["exported"],
+        optimized=graphs["optimized"],
+    )
     report.write(params)
     print(f"export: {report.dump()}")
 

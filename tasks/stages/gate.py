@@ -94,15 +94,24 @@ class GateRule:
 
     def as_json(self) -> dict[str, Any]:
         margin = self.margin
-        return {"name": self.name, "value": self.value, "threshold": self.threshold, "kind": self.kind,
-                "interval": list(self.interval) if self.interval else None, "status": self.status,
-                "skip": self.skip, "margin": None if margin is None else round(margin, 6)}
+        return {
+            "name": self.name,
+            "value": self.value,
+            "threshold": self.threshold,
+            "kind": self.kind,
+            "interval": list(self.interval) if self.interval else None,
+            "status": self.status,
+            "skip": self.skip,
+            "margin": None if margin is None else round(margin, 6),
+        }
 
 
 def onnx_rules(config: GateConfig, export: ExportMetrics) -> list[GateRule]:
     """Both ONNX graphs against PyTorch on the test split."""
-    return [GateRule(f"min_onnx_agreement ({graph})", parity.label_agreement, config.min_onnx_agreement, "min")
-            for graph, parity in export.graphs().items()]
+    return [
+        GateRule(f"min_onnx_agreement ({graph})", parity.label_agreement, config.min_onnx_agreement, "min")
+        for graph, parity in export.graphs().items()
+    ]
 
 
 def variant_rules(config: ServingRules, measured: ModelMeasurement) -> list[GateRule]:
@@ -118,8 +127,7 @@ def variant_rules(config: ServingRules, measured: ModelMeasurement) -> list[Gate
     return found
 
 
-def choose_variant(config: ServingRules, quantize: QuantizeMetrics
-                   ) -> tuple[str | None, dict[str, list[GateRule]]]:
+def choose_variant(config: ServingRules, quantize: QuantizeMetrics) -> tuple[str | None, dict[str, list[GateRule]]]:
     """The fastest variant (by `config.prefer`) whose rules all pass, or None; and every variant's rules."""
     models = quantize.variants()
     checked = {name: variant_rules(config, measured) for name, measured in models.items()}
@@ -133,8 +141,9 @@ def _bounds(rules: Any) -> list[tuple[float, Literal["min", "max"]]]:
     return [(bound, kind) for kind in ("min", "max") if (bound := getattr(rules, kind)) is not None]
 
 
-def scope_rules(scope: str, by_metric: dict[str, MetricRules], scored: dict[str, Any], change_test: str,
-                min_rows: int) -> list[GateRule]:
+def scope_rules(
+    scope: str, by_metric: dict[str, MetricRules], scored: dict[str, Any], change_test: str, min_rows: int
+) -> list[GateRule]:
     """Value and change thresholds of one scope (overall or a slice) against its scores."""
     prefix = "" if scope == OVERALL else f"{scope}: "
     skip = None
@@ -152,9 +161,17 @@ def scope_rules(scope: str, by_metric: dict[str, MetricRules], scored: dict[str,
         low, high = scored[f"{key}_interval"].get(metric, (None, None))
         use_interval = change_test == "interval" and low is not None and high is not None
         why = skip or (None if change is not None else "undefined on these rows")
-        rules += [GateRule(f"{prefix}{metric} {key.replace('_', ' ')}", change, bound, kind,
-                       interval=(low, high) if use_interval else None, skip=why)
-                  for bound, kind in _bounds(config.change)]
+        rules += [
+            GateRule(
+                f"{prefix}{metric} {key.replace('_', ' ')}",
+                change,
+                bound,
+                kind,
+                interval=(low, high) if use_interval else None,
+                skip=why,
+            )
+            for bound, kind in _bounds(config.change)
+        ]
     return rules
 
 
@@ -177,13 +194,16 @@ def metric_rules(config: GateConfig, scored: dict[str, dict[str, Any]], min_rows
     return rules
 
 
-def aligned_probabilities(model: OnnxClassifier, texts: Sequence[str], labels: Sequence[str], batch_size: int,
-                          who: str) -> np.ndarray:
+def aligned_probabilities(
+    model: OnnxClassifier, texts: Sequence[str], labels: Sequence[str], batch_size: int, who: str
+) -> np.ndarray:
     """Probabilities with columns in the order of `labels`; a model with other labels cannot be compared."""
     own = model.info.labels
     if sorted(own) != sorted(labels):
-        raise GateRejected(f"## Gate: REJECTED\n\nThe {who} model predicts labels {own}, this run's test split "
-                           f"has {list(labels)}: they cannot be compared on the same rows.\n")
+        raise GateRejected(
+            f"## Gate: REJECTED\n\nThe {who} model predicts labels {own}, this run's test split "
+            f"has {list(labels)}: they cannot be compared on the same rows.\n"
+        )
     probabilities = softmax(model.logits(texts, batch_size))
     return probabilities[:, [own.index(label) for label in labels]]
 
@@ -198,8 +218,10 @@ def _rule_row(rule: GateRule) -> str:
     sign = ">=" if rule.kind == "min" else "<="
     spread = f"{rule.interval[0]:+.4f} to {rule.interval[1]:+.4f}" if rule.interval else ""
     result = rule.status if rule.skip is None else f"not judged ({rule.skip})"
-    return (f"| {rule.name} | {_number(rule.value)} | {spread} | {sign} {rule.threshold:.4f} | {result} | "
-            f"{_number(rule.margin, sign=True)} |")
+    return (
+        f"| {rule.name} | {_number(rule.value)} | {spread} | {sign} {rule.threshold:.4f} | {result} | "
+        f"{_number(rule.margin, sign=True)} |"
+    )
 
 
 def _scores_table(scored: dict[str, dict[str, Any]], metric: str, confidence: float) -> list[str]:
@@ -214,49 +236,73 @@ def _scores_table(scored: dict[str, dict[str, Any]], metric: str, confidence: fl
         row = f"| {scope} | {found['n']} | {_number(found[CANDIDATE][metric])} | {_number(low)}-{_number(high)} |"
         if paired:
             c_low, c_high = found["change_interval"][metric]
-            row += (f" {_number(found[PRODUCTION][metric])} | {_number(found['change'][metric], True)} | "
-                    f"{_number(c_low, True)} to {_number(c_high, True)} |")
+            row += (
+                f" {_number(found[PRODUCTION][metric])} | {_number(found['change'][metric], True)} | "
+                f"{_number(c_low, True)} to {_number(c_high, True)} |"
+            )
         lines.append(row)
     return [f"### Test split {metric} by slice ({confidence:.0%} bootstrap intervals, paired)", "", *lines]
 
 
-def render(rules: list[GateRule], variants: dict[str, list[GateRule]], chosen: str | None, quantize: QuantizeMetrics,
-           params: Params, production: dict[str, Any] | None, scored: dict[str, dict[str, Any]] | None) -> str:
+def render(
+    rules: list[GateRule],
+    variants: dict[str, list[GateRule]],
+    chosen: str | None,
+    quantize: QuantizeMetrics,
+    params: Params,
+    production: dict[str, Any] | None,
+    scored: dict[str, dict[str, Any]] | None,
+) -> str:
     """The Markdown report a person reads (also the Prefect artifact and the failure message)."""
     passed = chosen is not None and not any(rule.failed for rule in rules)
     lines = [f"## Gate: {'PASSED' if passed else 'REJECTED'}", ""]
     if production is None:
-        lines.append("No production model yet: change thresholds do not apply; this run bootstraps the registry "
-                     "if it passes.")
+        lines.append(
+            "No production model yet: change thresholds do not apply; this run bootstraps the registry if it passes."
+        )
     else:
         served = production.get("variant", "variant not recorded")
-        lines.append(f"Candidate `{chosen}` and production {production['version']} (`{served}`) scored in this "
-                     "run on the same test split.")
+        lines.append(
+            f"Candidate `{chosen}` and production {production['version']} (`{served}`) scored in this "
+            "run on the same test split."
+        )
     lines += ["", "| rule | value | interval | bound | result | margin |", "|---|---|---|---|---|---|"]
     lines += [_rule_row(rule) for rule in rules]
     if any(rule.interval is not None for rule in rules):
-        lines += ["", (f"Rules with an interval (`gate.change_test: interval`, "
-                       f"{params.evaluate.bootstrap.confidence:.0%} paired bootstrap) fail only when the whole "
-                       "interval is beyond the bound: worse, and by more than noise.")]
+        lines += [
+            "",
+            (
+                f"Rules with an interval (`gate.change_test: interval`, "
+                f"{params.evaluate.bootstrap.confidence:.0%} paired bootstrap) fail only when the whole "
+                "interval is beyond the bound: worse, and by more than noise."
+            ),
+        ]
     config = params.gate.serving
     measure = "batch-1 p50 latency" if config.prefer == "latency" else "batched throughput"
     columns = [rule.name for rule in next(iter(variants.values()), [])]
-    lines += ["", f"### Serving variants (the fastest by {measure} of those that pass is the candidate)", "",
-              "| variant | p50 ms | rows/s | size | " + " | ".join(columns) + " | verdict |",
-              "|---" * (len(columns) + 5) + "|"]
+    lines += [
+        "",
+        f"### Serving variants (the fastest by {measure} of those that pass is the candidate)",
+        "",
+        "| variant | p50 ms | rows/s | size | " + " | ".join(columns) + " | verdict |",
+        "|---" * (len(columns) + 5) + "|",
+    ]
     for name, found in variants.items():
         m = quantize.models[name]
         cells = " | ".join(f"{r.value:.4f} {'FAIL' if r.failed else 'ok'}" for r in found)
         verdict = "**serves**" if name == chosen else ("rejected" if any(r.failed for r in found) else "passes")
-        lines.append(f"| {name} | {m.p50_ms:.2f} | {m.batch_per_s:.0f} | {m.size_ratio:.1%} | {cells} | "
-                     f"{verdict} |")
+        lines.append(f"| {name} | {m.p50_ms:.2f} | {m.batch_per_s:.0f} | {m.size_ratio:.1%} | {cells} | {verdict} |")
     if scored is not None:
         lines += ["", *_scores_table(scored, "accuracy", params.evaluate.bootstrap.confidence)]
     failed = [rule.describe_failure() for rule in rules if rule.failed]
     if chosen is None:
-        failed.append("no serving variant passes gate.serving: " + "; ".join(
-            f"{name}: " + ", ".join(r.describe_failure() for r in found if r.failed)
-            for name, found in variants.items()))
+        failed.append(
+            "no serving variant passes gate.serving: "
+            + "; ".join(
+                f"{name}: " + ", ".join(r.describe_failure() for r in found if r.failed)
+                for name, found in variants.items()
+            )
+        )
     if failed:
         lines += ["", "Failed: " + "; ".join(failed)]
     return "\n".join(lines) + "\n"
@@ -267,12 +313,16 @@ def headline(scored: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, fl
     if scored is None:
         return {}
     overall = scored[OVERALL]
-    return {metric: {key: overall[key][metric] for key in (CANDIDATE, PRODUCTION, "change") if key in overall}
-            for metric in overall[CANDIDATE] if "." not in metric}
+    return {
+        metric: {key: overall[key][metric] for key in (CANDIDATE, PRODUCTION, "change") if key in overall}
+        for metric in overall[CANDIDATE]
+        if "." not in metric
+    }
 
 
-def score_candidate(params: Params, model_file: str, production: dict[str, Any] | None, batch_size: int
-                    ) -> dict[str, dict[str, Any]]:
+def score_candidate(
+    params: Params, model_file: str, production: dict[str, Any] | None, batch_size: int
+) -> dict[str, dict[str, Any]]:
     """Candidate (and production, when there is one) on this run's test split, overall and per slice."""
     test = read_table(params.path("test_split"))
     texts, labels = list(test[TEXT]), params.data.labels
@@ -281,7 +331,9 @@ def score_candidate(params: Params, model_file: str, production: dict[str, Any] 
     models = {CANDIDATE: aligned_probabilities(candidate, texts, labels, batch_size, CANDIDATE)}
     if production is not None:
         served = load_classifier(Path(production["path"]))
-        models[PRODUCTION] = aligned_probabilities(served, texts, labels, batch_size, f"production {production['version']}")
+        models[PRODUCTION] = aligned_probabilities(
+            served, texts, labels, batch_size, f"production {production['version']}"
+        )
     return score(texts, y_true, models, labels, params.evaluate)
 
 
@@ -298,17 +350,23 @@ def run(params: Params) -> None:
         rules += metric_rules(params.gate, scored, params.evaluate.slices.min_rows)
     passed = chosen is not None and not any(rule.failed for rule in rules)
     report = render(rules, variants, chosen, quantize, params, production, scored)
-    GateMetrics.parse({
-        "passed": passed,
-        "serving_variant": chosen,
-        "model_file": model_file,
-        "production_version": production["version"] if production else None,
-        "rules": [rule.as_json() for rule in rules],
-        "variants": {name: VariantVerdict.parse({"passed": not any(r.failed for r in found),
-                                                 "rules": [r.as_json() for r in found]}, name)
-                     for name, found in variants.items()},
-        "overall": headline(scored),
-    }, "gate verdict").write(params)
+    GateMetrics.parse(
+        {
+            "passed": passed,
+            "serving_variant": chosen,
+            "model_file": model_file,
+            "production_version": production["version"] if production else None,
+            "rules": [rule.as_json() for rule in rules],
+            "variants": {
+                name: VariantVerdict.parse(
+                    {"passed": not any(r.failed for r in found), "rules": [r.as_json() for r in found]}, name
+                )
+                for name, found in variants.items()
+            },
+            "overall": headline(scored),
+        },
+        "gate verdict",
+    ).write(params)
     # Every metric of both models per slice, with intervals: too many numbers for `dvc metrics show`.
     GateScores(scopes=scored).write(params)
     write_text(params.path("reports") / GATE_REPORT_FILE, report)

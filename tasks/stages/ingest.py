@@ -23,11 +23,18 @@ def run(params: Params) -> None:
         frame = pd.concat([frame, added], ignore_index=True)
     write_table(params.path("raw"), frame)
     version = data_version(batches)
-    IngestMetrics(rows=len(frame), source_rows=source_rows, batches=len(batches),
-                  batch_rows=len(frame) - source_rows, data_version=version).write(params)
+    IngestMetrics(
+        rows=len(frame),
+        source_rows=source_rows,
+        batches=len(batches),
+        batch_rows=len(frame) - source_rows,
+        data_version=version,
+    ).write(params)
     splits = frame[SPLIT].fillna("unsplit").value_counts().to_dict()
-    print(f"ingest: {len(frame)} rows: {source_rows} from {params.data.source}, {len(frame) - source_rows} "
-          f"from {len(batches)} batches of new data (data version {version}) ({splits})")
+    print(
+        f"ingest: {len(frame)} rows: {source_rows} from {params.data.source}, {len(frame) - source_rows} "
+        f"from {len(batches)} batches of new data (data version {version}) ({splits})"
+    )
 
 
 if __name__ == "__main__":

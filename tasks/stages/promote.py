@@ -27,6 +27,7 @@ from tasks.lib.stage_runner import run_as_script
 
 def git_commit(root: Path) -> str:
     """HEAD's commit, marked `-dirty` when tracked files differ from it; `unknown` outside git."""
+
     def git(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
 
@@ -45,13 +46,23 @@ def lineage(params: Params, gate: GateMetrics, model_file: str, variant: str) ->
         variant=variant,
         model_md5=file_md5(params.path("quantized") / model_file),
         # The accepted batches of new data it trained on (landing archive folder names) and the data hashes.
-        data=DataLineage(source=params.data.source, version=ingest.data_version, batches=ingest.batches,
-                         raw_md5=file_md5(params.path("raw")), validated_md5=file_md5(params.path("validated")),
-                         train_md5=file_md5(params.path("augmented")), test_md5=file_md5(params.path("test_split"))),
+        data=DataLineage(
+            source=params.data.source,
+            version=ingest.data_version,
+            batches=ingest.batches,
+            raw_md5=file_md5(params.path("raw")),
+            validated_md5=file_md5(params.path("validated")),
+            train_md5=file_md5(params.path("augmented")),
+            test_md5=file_md5(params.path("test_split")),
+        ),
         git_commit=git_commit(params.root),
         params=params.model_dump(mode="json", by_alias=True),
-        metrics=LineageMetrics(evaluate=EvaluateMetrics.read(params).dump(), quantize=QuantizeMetrics.read(params).dump(),
-                               gate=gate, gate_scores=GateScores.read(params).scopes),
+        metrics=LineageMetrics(
+            evaluate=EvaluateMetrics.read(params).dump(),
+            quantize=QuantizeMetrics.read(params).dump(),
+            gate=gate,
+            gate_scores=GateScores.read(params).scopes,
+        ),
     )
 
 
@@ -68,22 +79,41 @@ def promote(params: Params) -> Promotion:
     with registry.locked():
         record = lineage(params, gate, gate.model_file, gate.serving_variant)
         current = registry.production()
-        outcome = {"promoted": False, "variant": record.variant, "model_md5": record.model_md5,
-                   "git_commit": record.git_commit, "previous": current["version"] if current else None}
+        outcome = {
+            "promoted": False,
+            "variant": record.variant,
+            "model_md5": record.model_md5,
+            "git_commit": record.git_commit,
+            "previous": current["version"] if current else None,
+        }
         if current is not None and current.get("model_md5") == record.model_md5:
             return Promotion(**outcome, version=current["version"], reason="candidate already serves")
         # The same model may already be registered (production pointer lost or moved by hand).
         version = registry.find(record.model_md5) or registry.register(
-            params.path("quantized"), record.dump(), files=[record.model_file, TOKENIZER_FILE, CLASSIFIER_FILE],
-            attachments=[params.path("reports") / GATE_REPORT_FILE], reason="passed the gate")
+            params.path("quantized"),
+            record.dump(),
+            files=[record.model_file, TOKENIZER_FILE, CLASSIFIER_FILE],
+            attachments=[params.path("reports") / GATE_REPORT_FILE],
+            reason="passed the gate",
+        )
         rolled_back = registry.rolled_back(version)
         if rolled_back is not None:
-            return Promotion(**outcome, version=version, reason=(
-                f"{version} was rolled back at {rolled_back['at']} ({rolled_back['reason']}); the pipeline does "
-                f"not promote it again: `textclf registry promote {version}` does, if that was wrong"))
+            return Promotion(
+                **outcome,
+                version=version,
+                reason=(
+                    f"{version} was rolled back at {rolled_back['at']} ({rolled_back['reason']}); the pipeline does "
+                    f"not promote it again: `textclf registry promote {version}` does, if that was wrong"
+                ),
+            )
         if params.promote.mode == "manual":
-            return Promotion(**outcome, version=version, reason=(
-                f"promote.mode is manual: {version} waits as a candidate; `textclf registry promote {version}`"))
+            return Promotion(
+                **outcome,
+                version=version,
+                reason=(
+                    f"promote.mode is manual: {version} waits as a candidate; `textclf registry promote {version}`"
+                ),
+            )
         registry.set_production(version, reason="passed the gate (promote.mode: auto)")
     return Promotion(**{**outcome, "promoted": True}, version=version)
 

@@ -21,6 +21,7 @@ from tasks.lib.artifacts import (
     CLASSIFIER_FILE,
     GRAPH_FILES,
     MODEL_FILE,
+    QUANTIZE_REPORT_FILE,
     TOKENIZER_FILE,
     variant_file,
 )
@@ -50,16 +51,21 @@ def _quantize_dynamic(source: Path, target: Path, variant: DynamicInt8Variant) -
 
     # Fused contrib ops (Attention, BiasGelu) have no ONNX shape inference: their
     # outputs are float tensors, which is what DefaultTensorType tells the quantizer.
-    quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=variant.per_channel,
-                     op_types_to_quantize=variant.op_types,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    quantize_dynamic(
+        source,
+        target,
+        weight_type=QuantType.QInt8,
+        per_channel=variant.per_channel,
+        op_types_to_quantize=variant.op_types,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 def calibration_feeds(folder: Path, texts: Sequence[str], input_names: set[str]) -> list[dict[str, np.ndarray]]:
     """One feed per text, all padded to the longest: histogram calibrators need equal shapes."""
     encoder = BatchEncoder(folder, input_names)
-    (_, padded), = encoder.batches(texts, len(texts))
-    return [{name: array[i:i + 1] for name, array in padded.items()} for i in range(len(texts))]
+    ((_, padded),) = encoder.batches(texts, len(texts))
+    return [{name: array[i : i + 1] for name, array in padded.items()} for i in range(len(texts))]
 
 
 def _quantize_static(source: Path, target: Path, variant: StaticInt8Variant, calibration: Sequence[str]) -> None:
@@ -87,14 +93,25 @@ def _quantize_static(source: Path, target: Path, variant: StaticInt8Variant, cal
 
     prepared = target.with_suffix(".pre.onnx")
     quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     try:
         # uint8 activations with int8 weights: the combination ORT's x86 kernels run fastest.
-        quantize_static(prepared, target, Feeds(), quant_format=QuantFormat.QDQ, per_channel=variant.per_channel,
-                        op_types_to_quantize=variant.op_types, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=methods[variant.method],
-                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        quantize_static(
+            prepared,
+            target,
+            Feeds(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=variant.per_channel,
+            op_types_to_quantize=variant.op_types,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[variant.method],
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
     finally:
         prepared.unlink(missing_ok=True)
 
@@ -116,14 +133,15 @@ def build_variant(name: str, variant: Variant, onnx_dir: Path, target_dir: Path,
         elif isinstance(variant, DynamicInt8Variant):
             _quantize_dynamic(source, target, variant)
         elif isinstance(variant, StaticInt8Variant):
-            _quantize_static(source, target, variant, calibration[:variant.calibration_rows])
+            _quantize_static(source, target, variant, calibration[: variant.calibration_rows])
         elif isinstance(variant, Fp16Variant):
             _to_fp16(source, target)
     except QuantizationError:
         raise
     except Exception as exc:  # ORT's quantizer raises bare RuntimeError/ValueError/KeyError
-        raise QuantizationError(f"quantize.variants.{name} ({variant.kind} of {source.name}): "
-                                f"{type(exc).__name__}: {exc}") from exc
+        raise QuantizationError(
+            f"quantize.variants.{name} ({variant.kind} of {source.name}): {type(exc).__name__}: {exc}"
+        ) from exc
     return target
 
 
@@ -140,11 +158,16 @@ def run(params: Params) -> None:
             built[name] = build_variant(name, variant, onnx_dir, staging, calibration).name
             print(f"quantize: built {built[name]} ({variant.kind} of the {variant.graph} graph)")
         report = measure_variants(
-            model_dir=params.path("model"), folder=staging, variants=built,
-            fp32_onnx=onnx_dir / MODEL_FILE, texts=list(test[TEXT]), labels=list(test[LABEL]),
-            config=params.quantize.benchmark)
+            model_dir=params.path("model"),
+            folder=staging,
+            variants=built,
+            fp32_onnx=onnx_dir / MODEL_FILE,
+            texts=list(test[TEXT]),
+            labels=list(test[LABEL]),
+            config=params.quantize.benchmark,
+        )
     report.write(params)
-    write_text(params.path("reports") / "quantize.md", render(report))
+    write_text(params.path("reports") / QUANTIZE_REPORT_FILE, render(report))
     print(render(report))
 
 

@@ -34,8 +34,14 @@ class SplitError(PipelineError, ValueError):
 
 def unit_hash(keys: pd.Series, salt: str) -> np.ndarray:
     """A number in [0, 1) per key, uniform over keys, the same for the same key and salt in any data."""
-    return np.fromiter((int.from_bytes(hashlib.blake2b(f"{salt}\0{key}".encode(), digest_size=8).digest(), "big")
-                        / 2.0**64 for key in keys), dtype=np.float64, count=len(keys))
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.blake2b(f"{salt}\0{key}".encode(), digest_size=8).digest(), "big") / 2.0**64
+            for key in keys
+        ),
+        dtype=np.float64,
+        count=len(keys),
+    )
 
 
 def _carve(frame: pd.DataFrame, fraction: float, seed: int, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -45,8 +51,10 @@ def _carve(frame: pd.DataFrame, fraction: float, seed: int, name: str) -> tuple[
     for side, rows in ((name, part), ("remaining training", rest)):
         missing = sorted(set(frame[LABEL]) - set(rows[LABEL]))
         if missing:
-            raise SplitError(f"the {side} split has no rows of labels {missing} ({len(frame)} rows to carve "
-                             f"{fraction:.0%} from): too few of them; add data or change split.seed")
+            raise SplitError(
+                f"the {side} split has no rows of labels {missing} ({len(frame)} rows to carve "
+                f"{fraction:.0%} from): too few of them; add data or change split.seed"
+            )
     return rest, part
 
 
@@ -66,8 +74,9 @@ def split(frame: pd.DataFrame, config: SplitConfig) -> dict[str, pd.DataFrame]:
         share = config.val_fraction / (1 - config.test_fraction)
         train, parts["val"] = _carve(train, share, config.seed + 1, "val")
     if config.max_train_rows is not None and len(train) > config.max_train_rows:
-        train, _ = train_test_split(train, train_size=config.max_train_rows, random_state=config.seed,
-                                    stratify=train[LABEL])
+        train, _ = train_test_split(
+            train, train_size=config.max_train_rows, random_state=config.seed, stratify=train[LABEL]
+        )
     parts["train"] = train
     return {name: part.assign(**{SPLIT: name}).reset_index(drop=True) for name, part in parts.items()}
 

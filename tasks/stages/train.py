@@ -35,8 +35,14 @@ def run(params: Params) -> None:
     config = params.train
     train_path, val_path = params.path("augmented"), params.path("val_split")
     base_model = resolve_base_model(config.base_model, params.root)
-    run_dir = checkpoints.run_folder(params.path("cache"), file_md5(train_path), file_md5(val_path),
-                                     config.model_dump_json(), base_model, _code_digest())
+    run_dir = checkpoints.run_folder(
+        params.path("cache"),
+        file_md5(train_path),
+        file_md5(val_path),
+        config.model_dump_json(),
+        base_model,
+        _code_digest(),
+    )
     if not distributed.is_worker():
         for stale in checkpoints.remove_stale(run_dir):
             print(f"train: removed checkpoints of other inputs: {stale}")
@@ -44,8 +50,16 @@ def run(params: Params) -> None:
             distributed.check_devices(config.distributed.processes)
             distributed.launch(config.distributed.processes, params.root)
             return
-    metrics = train(read_table(train_path), read_table(val_path), list(params.data.labels), config, base_model,
-                    params.path("model"), run_dir, curves_dir=params.path("reports") / "train")
+    metrics = train(
+        read_table(train_path),
+        read_table(val_path),
+        list(params.data.labels),
+        config,
+        base_model,
+        params.path("model"),
+        run_dir,
+        curves_dir=params.path("reports") / "train",
+    )
     if not distributed.is_main_worker():
         return
     # The model is saved; its checkpoints are only needed by an unfinished run.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from tasks.lib.artifacts import ValidateMetrics
+from tasks.lib.artifacts import VALIDATION_REPORT_FILE, ValidateMetrics
 from tasks.lib.columns import TEXT
 from tasks.lib.config import Params
 from tasks.lib.errors import PipelineError
@@ -50,7 +50,7 @@ def run(params: Params) -> None:
     report = summary(outcome, records, len(frame))
     ValidateMetrics.parse(report, "validate summary").write(params)
     text = render(report, quarantine)
-    write_text(reports / "validation.md", text + "\n")
+    write_text(reports / VALIDATION_REPORT_FILE, text + "\n")
     if not outcome.passed:
         # The validated output is declared `persist` in dvc.yaml and only
         # written on success, so the last good data (and the drift baseline) stays.

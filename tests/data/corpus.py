@@ -37,11 +37,34 @@ GOOD = good_rows()
 LAST_GOOD_LINE = len(GOOD) + 1  # header is line 1
 NEXT = LAST_GOOD_LINE + 1  # the line a defect appended after the good rows is on
 # Every row rule stops the run, so each row defect is reported as a failure of its own rule.
-STRICT = {"validate": {"rules": {rule: "fail" for rule in (
-    "text_present", "text_charset", "text_length", "text_tokens", "label_in_set", "conflicting_labels",
-    "split_leakage", "duplicate_exact", "duplicate_normalised")}}}
-RELAXED_DATASET = {"validate": {"rules": {"max_imbalance_ratio": "warn", "label_drift": "warn",
-                                          "length_drift": "warn", "min_class_share": "warn"}}}
+STRICT = {
+    "validate": {
+        "rules": dict.fromkeys(
+            (
+                "text_present",
+                "text_charset",
+                "text_length",
+                "text_tokens",
+                "label_in_set",
+                "conflicting_labels",
+                "split_leakage",
+                "duplicate_exact",
+                "duplicate_normalised",
+            ),
+            "fail",
+        )
+    }
+}
+RELAXED_DATASET = {
+    "validate": {
+        "rules": {
+            "max_imbalance_ratio": "warn",
+            "label_drift": "warn",
+            "length_drift": "warn",
+            "min_class_share": "warn",
+        }
+    }
+}
 
 
 @dataclass(frozen=True)
@@ -65,7 +88,7 @@ class Case:
 
 
 def _with(row: tuple[str, str]) -> bytes:
-    return csv_bytes(GOOD + [row])
+    return csv_bytes([*GOOD, row])
 
 
 def _jsonl(records: list[Any]) -> bytes:
@@ -74,60 +97,117 @@ def _jsonl(records: list[Any]) -> bytes:
 
 def _dataset_case(id: str, rule: str, rows: list[tuple[str, str]], **validate: Any) -> Case:
     rules = {name: policy for name, policy in RELAXED_DATASET["validate"]["rules"].items() if name != rule}
-    return Case(id, {"broken.csv": csv_bytes(rows)}, rule=rule,
-                overrides={"validate": {**validate, "rules": {**rules, rule: "fail"}}})
+    return Case(
+        id,
+        {"broken.csv": csv_bytes(rows)},
+        rule=rule,
+        overrides={"validate": {**validate, "rules": {**rules, rule: "fail"}}},
+    )
 
 
 good_utf8 = csv_bytes(GOOD)
 CASES = [
     # Reading: the file cannot be read as a table of texts and labels.
-    Case("non_utf8_bytes", {"broken.csv": good_utf8 + "caf\xe9 au lait,positive\n".encode("latin-1")},
-         read_error=rf"broken\.csv:{NEXT}:4: not UTF-8: byte 0xE9"),
-    Case("nul_byte", {"broken.csv": good_utf8 + b"a fine\x00 film,positive\n"},
-         read_error=rf"broken\.csv:{NEXT}:7: NUL character"),
-    Case("utf16_file", {"broken.csv": good_utf8.decode().encode("utf-16")},
-         read_error=r"broken\.csv:1:1: UTF-16 byte-order mark"),
-    Case("bom_mid_file", {"broken.csv": codecs.BOM_UTF8 + good_utf8 + codecs.BOM_UTF8 + b"text,label\n"},
-         read_error=rf"broken\.csv:{NEXT}:1: byte-order mark inside the file"),
-    Case("wrong_delimiter", {"broken.csv": csv_bytes(GOOD, delimiter=";")},
-         read_error=r"broken\.csv:1: the header is one column 'text;label': the file looks semicolon-separated"),
-    Case("ragged_row", {"broken.csv": good_utf8 + b"good, but long,positive\n"},
-         read_error=rf"broken\.csv:{NEXT}: field 'label': 3 fields where the header has 2"),
-    Case("short_row", {"broken.csv": good_utf8 + b"no label here\n"},
-         read_error=rf"broken\.csv:{NEXT}: field 'label': 1 fields where the header has 2: no value for 'label'"),
-    Case("unclosed_quote", {"broken.csv": good_utf8 + b'"an opened quote,positive\nmore,negative\n'},
-         read_error=rf"broken\.csv:{NEXT}: a quoted field that starts in this row is never closed"),
+    Case(
+        "non_utf8_bytes",
+        {"broken.csv": good_utf8 + "caf\xe9 au lait,positive\n".encode("latin-1")},
+        read_error=rf"broken\.csv:{NEXT}:4: not UTF-8: byte 0xE9",
+    ),
+    Case(
+        "nul_byte",
+        {"broken.csv": good_utf8 + b"a fine\x00 film,positive\n"},
+        read_error=rf"broken\.csv:{NEXT}:7: NUL character",
+    ),
+    Case(
+        "utf16_file",
+        {"broken.csv": good_utf8.decode().encode("utf-16")},
+        read_error=r"broken\.csv:1:1: UTF-16 byte-order mark",
+    ),
+    Case(
+        "bom_mid_file",
+        {"broken.csv": codecs.BOM_UTF8 + good_utf8 + codecs.BOM_UTF8 + b"text,label\n"},
+        read_error=rf"broken\.csv:{NEXT}:1: byte-order mark inside the file",
+    ),
+    Case(
+        "wrong_delimiter",
+        {"broken.csv": csv_bytes(GOOD, delimiter=";")},
+        read_error=r"broken\.csv:1: the header is one column 'text;label': the file looks semicolon-separated",
+    ),
+    Case(
+        "ragged_row",
+        {"broken.csv": good_utf8 + b"good, but long,positive\n"},
+        read_error=rf"broken\.csv:{NEXT}: field 'label': 3 fields where the header has 2",
+    ),
+    Case(
+        "short_row",
+        {"broken.csv": good_utf8 + b"no label here\n"},
+        read_error=rf"broken\.csv:{NEXT}: field 'label': 1 fields where the header has 2: no value for 'label'",
+    ),
+    Case(
+        "unclosed_quote",
+        {"broken.csv": good_utf8 + b'"an opened quote,positive\nmore,negative\n'},
+        read_error=rf"broken\.csv:{NEXT}: a quoted field that starts in this row is never closed",
+    ),
     Case("empty_file", {"broken.csv": b""}, read_error=r"broken\.csv: empty file"),
     Case("header_only", {"broken.csv": b"text,label\n"}, read_error=r"broken\.csv: no data rows"),
-    Case("misnamed_text_column", {"broken.csv": csv_bytes(GOOD, header="Text,label")},
-         read_error=r"broken\.csv:1: no text column: .* did you mean 'Text'\?"),
-    Case("missing_label_column", {"broken.csv": csv_bytes(GOOD, header="text,lable")},
-         read_error=r"broken\.csv:1: no label column: .* did you mean 'lable'\?"),
-    Case("jsonl_broken_line", {"broken.jsonl": _jsonl([{"text": t, "label": y} for t, y in GOOD[:3]])
-                               + b'{"text": "unterminated, "label": "positive"}\n'},
-         source="broken.jsonl", read_error=r"broken\.jsonl:4:\d+: not valid JSON"),
-    Case("jsonl_text_not_a_string", {"broken.jsonl": _jsonl([{"text": t, "label": y} for t, y in GOOD[:3]]
-                                                            + [{"text": {"title": "x"}, "label": "positive"}])},
-         source="broken.jsonl", read_error=r"broken\.jsonl:4: field 'text': expected text or a number, found dict"),
+    Case(
+        "misnamed_text_column",
+        {"broken.csv": csv_bytes(GOOD, header="Text,label")},
+        read_error=r"broken\.csv:1: no text column: .* did you mean 'Text'\?",
+    ),
+    Case(
+        "missing_label_column",
+        {"broken.csv": csv_bytes(GOOD, header="text,lable")},
+        read_error=r"broken\.csv:1: no label column: .* did you mean 'lable'\?",
+    ),
+    Case(
+        "jsonl_broken_line",
+        {
+            "broken.jsonl": _jsonl([{"text": t, "label": y} for t, y in GOOD[:3]])
+            + b'{"text": "unterminated, "label": "positive"}\n'
+        },
+        source="broken.jsonl",
+        read_error=r"broken\.jsonl:4:\d+: not valid JSON",
+    ),
+    Case(
+        "jsonl_text_not_a_string",
+        {
+            "broken.jsonl": _jsonl(
+                [{"text": t, "label": y} for t, y in GOOD[:3]] + [{"text": {"title": "x"}, "label": "positive"}]
+            )
+        },
+        source="broken.jsonl",
+        read_error=r"broken\.jsonl:4: field 'text': expected text or a number, found dict",
+    ),
     # Rows: readable, but unfit to train on.
     Case("empty_text", {"broken.csv": _with(("   ", "positive"))}, rule="text_present", line=NEXT),
     Case("invisible_text", {"broken.csv": _with(("\u200b\u200b", "negative"))}, rule="text_present", line=NEXT),
-    Case("control_character", {"broken.csv": _with(("a bell \x07 rings", "positive"))}, rule="text_charset",
-         line=NEXT),
-    Case("replacement_character", {"broken.csv": _with(("caf\ufffd was fine", "positive"))}, rule="text_charset",
-         line=NEXT),
+    Case("control_character", {"broken.csv": _with(("a bell \x07 rings", "positive"))}, rule="text_charset", line=NEXT),
+    Case(
+        "replacement_character",
+        {"broken.csv": _with(("caf\ufffd was fine", "positive"))},
+        rule="text_charset",
+        line=NEXT,
+    ),
     Case("too_many_characters", {"broken.csv": _with(("good " * 410, "positive"))}, rule="text_length", line=NEXT),
     Case("too_many_tokens", {"broken.csv": _with(("a " * 600, "negative"))}, rule="text_tokens", line=NEXT),
     Case("label_outside_set", {"broken.csv": _with(("a neither film", "neutral"))}, rule="label_in_set", line=NEXT),
     Case("numeric_label_without_map", {"broken.csv": _with(("a fine film", "1"))}, rule="label_in_set", line=NEXT),
-    Case("conflicting_labels", {"broken.csv": _with((GOOD[0][0], "negative"))}, rule="conflicting_labels",
-         line=NEXT),
+    Case("conflicting_labels", {"broken.csv": _with((GOOD[0][0], "negative"))}, rule="conflicting_labels", line=NEXT),
     Case("exact_duplicate", {"broken.csv": _with(GOOD[5])}, rule="duplicate_exact", line=NEXT),
-    Case("normalised_duplicate", {"broken.csv": _with((GOOD[5][0].upper().replace(" ", "  "), GOOD[5][1]))},
-         rule="duplicate_normalised", line=NEXT),
-    Case("split_leakage", {"splits/train.csv": csv_bytes(GOOD[:150] + [GOOD[160]]),
-                           "splits/test.csv": csv_bytes(GOOD[150:])},
-         source="splits", rule="split_leakage", line=len(GOOD[:150]) + 2),
+    Case(
+        "normalised_duplicate",
+        {"broken.csv": _with((GOOD[5][0].upper().replace(" ", "  "), GOOD[5][1]))},
+        rule="duplicate_normalised",
+        line=NEXT,
+    ),
+    Case(
+        "split_leakage",
+        {"splits/train.csv": csv_bytes([*GOOD[:150], GOOD[160]]), "splits/test.csv": csv_bytes(GOOD[150:])},
+        source="splits",
+        rule="split_leakage",
+        line=len(GOOD[:150]) + 2,
+    ),
     # Dataset: every row is fine; the table is not.
     _dataset_case("too_few_rows", "min_rows", GOOD, min_rows=500),
     _dataset_case("rare_class", "min_class_share", good_rows(200, positive_share=0.97)),

@@ -16,10 +16,16 @@ from tests.data.corpus import good_rows
 
 
 def raw_frame(rows: list[tuple[str, str]], splits: list[str] | None = None) -> pd.DataFrame:
-    return pd.DataFrame({"text": [t for t, _ in rows], "label": [label for _, label in rows],
-                         "split": splits or [None] * len(rows),
-                         "row_id": [f"f.csv:{i + 2}" for i in range(len(rows))], "source_file": "f.csv",
-                         "source_line": [i + 2 for i in range(len(rows))]})
+    return pd.DataFrame(
+        {
+            "text": [t for t, _ in rows],
+            "label": [label for _, label in rows],
+            "split": splits or [None] * len(rows),
+            "row_id": [f"f.csv:{i + 2}" for i in range(len(rows))],
+            "source_file": "f.csv",
+            "source_line": [i + 2 for i in range(len(rows))],
+        }
+    )
 
 
 def run_check(params, frame, baseline=None):
@@ -45,8 +51,12 @@ def test_clean_data_passes_with_nothing_flagged(params):
 
 
 def test_default_policies_quarantine_repeats_and_keep_the_first_copy(params):
-    rows = GOOD + [GOOD[3], (GOOD[4][0].upper(), GOOD[4][1]), (GOOD[5][0], "negative" if GOOD[5][1] == "positive"
-                                                                else "positive")]
+    rows = [
+        *GOOD,
+        GOOD[3],
+        (GOOD[4][0].upper(), GOOD[4][1]),
+        (GOOD[5][0], "negative" if GOOD[5][1] == "positive" else "positive"),
+    ]
     outcome = run_check(params, raw_frame(rows))
     assert outcome.passed
     counts = {name: rule.rows for name, rule in outcome.rules.items() if rule.kind == "row" and rule.rows}
@@ -108,15 +118,26 @@ def test_length_drift_statistics_grow_with_the_shift(statistic):
 
 
 def test_stage_outputs_summary_report_quarantine_and_data_docs(params):
-    write_table(params.path("raw"), raw_frame(GOOD + [GOOD[0]]))
+    write_table(params.path("raw"), raw_frame([*GOOD, GOOD[0]]))
     run(params)
     summary = json.loads((params.path("metrics") / "validate.json").read_text())
     assert summary["passed"] and summary["rows_quarantined"] == 1
     assert summary["rules"]["duplicate_exact"]["examples"] == [
-        f"f.csv:122: {GOOD[0][0]!r} (label 'positive'): repeats f.csv:2"]
+        f"f.csv:122: {GOOD[0][0]!r} (label 'positive'): repeats f.csv:2"
+    ]
     quarantined = [json.loads(line) for line in params.path("quarantine").read_text().splitlines()]
-    assert quarantined == [{"row_id": "f.csv:122", "file": "f.csv", "line": 122, "split": None, "text": GOOD[0][0],
-                            "label": "positive", "reasons": ["duplicate_exact: repeats f.csv:2"], "kept": False}]
+    assert quarantined == [
+        {
+            "row_id": "f.csv:122",
+            "file": "f.csv",
+            "line": 122,
+            "split": None,
+            "text": GOOD[0][0],
+            "label": "positive",
+            "reasons": ["duplicate_exact: repeats f.csv:2"],
+            "kept": False,
+        }
+    ]
     docs = params.path("reports") / "data_docs"
     pages = {p.relative_to(docs / "validations").parts[0] for p in (docs / "validations").rglob("*.html")}
     assert (docs / "index.html").exists() and pages == {"rows", "classes", "dataset"}
@@ -128,8 +149,9 @@ def test_stage_outputs_summary_report_quarantine_and_data_docs(params):
 def test_sst2_passes_with_zero_false_alarms(make_params):
     from tests.conftest import SST2
 
-    params = make_params({"data": {"source": str(SST2), "labels": ["negative", "positive"],
-                                   "label_map": {0: "negative", 1: "positive"}}})
+    params = make_params(
+        {"data": {"source": str(SST2), "labels": ["negative", "positive"], "label_map": {0: "negative", 1: "positive"}}}
+    )
     raw = read_source(params.data, params.root)
     outcome = run_check(params, raw)
     assert outcome.passed
@@ -144,7 +166,7 @@ def test_failed_run_keeps_the_last_good_data(params):
     write_table(params.path("raw"), raw_frame(GOOD))
     run(params)
     good = params.path("validated").read_bytes()
-    write_table(params.path("raw"), raw_frame(GOOD + [("", "positive"), ("ok text", "maybe")]))
+    write_table(params.path("raw"), raw_frame([*GOOD, ("", "positive"), ("ok text", "maybe")]))
     with pytest.raises(ValidationFailed, match=r"text_present: 1 rows \(stops the run\)"):
         run(params)
     assert params.path("validated").read_bytes() == good

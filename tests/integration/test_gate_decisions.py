@@ -38,15 +38,23 @@ MODEL_STAGES = (augment, train, evaluate, export, quantize, gate, promote)
 
 @pytest.fixture
 def workspace(tmp_path, tiny_model_dir):
-    overrides = deep_merge(tiny_overrides(tiny_model_dir), {
-        "data": {"demo": {"rows": 1200}},
-        "augment": {"synonym": {"ratio": 0.0}, "backtranslation": {"ratio": 0.0}},
-        "train": {"epochs": 8, "learning_rate": 0.002},
-        "gate": {"change_test": "interval",
-                 "metrics": {"accuracy": {"min": 0.6, "change": {"min": -0.01}},
-                             "macro_f1": {"min": 0.55, "change": {"min": -0.01}}, "ece": {"max": 0.3}},
-                 "slices": {"*": {"accuracy": {"change": {"min": -0.1}}}}},
-    })
+    overrides = deep_merge(
+        tiny_overrides(tiny_model_dir),
+        {
+            "data": {"demo": {"rows": 1200}},
+            "augment": {"synonym": {"ratio": 0.0}, "backtranslation": {"ratio": 0.0}},
+            "train": {"epochs": 8, "learning_rate": 0.002},
+            "gate": {
+                "change_test": "interval",
+                "metrics": {
+                    "accuracy": {"min": 0.6, "change": {"min": -0.01}},
+                    "macro_f1": {"min": 0.55, "change": {"min": -0.01}},
+                    "ece": {"max": 0.3},
+                },
+                "slices": {"*": {"accuracy": {"change": {"min": -0.1}}}},
+            },
+        },
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(deep_merge(repo_params(), overrides)))
     params = load_params(tmp_path)
     for stage in (ingest, validate, split):

@@ -39,8 +39,18 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     # 1. A Prefect run builds everything and promotes the first model.
     first = flow(repo)
     log = first.stdout + first.stderr
-    assert ran_stages(log) == ["ingest", "validate", "split", "augment", "train", "evaluate", "export",
-                               "quantize", "gate", "promote"]
+    assert ran_stages(log) == [
+        "ingest",
+        "validate",
+        "split",
+        "augment",
+        "train",
+        "evaluate",
+        "export",
+        "quantize",
+        "gate",
+        "promote",
+    ]
     assert "Validation passed: 400 of 400 rows kept" in log and "data_docs/index.html" in log  # the run report
     pointer = repo / "registry" / "production.json"
     assert json.loads(pointer.read_text())["version"] == "v0001"
@@ -82,8 +92,10 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     assert UP_TO_DATE in dvc(repo, "status").stdout
 
     # 6. Editing a shared helper makes exactly the stages that run it stale: dvc.yaml's deps follow the imports.
-    for helper, users in (("tasks/lib/models.py", {"validate", "augment", "train", "evaluate", "export"}),
-                          ("tasks/lib/text.py", {"validate", "split", "augment"})):
+    for helper, users in (
+        ("tasks/lib/models.py", {"validate", "augment", "train", "evaluate", "export"}),
+        ("tasks/lib/text.py", {"validate", "split", "augment"}),
+    ):
         source = repo / helper
         original = source.read_text()
         source.write_text(original + "\n# an edit\n")
@@ -98,7 +110,7 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     validated_before = validated.read_bytes()
     broken = repo / "incoming.csv"
     rows = [f"review {i} was {'good' if i % 2 else 'bad'},{'positive' if i % 2 else 'negative'}" for i in range(120)]
-    broken.write_text("text,label\n" + "\n".join(rows + ["   ,positive", "fine film,great"]) + "\n")
+    broken.write_text("text,label\n" + "\n".join([*rows, "   ,positive", "fine film,great"]) + "\n")
     set_params(repo, deep_merge(base, {"data": {"source": "incoming.csv"}}))
     failed = flow(repo, check=False)
     assert failed.returncode == 1

@@ -54,13 +54,22 @@ class Workspace:
         with temporary_settings(updates={PREFECT_API_URL: self.api}), self.client() as client:
             flows = {f.id: f.name for f in client.read_flows()}
             deployments = {d.id: d.name for d in client.read_deployments()}
-            return [{"name": r.name, "flow": flows.get(r.flow_id), "deployment": deployments.get(r.deployment_id),
-                     "state": r.state_type.value if r.state_type else None, "state_name": r.state_name,
-                     "message": r.state.message if r.state else None, "auto_scheduled": r.auto_scheduled,
-                     "expected_start": r.expected_start_time,
-                     "created": r.created, "start": r.start_time,
-                     "seconds": round(r.total_run_time.total_seconds(), 1)}
-                    for r in sorted(client.read_flow_runs(), key=lambda r: r.created)]
+            return [
+                {
+                    "name": r.name,
+                    "flow": flows.get(r.flow_id),
+                    "deployment": deployments.get(r.deployment_id),
+                    "state": r.state_type.value if r.state_type else None,
+                    "state_name": r.state_name,
+                    "message": r.state.message if r.state else None,
+                    "auto_scheduled": r.auto_scheduled,
+                    "expected_start": r.expected_start_time,
+                    "created": r.created,
+                    "start": r.start_time,
+                    "seconds": round(r.total_run_time.total_seconds(), 1),
+                }
+                for r in sorted(client.read_flow_runs(), key=lambda r: r.created)
+            ]
 
     def wait(self, condition: Callable[[list[dict[str, Any]]], bool], timeout: float, what: str) -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -69,9 +78,12 @@ class Workspace:
             if condition(runs):
                 return runs
             time.sleep(2)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; flow runs:\n"
-                             + "\n".join(str(r) for r in self.flow_runs()) + "\nservice log tail:\n"
-                             + self.log.read_text()[-6000:])
+        raise AssertionError(
+            f"timed out after {timeout:.0f} s waiting for {what}; flow runs:\n"
+            + "\n".join(str(r) for r in self.flow_runs())
+            + "\nservice log tail:\n"
+            + self.log.read_text()[-6000:]
+        )
 
     def drop(self, name: str, text: str) -> None:
         """Write-then-rename, as a producer should: the watcher never sees a half-written file."""
@@ -87,8 +99,11 @@ class Workspace:
 
 def pipeline_runs(runs: list[dict], deployment: str | None = None) -> list[dict]:
     """Pipeline runs that were started (not the future runs the cron schedule has queued)."""
-    return [r for r in runs if r["flow"] == PIPELINE and not r["auto_scheduled"]
-            and (deployment is None or r["deployment"] == deployment)]
+    return [
+        r
+        for r in runs
+        if r["flow"] == PIPELINE and not r["auto_scheduled"] and (deployment is None or r["deployment"] == deployment)
+    ]
 
 
 def reviews_csv(rows: int, seed: int) -> str:
@@ -102,20 +117,24 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
 
     base = tmp_path_factory.mktemp("service")
     root = copy_repo(base / "repo")
-    overrides = deep_merge(tiny_overrides(tiny_model_dir), {
-        # Enough data and epochs for the tiny model to learn (so the gate's decisions mean something).
-        "data": {"demo": {"rows": 800}},
-        "train": {"epochs": 8, "learning_rate": 2e-3},
-        "quantize": {"benchmark": {"latency_rows": 64, "warmup": 2, "rounds": 1}},
-        "retrain": {"debounce_seconds": DEBOUNCE, "watch": {"poll_seconds": 0.5, "settle_seconds": 0.5}},
-    })
+    overrides = deep_merge(
+        tiny_overrides(tiny_model_dir),
+        {
+            # Enough data and epochs for the tiny model to learn (so the gate's decisions mean something).
+            "data": {"demo": {"rows": 800}},
+            "train": {"epochs": 8, "learning_rate": 2e-3},
+            "quantize": {"benchmark": {"latency_rows": 64, "warmup": 2, "rounds": 1}},
+            "retrain": {"debounce_seconds": DEBOUNCE, "watch": {"poll_seconds": 0.5, "settle_seconds": 0.5}},
+        },
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(repo_params(), overrides)))
     log = base / "service.log"
     with local_server(free_port(), home=base / "prefect-home", timeout=240) as api:
         env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(base / "client-home")}
         with log.open("w") as out:
-            service = subprocess.Popen([sys.executable, "-m", "tasks", "service"], cwd=root, env=env,
-                                       stdout=out, stderr=subprocess.STDOUT)
+            service = subprocess.Popen(
+                [sys.executable, "-m", "tasks", "service"], cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
         workspace = Workspace(root, api, log)
         try:
             deadline = time.monotonic() + 120
@@ -134,16 +153,21 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
             print(f"\nFlow runs of the scenario ({len(runs)}):")  # for the record (pytest -s)
             for run in runs:
                 start = f"{run['start']:%H:%M:%S}" if run["start"] else "-"
-                print(f"  {run['name']:<28} {run['flow']:<20} {run['deployment']!s:<12} started {start} "
-                      f"{run['state_name']:<10} {run['seconds']:>6} s")
+                print(
+                    f"  {run['name']:<28} {run['flow']:<20} {run['deployment']!s:<12} started {start} "
+                    f"{run['state_name']:<10} {run['seconds']:>6} s"
+                )
 
 
 def test_a_dropped_file_is_checked_archived_and_retrains_into_a_new_version(served: Workspace):
     ws = served
     assert ws.production() is None
     ws.drop("week1.csv", reviews_csv(120, seed=101))
-    runs = ws.wait(lambda runs: any(r["state"] in TERMINAL for r in pipeline_runs(runs, "on-new-data")),
-                   timeout=420, what="the retraining run triggered by week1.csv")
+    runs = ws.wait(
+        lambda runs: any(r["state"] in TERMINAL for r in pipeline_runs(runs, "on-new-data")),
+        timeout=420,
+        what="the retraining run triggered by week1.csv",
+    )
     ingest = [r for r in runs if r["flow"] == INGEST]
     assert [(r["name"], r["state"]) for r in ingest] == [("ingest week1.csv", "COMPLETED")]
     (run,) = pipeline_runs(runs, "on-new-data")
@@ -164,8 +188,11 @@ def test_a_bad_file_is_rejected_with_its_report_and_production_is_untouched(serv
     ws = served
     before_runs, before_production = pipeline_runs(ws.flow_runs()), ws.production()
     ws.drop("bad.csv", 'text,label\n"a fine film, truly",positive\n"not my thing",neutral\n"   ",negative\n')
-    runs = ws.wait(lambda runs: any(r["name"] == "ingest bad.csv" and r["state"] in TERMINAL for r in runs),
-                   timeout=120, what="the ingest run of bad.csv")
+    runs = ws.wait(
+        lambda runs: any(r["name"] == "ingest bad.csv" and r["state"] in TERMINAL for r in runs),
+        timeout=120,
+        what="the ingest run of bad.csv",
+    )
     assert next(r for r in runs if r["name"] == "ingest bad.csv")["state"] == "FAILED"
     (folder,) = (ws.root / "landing" / "rejected").iterdir()
     assert (folder / "bad.csv").exists() and not (ws.landing / "bad.csv").exists()
@@ -187,18 +214,27 @@ def test_a_burst_of_files_is_one_run_and_a_concurrent_run_waits_without_lock_err
     before = len(pipeline_runs(ws.flow_runs(), "on-new-data"))
     for week in (2, 3, 4):
         ws.drop(f"week{week}.csv", reviews_csv(60, seed=100 + week))
-    runs = ws.wait(lambda runs: sum(r["name"].startswith("ingest week") and r["state"] == "COMPLETED"
-                                    for r in runs) == 4, timeout=120, what="three more accepted files")
+    runs = ws.wait(
+        lambda runs: sum(r["name"].startswith("ingest week") and r["state"] == "COMPLETED" for r in runs) == 4,
+        timeout=120,
+        what="three more accepted files",
+    )
     # Meanwhile someone starts the scheduled deployment by hand: it must wait for the triggered run, not fail.
     with temporary_settings(updates={PREFECT_API_URL: ws.api}):
         run_deployment(f"{PIPELINE}/scheduled", timeout=0)
-    runs = ws.wait(lambda runs: len(pipeline_runs(runs, "on-new-data")) > before
-                   and all(r["state"] in TERMINAL for r in pipeline_runs(runs)), timeout=480,
-                   what="the debounced retraining run and the scheduled run")
+    runs = ws.wait(
+        lambda runs: (
+            len(pipeline_runs(runs, "on-new-data")) > before
+            and all(r["state"] in TERMINAL for r in pipeline_runs(runs))
+        ),
+        timeout=480,
+        what="the debounced retraining run and the scheduled run",
+    )
     triggered = pipeline_runs(runs, "on-new-data")[before:]
     assert len(triggered) == 1, triggered  # three files, one run
-    assert [r["state"] for r in pipeline_runs(runs)] == ["COMPLETED"] * len(pipeline_runs(runs)), \
-        [(r["name"], r["message"]) for r in pipeline_runs(runs)]
+    assert [r["state"] for r in pipeline_runs(runs)] == ["COMPLETED"] * len(pipeline_runs(runs)), [
+        (r["name"], r["message"]) for r in pipeline_runs(runs)
+    ]
     assert json.loads((ws.root / "metrics" / "ingest.json").read_text())["batches"] == 4
     assert "Unable to acquire lock" not in ws.log.read_text()
     assert "another pipeline run holds this workspace: waiting" in ws.log.read_text()

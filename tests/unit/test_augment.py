@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import ClassVar
 
 import pandas as pd
 import pytest
@@ -53,20 +54,33 @@ def words(text: str) -> list[str]:
 def test_negations_and_protected_words_survive_every_swap(swapper):
     variants = swapper.variants(BEHAVIOURAL, [str(i) for i in range(len(BEHAVIOURAL))], 5)
     changed = 0
-    for text, copies in zip(BEHAVIOURAL, variants):
+    for text, copies in zip(BEHAVIOURAL, variants, strict=True):
         for copy in copies:
             changed += copy != text
             assert negations(copy) == negations(text), (text, copy)
-            for kept in ("movie", "film", "not", "never", "no", "nothing", "nor", "hardly", "without",
-                         "nobody", "cannot", "neither", "n't"):
+            for kept in (
+                "movie",
+                "film",
+                "not",
+                "never",
+                "no",
+                "nothing",
+                "nor",
+                "hardly",
+                "without",
+                "nobody",
+                "cannot",
+                "neither",
+                "n't",
+            ):
                 assert words(copy).count(kept) == words(text).count(kept), (kept, text, copy)
     assert changed >= 40  # replace_fraction 1.0: nearly every copy differs
 
 
 def test_synonyms_keep_the_part_of_speech_in_context(swapper):
     verb, noun = swapper.variants(["I will book a table", "I read the book"], ["a", "b"], 4)
-    assert {v.split()[2] for v in verb} <= {"reserve", "hold"}       # book as a verb
-    assert {v.split()[-1] for v in noun} == {"volume"}               # book as a noun
+    assert {v.split()[2] for v in verb} <= {"reserve", "hold"}  # book as a verb
+    assert {v.split()[-1] for v in noun} == {"volume"}  # book as a noun
     # Inflected forms are left alone (a swap would lose the plural or the tense).
     assert swapper.variants(["the plays"], ["c"], 1)[0] == ["the plays"]
 
@@ -98,21 +112,52 @@ def tiny_marian(tmp_path_factory):
     set_seed(0)
     folder = tmp_path_factory.mktemp("tiny-marian")
     corpus = folder / "corpus.txt"
-    corpus.write_text("\n".join(["the film was good", "a bad film , sadly", "the plot is thin but the cast is great",
-                                  "I did not like the ending", "el film era bueno", "una mala pelicula"] * 20))
+    corpus.write_text(
+        "\n".join(
+            [
+                "the film was good",
+                "a bad film , sadly",
+                "the plot is thin but the cast is great",
+                "I did not like the ending",
+                "el film era bueno",
+                "una mala pelicula",
+            ]
+            * 20
+        )
+    )
     sentencepiece.SentencePieceTrainer.train(
-        input=str(corpus), model_prefix=str(folder / "spm"), vocab_size=60, hard_vocab_limit=False,
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
-        minloglevel=2)
+        input=str(corpus),
+        model_prefix=str(folder / "spm"),
+        vocab_size=60,
+        hard_vocab_limit=False,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        minloglevel=2,
+    )
     pieces = sentencepiece.SentencePieceProcessor(model_file=str(folder / "spm.model"))
     vocab = {pieces.id_to_piece(i): i for i in range(pieces.get_piece_size())}
     (folder / "vocab.json").write_text(json.dumps(vocab))
     tokenizer = MarianTokenizer(str(folder / "spm.model"), str(folder / "spm.model"), str(folder / "vocab.json"))
-    config = MarianConfig(vocab_size=len(vocab), d_model=16, encoder_layers=1, decoder_layers=1,
-                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                          decoder_ffn_dim=32, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
-                          eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id,
-                          forced_eos_token_id=tokenizer.eos_token_id)
+    config = MarianConfig(
+        vocab_size=len(vocab),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        forced_eos_token_id=tokenizer.eos_token_id,
+    )
     model_dir = folder / "model"
     MarianMTModel(config).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
@@ -121,8 +166,13 @@ def tiny_marian(tmp_path_factory):
 
 @pytest.mark.parametrize("do_sample", [False, True])
 def test_marian_engine_translates_in_batches_in_order(tiny_marian, do_sample):
-    generation = {"num_beams": 1 if do_sample else 2, "do_sample": do_sample, "top_p": 0.9, "temperature": 1.0,
-                  "max_new_tokens": 6}
+    generation = {
+        "num_beams": 1 if do_sample else 2,
+        "do_sample": do_sample,
+        "top_p": 0.9,
+        "temperature": 1.0,
+        "max_new_tokens": 6,
+    }
     engine = MarianTranslator(tiny_marian, tiny_marian, batch_size=2, generation=generation, seed=1)
     texts = ["a good film", "a bad one , sadly", "fine", "the plot is thin but the cast is great"]
     back = engine.back_translate(texts)
@@ -133,8 +183,16 @@ def test_marian_engine_translates_in_batches_in_order(tiny_marian, do_sample):
 
 
 def test_a_configured_engine_that_is_missing_is_a_clear_error(make_params, tmp_path, monkeypatch):
-    config = make_params({"augment": {"backtranslation": {
-        "engine": "marian", "marian": {"forward": str(tmp_path / "no-such-model"), "backward": "x"}}}}).augment
+    config = make_params(
+        {
+            "augment": {
+                "backtranslation": {
+                    "engine": "marian",
+                    "marian": {"forward": str(tmp_path / "no-such-model"), "backward": "x"},
+                }
+            }
+        }
+    ).augment
     with pytest.raises(EngineError, match=r"augment\.backtranslation\.marian\.forward: cannot load"):
         make_translator(config.backtranslation, config.seed, None)
     with pytest.raises(EngineError, match=r"augment\.backtranslation\.apertium\.pivot 'fra'.*eng-spa"):
@@ -173,31 +231,53 @@ def test_cache_translates_only_unseen_rows_and_reports_the_hit_rate(tmp_path):
 
 
 def frame(texts: list[str], labels: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({"text": texts, "label": labels, "split": "train",
-                         "row_id": [f"r{i}" for i in range(len(texts))]})
+    return pd.DataFrame(
+        {"text": texts, "label": labels, "split": "train", "row_id": [f"r{i}" for i in range(len(texts))]}
+    )
 
 
 def test_filters_count_what_each_rule_drops(make_params, embedder):
     config = make_params().augment.filters
-    original = frame(["the film was good", "a long and winding story about two friends", "it is great"],
-                     ["pos", "neg", "pos"])
-    candidates = pd.DataFrame({
-        "text": ["the film was good",            # identical to its source
-                 "it is great",                  # duplicate of another row
-                 "the film was not good",        # gained a negation
-                 "a story",                      # too short against its source
-                 "the quarterly tax report",     # another meaning
-                 "the movie was good"],          # kept
-        "source_id": ["r0", "r0", "r0", "r1", "r0", "r0"], "label": "pos", "row_id": [f"v{i}" for i in range(6)]})
+    original = frame(
+        ["the film was good", "a long and winding story about two friends", "it is great"], ["pos", "neg", "pos"]
+    )
+    candidates = pd.DataFrame(
+        {
+            "text": [
+                "the film was good",  # identical to its source
+                "it is great",  # duplicate of another row
+                "the film was not good",  # gained a negation
+                "a story",  # too short against its source
+                "the quarterly tax report",  # another meaning
+                "the movie was good",
+            ],  # kept
+            "source_id": ["r0", "r0", "r0", "r1", "r0", "r0"],
+            "label": "pos",
+            "row_id": [f"v{i}" for i in range(6)],
+        }
+    )
     kept, dropped = quality_filter(original, candidates, config, embedder)
     assert list(kept["text"]) == ["the movie was good"]
-    assert dropped == {"identical_to_source": 1, "duplicate_of_other_row": 1, "negation_changed": 1,
-                       "length_ratio": 1, "low_similarity": 1}
+    assert dropped == {
+        "identical_to_source": 1,
+        "duplicate_of_other_row": 1,
+        "negation_changed": 1,
+        "length_ratio": 1,
+        "low_similarity": 1,
+    }
 
 
 def test_balance_mode_fills_the_smaller_class(make_params, swapper):
-    config = make_params({"augment": {"classes": "balance", "synonym": {"ratio": 1.0, "variants": 2},
-                                      "backtranslation": {"ratio": 0.0}, "filters": {"min_similarity": None}}}).augment
+    config = make_params(
+        {
+            "augment": {
+                "classes": "balance",
+                "synonym": {"ratio": 1.0, "variants": 2},
+                "backtranslation": {"ratio": 0.0},
+                "filters": {"min_similarity": None},
+            }
+        }
+    ).augment
     texts = [f"a wonderful story number {i}" for i in range(30)] + [f"a terrible plot twist {i}" for i in range(10)]
     train = frame(texts, ["pos"] * 30 + ["neg"] * 10)
     chosen = plan(train, config)["synonym"]
@@ -211,7 +291,7 @@ def test_balance_mode_fills_the_smaller_class(make_params, swapper):
 class Echo:
     """A translator that returns its input: every variant must be filtered as unchanged."""
 
-    settings = {"engine": "echo"}
+    settings: ClassVar[dict[str, str]] = {"engine": "echo"}
 
     def back_translate(self, texts):
         return list(texts)
@@ -237,8 +317,14 @@ def test_stage_with_apertium_on_real_rows(make_params, tmp_path):
     from tasks.stages.augment import run
 
     params = make_params({"augment": {"synonym": {"ratio": 0.5}, "backtranslation": {"ratio": 0.5}}})
-    texts = ["the acting is superb and the story moves", "a dull , lifeless film", "I did not enjoy the ending",
-             "a charming comedy with a big heart", "the script is a mess", "beautiful images and music"]
+    texts = [
+        "the acting is superb and the story moves",
+        "a dull , lifeless film",
+        "I did not enjoy the ending",
+        "a charming comedy with a big heart",
+        "the script is a mess",
+        "beautiful images and music",
+    ]
     write_table(params.path("train_split"), frame(texts, ["pos", "neg", "neg", "pos", "neg", "pos"]))
     run(params)
     report = json.loads((params.path("metrics") / "augment.json").read_text())

@@ -32,11 +32,14 @@ def test_bad_value_is_named(tmp_path):
         load_params(write(tmp_path, bad))
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("learning_rate", -0.001, r"train\.learning_rate: .*greater than 0"),
-    ("lr_scheduler", "exponential", r"train\.lr_scheduler: .*'linear' or 'cosine'.*exponential"),
-    ("gradient_accumulation_steps", 0, r"train\.gradient_accumulation_steps: .*greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("learning_rate", -0.001, r"train\.learning_rate: .*greater than 0"),
+        ("lr_scheduler", "exponential", r"train\.lr_scheduler: .*'linear' or 'cosine'.*exponential"),
+        ("gradient_accumulation_steps", 0, r"train\.gradient_accumulation_steps: .*greater than or equal to 1"),
+    ],
+)
 def test_bad_training_params_are_named(tmp_path, key, value, message):
     bad = deep_merge(repo_params(), {"train": {key: value}})
     with pytest.raises(ConfigError, match=message):
@@ -50,8 +53,9 @@ def test_missing_key_is_named(tmp_path):
         load_params(write(tmp_path, bad))
 
 
-@pytest.mark.parametrize("rule, policy", [("label_in_set", "ignore"), ("label_in_set", "warn"),
-                                          ("min_rows", "quarantine")])
+@pytest.mark.parametrize(
+    ("rule", "policy"), [("label_in_set", "ignore"), ("label_in_set", "warn"), ("min_rows", "quarantine")]
+)
 def test_bad_policy_is_named(tmp_path, rule, policy):
     # Unknown labels cannot be trained on; a dataset rule has no rows to set aside.
     bad = deep_merge(repo_params(), {"validate": {"rules": {rule: policy}}})
@@ -66,7 +70,9 @@ def test_label_map_must_map_into_the_label_set(tmp_path):
 
 
 def test_numeric_labels_and_single_text_column_are_accepted(tmp_path):
-    params = load_params(write(tmp_path, deep_merge(repo_params(), {"data": {"labels": [0, 1], "text_column": "sentence"}})))
+    params = load_params(
+        write(tmp_path, deep_merge(repo_params(), {"data": {"labels": [0, 1], "text_column": "sentence"}}))
+    )
     assert params.data.labels == ["0", "1"]
     assert params.data.text_column == ["sentence"]
 

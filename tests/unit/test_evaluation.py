@@ -39,7 +39,8 @@ def test_metrics_match_scikit_learn(classes):
     precision, recall, f1, _ = precision_recall_fscore_support(y, predicted, labels=range(classes), zero_division=0)
     for i, label in enumerate(labels):
         assert (found[f"precision.{label}"], found[f"recall.{label}"], found[f"f1.{label}"]) == pytest.approx(
-            (precision[i], recall[i], f1[i]), abs=1e-6)
+            (precision[i], recall[i], f1[i]), abs=1e-6
+        )
     if classes == 2:
         assert found["roc_auc"] == pytest.approx(roc_auc_score(y, probabilities[:, 1]), abs=1e-6)
     else:
@@ -60,13 +61,24 @@ def test_undefined_metrics_are_none_not_nan():
 
 
 def test_slices_by_length_and_by_pattern_or_keyword(make_params):
-    config = make_params({"evaluate": {"slices": {"length_words": [3], "named": {
-        "negation": {"pattern": r"\bnot\b|n't\b"}, "contrast": {"keywords": ["but"]}}}}}).evaluate.slices
+    config = make_params(
+        {
+            "evaluate": {
+                "slices": {
+                    "length_words": [3],
+                    "named": {"negation": {"pattern": r"\bnot\b|n't\b"}, "contrast": {"keywords": ["but"]}},
+                }
+            }
+        }
+    ).evaluate.slices
     texts = ["not good", "It isn't bad, BUT long winded and slow", "butter is fine", "fine"]
     masks = slice_masks(texts, config)
     assert {name: mask.tolist() for name, mask in masks.items()} == {
-        "words_1_3": [True, False, True, True], "words_4_up": [False, True, False, False],
-        "negation": [True, True, False, False], "contrast": [False, True, False, False]}
+        "words_1_3": [True, False, True, True],
+        "words_4_up": [False, True, False, False],
+        "negation": [True, True, False, False],
+        "contrast": [False, True, False, False],
+    }
 
 
 def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate(make_params):
@@ -93,8 +105,9 @@ def test_paired_change_interval_is_narrower_than_either_model_alone(make_params)
     assert found["change"]["accuracy"] == pytest.approx(change, abs=1e-6)
 
 
-def sliced_predictions(negation_right: float, other_right: float, n: int = 400, seed: int = 0
-                       ) -> tuple[list[str], np.ndarray, np.ndarray]:
+def sliced_predictions(
+    negation_right: float, other_right: float, n: int = 400, seed: int = 0
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Texts (every 4th has a negation) with predictions right on about the given share of each part."""
     texts = ["this is not good at all" if i % 4 == 0 else "this is a good one" for i in range(n)]
     y = np.random.default_rng(0).integers(0, 2, n)
@@ -106,9 +119,15 @@ def sliced_predictions(negation_right: float, other_right: float, n: int = 400, 
 
 
 def test_a_slice_regression_blocks_even_when_overall_improves(make_params):
-    params = make_params({"gate": {"change_test": "interval",
-                                   "metrics": {"accuracy": {"min": 0.5, "change": {"min": -0.01}}},
-                                   "slices": {"negation": {"accuracy": {"min": 0.3}}}}})
+    params = make_params(
+        {
+            "gate": {
+                "change_test": "interval",
+                "metrics": {"accuracy": {"min": 0.5, "change": {"min": -0.01}}},
+                "slices": {"negation": {"accuracy": {"min": 0.3}}},
+            }
+        }
+    )
     texts, y, production = sliced_predictions(negation_right=0.9, other_right=0.77)
     _, _, candidate = sliced_predictions(negation_right=0.6, other_right=0.97, seed=1)
     scored = score(texts, y, {"candidate": candidate, "production": production}, LABELS, params.evaluate)
@@ -149,18 +168,23 @@ def test_rule_bounds_with_and_without_interval():
     assert GateRule("x", 0.4, 0.5, "min", interval=(0.3, 0.55)).status == "pass"  # could be noise
     assert GateRule("x", 0.4, 0.5, "min", interval=(0.3, 0.45)).failed
     assert GateRule("x", 0.6, 0.5, "max", interval=(0.51, 0.7)).failed
-    assert "whole interval 0.3000 to 0.4500 below it" in GateRule("x", 0.4, 0.5, "min", interval=(0.3, 0.45)
-                                                              ).describe_failure()
+    assert (
+        "whole interval 0.3000 to 0.4500 below it"
+        in GateRule("x", 0.4, 0.5, "min", interval=(0.3, 0.45)).describe_failure()
+    )
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"gate": {"metrics": {"acuracy": {"min": 0.5}}}}, r"gate\.metrics\.acuracy: unknown metric"),
-    ({"gate": {"slices": {"negations": {"accuracy": {"min": 0.5}}}}}, r"gate\.slices\.negations: no such slice"),
-    ({"gate": {"metrics": {"f1.neutral": {"min": 0.5}}}}, r"gate\.metrics\.f1\.neutral: unknown metric"),
-    ({"gate": {"metrics": {"weighted_f1": {"change": {"relative": True}}}}}, r"weighted_f1\.change: .*give `min`"),
-    ({"evaluate": {"slices": {"named": {"bad": {"pattern": "(unclosed"}}}}}, r"not a valid regex"),
-    ({"evaluate": {"slices": {"length_words": [20, 10]}}}, r"bucket bounds must increase"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gate": {"metrics": {"acuracy": {"min": 0.5}}}}, r"gate\.metrics\.acuracy: unknown metric"),
+        ({"gate": {"slices": {"negations": {"accuracy": {"min": 0.5}}}}}, r"gate\.slices\.negations: no such slice"),
+        ({"gate": {"metrics": {"f1.neutral": {"min": 0.5}}}}, r"gate\.metrics\.f1\.neutral: unknown metric"),
+        ({"gate": {"metrics": {"weighted_f1": {"change": {"relative": True}}}}}, r"weighted_f1\.change: .*give `min`"),
+        ({"evaluate": {"slices": {"named": {"bad": {"pattern": "(unclosed"}}}}}, r"not a valid regex"),
+        ({"evaluate": {"slices": {"length_words": [20, 10]}}}, r"bucket bounds must increase"),
+    ],
+)
 def test_bad_gate_and_slice_params_name_the_key(make_params, overrides, message):
     with pytest.raises(ConfigError, match=message):
         make_params(overrides)

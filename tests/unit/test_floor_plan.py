@@ -33,15 +33,21 @@ def test_every_stage_module_is_a_dvc_stage_run_as_its_own_module():
 
 def test_no_stage_imports_another_stage():
     graph = import_graph(REPO, project_modules(REPO))
-    crossings = {module: sorted(n for n in imported if n.startswith(STAGES) and n != module)
-                 for module, imported in graph.items() if module.startswith(STAGES)}
+    crossings = {
+        module: sorted(n for n in imported if n.startswith(STAGES) and n != module)
+        for module, imported in graph.items()
+        if module.startswith(STAGES)
+    }
     assert {m: found for m, found in crossings.items() if found} == {}
 
 
 def test_the_library_imports_only_the_library():
     graph = import_graph(REPO, project_modules(REPO))
-    outside = {module: sorted(n for n in imported if not n.startswith("tasks.lib"))
-               for module, imported in graph.items() if module.startswith("tasks.lib")}
+    outside = {
+        module: sorted(n for n in imported if not n.startswith("tasks.lib"))
+        for module, imported in graph.items()
+        if module.startswith("tasks.lib")
+    }
     assert {m: found for m, found in outside.items() if found} == {}
 
 
@@ -90,7 +96,10 @@ SMALL_PROJECT = {
 def test_the_closure_follows_lazy_relative_and_from_package_imports(tmp_path):
     _project(tmp_path, SMALL_PROJECT, [])
     assert import_closure(tmp_path, "tasks.stages.fit") == {
-        Path("tasks/stages/fit.py"), Path("tasks/lib/shapes.py"), Path("tasks/lib/helpers.py")}
+        Path("tasks/stages/fit.py"),
+        Path("tasks/lib/shapes.py"),
+        Path("tasks/lib/helpers.py"),
+    }
 
 
 def test_the_check_names_a_missing_helper_and_code_listed_in_vain(tmp_path):
@@ -109,12 +118,15 @@ def test_a_folder_dep_covers_its_files_and_is_needless_when_the_stage_runs_only_
 
 
 def test_code_in_a_package_init_joins_the_closure(tmp_path):
-    _project(tmp_path, {**SMALL_PROJECT, "tasks/__init__.py": "import os\nHOME = os.environ.get('HOME')\n"},
-             ["tasks/stages/fit.py", "tasks/lib/shapes.py", "tasks/lib/helpers.py"])
+    _project(
+        tmp_path,
+        {**SMALL_PROJECT, "tasks/__init__.py": "import os\nHOME = os.environ.get('HOME')\n"},
+        ["tasks/stages/fit.py", "tasks/lib/shapes.py", "tasks/lib/helpers.py"],
+    )
     (stage,) = check_stages(tmp_path)
     assert stage.missing == {Path("tasks/__init__.py")}
 
 
 def test_a_stage_command_other_than_its_module_is_refused():
-    with pytest.raises(ValueError, match="cmd must be `python -m tasks.stages.<name>`"):
+    with pytest.raises(ValueError, match=r"cmd must be `python -m tasks\.stages\.<name>`"):
         stage_module("train", "python -m tasks.cli stage train")

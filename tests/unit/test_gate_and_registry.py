@@ -31,32 +31,54 @@ def agreeing(share: float) -> dict:
     return {"label_agreement": share, "max_abs_logit_diff": 0.0, "mean_abs_logit_diff": 0.0}
 
 
-EXPORT = ExportMetrics(inputs=["input_ids"], opset=17, fused_ops={},
-                       exported=GraphParity(file="model.onnx", size_bytes=1, **agreeing(1.0)),
-                       optimized=GraphParity(file="model.opt.onnx", size_bytes=1, **agreeing(0.9)))
+EXPORT = ExportMetrics(
+    inputs=["input_ids"],
+    opset=17,
+    fused_ops={},
+    exported=GraphParity(file="model.onnx", size_bytes=1, **agreeing(1.0)),
+    optimized=GraphParity(file="model.opt.onnx", size_bytes=1, **agreeing(0.9)),
+)
 
 
 def measured(p50_ms: float, per_s: float, agreement: float = 1.0, drop: float = 0.0, size: float = 0.25) -> dict:
-    return {"p50_ms": p50_ms, "p95_ms": p50_ms * 2, "batch_per_s": per_s, "speedup_b1": 1.0, "speedup_batch": 1.0,
-            "size_bytes": int(size * 1e8), "size_ratio": size, "accuracy_b1": 0.9 - drop, "accuracy_batch": 0.9 - drop,
-            "accuracy_drop_b1": drop, "accuracy_drop_batch": drop, "agreement_b1": agreeing(agreement),
-            "agreement_batch": agreeing(agreement)}
+    return {
+        "p50_ms": p50_ms,
+        "p95_ms": p50_ms * 2,
+        "batch_per_s": per_s,
+        "speedup_b1": 1.0,
+        "speedup_batch": 1.0,
+        "size_bytes": int(size * 1e8),
+        "size_ratio": size,
+        "accuracy_b1": 0.9 - drop,
+        "accuracy_batch": 0.9 - drop,
+        "accuracy_drop_b1": drop,
+        "accuracy_drop_batch": drop,
+        "agreement_b1": agreeing(agreement),
+        "agreement_batch": agreeing(agreement),
+    }
 
 
 def measurement(models: dict) -> QuantizeMetrics:
     return QuantizeMetrics(rows=100, latency_rows=100, batch_size=32, threads=None, rounds=3, models=models)
 
 
-QUANTIZE = measurement({"pytorch_fp32": measured(8.0, 150), "fp32": measured(3.0, 400, size=1.0),
-                        "int8": measured(1.5, 600, agreement=0.99, drop=0.004),
-                        "int8_fast": measured(1.2, 900, agreement=0.93, drop=0.03),
-                        "int8_wide": measured(1.4, 950, agreement=0.99, drop=0.002)})
+QUANTIZE = measurement(
+    {
+        "pytorch_fp32": measured(8.0, 150),
+        "fp32": measured(3.0, 400, size=1.0),
+        "int8": measured(1.5, 600, agreement=0.99, drop=0.004),
+        "int8_fast": measured(1.2, 900, agreement=0.93, drop=0.03),
+        "int8_wide": measured(1.4, 950, agreement=0.99, drop=0.002),
+    }
+)
 
 
 def test_onnx_rules_name_the_graph_that_disagrees(make_params):
     rules = onnx_rules(make_params().gate, EXPORT)
-    assert [(r.name, r.status) for r in rules] == [("min_onnx_agreement (exported)", "pass"),
-                                                   ("min_onnx_agreement (optimized)", "FAIL")]
+    assert [(r.name, r.status) for r in rules] == [
+        ("min_onnx_agreement (exported)", "pass"),
+        ("min_onnx_agreement (optimized)", "FAIL"),
+    ]
 
 
 def test_the_fastest_variant_that_passes_is_chosen(make_params):
@@ -65,16 +87,27 @@ def test_the_fastest_variant_that_passes_is_chosen(make_params):
     chosen, variants = choose_variant(serving, QUANTIZE)
     # int8_fast is faster but disagrees with PyTorch too often; PyTorch itself is never a candidate.
     assert chosen == "int8_wide" and set(variants) == {"fp32", "int8", "int8_fast", "int8_wide"}
-    assert [r.name for r in variants["int8_fast"] if r.failed] == ["agreement b1", "agreement batch",
-                                                                   "accuracy drop b1", "accuracy drop batch"]
+    assert [r.name for r in variants["int8_fast"] if r.failed] == [
+        "agreement b1",
+        "agreement batch",
+        "accuracy drop b1",
+        "accuracy drop batch",
+    ]
     assert choose_variant(serving.model_copy(update={"prefer": "throughput"}), QUANTIZE)[0] == "int8_wide"
     quantize = measurement({k: v for k, v in QUANTIZE.models.items() if k != "int8_wide"})
     assert choose_variant(serving.model_copy(update={"max_size_ratio": 0.3}), quantize)[0] == "int8"
     nothing = serving.model_copy(update={"min_agreement": 1.0, "max_size_ratio": 0.3})
     chosen, variants = choose_variant(nothing, QUANTIZE)
     assert chosen is None
-    text = render([], variants, chosen, QUANTIZE, params.model_copy(update={"gate": params.gate.model_copy(
-        update={"serving": nothing})}), None, None)
+    text = render(
+        [],
+        variants,
+        chosen,
+        QUANTIZE,
+        params.model_copy(update={"gate": params.gate.model_copy(update={"serving": nothing})}),
+        None,
+        None,
+    )
     assert "REJECTED" in text and "no serving variant passes gate.serving" in text
     assert "fp32: size ratio is 1.0000, above 0.3000 by 0.7000" in text
 
@@ -112,8 +145,14 @@ def test_stages_follow_registration_promotion_and_archiving(tmp_path):
     with pytest.raises(RegistryError, match="no complete version v0009"):
         registry.promote("v0009", "missing")
     events = [(e["event"], e.get("version") or e.get("to")) for e in registry.events()]
-    assert events == [("register", v1), ("promote", v1), ("register", v2), ("register", v3), ("promote", v2),
-                      ("archive", v3)]
+    assert events == [
+        ("register", v1),
+        ("promote", v1),
+        ("register", v2),
+        ("register", v3),
+        ("promote", v2),
+        ("archive", v3),
+    ]
 
 
 def test_rollback_restores_the_previous_production_model_and_records_why(tmp_path):
@@ -190,8 +229,9 @@ def stage_candidate(params, model: Path, model_file: str) -> None:
         params.path(name).parent.mkdir(parents=True, exist_ok=True)
         params.path(name).write_bytes(name.encode())
     params.path("metrics").mkdir(parents=True, exist_ok=True)
-    EvaluateMetrics(n=10, accuracy=0.9, macro_f1=0.9, weighted_f1=0.9, ece=0.05,
-                    interval={"accuracy": [0.8, 1.0]}).write(params)
+    EvaluateMetrics(
+        n=10, accuracy=0.9, macro_f1=0.9, weighted_f1=0.9, ece=0.05, interval={"accuracy": [0.8, 1.0]}
+    ).write(params)
     QUANTIZE.write(params)
     IngestMetrics(rows=12, source_rows=10, batches=2, batch_rows=2, data_version="0002-0123456789ab").write(params)
     passed_gate(model_file, model_file.split(".")[1]).write(params)
@@ -201,8 +241,15 @@ def stage_candidate(params, model: Path, model_file: str) -> None:
 
 
 def passed_gate(model_file: str | None, variant: str | None, passed: bool = True) -> GateMetrics:
-    return GateMetrics(passed=passed, serving_variant=variant, model_file=model_file, production_version=None,
-                       rules=[], variants={}, overall={"accuracy": {"candidate": 0.9}})
+    return GateMetrics(
+        passed=passed,
+        serving_variant=variant,
+        model_file=model_file,
+        production_version=None,
+        rules=[],
+        variants={},
+        overall={"accuracy": {"candidate": 0.9}},
+    )
 
 
 @pytest.fixture
@@ -231,8 +278,11 @@ def test_a_record_of_the_wrong_shape_names_its_file_and_field(make_params):
     params = make_params()
     params.path("metrics").mkdir(parents=True)
     (params.path("metrics") / "gate.json").write_text(json.dumps({"passed": True, "model_file": "m.onnx"}))
-    with pytest.raises(ArtifactError, match=r"metrics/gate\.json: not a GateMetrics record \(serving_variant: Field "
-                                            r"required; production_version: Field required"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"metrics/gate\.json: not a GateMetrics record \(serving_variant: Field "
+        r"required; production_version: Field required",
+    ):
         promote(params)
     assert Registry(params.path("registry")).production() is None
 
@@ -315,8 +365,9 @@ def test_a_crash_mid_promotion_leaves_production_serving(make_params, onnx_folde
     production = registry.production()
     assert production["version"] == "v0001"
     assert load_classifier(Path(production["path"])).predict(["a fine film"])[0] in ("negative", "positive")
-    expected = {"v0001": "production", "v0002": "candidate"} if moment == "before-pointer-switch" else {
-        "v0001": "production"}
+    expected = (
+        {"v0001": "production", "v0002": "candidate"} if moment == "before-pointer-switch" else {"v0001": "production"}
+    )
     assert registry.stages() == expected
     # The next run finishes the job: one new version, no duplicate.
     assert promote(params).version == "v0002"

@@ -37,8 +37,9 @@ def test_each_format_with_configured_columns(tmp_path, make_params, suffix):
         path.write_text("".join(json.dumps(r) + "\n" for r in frame.to_dict(orient="records")))
     else:
         frame.to_parquet(path)
-    params = make_params({"data": {"source": str(path), "text_column": "review", "label_column": "stars",
-                                   "labels": ["neg", "pos"]}})
+    params = make_params(
+        {"data": {"source": str(path), "text_column": "review", "label_column": "stars", "labels": ["neg", "pos"]}}
+    )
     raw = read_source(params.data, params.root)
     assert list(raw["text"]) == ['good, "very" good', "bad"]
     assert list(raw["label"]) == ["pos", "neg"]

@@ -44,8 +44,13 @@ def test_an_accepted_file_becomes_a_batch_the_ingest_stage_appends(params):
     raw = pd.read_parquet(params.path("raw"))
     assert len(raw) == 123 and raw["row_id"].str.startswith("b0001/").sum() == 3
     metrics = json.loads((params.path("metrics") / "ingest.json").read_text())
-    assert metrics == {"rows": 123, "source_rows": 120, "batches": 1, "batch_rows": 3,
-                       "data_version": receipt.data_version}
+    assert metrics == {
+        "rows": 123,
+        "source_rows": 120,
+        "batches": 1,
+        "batch_rows": 3,
+        "data_version": receipt.data_version,
+    }
 
 
 def test_a_file_failing_a_fail_rule_is_rejected_with_file_line_and_field(params):
@@ -140,9 +145,11 @@ def test_a_notification_goes_to_the_log_file_and_to_a_prefect_notification_block
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        CustomWebhookNotificationBlock(name="ops", url=f"http://127.0.0.1:{server.server_port}/hook",
-                                       json_data={"subject": "{{subject}}", "text": "{{body}}"}
-                                       ).save("textclf-test-ops", overwrite=True)
+        CustomWebhookNotificationBlock(
+            name="ops",
+            url=f"http://127.0.0.1:{server.server_port}/hook",
+            json_data={"subject": "{{subject}}", "text": "{{body}}"},
+        ).save("textclf-test-ops", overwrite=True)
         params = make_params({"retrain": {"notify_block": "custom-webhook/textclf-test-ops"}})
         record = notify(params, "pipeline.failed", "run x Failed: ## Gate: REJECTED", "accuracy is 0.41")
     finally:

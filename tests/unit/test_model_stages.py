@@ -26,14 +26,25 @@ from tests.conftest import deep_merge, repo_params, tiny_overrides
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("stages")
-    overrides = deep_merge(tiny_overrides(tiny_model_dir), {
-        "augment": {"synonym": {"ratio": 0.0}, "backtranslation": {"ratio": 0.0}},
-        # Every kind of variant, and dynamic int8 restricted to MatMul on the plain graph.
-        "quantize": {"variants": {**repo_params()["quantize"]["variants"],
-                                  "int8_matmul": {"kind": "dynamic_int8", "graph": "exported", "per_channel": False,
-                                                  "op_types": ["MatMul"]},
-                                  "half": {"kind": "fp16", "graph": "optimized"}}},
-    })
+    overrides = deep_merge(
+        tiny_overrides(tiny_model_dir),
+        {
+            "augment": {"synonym": {"ratio": 0.0}, "backtranslation": {"ratio": 0.0}},
+            # Every kind of variant, and dynamic int8 restricted to MatMul on the plain graph.
+            "quantize": {
+                "variants": {
+                    **repo_params()["quantize"]["variants"],
+                    "int8_matmul": {
+                        "kind": "dynamic_int8",
+                        "graph": "exported",
+                        "per_channel": False,
+                        "op_types": ["MatMul"],
+                    },
+                    "half": {"kind": "fp16", "graph": "optimized"},
+                }
+            },
+        },
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(repo_params(), overrides)))
     params = load_params(root)
     for stage in (ingest, validate, split, augment, train, evaluate, export, quantize):
@@ -98,8 +109,9 @@ def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
     report = json.loads((trained.path("metrics") / "quantize.json").read_text())
     variants = trained.quantize.variants
     assert set(report["models"]) == {"pytorch_fp32", *variants}
-    ops = {name: {n.op_type for n in onnx.load(str(folder / quantize.variant_file(name))).graph.node}
-           for name in variants}
+    ops = {
+        name: {n.op_type for n in onnx.load(str(folder / quantize.variant_file(name))).graph.node} for name in variants
+    }
     assert {"QAttention", "DynamicQuantizeLinear"} <= ops["int8_dynamic"]
     assert "QuantizeLinear" in ops["int8_static"] and "DequantizeLinear" in ops["int8_static"]
     assert "MatMulInteger" in ops["int8_matmul"] and "QAttention" not in ops["int8_matmul"]
@@ -110,7 +122,9 @@ def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
         model = OnnxClassifier(folder, quantize.variant_file(name))
         assert model.logits(texts).shape == (2, 2) and model.logits(texts).dtype == np.float32, name
         measured = report["models"][name]
-        assert measured["p50_ms"] > 0 and measured["batch_per_s"] > 0 and measured["file"] == quantize.variant_file(name)
+        assert (
+            measured["p50_ms"] > 0 and measured["batch_per_s"] > 0 and measured["file"] == quantize.variant_file(name)
+        )
         assert 0 <= measured["agreement_b1"]["label_agreement"] <= 1
     models = report["models"]
     assert models["fp32"]["agreement_batch"]["max_abs_logit_diff"] < 1e-3
@@ -127,5 +141,7 @@ def test_a_corrupt_graph_fails_the_variant_by_name(trained, tmp_path):
     graph = tmp_path / "onnx" / export.OPTIMIZED_FILE
     graph.write_bytes(graph.read_bytes()[:4000])
     variant = DynamicInt8Variant(kind="dynamic_int8", graph="optimized", per_channel=True, op_types=None)
-    with pytest.raises(quantize.QuantizationError, match=r"quantize\.variants\.broken \(dynamic_int8 of model\.opt\.onnx\)"):
+    with pytest.raises(
+        quantize.QuantizationError, match=r"quantize\.variants\.broken \(dynamic_int8 of model\.opt\.onnx\)"
+    ):
         quantize.build_variant("broken", variant, tmp_path / "onnx", tmp_path, [])

@@ -60,9 +60,11 @@ def test_predict_function_gives_labels_and_probabilities(registry):
 
 
 def test_serving_path_imports_no_torch(registry):
-    code = ("import sys; from tasks.lib.production_model import predict; "
-            f"print(predict(['fine'], {str(registry.root)!r})[0].label); "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys; from tasks.lib.production_model import predict; "
+        f"print(predict(['fine'], {str(registry.root)!r})[0].label); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() in LABELS
@@ -70,11 +72,12 @@ def test_serving_path_imports_no_torch(registry):
 
 def test_predict_command_reads_arguments_file_and_stdin(registry, tmp_path):
     command = [sys.executable, "-m", "tasks", "--root", str(tmp_path), "predict"]
-    by_args = subprocess.run(command + ["good", "bad"], capture_output=True, text=True, check=True).stdout
+    by_args = subprocess.run([*command, "good", "bad"], capture_output=True, text=True, check=True).stdout
     assert [line.split("\t")[2] for line in by_args.splitlines()] == ["good", "bad"]
     (tmp_path / "texts.txt").write_text("one\n\ntwo\n")
-    by_file = subprocess.run(command + ["--file", str(tmp_path / "texts.txt"), "--json"], capture_output=True,
-                             text=True, check=True).stdout
+    by_file = subprocess.run(
+        [*command, "--file", str(tmp_path / "texts.txt"), "--json"], capture_output=True, text=True, check=True
+    ).stdout
     records = [json.loads(line) for line in by_file.splitlines()]
     assert [r["text"] for r in records] == ["one", "two"] and {r["version"] for r in records} == {"v0001"}
     by_stdin = subprocess.run(command, input="three\n", capture_output=True, text=True, check=True).stdout
@@ -138,8 +141,10 @@ def test_service_answers_with_the_version_and_rejects_bad_requests(service):
         assert too_long.status_code == 413 and "texts [1]" in too_long.json()["detail"]
         for malformed in ({"texts": "not a list"}, {"texts": []}, {"text": ["x"]}, {"texts": [1, None]}):
             assert client.post("/predict", json=malformed).status_code == 422, malformed
-        assert client.post("/predict", content=b"{not json", headers={"content-type": "application/json"}
-                           ).status_code == 422
+        assert (
+            client.post("/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code
+            == 422
+        )
 
 
 def test_service_survives_a_thousand_requests(service):
@@ -147,6 +152,7 @@ def test_service_survives_a_thousand_requests(service):
 
     url, _ = service
     with httpx.Client(base_url=url, timeout=30, limits=httpx.Limits(max_connections=8)) as client:
+
         def call(i: int) -> int:
             return client.post("/predict", json={"texts": [f"review {i}", "another one"]}).status_code
 

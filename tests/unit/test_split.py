@@ -5,8 +5,14 @@ from tasks.stages.split import SplitError, split
 
 
 def frame(n: int, with_split: str | None = None) -> pd.DataFrame:
-    return pd.DataFrame({"text": [f"t{i}" for i in range(n)], "label": ["a" if i % 4 else "b" for i in range(n)],
-                         "split": with_split, "row_id": [str(i) for i in range(n)]})
+    return pd.DataFrame(
+        {
+            "text": [f"t{i}" for i in range(n)],
+            "label": ["a" if i % 4 else "b" for i in range(n)],
+            "split": with_split,
+            "row_id": [str(i) for i in range(n)],
+        }
+    )
 
 
 def test_fractions_class_shares_seeded_and_disjoint(make_params):

@@ -28,11 +28,14 @@ from tests.conftest import deep_merge, repo_params, tiny_overrides
 
 def learnable(model_dir: Path) -> dict[str, Any]:
     """800 demo rows that the tiny model learns in a few epochs (val accuracy well above chance)."""
-    return deep_merge(tiny_overrides(model_dir), {
-        "data": {"demo": {"rows": 800}},
-        "augment": {"synonym": {"ratio": 0.0}, "backtranslation": {"ratio": 0.0}},
-        "train": {"learning_rate": 2e-3, "epochs": 3, "batch_size": 16},
-    })
+    return deep_merge(
+        tiny_overrides(model_dir),
+        {
+            "data": {"demo": {"rows": 800}},
+            "augment": {"synonym": {"ratio": 0.0}, "backtranslation": {"ratio": 0.0}},
+            "train": {"learning_rate": 2e-3, "epochs": 3, "batch_size": 16},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +93,11 @@ def test_a_run_killed_with_sigkill_resumes_and_ends_as_an_uninterrupted_one(prep
     process = subprocess.Popen(STAGE_COMMAND, cwd=killed.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while process.poll() is None and time.monotonic() < deadline:
-        found = [c for c in (killed.path("cache") / "checkpoints").glob("*/*/checkpoint-*")
-                 if (c / "trainer_state.json").exists() and int(c.name.split("-")[1]) >= 40]
+        found = [
+            c
+            for c in (killed.path("cache") / "checkpoints").glob("*/*/checkpoint-*")
+            if (c / "trainer_state.json").exists() and int(c.name.split("-")[1]) >= 40
+        ]
         if found:
             break
         time.sleep(0.01)
@@ -152,9 +158,13 @@ def test_two_runs_with_the_same_seed_give_identical_models(prepared, tiny_model_
 def test_curves_are_written_with_dvclive(prepared, tiny_model_dir, tmp_path):
     params = workspace(prepared, tmp_path, tiny_model_dir, {"eval_steps": 20})
     train.run(params)
-    loss, accuracy, rate = curve(params, "train/loss"), curve(params, "eval/accuracy"), curve(params, "train/learning_rate")
+    loss, accuracy, rate = (
+        curve(params, "train/loss"),
+        curve(params, "eval/accuracy"),
+        curve(params, "train/learning_rate"),
+    )
     steps = metrics_of(params)["steps"]
-    assert list(accuracy["step"]) == [*range(20, steps, 20), steps][:len(accuracy)] and len(accuracy) >= 5
+    assert list(accuracy["step"]) == [*range(20, steps, 20), steps][: len(accuracy)] and len(accuracy) >= 5
     assert loss["step"].is_monotonic_increasing and loss["loss"].iloc[-1] < loss["loss"].iloc[0]
     # Linear warmup over 10% of the steps, then decay towards 0.
     assert rate["learning_rate"].idxmax() < len(rate) // 2 and rate["learning_rate"].iloc[-1] < 2e-4
@@ -165,8 +175,12 @@ def test_curves_are_written_with_dvclive(prepared, tiny_model_dir, tmp_path):
 
 def test_early_stopping_fires_after_patience_validations_without_gain(prepared, tiny_model_dir, tmp_path):
     # A learning rate too small to move the tiny model: val accuracy never improves on the first validation.
-    params = workspace(prepared, tmp_path, tiny_model_dir,
-                       {"learning_rate": 1e-7, "epochs": 30, "eval_steps": 10, "early_stopping_patience": 2})
+    params = workspace(
+        prepared,
+        tmp_path,
+        tiny_model_dir,
+        {"learning_rate": 1e-7, "epochs": 30, "eval_steps": 10, "early_stopping_patience": 2},
+    )
     train.run(params)
     metrics = metrics_of(params)
     assert metrics["steps"] == 30 and metrics["epochs_run"] < 1  # validations at 10, 20, 30: stop
@@ -175,8 +189,12 @@ def test_early_stopping_fires_after_patience_validations_without_gain(prepared, 
 def test_lora_trains_adapters_only_and_saves_a_plain_merged_model(prepared, tiny_model_dir, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    params = workspace(prepared, tmp_path, tiny_model_dir, {"lora": {"enabled": True, "rank": 4, "alpha": 8,
-                                                                      "dropout": 0.0, "target_modules": ["query", "value"]}})
+    params = workspace(
+        prepared,
+        tmp_path,
+        tiny_model_dir,
+        {"lora": {"enabled": True, "rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}},
+    )
     train.run(params)
     metrics = metrics_of(params)
     assert metrics["lora"] and 0 < metrics["trainable_share"] < 0.05
@@ -188,8 +206,13 @@ def test_lora_trains_adapters_only_and_saves_a_plain_merged_model(prepared, tiny
 def test_merged_lora_model_gives_the_adapter_models_logits(tiny_model_dir, make_params):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    config = make_params({"train": {"lora": {"enabled": True, "rank": 4, "alpha": 8, "dropout": 0.0,
-                                             "target_modules": ["query", "value"]}}}).train.lora
+    config = make_params(
+        {
+            "train": {
+                "lora": {"enabled": True, "rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
+            }
+        }
+    ).train.lora
     torch.manual_seed(0)
     adapted = add_lora(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2), config)
     with torch.no_grad():  # lora_B starts at zero: give the adapters something to merge
@@ -197,8 +220,9 @@ def test_merged_lora_model_gives_the_adapter_models_logits(tiny_model_dir, make_
             if "lora_B" in name:
                 weight.normal_(0, 0.5)
     adapted.eval()
-    inputs = AutoTokenizer.from_pretrained(tiny_model_dir)(["a fine film", "not good at all , sadly"],
-                                                           padding=True, return_tensors="pt")
+    inputs = AutoTokenizer.from_pretrained(tiny_model_dir)(
+        ["a fine film", "not good at all , sadly"], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         before = adapted(**inputs).logits
         with adapted.disable_adapter():
@@ -250,9 +274,16 @@ class OutOfMemoryAbove(TrainerCallback):
 def _train_with(params: Any, callback: TrainerCallback) -> dict[str, Any]:
     from tasks.lib.io import read_table
 
-    return trainer.train(read_table(params.path("augmented")), read_table(params.path("val_split")),
-                         list(params.data.labels), params.train, str(params.train.base_model),
-                         params.path("model"), params.path("cache") / "run", callbacks=[callback])
+    return trainer.train(
+        read_table(params.path("augmented")),
+        read_table(params.path("val_split")),
+        list(params.data.labels),
+        params.train,
+        str(params.train.base_model),
+        params.path("model"),
+        params.path("cache") / "run",
+        callbacks=[callback],
+    )
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_rows_per_step(prepared, tiny_model_dir, tmp_path):
@@ -264,8 +295,11 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_rows_per_step(prepared, ti
 
 def test_out_of_memory_without_back_off_says_what_to_lower(prepared, tiny_model_dir, tmp_path):
     params = workspace(prepared, tmp_path, tiny_model_dir, {"epochs": 1, "oom_backoff": False})
-    with pytest.raises(trainer.OutOfMemory, match=r"train\.batch_size 16 .*train\.max_length 128.*"
-                                                r"gradient_accumulation_steps"):
+    with pytest.raises(
+        trainer.OutOfMemory,
+        match=r"train\.batch_size 16 .*train\.max_length 128.*"
+        r"gradient_accumulation_steps",
+    ):
         _train_with(params, OutOfMemoryAbove(4))
     assert not params.path("model").exists()
 

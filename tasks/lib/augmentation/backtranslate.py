@@ -42,22 +42,32 @@ class ApertiumTranslator:
 
     def __init__(self, pivot: str = "spa", batch_size: int = 200, timeout_s: float = 300.0):
         if shutil.which("apertium") is None:
-            raise EngineError("augment.backtranslation.engine is apertium, which is not installed: "
-                              "`apt-get install apertium apertium-eng-spa` (make install does this)")
+            raise EngineError(
+                "augment.backtranslation.engine is apertium, which is not installed: "
+                "`apt-get install apertium apertium-eng-spa` (make install does this)"
+            )
         self.forward, self.backward = f"eng-{pivot}", f"{pivot}-eng"
         missing = [pair for pair in (self.forward, self.backward) if not (APERTIUM_MODES / f"{pair}.mode").exists()]
         if missing:
             installed = sorted(p.stem for p in APERTIUM_MODES.glob("*.mode"))
-            raise EngineError(f"augment.backtranslation.apertium.pivot '{pivot}': Apertium has no {missing} "
-                              f"(installed: {installed}); `apt-get install apertium-eng-{pivot}` if it exists")
+            raise EngineError(
+                f"augment.backtranslation.apertium.pivot '{pivot}': Apertium has no {missing} "
+                f"(installed: {installed}); `apt-get install apertium-eng-{pivot}` if it exists"
+            )
         self.batch_size, self.timeout_s = batch_size, timeout_s
         self.settings = {"engine": "apertium", "pivot": pivot}
 
     def _translate(self, texts: Sequence[str], pair: str) -> list[str]:
         document = "".join(f"<p>{html.escape(t, quote=False)}</p>\n" for t in texts)
         try:
-            done = subprocess.run(["apertium", "-u", "-f", "html", pair], input=document, text=True,
-                                  capture_output=True, timeout=self.timeout_s, check=False)
+            done = subprocess.run(
+                ["apertium", "-u", "-f", "html", pair],
+                input=document,
+                text=True,
+                capture_output=True,
+                timeout=self.timeout_s,
+                check=False,
+            )
         except subprocess.TimeoutExpired as exc:
             raise EngineError(f"apertium {pair} timed out after {self.timeout_s}s") from exc
         if done.returncode != 0:
@@ -69,11 +79,13 @@ class ApertiumTranslator:
 
     def back_translate(self, texts: Sequence[str]) -> list[str]:
         results: list[str] = []
-        for start in tqdm(range(0, len(texts), self.batch_size), desc="apertium", disable=len(texts) <= self.batch_size):
-            batch = list(texts[start:start + self.batch_size])
+        for start in tqdm(
+            range(0, len(texts), self.batch_size), desc="apertium", disable=len(texts) <= self.batch_size
+        ):
+            batch = list(texts[start : start + self.batch_size])
             back = self._translate(self._translate(batch, self.forward), self.backward)
             # HTML mode capitalises each paragraph; keep the source's casing style.
-            results.extend(b[:1].lower() + b[1:] if s[:1].islower() else b for s, b in zip(batch, back))
+            results.extend(b[:1].lower() + b[1:] if s[:1].islower() else b for s, b in zip(batch, back, strict=True))
         return results
 
 
@@ -96,8 +108,10 @@ class MarianTranslator:
                 tokenizer = AutoTokenizer.from_pretrained(name)
                 model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=dtype).to(self.device).eval()
             except OSError as exc:
-                raise EngineError(f"augment.backtranslation.marian.{key}: cannot load '{name}' (not a local "
-                                  f"model folder, and not downloadable offline): {str(exc).splitlines()[0]}") from exc
+                raise EngineError(
+                    f"augment.backtranslation.marian.{key}: cannot load '{name}' (not a local "
+                    f"model folder, and not downloadable offline): {str(exc).splitlines()[0]}"
+                ) from exc
             self.models.append((tokenizer, model))
         self.batch_size, self.generation, self.seed = batch_size, generation, seed
         self.settings = {"engine": "marian", "forward": forward, "backward": backward, "seed": seed, **generation}
@@ -108,19 +122,21 @@ class MarianTranslator:
         tokenizer, model = self.models[direction]
         out: list[str] = []
         for start in range(0, len(texts), self.batch_size):
-            batch = texts[start:start + self.batch_size]
+            batch = texts[start : start + self.batch_size]
             if self.generation["do_sample"]:  # one seeded generation per text: batch-independent
                 generated = []
                 for text in batch:
                     torch.manual_seed(self.seed + int(hashlib.sha256(text.encode()).hexdigest()[:8], 16))
-                    inputs = tokenizer([text], return_tensors="pt", truncation=True,
-                                       return_token_type_ids=False).to(self.device)
+                    inputs = tokenizer([text], return_tensors="pt", truncation=True, return_token_type_ids=False).to(
+                        self.device
+                    )
                     with torch.inference_mode():
                         generated.append(model.generate(**inputs, **self.generation)[0])
                 out += tokenizer.batch_decode(generated, skip_special_tokens=True)
             else:
-                inputs = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
-                                   return_token_type_ids=False).to(self.device)
+                inputs = tokenizer(
+                    batch, return_tensors="pt", padding=True, truncation=True, return_token_type_ids=False
+                ).to(self.device)
                 with torch.inference_mode():
                     out += tokenizer.batch_decode(model.generate(**inputs, **self.generation), skip_special_tokens=True)
         return [" ".join(text.split()) for text in out]
@@ -153,14 +169,14 @@ class CachedTranslator:
 
     def back_translate(self, texts: Sequence[str]) -> list[str]:
         keys = [self.key(t) for t in texts]
-        missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in self.known))
+        missing = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in self.known))
         self.lookups += len(texts)
         self.hits += len(texts) - sum(1 for k in keys if k not in self.known)
         if missing:
             fresh = self.engine.back_translate(missing)
             self.file.parent.mkdir(parents=True, exist_ok=True)
             with self.file.open("a", encoding="utf-8") as sink:
-                for text, result in zip(missing, fresh):
+                for text, result in zip(missing, fresh, strict=True):
                     self.known[self.key(text)] = result
                     sink.write(json.dumps({"key": self.key(text), "text": result}) + "\n")
         return [self.known[k] for k in keys]
@@ -181,6 +197,7 @@ def make_translator(config: BackTranslationConfig, seed: int, cache: Path | None
     if config.engine == "apertium":
         engine = ApertiumTranslator(config.apertium.pivot, config.batch_size)
     else:
-        engine = MarianTranslator(config.marian.forward, config.marian.backward, config.batch_size,
-                                  generation_settings(config.marian), seed)
+        engine = MarianTranslator(
+            config.marian.forward, config.marian.backward, config.batch_size, generation_settings(config.marian), seed
+        )
     return CachedTranslator(engine, cache) if cache is not None else engine

@@ -42,9 +42,11 @@ class ApertiumTagger:
         self.analyser, self.model = folder / f"{pair}.automorf.bin", folder / f"{pair}.prob"
         missing = [str(p) for p in (self.analyser, self.model) if not p.exists()]
         if shutil.which("lt-proc") is None or shutil.which("apertium-tagger") is None or missing:
-            raise EngineError(f"the English part-of-speech tagger needs apertium and apertium-{pair} "
-                              f"(missing: {missing or 'lt-proc/apertium-tagger'}): "
-                              "`apt-get install apertium apertium-eng-spa` (make install does this)")
+            raise EngineError(
+                f"the English part-of-speech tagger needs apertium and apertium-{pair} "
+                f"(missing: {missing or 'lt-proc/apertium-tagger'}): "
+                "`apt-get install apertium apertium-eng-spa` (make install does this)"
+            )
         self.timeout_s = timeout_s
 
     def _run(self, command: list[str], data: bytes) -> bytes:
@@ -65,7 +67,7 @@ class ApertiumTagger:
         chunks = tagged.split("\0")
         if len(chunks) < len(texts):
             raise EngineError(f"apertium-tagger returned {len(chunks)} texts for {len(texts)}")
-        return [_align(text, chunk) for text, chunk in zip(texts, chunks)]
+        return [_align(text, chunk) for text, chunk in zip(texts, chunks, strict=True)]
 
 
 def _unescape(value: str) -> str:
@@ -80,7 +82,7 @@ def _align(text: str, stream: str) -> list[Word]:
         at = text.find(surface, cursor)
         if at < 0 or not surface.strip():
             continue
-        first_tag = tags[1:tags.find(">")] if tags else ""
+        first_tag = tags[1 : tags.find(">")] if tags else ""
         words.append(Word(at, at + len(surface), lemma, WORDNET_POS.get(first_tag)))
         cursor = at + len(surface)
     return words

@@ -1,40 +1,37 @@
-"""Sentence embeddings (mean-pooled encoder states) for the similarity filter."""
+"""Sentence embeddings for the similarity filter, through sentence-transformers.
+
+`SentenceTransformer` reads the model folder's own pooling and maximum length
+(modules.json, sentence_bert_config.json), so a model that pools by its CLS
+token or takes 512 tokens is embedded the way it was trained; a plain
+transformers folder without them gets mean pooling.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 
 class SentenceEmbedder:
-    """Unit-length sentence vectors from a transformers encoder (MiniLM by default)."""
+    """Unit-length sentence vectors (MiniLM by default), on the GPU when there is one."""
 
     def __init__(self, model: str, batch_size: int = 64):
-        import torch
-        from transformers import AutoModel, AutoTokenizer
+        from sentence_transformers import SentenceTransformer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.model = AutoModel.from_pretrained(model).eval()
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model.to(self.device)
+        self.model: Any = SentenceTransformer(model, local_files_only=True)
         self.batch_size = batch_size
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
-        order = np.argsort([len(t) for t in texts])  # similar lengths together: less padding
-        vectors = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            index = order[start:start + self.batch_size]
-            inputs = self.tokenizer([texts[i] for i in index], padding=True, truncation=True, max_length=256,
-                                    return_tensors="pt").to(self.device)
-            with torch.inference_mode():
-                states = self.model(**inputs).last_hidden_state
-            mask = inputs["attention_mask"].unsqueeze(-1).to(states.dtype)
-            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
-            vectors[index] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
-        return vectors
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
 
     def similarity(self, left: Sequence[str], right: Sequence[str]) -> np.ndarray:
         """Cosine similarity of each pair (left[i], right[i])."""

@@ -12,14 +12,151 @@ from tasks.lib.augmentation import wordnet
 from tasks.lib.augmentation.pos import ApertiumTagger, Word
 
 # Never swapped: these carry the label ("not good") or the grammar.
-NEGATIONS = frozenset("""no not never none nothing nobody nowhere neither nor n't cannot without
-hardly barely scarcely""".split())
-STOPWORDS = frozenset("""a an the and or but if then else of at by for with about against between into
-through during before after above below to from up down in out on off over under again further once here
-there when where why how all any both each few more most other some such only own same so than too very
-can will just should now i me my myself we our ours you your he him his she her it its they them their
-what which who whom this that these those am is are was were be been being have has had having do does
-did doing would could might must shall may also as be 's 're 've 'd 'll""".split())
+NEGATIONS = frozenset(
+    [
+        "no",
+        "not",
+        "never",
+        "none",
+        "nothing",
+        "nobody",
+        "nowhere",
+        "neither",
+        "nor",
+        "n't",
+        "cannot",
+        "without",
+        "hardly",
+        "barely",
+        "scarcely",
+    ]
+)
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "then",
+        "else",
+        "of",
+        "at",
+        "by",
+        "for",
+        "with",
+        "about",
+        "against",
+        "between",
+        "into",
+        "through",
+        "during",
+        "before",
+        "after",
+        "above",
+        "below",
+        "to",
+        "from",
+        "up",
+        "down",
+        "in",
+        "out",
+        "on",
+        "off",
+        "over",
+        "under",
+        "again",
+        "further",
+        "once",
+        "here",
+        "there",
+        "when",
+        "where",
+        "why",
+        "how",
+        "all",
+        "any",
+        "both",
+        "each",
+        "few",
+        "more",
+        "most",
+        "other",
+        "some",
+        "such",
+        "only",
+        "own",
+        "same",
+        "so",
+        "than",
+        "too",
+        "very",
+        "can",
+        "will",
+        "just",
+        "should",
+        "now",
+        "i",
+        "me",
+        "my",
+        "myself",
+        "we",
+        "our",
+        "ours",
+        "you",
+        "your",
+        "he",
+        "him",
+        "his",
+        "she",
+        "her",
+        "it",
+        "its",
+        "they",
+        "them",
+        "their",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "this",
+        "that",
+        "these",
+        "those",
+        "am",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "have",
+        "has",
+        "had",
+        "having",
+        "do",
+        "does",
+        "did",
+        "doing",
+        "would",
+        "could",
+        "might",
+        "must",
+        "shall",
+        "may",
+        "also",
+        "as",
+        "be",
+        "'s",
+        "'re",
+        "'ve",
+        "'d",
+        "'ll",
+    ]
+)
 
 
 class SynonymSwapper:
@@ -33,8 +170,13 @@ class SynonymSwapper:
     everything between the replaced words (punctuation, spacing) is untouched.
     """
 
-    def __init__(self, nltk_data: Path, replace_fraction: float, protected_words: Sequence[str],
-                 tagger: ApertiumTagger | None = None):
+    def __init__(
+        self,
+        nltk_data: Path,
+        replace_fraction: float,
+        protected_words: Sequence[str],
+        tagger: ApertiumTagger | None = None,
+    ):
         self.wordnet: Any = wordnet.load(nltk_data)
         self.tagger = tagger or ApertiumTagger()
         self.replace_fraction = replace_fraction
@@ -61,7 +203,7 @@ class SynonymSwapper:
     def _candidates(self, text: str, words: list[Word]) -> list[tuple[Word, tuple[str, ...]]]:
         found = []
         for word in words:
-            surface = text[word.start:word.end]
+            surface = text[word.start : word.end]
             if word.pos is None or surface.lower() != word.lemma.lower() or not surface.isalpha():
                 continue
             options = self.synonyms(surface.lower(), word.pos)
@@ -74,15 +216,15 @@ class SynonymSwapper:
         chosen = sorted(rng.sample(candidates, min(count, len(candidates))), key=lambda c: c[0].start)
         pieces, last = [], 0
         for word, options in chosen:
-            original = text[word.start:word.end]
+            original = text[word.start : word.end]
             replacement = rng.choice(options)
             if original.isupper() and len(original) > 1:
                 replacement = replacement.upper()
             elif original[0].isupper():
                 replacement = replacement.capitalize()
-            pieces += [text[last:word.start], replacement]
+            pieces += [text[last : word.start], replacement]
             last = word.end
-        return "".join(pieces + [text[last:]])
+        return "".join([*pieces, text[last:]])
 
     def variants(self, texts: Sequence[str], keys: Sequence[str], count: int) -> list[list[str]]:
         """`count` variants per text (the text itself where nothing is eligible).
@@ -95,8 +237,12 @@ class SynonymSwapper:
             count: variants per text.
         """
         results = []
-        for text, key, words in zip(texts, keys, self.tagger.tag(texts)):
+        for text, key, words in zip(texts, keys, self.tagger.tag(texts), strict=True):
             candidates = self._candidates(text, words)
-            results.append([self._swap(text, candidates, random.Random(f"{key}:{k}")) if candidates else text
-                            for k in range(count)])
+            results.append(
+                [
+                    self._swap(text, candidates, random.Random(f"{key}:{k}")) if candidates else text
+                    for k in range(count)
+                ]
+            )
         return results

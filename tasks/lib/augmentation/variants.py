@@ -57,14 +57,21 @@ def plan(train: pd.DataFrame, config: AugmentConfig) -> dict[str, pd.DataFrame]:
 
 def _variants(rows: pd.DataFrame, texts: list[str], method: str, index: list[int]) -> pd.DataFrame:
     suffix = [f"#{method}" if i == 0 else f"#{method}{i + 1}" for i in index]
-    return rows.assign(**{TEXT: texts, ROW_ID: rows[ROW_ID] + pd.Series(suffix, index=rows.index),
-                          ORIGIN: method, SOURCE_ID: rows[ROW_ID]})
+    return rows.assign(
+        **{
+            TEXT: texts,
+            ROW_ID: rows[ROW_ID] + pd.Series(suffix, index=rows.index),
+            ORIGIN: method,
+            SOURCE_ID: rows[ROW_ID],
+        }
+    )
 
 
-def quality_filter(original: pd.DataFrame, candidates: pd.DataFrame, config: AugmentFilterConfig,
-                   embedder: Any) -> tuple[pd.DataFrame, dict[str, int]]:
+def quality_filter(
+    original: pd.DataFrame, candidates: pd.DataFrame, config: AugmentFilterConfig, embedder: Any
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """Drop variants that fail a rule; return the kept rows and how many each rule dropped (first rule wins)."""
-    source = candidates[SOURCE_ID].map(dict(zip(original[ROW_ID], original[TEXT])))
+    source = candidates[SOURCE_ID].map(dict(zip(original[ROW_ID], original[TEXT], strict=True)))
     keys = candidates[TEXT].map(normalise)
     ratio = candidates[TEXT].str.len() / source.str.len().clip(lower=1)
     rules = {
@@ -88,24 +95,35 @@ def quality_filter(original: pd.DataFrame, candidates: pd.DataFrame, config: Aug
     return candidates[alive], dropped
 
 
-def generate(method: str, rows: pd.DataFrame, config: AugmentConfig, swapper: SynonymSwapper | None,
-             translator: BackTranslator | None) -> pd.DataFrame:
+def generate(
+    method: str,
+    rows: pd.DataFrame,
+    config: AugmentConfig,
+    swapper: SynonymSwapper | None,
+    translator: BackTranslator | None,
+) -> pd.DataFrame:
     """The raw variants of `rows` by one method (before filtering)."""
     if method == "synonym":
         if swapper is None:
             raise ValueError(f"augment.synonym.ratio is {config.synonym.ratio} but no synonym engine was given")
         keys = [f"{config.seed}:{row_id}" for row_id in rows[ROW_ID]]
         per_text = swapper.variants(list(rows[TEXT]), keys, config.synonym.variants)
-        parts = [_variants(rows, [v[k] for v in per_text], method, [k] * len(rows))
-                 for k in range(config.synonym.variants)]
+        parts = [
+            _variants(rows, [v[k] for v in per_text], method, [k] * len(rows)) for k in range(config.synonym.variants)
+        ]
         return pd.concat(parts)
     if translator is None:
         raise ValueError(f"augment.backtranslation.ratio is {config.backtranslation.ratio} but no engine was given")
     return _variants(rows, translator.back_translate(list(rows[TEXT])), method, [0] * len(rows))
 
 
-def augment(train: pd.DataFrame, config: AugmentConfig, swapper: SynonymSwapper | None,
-            translator: BackTranslator | None, embedder: Any = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def augment(
+    train: pd.DataFrame,
+    config: AugmentConfig,
+    swapper: SynonymSwapper | None,
+    translator: BackTranslator | None,
+    embedder: Any = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Return the training rows plus their kept variants, and a report.
 
     Args:
@@ -116,8 +134,11 @@ def augment(train: pd.DataFrame, config: AugmentConfig, swapper: SynonymSwapper 
         embedder: sentence embeddings for `filters.min_similarity` (None when it is null).
     """
     original = train.assign(**{ORIGIN: "original", SOURCE_ID: train[ROW_ID]})
-    report: dict[str, Any] = {"original_rows": len(train), "classes": config.classes,
-                              "rows_per_class": train[LABEL].value_counts().sort_index().to_dict()}
+    report: dict[str, Any] = {
+        "original_rows": len(train),
+        "classes": config.classes,
+        "rows_per_class": train[LABEL].value_counts().sort_index().to_dict(),
+    }
     kept_parts = []
     for method, rows in plan(train, config).items():
         if rows.empty:
@@ -127,10 +148,15 @@ def augment(train: pd.DataFrame, config: AugmentConfig, swapper: SynonymSwapper 
         seconds = time.perf_counter() - started
         kept, dropped = quality_filter(original, candidates, config.filters, embedder)
         kept_parts.append(kept)
-        report[method] = {"source_rows": len(rows), "variants": len(candidates), "kept": len(kept),
-                          "dropped": dropped, "seconds": round(seconds, 3),
-                          "rows_per_s": round(len(rows) / max(seconds, 1e-9), 1),
-                          "kept_per_class": kept[LABEL].value_counts().sort_index().to_dict()}
+        report[method] = {
+            "source_rows": len(rows),
+            "variants": len(candidates),
+            "kept": len(kept),
+            "dropped": dropped,
+            "seconds": round(seconds, 3),
+            "rows_per_s": round(len(rows) / max(seconds, 1e-9), 1),
+            "kept_per_class": kept[LABEL].value_counts().sort_index().to_dict(),
+        }
         if method == "backtranslation" and isinstance(translator, CachedTranslator):
             report[method]["cache_hit_rate"] = translator.hit_rate
     combined = pd.concat([original, *kept_parts], ignore_index=True)

@@ -18,14 +18,51 @@ from tasks.lib.errors import PipelineError
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 REQUIRED = [f"{kind}.{pos}" for kind in ("index", "data") for pos in ("noun", "verb", "adj", "adv")]
 LEXNAMES = [
-    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact",
-    "noun.attribute", "noun.body", "noun.cognition", "noun.communication", "noun.event",
-    "noun.feeling", "noun.food", "noun.group", "noun.location", "noun.motive", "noun.object",
-    "noun.person", "noun.phenomenon", "noun.plant", "noun.possession", "noun.process",
-    "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time",
-    "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition",
-    "verb.consumption", "verb.contact", "verb.creation", "verb.emotion", "verb.motion",
-    "verb.perception", "verb.possession", "verb.social", "verb.stative", "verb.weather", "adj.ppl",
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
+    "adj.ppl",
 ]
 _SYNTACTIC_CATEGORY = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
 
@@ -35,8 +72,7 @@ class WordNetMissing(PipelineError, RuntimeError):
 
 
 def lexnames_text() -> str:
-    return "".join(f"{i:02d}\t{name}\t{_SYNTACTIC_CATEGORY[name.split('.')[0]]}\n"
-                   for i, name in enumerate(LEXNAMES))
+    return "".join(f"{i:02d}\t{name}\t{_SYNTACTIC_CATEGORY[name.split('.')[0]]}\n" for i, name in enumerate(LEXNAMES))
 
 
 def prepare(data_dir: Path, source: Path = DEBIAN_WORDNET) -> Path:
@@ -46,8 +82,9 @@ def prepare(data_dir: Path, source: Path = DEBIAN_WORDNET) -> Path:
         return data_dir
     missing = [name for name in REQUIRED if not (source / name).exists()]
     if missing:
-        raise WordNetMissing(f"{source}: WordNet files {missing} not found: "
-                             "`apt-get install wordnet-base` (make install does this)")
+        raise WordNetMissing(
+            f"{source}: WordNet files {missing} not found: `apt-get install wordnet-base` (make install does this)"
+        )
     staging = target.with_name(".wordnet.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging)
@@ -62,7 +99,7 @@ def load(data_dir: Path) -> Any:
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    class _EnglishWordNet(WordNetCorpusReader):  # type: ignore[misc]
+    class _EnglishWordNet(WordNetCorpusReader):
         # NLTK maps synsets to the Open Multilingual WordNet at start-up, which
         # needs `index.sense` (not in wordnet-base); English lookups never use it.
         def map_wn(self, version: str = "wordnet") -> None:

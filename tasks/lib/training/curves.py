@@ -13,8 +13,13 @@ from typing import Any
 from transformers import TrainerCallback
 
 # Trainer log key -> DVCLive metric name.
-CURVES = {"loss": "train/loss", "learning_rate": "train/learning_rate", "grad_norm": "train/grad_norm",
-          "eval_loss": "eval/loss", "eval_accuracy": "eval/accuracy"}
+CURVES = {
+    "loss": "train/loss",
+    "learning_rate": "train/learning_rate",
+    "grad_norm": "train/grad_norm",
+    "eval_loss": "eval/loss",
+    "eval_accuracy": "eval/accuracy",
+}
 
 
 class LiveCurves(TrainerCallback):

@@ -28,8 +28,9 @@ def check_devices(processes: int) -> None:
     import torch
 
     if torch.cuda.is_available() and processes > torch.cuda.device_count():
-        raise ConfigError(f"train.distributed.processes is {processes} but this machine has "
-                          f"{torch.cuda.device_count()} GPUs")
+        raise ConfigError(
+            f"train.distributed.processes is {processes} but this machine has {torch.cuda.device_count()} GPUs"
+        )
 
 
 def launch(processes: int, root: Path) -> None:
@@ -38,10 +39,19 @@ def launch(processes: int, root: Path) -> None:
     torchrun stops every worker when one fails, so a crashed worker cannot
     leave the others waiting on a collective.
     """
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "-m", "tasks.stages.train"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        "tasks.stages.train",
+    ]
     print(f"train: {processes} data-parallel workers: {' '.join(command[2:])}", flush=True)
     code = subprocess.run(command, cwd=root, check=False).returncode
     if code != 0:
-        raise TrainingFailed(f"train: the {processes} torchrun workers failed (exit {code}); "
-                             "their output is above. train.distributed.processes: 1 trains in one process")
+        raise TrainingFailed(
+            f"train: the {processes} torchrun workers failed (exit {code}); "
+            "their output is above. train.distributed.processes: 1 trains in one process"
+        )

@@ -16,13 +16,22 @@ def add_lora(model: Any, config: LoraConfig) -> Any:
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = sorted(set(config.target_modules) - names)
     if missing:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                         if type(module).__name__ == "Linear"})
-        raise ConfigError(f"train.lora.target_modules: {missing} are not modules of this model "
-                          f"(its linear layers: {linear})")
-    return get_peft_model(model, PeftLoraConfig(
-        task_type=TaskType.SEQ_CLS, r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-        target_modules=list(config.target_modules)))
+        linear = sorted(
+            {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if type(module).__name__ == "Linear"}
+        )
+        raise ConfigError(
+            f"train.lora.target_modules: {missing} are not modules of this model (its linear layers: {linear})"
+        )
+    return get_peft_model(
+        model,
+        PeftLoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=config.rank,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            target_modules=list(config.target_modules),
+        ),
+    )
 
 
 def merge_lora(model: Any) -> Any:

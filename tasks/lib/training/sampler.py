@@ -37,7 +37,10 @@ class ResumableTrainer(Trainer):
     """The Trainer with a training order that a resumed run reproduces."""
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        dataset: Any = train_dataset if train_dataset is not None else self.train_dataset
         lengths = [len(row["input_ids"]) for row in dataset]
-        return SeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                          lengths, self.args.data_seed or self.args.seed)
+        return SeededLengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            lengths,
+            self.args.data_seed or self.args.seed,
+        )

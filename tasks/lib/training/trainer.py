@@ -27,8 +27,14 @@ from tasks.lib.io import atomic_dir
 from tasks.lib.training import checkpoints, distributed
 from tasks.lib.training.lora import add_lora, merge_lora, parameter_counts
 
-DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
-                "classifier_dropout", "seq_classif_dropout")
+DROPOUT_KEYS = (
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "dropout",
+    "attention_dropout",
+    "classifier_dropout",
+    "seq_classif_dropout",
+)
 
 
 class OutOfMemory(PipelineError, RuntimeError):
@@ -69,8 +75,10 @@ def encode(tokenizer: Any, frame: pd.DataFrame, label2id: dict[str, int], max_le
     """Token ids per row, unpadded (the collator pads each batch to its longest row)."""
     encoded = tokenizer(list(frame[TEXT]), truncation=True, max_length=max_length)
     labels = [label2id[label] for label in frame[LABEL]]
-    return [{"input_ids": ids, "attention_mask": mask, "labels": label}
-            for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], labels)]
+    return [
+        {"input_ids": ids, "attention_mask": mask, "labels": label}
+        for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], labels, strict=True)
+    ]
 
 
 def load_model(base_model: str, labels: list[str], config: TrainConfig) -> Any:
@@ -79,24 +87,34 @@ def load_model(base_model: str, labels: list[str], config: TrainConfig) -> Any:
 
     set_seed(config.seed)  # the head's initial weights
     label2id = {label: i for i, label in enumerate(labels)}
-    model_config = AutoConfig.from_pretrained(base_model, num_labels=len(labels), label2id=label2id,
-                                              id2label={i: label for label, i in label2id.items()})
+    model_config = AutoConfig.from_pretrained(
+        base_model, num_labels=len(labels), label2id=label2id, id2label={i: label for label, i in label2id.items()}
+    )
     _set_dropout(model_config, config.dropout)
     model = AutoModelForSequenceClassification.from_pretrained(
-        base_model, config=model_config, use_safetensors=True, trust_remote_code=False)
+        base_model, config=model_config, use_safetensors=True, trust_remote_code=False
+    )
     return add_lora(model, config.lora) if config.lora.enabled else model
 
 
-def training_arguments(config: TrainConfig, output_dir: Path, batch_size: int, accumulation: int,
-                       precision: Precision, **overrides: Any) -> Any:
+def training_arguments(
+    config: TrainConfig, output_dir: Path, batch_size: int, accumulation: int, precision: Precision, **overrides: Any
+) -> Any:
     """The Trainer settings of the stage (benchmarks build theirs from here too)."""
     import torch
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
-    schedule = ({"eval_strategy": "steps", "eval_steps": config.eval_steps, "save_strategy": "steps",
-                 "save_steps": config.eval_steps} if config.eval_steps else
-                {"eval_strategy": "epoch", "save_strategy": "epoch"})
+    schedule = (
+        {
+            "eval_strategy": "steps",
+            "eval_steps": config.eval_steps,
+            "save_strategy": "steps",
+            "save_steps": config.eval_steps,
+        }
+        if config.eval_steps
+        else {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    )
     settings: dict[str, Any] = dict(
         output_dir=str(output_dir),
         num_train_epochs=config.epochs,
@@ -154,9 +172,17 @@ def _free_gpu() -> None:
         torch.cuda.empty_cache()
 
 
-def train(train_rows: pd.DataFrame, val_rows: pd.DataFrame, labels: list[str], config: TrainConfig,
-          base_model: str, output_dir: Path, run_dir: Path, curves_dir: Path | None = None,
-          callbacks: list[Any] | None = None) -> dict[str, Any]:
+def train(
+    train_rows: pd.DataFrame,
+    val_rows: pd.DataFrame,
+    labels: list[str],
+    config: TrainConfig,
+    base_model: str,
+    output_dir: Path,
+    run_dir: Path,
+    curves_dir: Path | None = None,
+    callbacks: list[Any] | None = None,
+) -> dict[str, Any]:
     """Fine-tune `base_model` and save the best model (safetensors + tokenizer) to `output_dir`.
 
     Resumes from the newest complete checkpoint in `run_dir` (see
@@ -183,20 +209,27 @@ def train(train_rows: pd.DataFrame, val_rows: pd.DataFrame, labels: list[str], c
     val_set = encode(tokenizer, val_rows, label2id, config.max_length)
     precision = choose_precision(config)
     resume = checkpoints.latest(run_dir)
-    batch, accumulation = ((resume.batch_size, resume.accumulation) if resume else
-                           (config.batch_size, config.gradient_accumulation_steps))
+    batch, accumulation = (
+        (resume.batch_size, resume.accumulation) if resume else (config.batch_size, config.gradient_accumulation_steps)
+    )
     backoffs = 0
     while True:
         model = load_model(base_model, labels, config)
         trainer = ResumableTrainer(
             model=model,
-            args=training_arguments(config, checkpoints.layout_folder(run_dir, batch, accumulation), batch,
-                                    accumulation, precision),
-            train_dataset=train_set, eval_dataset=val_set,
-            data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+            args=training_arguments(
+                config, checkpoints.layout_folder(run_dir, batch, accumulation), batch, accumulation, precision
+            ),
+            train_dataset=train_set,
+            eval_dataset=val_set,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
             compute_metrics=_accuracy,
-            callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience),
-                       *([LiveCurves(curves_dir)] if curves_dir else []), *(callbacks or [])],
+            callbacks=[
+                EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience),
+                *([LiveCurves(curves_dir)] if curves_dir else []),
+                *(callbacks or []),
+            ],
         )
         if resume:
             print(f"train: resuming from {resume.path} (step {resume.step})", flush=True)
@@ -216,12 +249,17 @@ def train(train_rows: pd.DataFrame, val_rows: pd.DataFrame, labels: list[str], c
                 f"train: the GPU ran out of memory at train.batch_size {batch} (gradient accumulation "
                 f"{accumulation}, train.max_length {config.max_length}). Lower train.max_length or "
                 "train.batch_size (raise train.gradient_accumulation_steps to keep the rows per step), "
-                "or set train.lora.enabled" + ("" if config.oom_backoff else ", or set train.oom_backoff")
-                + f". ({detail})")
+                "or set train.lora.enabled"
+                + ("" if config.oom_backoff else ", or set train.oom_backoff")
+                + f". ({detail})"
+            )
         batch, accumulation, resume = batch // 2, accumulation * 2, None
         backoffs += 1
-        print(f"train: out of GPU memory; starting again with batch {batch} x accumulation {accumulation} "
-              "(the same rows per optimizer step)", flush=True)
+        print(
+            f"train: out of GPU memory; starting again with batch {batch} x accumulation {accumulation} "
+            "(the same rows per optimizer step)",
+            flush=True,
+        )
     seconds = time.perf_counter() - started
     best = trainer.evaluate()
     trainable, total = parameter_counts(trainer.model)
@@ -245,9 +283,9 @@ def train(train_rows: pd.DataFrame, val_rows: pd.DataFrame, labels: list[str], c
         "trainable_share": round(trainable / total, 6),
     }
     if trainer.is_world_process_zero():
-        model = merge_lora(trainer.model) if config.lora.enabled else trainer.model
+        saved: Any = merge_lora(trainer.model) if config.lora.enabled else trainer.model
         with atomic_dir(output_dir) as staging:
             # save_pretrained, not trainer.save_model: the latter adds training_args.bin, a pickle.
-            model.save_pretrained(str(staging))
+            saved.save_pretrained(str(staging))
             tokenizer.save_pretrained(str(staging))
     return metrics

@@ -83,8 +83,11 @@ def _detail(rule: str, row: dict[str, Any], data: DataConfig) -> str:
         return f"{int(row[TOKENS])} tokens"
     if rule == "label_in_set":
         mapped = "" if row[MAPPED_LABEL] == row[LABEL] else f" (mapped to {row[MAPPED_LABEL]!r})"
-        hint = ("; numeric labels need data.label_map" if str(row[LABEL]).lstrip("-").isdigit()
-                and not any(label.lstrip("-").isdigit() for label in data.labels) else "")
+        hint = (
+            "; numeric labels need data.label_map"
+            if str(row[LABEL]).lstrip("-").isdigit() and not any(label.lstrip("-").isdigit() for label in data.labels)
+            else ""
+        )
         return f"label {row[LABEL]!r}{mapped} is not one of {list(data.labels)}{hint}"
     if rule == "conflicting_labels":
         return row[CONFLICT]
@@ -97,12 +100,12 @@ def _detail(rule: str, row: dict[str, Any], data: DataConfig) -> str:
 
 def _class_table(kept: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     counts = kept[MAPPED_LABEL].value_counts().reindex(labels, fill_value=0)
-    return pd.DataFrame({"label": labels, "rows": counts.to_numpy(),
-                         "share": counts.to_numpy() / max(len(kept), 1)})
+    return pd.DataFrame({"label": labels, "rows": counts.to_numpy(), "share": counts.to_numpy() / max(len(kept), 1)})
 
 
-def _drift(kept: pd.DataFrame, baseline: pd.DataFrame | None, data: DataConfig,
-           config: ValidateConfig) -> tuple[dict[str, float], str]:
+def _drift(
+    kept: pd.DataFrame, baseline: pd.DataFrame | None, data: DataConfig, config: ValidateConfig
+) -> tuple[dict[str, float], str]:
     """Drift statistics against the accepted dataset and what they were measured against,
     or ({}, why they were not computed)."""
     if baseline is None or baseline.empty:
@@ -110,10 +113,13 @@ def _drift(kept: pd.DataFrame, baseline: pd.DataFrame | None, data: DataConfig,
     if not set(baseline[LABEL]) <= set(data.labels):
         return {}, "not checked: the accepted dataset has other labels (data.labels changed)"
     statistics = {
-        "label_drift": drift.label_drift(baseline[LABEL], kept[MAPPED_LABEL], list(data.labels),
-                                         config.drift.labels.statistic),
-        "length_drift": drift.length_drift(baseline[TEXT].str.len().to_numpy(), kept[TEXT].str.len().to_numpy(),
-                                           config.drift.length.statistic)}
+        "label_drift": drift.label_drift(
+            baseline[LABEL], kept[MAPPED_LABEL], list(data.labels), config.drift.labels.statistic
+        ),
+        "length_drift": drift.length_drift(
+            baseline[TEXT].str.len().to_numpy(), kept[TEXT].str.len().to_numpy(), config.drift.length.statistic
+        ),
+    }
     return statistics, f"measured against the accepted dataset ({len(baseline)} rows)"
 
 
@@ -122,8 +128,9 @@ def _class_note(classes: pd.DataFrame, minimum: float) -> str:
     return "; ".join(f"label {r.label!r}: {r.rows} rows ({r.share:.1%})" for r in low.itertuples())
 
 
-def _judge_rows(validator: Validator, rows: pd.DataFrame, data: DataConfig, config: ValidateConfig,
-                outcome: Outcome) -> None:
+def _judge_rows(
+    validator: Validator, rows: pd.DataFrame, data: DataConfig, config: ValidateConfig, outcome: Outcome
+) -> None:
     """Row rules: record each rule's count and each flagged row's reasons; set aside per policy."""
     checks = row_rules(validator.gx, data, config)
     results = validator.validate("rows", rows, checks, key=ROW_ID)
@@ -138,32 +145,60 @@ def _judge_rows(validator: Validator, rows: pd.DataFrame, data: DataConfig, conf
             outcome.removed.update(flagged)
 
 
-def _judge_dataset(validator: Validator, kept: pd.DataFrame, baseline: pd.DataFrame | None, data: DataConfig,
-                   config: ValidateConfig, outcome: Outcome) -> None:
+def _judge_dataset(
+    validator: Validator,
+    kept: pd.DataFrame,
+    baseline: pd.DataFrame | None,
+    data: DataConfig,
+    config: ValidateConfig,
+    outcome: Outcome,
+) -> None:
     """Dataset rules on the rows that remain: size, class shares, imbalance, drift."""
     gx = validator.gx
     classes = _class_table(kept, list(data.labels))
     present = classes["rows"][classes["rows"] > 0]
     statistics, drift_note = _drift(kept, baseline, data, config)
-    values = {"min_rows": len(kept), "min_class_share": float(classes["share"].min()),
-              "max_imbalance_ratio": float(present.max() / present.min()) if len(present) else 0.0, **statistics}
-    table = pd.DataFrame([{"rows": values["min_rows"], "imbalance_ratio": values["max_imbalance_ratio"],
-                           **statistics}])
+    values = {
+        "min_rows": len(kept),
+        "min_class_share": float(classes["share"].min()),
+        "max_imbalance_ratio": float(present.max() / present.min()) if len(present) else 0.0,
+        **statistics,
+    }
+    table = pd.DataFrame([{"rows": values["min_rows"], "imbalance_ratio": values["max_imbalance_ratio"], **statistics}])
     class_checks = class_rules(gx, config)
-    results = {**validator.validate("classes", classes, class_checks, key="label"),
-               **validator.validate("dataset", table, dataset_rules(gx, config, drift_checked=bool(statistics)))}
-    notes = {"min_class_share": _class_note(classes, config.min_class_share),
-             "label_drift": drift_note, "length_drift": drift_note}
+    results = {
+        **validator.validate("classes", classes, class_checks, key="label"),
+        **validator.validate("dataset", table, dataset_rules(gx, config, drift_checked=bool(statistics))),
+    }
+    notes = {
+        "min_class_share": _class_note(classes, config.min_class_share),
+        "label_drift": drift_note,
+        "length_drift": drift_note,
+    }
     for rule in class_checks + dataset_rules(gx, config, drift_checked=True):
         result = results.get(rule.name)  # None: not checked, and the note says why
         passed = result is None or bool(result.success)
         note = notes.get(rule.name, "") if result is None or not passed else ""
-        outcome.rules[rule.name] = RuleOutcome(rule.name, "dataset", getattr(config.rules, rule.name), rule.demands,
-                                               passed=passed, value=values.get(rule.name), note=note)
+        outcome.rules[rule.name] = RuleOutcome(
+            rule.name,
+            "dataset",
+            getattr(config.rules, rule.name),
+            rule.demands,
+            passed=passed,
+            value=values.get(rule.name),
+            note=note,
+        )
 
 
-def check(frame: pd.DataFrame, data: DataConfig, config: ValidateConfig, tokens: np.ndarray,
-          baseline: pd.DataFrame | None = None, docs: Path | None = None, dataset_rules: bool = True) -> Outcome:
+def check(
+    frame: pd.DataFrame,
+    data: DataConfig,
+    config: ValidateConfig,
+    tokens: np.ndarray,
+    baseline: pd.DataFrame | None = None,
+    docs: Path | None = None,
+    dataset_rules: bool = True,
+) -> Outcome:
     """Run the row rules, apply their policies, then the dataset rules on the rows that remain.
 
     Args:

@@ -47,8 +47,14 @@ def token_counts(texts: list[str], base_model: str, root: Path) -> np.ndarray:
     from tasks.lib.models import resolve_base_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(base_model, root))
-    ids = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False,
-                    return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+    ids = tokenizer(
+        texts,
+        add_special_tokens=False,
+        truncation=False,
+        verbose=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )["input_ids"]
     return np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(texts))
 
 

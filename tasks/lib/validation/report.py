@@ -17,10 +17,19 @@ ACTIONS = {"fail": "stops the run", "quarantine": "quarantined", "warn": "kept, 
 def quarantine_records(frame: pd.DataFrame, outcome: Outcome) -> list[dict[str, Any]]:
     """Every flagged row as it was read, where it came from, why, and whether it went on."""
     flagged = frame[frame[ROW_ID].isin(outcome.reasons)]
-    return [{"row_id": row[ROW_ID], "file": row[SOURCE_FILE], "line": int(row[SOURCE_LINE]),
-             "split": row[SPLIT], "text": row[TEXT], "label": row[LABEL],
-             "reasons": outcome.reasons[row[ROW_ID]], "kept": row[ROW_ID] not in outcome.removed}
-            for row in flagged.to_dict(orient="records")]
+    return [
+        {
+            "row_id": row[ROW_ID],
+            "file": row[SOURCE_FILE],
+            "line": int(row[SOURCE_LINE]),
+            "split": row[SPLIT],
+            "text": row[TEXT],
+            "label": row[LABEL],
+            "reasons": outcome.reasons[row[ROW_ID]],
+            "kept": row[ROW_ID] not in outcome.removed,
+        }
+        for row in flagged.to_dict(orient="records")
+    ]
 
 
 def _examples(records: list[dict[str, Any]], rule: str) -> list[str]:
@@ -28,16 +37,17 @@ def _examples(records: list[dict[str, Any]], rule: str) -> list[str]:
     for record in records:
         for reason in record["reasons"]:
             if reason.startswith(rule + ":"):
-                found.append(f"{Path(record['file']).name}:{record['line']}: {record['text'][:60]!r} "
-                             f"(label {record['label']!r}): {reason[len(rule) + 2:]}")
+                found.append(
+                    f"{Path(record['file']).name}:{record['line']}: {record['text'][:60]!r} "
+                    f"(label {record['label']!r}): {reason[len(rule) + 2 :]}"
+                )
         if len(found) == EXAMPLES:
             break
     return found
 
 
 def _rule_summary(rule: RuleOutcome, records: list[dict[str, Any]]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"kind": rule.kind, "policy": rule.policy, "demands": rule.demands,
-                             "passed": rule.passed}
+    entry: dict[str, Any] = {"kind": rule.kind, "policy": rule.policy, "demands": rule.demands, "passed": rule.passed}
     if rule.kind == "row":
         entry |= {"rows": rule.rows, "examples": _examples(records, rule.name) if rule.rows else []}
     else:
@@ -49,11 +59,16 @@ def _rule_summary(rule: RuleOutcome, records: list[dict[str, Any]]) -> dict[str,
 
 def summary(outcome: Outcome, records: list[dict[str, Any]], rows_read: int) -> dict[str, Any]:
     """Machine-readable summary (dvc.yaml metrics): verdict, counts per rule, first examples."""
-    return {"passed": outcome.passed, "rows_read": rows_read, "rows_kept": len(outcome.kept),
-            "rows_quarantined": len(outcome.removed), "rows_warned": sum(r["kept"] for r in records),
-            "failed_rules": [r.name for r in outcome.rules.values() if r.blocks],
-            "rules": {name: _rule_summary(rule, records) for name, rule in outcome.rules.items()},
-            "data_docs": str(outcome.docs) if outcome.docs else None}
+    return {
+        "passed": outcome.passed,
+        "rows_read": rows_read,
+        "rows_kept": len(outcome.kept),
+        "rows_quarantined": len(outcome.removed),
+        "rows_warned": sum(r["kept"] for r in records),
+        "failed_rules": [r.name for r in outcome.rules.values() if r.blocks],
+        "rules": {name: _rule_summary(rule, records) for name, rule in outcome.rules.items()},
+        "data_docs": str(outcome.docs) if outcome.docs else None,
+    }
 
 
 def _found(rule: dict[str, Any]) -> str:
@@ -67,21 +82,26 @@ def _found(rule: dict[str, Any]) -> str:
 
 def _verdict(rule: dict[str, Any]) -> str:
     if rule["passed"]:
-        return "ok" if rule["kind"] == "row" or rule["checked"] else "–"
+        return "ok" if rule["kind"] == "row" or rule["checked"] else "–"  # noqa: RUF001 - an en dash: not checked
     return {"fail": "**FAILED**", "quarantine": "quarantined", "warn": "warning"}[rule["policy"]]
 
 
 def render(report: dict[str, Any], quarantine: Path) -> str:
     """The Markdown a person reads: the rule table, then what each failing rule found."""
     verdict = "PASSED" if report["passed"] else "FAILED (" + ", ".join(report["failed_rules"]) + ")"
-    lines = [f"## Validation {verdict}", "",
-             f"{report['rows_read']} rows read, {report['rows_kept']} kept, {report['rows_quarantined']} set aside, "
-             f"{report['rows_warned']} kept with warnings. Every flagged row: `{quarantine}`."]
+    lines = [
+        f"## Validation {verdict}",
+        "",
+        f"{report['rows_read']} rows read, {report['rows_kept']} kept, {report['rows_quarantined']} set aside, "
+        f"{report['rows_warned']} kept with warnings. Every flagged row: `{quarantine}`.",
+    ]
     if report["data_docs"]:
         lines.append(f"Data Docs: [{report['data_docs']}](file://{report['data_docs']})")
     lines += ["", "| rule | policy | demands | found | result |", "|---|---|---|---|---|"]
-    lines += [f"| {name} | {r['policy']} | {r['demands']} | {_found(r)} | {_verdict(r)} |"
-              for name, r in report["rules"].items()]
+    lines += [
+        f"| {name} | {r['policy']} | {r['demands']} | {_found(r)} | {_verdict(r)} |"
+        for name, r in report["rules"].items()
+    ]
     details: list[str] = []
     for name, rule in report["rules"].items():
         if rule["passed"] and not rule.get("note"):
@@ -90,11 +110,15 @@ def render(report: dict[str, Any], quarantine: Path) -> str:
             details.append(f"- {name}: {rule['rows']} rows ({ACTIONS[rule['policy']]})")
             details += [f"    {example}" for example in rule["examples"]]
         elif not rule["passed"]:
-            details.append(f"- {name}: {_found(rule)}, demands {rule['demands']} ({ACTIONS[rule['policy']]})"
-                           + (f"; {rule['note']}" if rule.get("note") else ""))
+            details.append(
+                f"- {name}: {_found(rule)}, demands {rule['demands']} ({ACTIONS[rule['policy']]})"
+                + (f"; {rule['note']}" if rule.get("note") else "")
+            )
             if name.endswith("_drift"):
-                details.append(f"    If this change is intended, set validate.rules.{name}: warn for one run "
-                               "to accept the new data as the baseline.")
+                details.append(
+                    f"    If this change is intended, set validate.rules.{name}: warn for one run "
+                    "to accept the new data as the baseline."
+                )
         else:
             details.append(f"- {name}: {rule['note']}")
-    return "\n".join(lines + ([""] + details if details else []))
+    return "\n".join(lines + (["", *details] if details else []))

@@ -57,28 +57,78 @@ def row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list[Rule]:
     """The per-row rules, in the order params.yaml lists them."""
     e, c = gx.expectations, config
     return [
-        _rule(c, "text_present", "text has a visible character",
-              e.ExpectColumnValuesToMatchRegex, column=TEXT, regex=VISIBLE),
-        _rule(c, "text_charset", "no control characters or U+FFFD in the text",
-              e.ExpectColumnValuesToNotMatchRegex, column=TEXT, regex=CONTROL),
-        _rule(c, "text_length", f"{c.min_chars} to {c.max_chars} characters",
-              e.ExpectColumnValueLengthsToBeBetween, column=TEXT, min_value=c.min_chars, max_value=c.max_chars),
-        _rule(c, "text_tokens", f"{c.min_tokens} to {c.max_tokens} tokens",
-              e.ExpectColumnValuesToBeBetween, column=TOKENS, min_value=c.min_tokens, max_value=c.max_tokens),
-        _rule(c, "label_in_set", f"label in {list(data.labels)} (after data.label_map)",
-              e.ExpectColumnValuesToBeInSet, column=MAPPED_LABEL, value_set=list(data.labels)),
+        _rule(
+            c,
+            "text_present",
+            "text has a visible character",
+            e.ExpectColumnValuesToMatchRegex,
+            column=TEXT,
+            regex=VISIBLE,
+        ),
+        _rule(
+            c,
+            "text_charset",
+            "no control characters or U+FFFD in the text",
+            e.ExpectColumnValuesToNotMatchRegex,
+            column=TEXT,
+            regex=CONTROL,
+        ),
+        _rule(
+            c,
+            "text_length",
+            f"{c.min_chars} to {c.max_chars} characters",
+            e.ExpectColumnValueLengthsToBeBetween,
+            column=TEXT,
+            min_value=c.min_chars,
+            max_value=c.max_chars,
+        ),
+        _rule(
+            c,
+            "text_tokens",
+            f"{c.min_tokens} to {c.max_tokens} tokens",
+            e.ExpectColumnValuesToBeBetween,
+            column=TOKENS,
+            min_value=c.min_tokens,
+            max_value=c.max_tokens,
+        ),
+        _rule(
+            c,
+            "label_in_set",
+            f"label in {list(data.labels)} (after data.label_map)",
+            e.ExpectColumnValuesToBeInSet,
+            column=MAPPED_LABEL,
+            value_set=list(data.labels),
+        ),
         _rule(c, "conflicting_labels", "one label per normalised text", e.ExpectColumnValuesToBeNull, column=CONFLICT),
-        _rule(c, "split_leakage", "each normalised text in one source split only",
-              e.ExpectColumnValuesToBeNull, column=LEAK),
+        _rule(
+            c,
+            "split_leakage",
+            "each normalised text in one source split only",
+            e.ExpectColumnValuesToBeNull,
+            column=LEAK,
+        ),
         _rule(c, "duplicate_exact", "no repeated text", e.ExpectColumnValuesToBeNull, column=EXACT_COPY_OF),
-        _rule(c, "duplicate_normalised", "no text repeated up to case, spacing or Unicode form",
-              e.ExpectColumnValuesToBeNull, column=NEAR_COPY_OF),
+        _rule(
+            c,
+            "duplicate_normalised",
+            "no text repeated up to case, spacing or Unicode form",
+            e.ExpectColumnValuesToBeNull,
+            column=NEAR_COPY_OF,
+        ),
     ]
 
 
 def class_rules(gx: Any, config: ValidateConfig) -> list[Rule]:
-    return [_rule(config, "min_class_share", f"each label at least {config.min_class_share:.1%} of the rows",
-                  gx.expectations.ExpectColumnValuesToBeBetween, column="share", min_value=config.min_class_share)]
+    return [
+        _rule(
+            config,
+            "min_class_share",
+            f"each label at least {config.min_class_share:.1%} of the rows",
+            gx.expectations.ExpectColumnValuesToBeBetween,
+            column="share",
+            min_value=config.min_class_share,
+        )
+    ]
 
 
 def dataset_rules(gx: Any, config: ValidateConfig, drift_checked: bool) -> list[Rule]:
@@ -88,15 +138,37 @@ def dataset_rules(gx: Any, config: ValidateConfig, drift_checked: bool) -> list[
     """
     e, c = gx.expectations, config
     at_least, at_most = e.ExpectColumnMinToBeBetween, e.ExpectColumnMaxToBeBetween
-    rules = [_rule(c, "min_rows", f"at least {c.min_rows} rows", at_least, column="rows", min_value=c.min_rows),
-             _rule(c, "max_imbalance_ratio", f"largest class at most {c.max_imbalance_ratio:g}x the smallest",
-                   at_most, column="imbalance_ratio", max_value=c.max_imbalance_ratio)]
+    rules = [
+        _rule(c, "min_rows", f"at least {c.min_rows} rows", at_least, column="rows", min_value=c.min_rows),
+        _rule(
+            c,
+            "max_imbalance_ratio",
+            f"largest class at most {c.max_imbalance_ratio:g}x the smallest",
+            at_most,
+            column="imbalance_ratio",
+            max_value=c.max_imbalance_ratio,
+        ),
+    ]
     if drift_checked:
         labels, length = c.drift.labels, c.drift.length
-        rules += [_rule(c, "label_drift", f"label distribution {labels.statistic} at most {labels.threshold:g}",
-                        at_most, column="label_drift", max_value=labels.threshold),
-                  _rule(c, "length_drift", f"text length {length.statistic} at most {length.threshold:g}",
-                        at_most, column="length_drift", max_value=length.threshold)]
+        rules += [
+            _rule(
+                c,
+                "label_drift",
+                f"label distribution {labels.statistic} at most {labels.threshold:g}",
+                at_most,
+                column="label_drift",
+                max_value=labels.threshold,
+            ),
+            _rule(
+                c,
+                "length_drift",
+                f"text length {length.statistic} at most {length.threshold:g}",
+                at_most,
+                column="length_drift",
+                max_value=length.threshold,
+            ),
+        ]
     return rules
 
 
@@ -112,10 +184,14 @@ class Validator:
         self.source = self.context.data_sources.add_pandas("pipeline")
         self.docs = docs
         if docs is not None:
-            self.context.add_data_docs_site(site_name=SITE, site_config={
-                "class_name": "SiteBuilder",
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs)}})
+            self.context.add_data_docs_site(
+                site_name=SITE,
+                site_config={
+                    "class_name": "SiteBuilder",
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs)},
+                },
+            )
 
     def validate(self, table: str, frame: pd.DataFrame, rules: list[Rule], key: str | None = None) -> dict[str, Any]:
         """Run `rules` on `frame` as the suite `table`; returns {rule name: GX result}.
@@ -128,13 +204,14 @@ class Validator:
         suite = self.context.suites.add(gx.ExpectationSuite(name=table))
         for rule in rules:
             suite.add_expectation(rule.expectation)
-        definition = self.context.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch,
-                                                                                     suite=suite))
+        definition = self.context.validation_definitions.add(
+            gx.ValidationDefinition(name=table, data=batch, suite=suite)
+        )
         result_format: dict[str, Any] = {"result_format": "COMPLETE"}
         if key is not None:
             result_format["unexpected_index_column_names"] = [key]
         results = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format).results
-        return {rule.name: result for rule, result in zip(rules, results)}
+        return {rule.name: result for rule, result in zip(rules, results, strict=True)}
 
     def build_docs(self) -> None:
         """Render the Data Docs site (index.html and a page per suite run) into `docs`."""
