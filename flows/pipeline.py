@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,20 +104,21 @@ def _dvc() -> str:
     return str(Path(sys.executable).parent / "dvc")
 
 
-def is_stale(root: Path, name: str) -> bool:
+def is_stale(root: Path, name: str, on_wait: Callable[[str], object] = print) -> bool:
     """Whether DVC would run stage `name` now (its own deps, params, command or outputs changed).
 
     DVC's API answers in a fraction of a second; while a person's `dvc`
     command holds the workspace lock, `dvc status --json` waits for it instead.
     """
-    from dvc.exceptions import LockError
+    from dvc.lock import LockError
     from dvc.repo import Repo
 
     try:
         with Repo(str(root)) as repo:
-            return bool(repo.status(targets=[name]))
+            # Addressed through its dvc.yaml: a bare name would be looked up in the current folder.
+            return bool(repo.status(targets=[f"{root / 'dvc.yaml'}:{name}"]))
     except LockError:
-        get_run_logger().info("DVC's lock is held in this workspace: waiting for it")
+        on_wait("DVC's lock is held in this workspace: waiting for it")
         done = subprocess.run(
             [_dvc(), "--wait-for-lock", "status", "--json", name],
             cwd=root,
@@ -133,7 +134,7 @@ def repro_stage(root: Path, name: str) -> StageResult:
     """`dvc repro --single-item <name>` in `root`, streaming its output to the run log."""
     logger = get_run_logger()
     started = time.perf_counter()
-    ran = is_stale(root, name)
+    ran = is_stale(root, name, logger.info)
     # --wait-for-lock: a person's `dvc` command in the workspace delays the stage instead of failing it.
     process = subprocess.Popen(
         [_dvc(), "--wait-for-lock", "repro", "--single-item", name],

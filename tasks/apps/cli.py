@@ -4,7 +4,7 @@
     textclf run                       run the whole DAG as a Prefect flow
     textclf predict [TEXT ...]        classify with the production model (or --file F, or stdin)
     textclf serve                     HTTP service over the production model
-    textclf registry list|show|promote|rollback|archive
+    textclf registry list|show|history|promote|rollback|archive
                                       model versions, their stages and lineage
     textclf ingest-new FILE ...       check new labelled data and add it (then retraining runs)
     textclf service                   serve the deployments and watch the landing folder
@@ -150,7 +150,7 @@ def deps_command(root: Path, verbose: bool) -> int:
 
 
 def _registry_parser(sub: Any) -> None:
-    registry = sub.add_parser("registry", help="model versions: list, show, promote, rollback, archive")
+    registry = sub.add_parser("registry", help="model versions: list, show, history, promote, rollback, archive")
     actions = registry.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="every version with its stage and lineage summary")
     actions.add_parser("history", help="every registry event (JSON lines)")
@@ -167,7 +167,8 @@ def _registry_parser(sub: Any) -> None:
     archive.add_argument("--reason", required=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The `textclf` argument parser: one subcommand per line of the usage above."""
     parser = argparse.ArgumentParser(
         prog="textclf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -195,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("watch", help="watch the landing folder only (deployments served elsewhere)")
     deps = sub.add_parser("deps", help="check that dvc.yaml's deps name all the code each stage runs")
     deps.add_argument("-v", "--verbose", action="store_true", help="also list the files each stage runs")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     root = args.root.resolve()
     try:
         if args.command == "stage":

@@ -130,3 +130,24 @@ def test_code_in_a_package_init_joins_the_closure(tmp_path):
 def test_a_stage_command_other_than_its_module_is_refused():
     with pytest.raises(ValueError, match=r"cmd must be `python -m tasks\.stages\.<name>`"):
         stage_module("train", "python -m tasks.cli stage train")
+
+
+def test_the_cli_usage_and_the_readme_name_every_command_and_module():
+    import argparse
+
+    from tasks.apps import cli
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    usage = {line.split()[1] for line in (cli.__doc__ or "").splitlines() if line.strip().startswith("textclf ")}
+    assert usage == set(commands)
+    readme = (REPO / "README.md").read_text()
+    command_block = readme.split("## Command line", 1)[1].split("## Layout", 1)[0]
+    assert {f"textclf {name}" for name in commands} <= {
+        " ".join(line.split()[:2]) for line in command_block.splitlines()
+    }
+    layout = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    listed = {line.split()[0] for line in layout.splitlines() if line.strip()}
+    modules = {p.name for part in ("stages", "lib", "apps") for p in (REPO / "tasks" / part).glob("*.py")}
+    packages = {f"{p.parent.name}/" for p in (REPO / "tasks" / "lib").glob("*/__init__.py")}
+    assert (modules | packages) - {"__init__.py"} - listed == set()

@@ -1,0 +1,46 @@
+"""The flow asks DVC whether a stage will run (its API), and waits when a person's `dvc` holds the lock."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from flows.pipeline import is_stale
+from tests.conftest import BIN, run
+
+HOLD_LOCK = """
+import sys, time
+from dvc.repo import Repo
+repo = Repo(sys.argv[1])
+with repo.lock:
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def small_repo(root: Path) -> Path:
+    run([str(BIN / "dvc"), "init", "--no-scm", "-q"], root)
+    (root / "in.txt").write_text("1\n")
+    stage = {"cmd": "cp in.txt out.txt", "deps": ["in.txt"], "outs": ["out.txt"]}
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"copy": stage}}))
+    return root
+
+
+def test_a_stage_is_stale_until_it_ran_and_again_when_its_input_changes(tmp_path):
+    root = small_repo(tmp_path)
+    assert is_stale(root, "copy")
+    run([str(BIN / "dvc"), "repro", "-q"], root)
+    assert not is_stale(root, "copy")
+    (root / "in.txt").write_text("2\n")
+    assert is_stale(root, "copy")
+
+
+def test_a_held_dvc_lock_is_waited_for_not_failed_on(tmp_path):
+    root = small_repo(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(root), "6"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    said: list[str] = []
+    assert is_stale(root, "copy", said.append)
+    assert said == ["DVC's lock is held in this workspace: waiting for it"]
+    assert holder.wait(timeout=5) == 0  # the answer came once the holder had let go
