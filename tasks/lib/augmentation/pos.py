@@ -64,10 +64,11 @@ class ApertiumTagger:
         stream = "".join(_RESERVED.sub(r"\\\1", t.replace("\0", " ")) + "\0" for t in texts).encode()
         analysed = self._run(["lt-proc", "-z", str(self.analyser)], stream)
         tagged = self._run(["apertium-tagger", "-z", "-g", "-p", str(self.model)], analysed).decode()
+        # Every text ends in NUL, so one empty piece follows the last text.
         chunks = tagged.split("\0")
-        if len(chunks) < len(texts):
-            raise EngineError(f"apertium-tagger returned {len(chunks)} texts for {len(texts)}")
-        return [_align(text, chunk) for text, chunk in zip(texts, chunks, strict=True)]
+        if len(chunks) < len(texts) or any(piece.strip() for piece in chunks[len(texts) :]):
+            raise EngineError(f"apertium-tagger returned {len(chunks)} pieces for {len(texts)} texts")
+        return [_align(text, chunk) for text, chunk in zip(texts, chunks[: len(texts)], strict=True)]
 
 
 def _unescape(value: str) -> str:
