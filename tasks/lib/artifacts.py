@@ -49,7 +49,9 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        # Fields a producer did not set (PyTorch's file, production's figures before there is
+        # production) stay out of the file, as they always have.
+        return self.model_dump(mode="json", exclude_unset=True)
 
     @classmethod
     def parse(cls, data: Any, where: Path | str) -> Self:
