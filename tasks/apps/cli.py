@@ -84,11 +84,17 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
     from tasks.lib.registry import Registry
 
     registry = Registry(params.path("registry"))
+    for problem in registry.history_problems():
+        print(f"warning: {problem}", file=sys.stderr)
     if args.action == "list":
         stages, rollbacks = registry.stages(), registry.rollbacks()
         print("version  stage       created                    variant        test acc  data (validated)  commit")
         for version, stage in stages.items():
-            record = VersionRecord.parse(registry.record(version), registry.versions / version)
+            try:
+                record = VersionRecord.parse(registry.record(version), registry.versions / version)
+            except PipelineError as exc:  # one damaged version must not hide the others
+                print(f"{version:<8} {stage:<11} damaged: {exc}")
+                continue
             note = f"  rolled back: {rollbacks[version]['reason']}" if version in rollbacks else ""
             accuracy = record.test_accuracy()
             print(

@@ -13,23 +13,47 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tasks.lib.config import Params, ServeConfig
 from tasks.lib.production_model import ModelLoadError, ProductionModel
+from tasks.lib.text import has_visible_character
 
 
 class PredictRequest(BaseModel):
+    """A request: unknown fields are refused (a misspelt field must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
     texts: list[str] = Field(min_length=1, description="texts to classify")
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_are_text(cls, texts: list[str]) -> list[str]:
+        """A text the tokenizer cannot encode, or with nothing visible in it, is the client's mistake (422)."""
+        for i, text in enumerate(texts):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"text {i} is not valid Unicode (a lone surrogate)") from None
+            if not has_visible_character(text):
+                raise ValueError(f"text {i} has no visible character (empty, spaces or control characters)")
+        return texts
 
 
 def create_app(model: ProductionModel, config: ServeConfig) -> Any:
     """The FastAPI application; `config` sets the request limits and batch size."""
     from fastapi import FastAPI, HTTPException
     from fastapi.concurrency import run_in_threadpool
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
     app = FastAPI(title="textclf", description=__doc__)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Any, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 echoes the input back, and a lone surrogate in it cannot be encoded (a 500).
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.get("/health")
     def health() -> JSONResponse:
@@ -62,6 +86,8 @@ def run(params: Params, host: str | None = None, port: int | None = None) -> Non
     import uvicorn
 
     config = params.serve
-    model = ProductionModel(params.path("registry"), config.threads)
+    model = ProductionModel(
+        params.path("registry"), config.threads, (config.reload_retry_seconds, config.reload_retry_max_seconds)
+    )
     print(f"serve: production model {model.status()}")
     uvicorn.run(create_app(model, config), host=host or config.host, port=port or config.port, log_level="info")

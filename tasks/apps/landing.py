@@ -16,7 +16,9 @@ dataset in the pipeline's validate stage, not a batch.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,10 +61,14 @@ class Receipt:
 
 
 def is_ready(path: Path) -> bool:
-    """A data file a writer has finished with: not hidden, not a temporary name, a supported format."""
+    """A data file a writer has finished with: not hidden, not a temporary name, a supported format.
+
+    Links and other non-regular entries with a data name count too: they are handed over to be
+    refused, with a notification, rather than passed over in silence.
+    """
     name = path.name
     return (
-        path.is_file()
+        (path.is_symlink() or not path.is_dir())
         and not name.startswith(".")
         and not name.endswith(IN_PROGRESS_SUFFIXES)
         and path.suffix.lower() in SUFFIXES
@@ -103,6 +109,23 @@ def check_file(path: Path, params: Params) -> Verdict:
     return Verdict(frame, f"failed validation: {failed}", render(report, Path(FLAGGED_ROWS)) + "\n", records)
 
 
+def display_name(name: str) -> str:
+    """A file name as text that can be printed and logged: bytes that are not UTF-8 shown as escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def refusal(path: Path) -> str | None:
+    """Why a landing entry is not read at all, or None: only regular files with UTF-8 names are taken."""
+    if display_name(path.name) != path.name:
+        return "its name is not valid UTF-8 (rename it)"
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        return "a symbolic link: only regular files are read (what it points at was not read, moved or deleted)"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a folder, device or pipe)"
+    return None
+
+
 def _unique_folder(parent: Path, name: str) -> Path:
     folder, n = parent / name, 1
     while folder.exists():
@@ -116,25 +139,27 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _hand_over(source: Path, target: Path, move: bool) -> None:
+    """Move (a rename: a link moves as a link) or copy `source`; a link is never followed."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if move:
-        shutil.move(source, target)
-    else:
-        shutil.copy2(source, target)
+        shutil.move(source, target)  # a rename within the filesystem: a link moves as a link
+    elif source.is_symlink() or source.is_file():
+        shutil.copy2(source, target, follow_symlinks=False)
 
 
 def _reject(params: Params, path: Path, sha: str, verdict: Verdict, move: bool) -> Receipt:
     at = _now()
-    folder = _unique_folder(params.path("rejected"), f"{at:%Y%m%dT%H%M%S}-{path.name}")
+    name = display_name(path.name)
+    folder = _unique_folder(params.path("rejected"), f"{at:%Y%m%dT%H%M%S}-{name}")
     rows = 0 if verdict.rows is None else len(verdict.rows)
     receipt = Receipt(
-        _relative(path, params.root),
+        display_name(_relative(path, params.root)),
         False,
         verdict.reason or "",
         rows,
         sha,
         at.isoformat(),
-        _relative(folder / path.name, params.root),
+        _relative(folder / name, params.root),
     )
     folder.mkdir(parents=True)
     write_text(folder / "report.md", verdict.report)
@@ -144,7 +169,7 @@ def _reject(params: Params, path: Path, sha: str, verdict: Verdict, move: bool) 
             "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in verdict.flagged),
         )
     write_json(folder / RECEIPT, receipt.as_dict())
-    _hand_over(path, folder / path.name, move)
+    _hand_over(path, folder / name, move)
     return receipt
 
 
@@ -156,9 +181,13 @@ def ingest_new(params: Params, path: Path, move: bool) -> Receipt:
     Raises:
         DataError: the file does not exist.
     """
-    path = path.resolve()
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise DataError(path, "no such file")
+    path = path.parent.resolve() / path.name  # the folder resolved, never the file: a link stays a link
+    refused = refusal(path)
+    if refused is not None:
+        name = display_name(path.name)
+        return _reject(params, path, "", Verdict(None, refused, f"## {name}: refused\n\n{refused}.\n"), move)
     sha = file_digest(path, "sha256")
     verdict = check_file(path, params)  # outside the lock: it only reads the file
     with incoming_lock(params.root):

@@ -451,6 +451,8 @@ class ServeConfig(_Section):
     max_chars: Annotated[int, Field(ge=1)]
     batch_size: Annotated[int, Field(ge=1)]
     threads: Annotated[int, Field(ge=1)] | None
+    reload_retry_seconds: Annotated[float, Field(gt=0)]
+    reload_retry_max_seconds: Annotated[float, Field(gt=0)]
 
 
 _CRON_FIELDS = re.compile(r"[\w*/,\-?]+(\s+[\w*/,\-?]+){4}")

@@ -7,6 +7,7 @@ source data. Both hold `incoming_lock`, so a batch is never half-seen.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,12 +17,16 @@ from filelock import FileLock
 
 from tasks.lib.io import lock_path, read_table
 
-BATCH_GLOB = "b[0-9][0-9][0-9][0-9]-*.parquet"
+# `b<number>-<content hash>.parquet`: four digits at least, more after batch 9,999.
+_BATCH = re.compile(r"b(\d{4,})-[0-9a-f]+\.parquet")
 
 
 def batch_files(incoming: Path) -> list[Path]:
-    """The accepted batches, oldest first."""
-    return sorted(incoming.glob(BATCH_GLOB)) if incoming.is_dir() else []
+    """The accepted batches, oldest first (by number, so b10000 follows b9999)."""
+    if not incoming.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in incoming.iterdir() if (m := _BATCH.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
 
 
 def batch_id(batch: Path) -> str:

@@ -19,16 +19,49 @@ from typing import Any
 import pandas as pd
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask sets it, which races with other threads)."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return umask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable (a crash after it keeps the new name)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary file path that replaces `target` only if the block succeeds."""
+    """Yield a temporary file path that replaces `target` only if the block succeeds.
+
+    The file gets the mode a plain `open` would give it (0666 less the umask, not
+    mkstemp's 0600, so a server under another account can read a pointer), and
+    is synced to disk, then renamed, then its folder synced: after a crash the
+    target is the old file or the whole new one.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        tmp_path.chmod(0o666 & ~current_umask())
+        fd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp_path, target)
+        _fsync_dir(target.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -42,9 +75,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would outlive the rename
+    staging.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would outlive the rename
     try:
         yield staging
         old = target.parent / f".{target.name}.old"

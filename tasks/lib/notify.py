@@ -5,6 +5,8 @@ and is what a monitoring agent tails. `retrain.notify_block` names any Prefect
 notification block (Slack, Teams, e-mail, a custom webhook, ...), created once
 with `prefect block create` or in the UI; a delivery failure is logged and
 recorded in the file, never raised: the run's own outcome is what counts.
+Every record and log line is redacted first (tasks.lib.redact): a webhook
+that answers 403 must not leave its token in the log.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasks.lib.config import Params
+from tasks.lib.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +36,8 @@ def notify(params: Params, event: str, title: str, body: str) -> dict[str, objec
         "at": datetime.now(UTC).isoformat(),
         "event": event,
         "workspace": str(params.root),
-        "title": title,
-        "body": body,
+        "title": _clean(title),
+        "body": _clean(body),
     }
     block = params.retrain.notify_block
     if block:
@@ -42,13 +45,18 @@ def notify(params: Params, event: str, title: str, body: str) -> dict[str, objec
         try:
             _send(block, title, body)
         except Exception as exc:  # noqa: BLE001 - any transport error: the file still has it
-            record["delivery_error"] = f"{type(exc).__name__}: {exc}"
-            log.warning("notification block %s failed: %s", block, exc)
+            record["delivery_error"] = _clean(f"{type(exc).__name__}: {exc}")
+            log.warning("notification block %s failed: %s", block, record["delivery_error"])
     path = params.path("notifications")
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:  # one write per line: concurrent writers do not interleave
         handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return record
+
+
+def _clean(text: str) -> str:
+    """Redacted, and writable as UTF-8 (a file name's undecodable bytes shown as escapes)."""
+    return redact(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def _send(block: str, title: str, body: str) -> None:

@@ -10,7 +10,10 @@ why in `status()`.
 from __future__ import annotations
 
 import json
+import math
+import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from tasks.lib.artifacts import VERSION_FILE
 from tasks.lib.errors import PipelineError
 from tasks.lib.metrics import softmax
 from tasks.lib.onnx_classifier import OnnxClassifier
-from tasks.lib.registry import Registry
+from tasks.lib.registry import Registry, RegistryError, verify_files
 
 
 class ModelLoadError(PipelineError, RuntimeError):
@@ -49,7 +52,14 @@ def model_file(folder: Path) -> Path:
 
 
 def load_classifier(folder: Path, threads: int | None = None) -> OnnxClassifier:
-    """Load a model folder, turning ONNX Runtime's and the tokenizer's errors into one that names the file."""
+    """Load a model folder, turning ONNX Runtime's and the tokenizer's errors into one that names the file.
+
+    A registry version's files are first checked against the hashes its record lists.
+    """
+    try:
+        verify_files(folder)
+    except RegistryError as exc:
+        raise ModelLoadError(str(exc)) from None
     graph = model_file(folder)
     try:
         return OnnxClassifier(folder, graph.name, threads)
@@ -60,14 +70,18 @@ def load_classifier(folder: Path, threads: int | None = None) -> OnnxClassifier:
 class ProductionModel:
     """The registry's production model, reloaded when the production pointer changes."""
 
-    def __init__(self, registry: Path, threads: int | None = None):
-        layout = Registry(registry)
-        self.pointer, self.versions = layout.pointer, layout.versions
+    def __init__(self, registry: Path, threads: int | None = None, retry: tuple[float, float] | None = None):
+        """`retry`: (first, longest) seconds before a failed load is tried again; None: only on a new pointer."""
+        self.registry = Registry(registry)
+        self.pointer, self.versions = self.registry.pointer, self.registry.versions
         self.threads = threads
         self._lock = threading.Lock()
         self._seen: str | None = ""  # the pointer's text when last read; None: it was absent
         self._loaded: tuple[str, OnnxClassifier] | None = None
         self.error: str | None = None  # why the newest pointer could not be served
+        # A failed load is tried again after a back-off (doubling), even if the pointer stays.
+        self._retry_s, self._retry_max_s = retry or (math.inf, math.inf)
+        self._backoff, self._retry_at = self._retry_s, 0.0
 
     def _pointer_text(self) -> str | None:
         try:
@@ -75,29 +89,37 @@ class ProductionModel:
         except FileNotFoundError:
             return None
 
+    def _public(self, message: str) -> str:
+        """An error for /health: paths relative to the registry's parent, one line, bounded."""
+        first = message.splitlines()[0] if message else message
+        return first.replace(f"{self.registry.root.parent}{os.sep}", "")[:300]
+
     def _refresh(self) -> None:
         # Read the pointer itself, not its mtime: a coarse-mtime filesystem could hide a promotion.
         text = self._pointer_text()
-        if text == self._seen:
+        now = time.monotonic()
+        if text == self._seen and (self.error is None or now < self._retry_at):
             return
-        self._seen = text
+        if text != self._seen:
+            self._seen, self._backoff = text, self._retry_s
         if text is None:
-            self.error = f"{self.pointer}: no production model yet (run the pipeline to promote one)"
+            self.error = self._public(f"{self.pointer}: no production model yet (run the pipeline to promote one)")
             return
         try:
-            version = json.loads(text)["version"]
+            version = self.registry.parse_pointer(text)
             if self._loaded is None or self._loaded[0] != version:
                 self._loaded = (version, load_classifier(self.versions / version, self.threads))
             self.error = None
-        except (ModelLoadError, OSError, ValueError, KeyError) as exc:
-            self.error = f"cannot serve the production pointer {self.pointer}: {exc}"
+        except (ModelLoadError, RegistryError, OSError) as exc:
+            self.error = self._public(f"cannot serve the production pointer {self.pointer}: {exc}")
+            self._retry_at, self._backoff = now + self._backoff, min(self._backoff * 2, self._retry_max_s)
 
     def current(self) -> tuple[str, OnnxClassifier]:
         """(version, classifier) now serving; raises ModelLoadError when there is none."""
         with self._lock:
             self._refresh()
             if self._loaded is None:
-                raise ModelLoadError(self.error or f"{self.pointer}: no production model")
+                raise ModelLoadError(self.error or self._public(f"{self.pointer}: no production model"))
             return self._loaded
 
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> tuple[str, list[Prediction]]:

@@ -10,6 +10,12 @@ or was archived by hand, is `archived`; any other is a `candidate`.
 A version folder is complete before it gets its name, and production moves
 only by an atomic rename of the pointer, so a crash at any point leaves the
 previous production model serving. Writers hold one file lock.
+
+Integrity: `version.json` lists the SHA-256 of every file of its version
+(`files`), and loading a version verifies them (tasks.lib.production_model),
+so a file changed after registration is refused, not served. The pointer is
+trusted only to name a version this registry holds. A history line torn by a
+crash or a full disk is skipped and reported, never fatal.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ from filelock import FileLock
 
 from tasks.lib.artifacts import VERSION_FILE
 from tasks.lib.errors import PipelineError
-from tasks.lib.io import read_json, write_json
+from tasks.lib.io import file_digest, read_json, write_json
 
 _VERSION = re.compile(r"^v(\d{4,})$")
+HISTORY_PROBLEM = "history_problem"  # an event that stands for lines of history.jsonl that could not be read
 Stage = Literal["candidate", "production", "archived"]
 # Events that move the production pointer (they carry "from" and "to").
 _MOVES = ("promote", "rollback")
@@ -38,6 +45,29 @@ _MOVES = ("promote", "rollback")
 
 class RegistryError(PipelineError, RuntimeError):
     """The registry is inconsistent or an operation on it is not allowed."""
+
+
+def verify_files(folder: Path) -> None:
+    """Check every file a version's record lists against its SHA-256; raise on any difference.
+
+    Versions registered before records listed their files have nothing to check.
+    """
+    record = folder / VERSION_FILE
+    if not record.exists():
+        return
+    try:
+        listed = read_json(record).get("files") or {}
+    except ValueError as exc:
+        raise RegistryError(f"{record}: damaged, not readable JSON ({exc})") from None
+    changed = []
+    for name, digest in listed.items():
+        path = folder / name
+        if not path.is_file():
+            changed.append(f"{name} is missing")
+        elif file_digest(path, "sha256") != digest:
+            changed.append(f"{name} differs from the registered file")
+    if changed:
+        raise RegistryError(f"{folder}: refusing to load: " + "; ".join(changed) + " (changed after registration)")
 
 
 def _now() -> str:
@@ -63,15 +93,34 @@ class Registry:
 
     # Reading
 
+    def parse_pointer(self, text: str) -> str:
+        """The version a pointer's text names; anything but a version name (vNNNN) is refused."""
+        try:
+            version = json.loads(text).get("version")
+        except (ValueError, AttributeError):
+            raise RegistryError(f"{self.pointer}: damaged (not a JSON object with a version)") from None
+        if not isinstance(version, str) or not _VERSION.match(version):
+            raise RegistryError(f"{self.pointer}: names {version!r}, which is not a version of this registry (vNNNN)")
+        return version
+
     def production_version(self) -> str | None:
-        return read_json(self.pointer)["version"] if self.pointer.exists() else None
+        try:
+            return self.parse_pointer(self.pointer.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
 
     def record(self, version: str) -> dict[str, Any]:
         """A complete version's lineage record, with its folder as `path`."""
+        if not _VERSION.match(version):
+            raise RegistryError(f"{version!r} is not a version name (vNNNN)")
         folder = self.versions / version
         if not (folder / VERSION_FILE).exists():
             raise RegistryError(f"no complete version {version} in {self.versions}")
-        return {**read_json(folder / VERSION_FILE), "path": str(folder)}
+        try:
+            record = read_json(folder / VERSION_FILE)
+        except ValueError as exc:
+            raise RegistryError(f"{folder / VERSION_FILE}: damaged, not readable JSON ({exc})") from None
+        return {**record, "path": str(folder)}
 
     def production(self) -> dict[str, Any] | None:
         """The production version's record, or None before the first promotion."""
@@ -91,18 +140,43 @@ class Registry:
         return sorted(p.name for p in self.versions.iterdir() if _VERSION.match(p.name) and (p / VERSION_FILE).exists())
 
     def find(self, model_md5: str) -> str | None:
-        """The newest complete version holding this exact model, if any."""
+        """The newest complete, readable version holding this exact model, if any."""
         for version in reversed(self.list_versions()):
-            if read_json(self.versions / version / VERSION_FILE).get("model_md5") == model_md5:
-                return version
+            try:
+                if self.record(version).get("model_md5") == model_md5:
+                    return version
+            except RegistryError:
+                continue  # a damaged record cannot be this model's home
         return None
 
     def events(self) -> list[dict[str, Any]]:
+        """Every readable event, oldest first; unreadable lines become one `history_problem` event each."""
         if not self.history.exists():
             return []
-        lines = self.history.read_text(encoding="utf-8").splitlines()
-        # Registries written before events had names only recorded production moves.
-        return [{"event": "promote", **json.loads(line)} for line in lines if line.strip()]
+        found = []
+        text = self.history.read_bytes().decode("utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+                if not isinstance(event, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                # A line torn by a crash or a full disk: report it, keep the rest usable.
+                found.append({"event": HISTORY_PROBLEM, "line": number, "text": line[:200]})
+                continue
+            # Registries written before events had names only recorded production moves.
+            found.append({"event": "promote", **event})
+        return found
+
+    def history_problems(self) -> list[str]:
+        """A sentence per unreadable line of the history."""
+        return [
+            f"{self.history}:{e['line']}: unreadable, skipped ({e['text'][:60]!r})"
+            for e in self.events()
+            if e["event"] == HISTORY_PROBLEM
+        ]
 
     def stages(self) -> dict[str, Stage]:
         """Every complete version's stage."""
@@ -135,8 +209,16 @@ class Registry:
     # Writing
 
     def _append(self, event: dict[str, Any]) -> None:
-        with self.history.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"at": _now(), **event}) + "\n")
+        """Append one line in one write and sync it; a torn last line (no newline) is closed off first."""
+        line = (json.dumps({"at": _now(), **event}) + "\n").encode()
+        with self.history.open("ab+") as handle:
+            if handle.tell() > 0:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = b"\n" + line
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def _next_version(self) -> str:
         names = [p.name for p in self.versions.iterdir()] if self.versions.exists() else []
@@ -168,7 +250,9 @@ class Registry:
                     shutil.copy2(model_dir / name, staging / name)
             for path in attachments:
                 shutil.copy2(path, staging / path.name)
-            write_json(staging / VERSION_FILE, {"version": version, "created_at": _now(), **record})
+            # Every file's hash: loading the version checks them (verify_files).
+            hashes = {p.name: file_digest(p, "sha256") for p in sorted(staging.iterdir()) if p.is_file()}
+            write_json(staging / VERSION_FILE, {"version": version, "created_at": _now(), **record, "files": hashes})
             os.replace(staging, self.versions / version)
             self._append({"event": "register", "version": version, "reason": reason})
             return version

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.lib.columns import LABEL, ROW_ID, SPLIT, TEXT
-from tasks.lib.text import normalise
+from tasks.lib.text import VISIBLE, normalise
 
 NORMALISED = "_normalised"
 MAPPED_LABEL = "_label"
@@ -27,10 +27,8 @@ DERIVED = (NORMALISED, MAPPED_LABEL, TOKENS, CONFLICT, LEAK, EXACT_COPY_OF, NEAR
 # When one text is in several source splits, the evaluation copy stays: the
 # test and validation sets are what runs are compared on.
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}
-# Visible: anything but whitespace, control and format characters (zero-width
-# spaces, joiners, byte-order marks). Control: C0/C1 controls except tab and
-# newlines, and U+FFFD, which a lossy decoder leaves behind.
-VISIBLE = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202f\u2060-\u2064\ufeff]"
+# Control: C0/C1 controls except tab and newlines, and U+FFFD, which a lossy
+# decoder leaves behind.
 CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffd]"
 MAX_LISTED = 3
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from tasks.lib.columns import ROW_ID, TEXT
 from tasks.lib.config import DataConfig, ValidateConfig
+from tasks.lib.text import VISIBLE
 from tasks.lib.validation.features import (
     CONFLICT,
     CONTROL,
@@ -24,7 +25,6 @@ from tasks.lib.validation.features import (
     MAPPED_LABEL,
     NEAR_COPY_OF,
     TOKENS,
-    VISIBLE,
 )
 
 SITE = "reports"

@@ -1,0 +1,221 @@
+"""Integrity: what lands, what is registered and what is served cannot be swapped or fooled quietly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tasks.apps.cli import main
+from tasks.apps.landing import ingest_new
+from tasks.lib.incoming import batch_files, read_batches
+from tasks.lib.notify import notify
+from tasks.lib.production_model import ModelLoadError, ProductionModel, load_classifier
+from tasks.lib.registry import Registry
+
+GOOD_ROWS = "text,label\n" + "".join(
+    f"review number {i} was {'good' if i % 2 else 'bad'},{'positive' if i % 2 else 'negative'}\n" for i in range(20)
+)
+
+
+def registered(params, folder: Path) -> Registry:
+    registry = Registry(params.path("registry"))
+    registry.set_production(registry.register(folder, {"model_md5": "a"}), "test")
+    return registry
+
+
+# Landing
+
+
+def test_a_symbolic_link_is_refused_and_what_it_points_at_is_untouched(make_params, tmp_path):
+    params = make_params()
+    outside = tmp_path / "elsewhere" / "secret.csv"
+    outside.parent.mkdir()
+    outside.write_text(GOOD_ROWS)
+    landing = params.path("landing")
+    landing.mkdir(parents=True)
+    (landing / "link.csv").symlink_to(outside)
+    receipt = ingest_new(params, landing / "link.csv", move=True)
+    assert not receipt.accepted and "symbolic link" in receipt.reason
+    assert outside.read_text() == GOOD_ROWS  # neither read into the data, nor moved, nor deleted
+    assert batch_files(params.path("incoming")) == [] and not (landing / "link.csv").exists()
+    moved = params.root / receipt.moved_to
+    assert moved.is_symlink() and moved.resolve() == outside  # the link itself is what moved
+    os.mkfifo(landing / "pipe.csv")
+    assert "not a regular file" in ingest_new(params, landing / "pipe.csv", move=True).reason
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_and_the_notification_still_goes_out(make_params):
+    params = make_params()
+    landing = params.path("landing")
+    landing.mkdir(parents=True)
+    odd = Path(os.fsdecode(bytes(landing) + b"/reviews-\xff.csv"))
+    odd.write_text(GOOD_ROWS)
+    receipt = ingest_new(params, odd, move=True)
+    assert not receipt.accepted and "not valid UTF-8" in receipt.reason
+    assert receipt.file.endswith("reviews-\\xff.csv") and not odd.exists()
+    assert (params.root / receipt.moved_to).read_text() == GOOD_ROWS  # kept, under a printable name
+    notify(params, "data.rejected", f"{odd.name} rejected", receipt.reason)
+    logged = json.loads(params.path("notifications").read_text(encoding="utf-8"))
+    assert logged["title"] == "reviews-\\udcff.csv rejected"
+
+
+def test_batches_past_9999_are_read_in_order(tmp_path):
+    for number in (9998, 9999, 10000, 10001):
+        pd.DataFrame({"text": [f"row {number}"]}).to_parquet(tmp_path / f"b{number:04d}-{number:016x}.parquet")
+    (tmp_path / "b12-notabatch.parquet").write_bytes(b"")
+    found = batch_files(tmp_path)
+    assert [p.name.split("-")[0] for p in found] == ["b9998", "b9999", "b10000", "b10001"]
+    assert list(read_batches(found)["text"]) == ["row 9998", "row 9999", "row 10000", "row 10001"]
+
+
+# Registry
+
+
+def test_a_file_changed_after_registration_is_refused_and_production_keeps_serving(make_params, onnx_folder):
+    params = make_params()
+    registry = registered(params, onnx_folder)
+    model = ProductionModel(registry.root)
+    assert model.current()[0] == "v0001"
+    swapped = registry.register(onnx_folder, {"model_md5": "b"})
+    info = registry.versions / swapped / "classifier.json"
+    labels = json.loads(info.read_text())
+    info.write_text(json.dumps({**labels, "labels": labels["labels"][::-1]}))  # every answer inverted
+    with pytest.raises(ModelLoadError, match=r"classifier\.json differs from the registered file"):
+        load_classifier(registry.versions / swapped)
+    registry.set_production(swapped, "tampered")
+    assert model.current()[0] == "v0001"
+    status = model.status()
+    assert status["status"] == "degraded" and "classifier.json differs" in status["error"]
+    assert str(registry.root.parent) not in status["error"]  # /health shows no absolute paths
+
+
+def test_a_torn_history_line_is_reported_and_the_registry_keeps_working(make_params, onnx_folder, capsys):
+    params = make_params()
+    registry = registered(params, onnx_folder)
+    registry.set_production(registry.register(onnx_folder, {"model_md5": "b"}), "second")
+    with registry.history.open("a") as handle:
+        handle.write('{"at": "2026-12-01T00:00:00+00:00", "event": "prom')  # a full disk mid-line
+    assert registry.stages() == {"v0001": "archived", "v0002": "production"}
+    assert registry.history_problems() and "history.jsonl:5: unreadable" in registry.history_problems()[0]
+    assert registry.rollback("bad model") == ("v0002", "v0001")  # the next line starts on a line of its own
+    assert [e["event"] for e in registry.events()][-2:] == ["history_problem", "rollback"]
+    assert main(["--root", str(params.root), "registry", "list"]) == 0
+    captured = capsys.readouterr()
+    assert "v0001    production" in captured.out and "unreadable, skipped" in captured.err
+    (registry.versions / "v0002" / "version.json").write_text('{"version": "v00')  # truncated
+    assert main(["--root", str(params.root), "registry", "list"]) == 0
+    assert "v0002    archived    damaged:" in capsys.readouterr().out
+    assert main(["--root", str(params.root), "registry", "show", "v0002"]) == 1
+    assert "version.json: damaged, not readable JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pointer", ['{"version": null}', '{"version": "../../elsewhere"}', '{"version": "/tmp"}', "{"])
+def test_a_pointer_that_names_no_version_is_not_served(make_params, onnx_folder, tmp_path, pointer):
+    params = make_params()
+    registry = registered(params, onnx_folder)
+    served = ProductionModel(registry.root)
+    assert served.current()[0] == "v0001"
+    shutil.copytree(onnx_folder, tmp_path / "elsewhere")
+    registry.pointer.write_text(pointer)
+    assert served.status()["status"] == "degraded" and served.current()[0] == "v0001"
+    fresh = ProductionModel(registry.root)
+    assert fresh.status()["status"] == "unavailable"
+    with pytest.raises(ModelLoadError, match=r"not a version of this registry|damaged"):
+        fresh.current()
+
+
+def test_a_failed_load_is_retried_with_back_off(make_params, onnx_folder):
+    params = make_params()
+    registry = registered(params, onnx_folder)
+    served = ProductionModel(registry.root, retry=(0.05, 0.2))
+    assert served.current()[0] == "v0001"
+    version = registry.register(onnx_folder, {"model_md5": "b"})
+    graph = registry.versions / version / "model.onnx"
+    aside = graph.with_name("aside")
+    graph.rename(aside)  # missing for a moment, as on a slow network mount
+    registry.set_production(version, "second")
+    assert served.current()[0] == "v0001" and "model.onnx is missing" in (served.error or "")
+    aside.rename(graph)
+    deadline = time.monotonic() + 10
+    while served.current()[0] != version:  # the pointer did not change: only the back-off retries
+        assert time.monotonic() < deadline, served.error
+    assert served.error is None
+
+
+def test_written_files_follow_the_umask(make_params, onnx_folder):
+    previous = os.umask(0o022)
+    try:
+        params = make_params()
+        registry = registered(params, onnx_folder)
+    finally:
+        os.umask(previous)
+    for path in (registry.pointer, registry.versions / "v0001" / "version.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+# Serving
+
+
+def test_requests_that_are_not_text_get_422_not_500(make_params, onnx_folder):
+    from fastapi.testclient import TestClient
+
+    from tasks.apps.http_service import create_app
+
+    params = make_params()
+    registered(params, onnx_folder)
+    client = TestClient(create_app(ProductionModel(params.path("registry")), params.serve))
+    assert client.post("/predict", json={"texts": ["a fine film"]}).status_code == 200
+    for texts, why in (
+        ([""], "no visible character"),
+        (["\x00\x00"], "no visible character"),
+        (["  \u200b "], "no visible character"),
+    ):
+        answer = client.post("/predict", json={"texts": texts})
+        assert answer.status_code == 422 and why in answer.text, texts
+    lone = client.post(
+        "/predict", content=b'{"texts": ["ok", "\\ud800"]}', headers={"content-type": "application/json"}
+    )
+    assert lone.status_code == 422 and "text 1 is not valid Unicode" in lone.text
+    extra = client.post("/predict", json={"texts": ["ok"], "threshold": 0.9})
+    assert extra.status_code == 422 and "threshold" in extra.text
+
+
+# Notifications
+
+
+def test_a_webhook_that_answers_403_leaves_no_token_in_the_log(make_params, caplog):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    class Refuse(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # the name http.server calls
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(403)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/services/T0/B0/s3cr3tT0ken?sig=0p3nsesame"
+        CustomWebhookNotificationBlock(name="ops", url=url, json_data={"text": "{{body}}"}).save(
+            "textclf-test-refusing", overwrite=True
+        )
+        params = make_params({"retrain": {"notify_block": "custom-webhook/textclf-test-refusing"}})
+        record = notify(params, "pipeline.failed", "run failed", f"posted to {url} with token=abc123")
+    finally:
+        server.shutdown()
+    logged = params.path("notifications").read_text() + caplog.text
+    assert "403" in str(record["delivery_error"])
+    for secret in ("s3cr3tT0ken", "0p3nsesame", "abc123"):
+        assert secret not in logged
