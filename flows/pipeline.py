@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -55,6 +57,7 @@ class StageFailed(PipelineError, RuntimeError):
 class StageSpec:
     name: str
     retries: int = 0
+    timeout_s: float | None = None  # dvc.yaml meta.timeout_seconds: a hung stage is stopped, not waited for
 
 
 @dataclass
@@ -76,7 +79,12 @@ def dvc_stages(root: Path) -> list[StageSpec]:
         # DVC's edges point from a stage to the stages it depends on.
         graph = repo.index.graph.reverse(copy=True).subgraph(stages)
         ordered = nx.lexicographical_topological_sort(graph, key=lambda stage: position[stage])
-        return [StageSpec(stage.name, int((stage.meta or {}).get("retries", 0))) for stage in ordered]
+        specs = []
+        for stage in ordered:
+            meta = stage.meta or {}
+            timeout = meta.get("timeout_seconds")
+            specs.append(StageSpec(stage.name, int(meta.get("retries", 0)), float(timeout) if timeout else None))
+        return specs
 
 
 def _environment() -> dict[str, str]:
@@ -130,12 +138,31 @@ def is_stale(root: Path, name: str, on_wait: Callable[[str], object] = print) ->
         return bool(json.loads(done.stdout or "{}"))
 
 
-def repro_stage(root: Path, name: str) -> StageResult:
-    """`dvc repro --single-item <name>` in `root`, streaming its output to the run log."""
-    logger = get_run_logger()
+def _stop(process: subprocess.Popen[str], grace_s: float = 10) -> None:
+    """SIGTERM to the stage's whole process group (dvc and the stage it started), SIGKILL after `grace_s`."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def repro_stage(
+    root: Path, name: str, timeout_s: float | None = None, log: Callable[[str], object] | None = None
+) -> StageResult:
+    """`dvc repro --single-item <name>` in `root`, streaming its output to the run log.
+
+    Raises:
+        StageFailed: the stage failed, or ran past `timeout_s` and was stopped (with all it started).
+    """
+    log = log or get_run_logger().info
     started = time.perf_counter()
-    ran = is_stale(root, name, logger.info)
+    ran = is_stale(root, name, log)
     # --wait-for-lock: a person's `dvc` command in the workspace delays the stage instead of failing it.
+    # Its own process group: a timeout stops the stage's processes too, not only dvc.
     process = subprocess.Popen(
         [_dvc(), "--wait-for-lock", "repro", "--single-item", name],
         cwd=root,
@@ -143,15 +170,35 @@ def repro_stage(root: Path, name: str) -> StageResult:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     assert process.stdout is not None
+    timed_out = threading.Event()
+
+    def stop_on_timeout() -> None:
+        timed_out.set()
+        _stop(process)
+
+    timer = threading.Timer(timeout_s, stop_on_timeout) if timeout_s else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     output: list[str] = []
-    for raw in process.stdout:
-        line = raw.rstrip("\n").split("\r")[-1].rstrip()  # progress bars: keep their last state
-        if line:
-            output.append(line)
-            logger.info(line)
-    code = process.wait()
+    try:
+        for raw in process.stdout:
+            line = raw.rstrip("\n").split("\r")[-1].rstrip()  # progress bars: keep their last state
+            if line:
+                output.append(line)
+                log(line)
+        code = process.wait()
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if timed_out.is_set():
+        raise StageFailed(
+            f"stage '{name}' ran past its {timeout_s:.0f} s (dvc.yaml meta.timeout_seconds) and was stopped with "
+            "everything it started; the last good outputs are in place"
+        )
     if code != 0:
         raise StageFailed(_failure_message(name, code, output))
     return StageResult(name, ran, round(time.perf_counter() - started, 2), output)
@@ -257,9 +304,9 @@ def _run_stage(workspace: Path, spec: StageSpec) -> StageResult:
         retry_jitter_factor=0.2,
     )(repro_stage)
     if spec.name != "ingest":
-        return stage_task(workspace, spec.name)
+        return stage_task(workspace, spec.name, spec.timeout_s)
     with incoming_lock(workspace):  # no batch lands between reading the batches and DVC's record
-        return stage_task(workspace, spec.name)
+        return stage_task(workspace, spec.name, spec.timeout_s)
 
 
 @flow(name="retraining-pipeline", log_prints=True, on_failure=[_notify_failure], on_crashed=[_notify_failure])

@@ -104,7 +104,7 @@ def check_file(path: Path, params: Params) -> Verdict:
     if outcome.passed:
         return Verdict(frame)
     records = quarantine_records(frame, outcome)
-    report = summary(outcome, records, len(frame))
+    report = summary(outcome, records, len(frame), params.validate_.report_text)
     failed = ", ".join(f"{name} ({report['rules'][name]['rows']} rows)" for name in report["failed_rules"])
     return Verdict(frame, f"failed validation: {failed}", render(report, Path(FLAGGED_ROWS)) + "\n", records)
 

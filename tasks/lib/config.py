@@ -29,6 +29,8 @@ PARAMS_FILE = "params.yaml"
 # What a flagged row does: stop the run, be set aside (kept in the quarantine
 # file, dropped from the data), or only be reported.
 RowPolicy = Literal["fail", "quarantine", "warn"]
+# How a flagged row's text appears in reports: excerpt, hash or not at all.
+ReportText = Literal["excerpt", "hash", "none"]
 # Dataset rules judge the whole table: there is no row to set aside.
 DatasetPolicy = Literal["fail", "warn"]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -153,6 +155,7 @@ class ValidateConfig(_Section):
     max_chars: Annotated[int, Field(ge=1)]
     min_tokens: Annotated[int, Field(ge=0)]
     max_tokens: Annotated[int, Field(ge=1)]
+    report_text: ReportText
     min_rows: Annotated[int, Field(ge=1)]
     min_class_share: Fraction
     max_imbalance_ratio: Annotated[float, Field(ge=1.0)]

@@ -47,7 +47,7 @@ def run(params: Params) -> None:
     quarantine = params.path("quarantine")
     with atomic_path(quarantine) as tmp:
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    report = summary(outcome, records, len(frame))
+    report = summary(outcome, records, len(frame), params.validate_.report_text)
     ValidateMetrics.parse(report, "validate summary").write(params)
     text = render(report, quarantine)
     write_text(reports / VALIDATION_REPORT_FILE, text + "\n")

@@ -170,3 +170,21 @@ def test_failed_run_keeps_the_last_good_data(params):
     with pytest.raises(ValidationFailed, match=r"text_present: 1 rows \(stops the run\)"):
         run(params)
     assert params.path("validated").read_bytes() == good
+
+
+@pytest.mark.parametrize("report_text", ["excerpt", "hash", "none"])
+def test_report_text_decides_how_flagged_rows_appear_in_reports(make_params, report_text):
+    from tasks.lib.validation.report import quarantine_records, render, summary
+
+    params = make_params({"validate": {"min_rows": 50, "report_text": report_text}})
+    secret = "call me at jane.doe@example.com about the refund"
+    frame = raw_frame([*GOOD, (secret, "positive"), (secret, "positive")])
+    outcome = run_check(params, frame)
+    records = quarantine_records(frame, outcome)
+    report = summary(outcome, records, len(frame), params.validate_.report_text)
+    shown = json.dumps(report) + render(report, params.path("quarantine"))
+    (example,) = report["rules"]["duplicate_exact"]["examples"]
+    assert example.startswith("f.csv:123: ")  # always where the row is
+    assert ("jane.doe" in shown) == (report_text == "excerpt")
+    assert ("sha256:" in example) == (report_text == "hash")
+    assert any(r["text"] == secret for r in records)  # the quarantine file keeps the whole row

@@ -2,8 +2,10 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from flows.pipeline import is_stale
@@ -44,3 +46,30 @@ def test_a_held_dvc_lock_is_waited_for_not_failed_on(tmp_path):
     assert is_stale(root, "copy", said.append)
     assert said == ["DVC's lock is held in this workspace: waiting for it"]
     assert holder.wait(timeout=5) == 0  # the answer came once the holder had let go
+
+
+def alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+HANGS = "import os, time; open('pid', 'w').write(str(os.getpid())); time.sleep(300)"
+
+
+def test_a_stage_past_its_timeout_is_stopped_with_what_it_started(tmp_path):
+    from flows.pipeline import StageFailed, repro_stage
+
+    run([str(BIN / "dvc"), "init", "--no-scm", "-q"], tmp_path)
+    stage = {"cmd": f'{sys.executable} -c "{HANGS}"', "outs": ["never.txt"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"hang": stage}}))
+    said: list[str] = []
+    with pytest.raises(StageFailed, match=r"stage 'hang' ran past its 3 s \(dvc.yaml meta.timeout_seconds\)"):
+        repro_stage(tmp_path, "hang", timeout_s=3, log=said.append)
+    pid = int((tmp_path / "pid").read_text())
+    deadline = time.monotonic() + 15
+    while alive(pid):
+        assert time.monotonic() < deadline, "the stage's own process outlived the timeout"
+        time.sleep(0.1)
+    assert any("Running stage 'hang'" in line for line in said)

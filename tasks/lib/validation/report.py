@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from tasks.lib.columns import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, SPLIT, TEXT
+from tasks.lib.config import ReportText
 from tasks.lib.validation.checks import Outcome, RuleOutcome
 
 EXAMPLES = 5
@@ -32,13 +34,22 @@ def quarantine_records(frame: pd.DataFrame, outcome: Outcome) -> list[dict[str, 
     ]
 
 
-def _examples(records: list[dict[str, Any]], rule: str) -> list[str]:
+def shown_text(text: str, report_text: ReportText) -> str:
+    """A row's text as reports show it (`validate.report_text`), with a trailing space; empty for `none`."""
+    if report_text == "none":
+        return ""
+    if report_text == "hash":
+        return f"sha256:{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:12]} "
+    return f"{text[:60]!r} "
+
+
+def _examples(records: list[dict[str, Any]], rule: str, report_text: ReportText) -> list[str]:
     found = []
     for record in records:
         for reason in record["reasons"]:
             if reason.startswith(rule + ":"):
                 found.append(
-                    f"{Path(record['file']).name}:{record['line']}: {record['text'][:60]!r} "
+                    f"{Path(record['file']).name}:{record['line']}: {shown_text(record['text'], report_text)}"
                     f"(label {record['label']!r}): {reason[len(rule) + 2 :]}"
                 )
         if len(found) == EXAMPLES:
@@ -46,10 +57,10 @@ def _examples(records: list[dict[str, Any]], rule: str) -> list[str]:
     return found
 
 
-def _rule_summary(rule: RuleOutcome, records: list[dict[str, Any]]) -> dict[str, Any]:
+def _rule_summary(rule: RuleOutcome, records: list[dict[str, Any]], report_text: ReportText) -> dict[str, Any]:
     entry: dict[str, Any] = {"kind": rule.kind, "policy": rule.policy, "demands": rule.demands, "passed": rule.passed}
     if rule.kind == "row":
-        entry |= {"rows": rule.rows, "examples": _examples(records, rule.name) if rule.rows else []}
+        entry |= {"rows": rule.rows, "examples": _examples(records, rule.name, report_text) if rule.rows else []}
     else:
         entry |= {"value": rule.value, "checked": rule.value is not None}
     if rule.note:
@@ -57,7 +68,7 @@ def _rule_summary(rule: RuleOutcome, records: list[dict[str, Any]]) -> dict[str,
     return entry
 
 
-def summary(outcome: Outcome, records: list[dict[str, Any]], rows_read: int) -> dict[str, Any]:
+def summary(outcome: Outcome, records: list[dict[str, Any]], rows_read: int, report_text: ReportText) -> dict[str, Any]:
     """Machine-readable summary (dvc.yaml metrics): verdict, counts per rule, first examples."""
     return {
         "passed": outcome.passed,
@@ -66,7 +77,7 @@ def summary(outcome: Outcome, records: list[dict[str, Any]], rows_read: int) -> 
         "rows_quarantined": len(outcome.removed),
         "rows_warned": sum(r["kept"] for r in records),
         "failed_rules": [r.name for r in outcome.rules.values() if r.blocks],
-        "rules": {name: _rule_summary(rule, records) for name, rule in outcome.rules.items()},
+        "rules": {name: _rule_summary(rule, records, report_text) for name, rule in outcome.rules.items()},
         "data_docs": str(outcome.docs) if outcome.docs else None,
     }
 
