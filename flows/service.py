@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from flows.ingest_new import FileRejected, NotAnnounced, ingest_new_data, workspace_id
+from tasks.apps.landing import StillBeingWritten
 from tasks.apps.watcher import LandingWatcher
 from tasks.lib.config import Params
 from tasks.lib.errors import ConfigError, PipelineError
@@ -171,6 +172,8 @@ def ingest_landed(params: Params, path: Path) -> None:
         ingest_new_data(file=str(path), root=str(params.root), move=True)
     except (FileRejected, NotAnnounced):
         return  # moved away, logged and notified by the flow
+    except StillBeingWritten:
+        raise  # left in landing; the watcher reads it again once it has settled (nobody needs telling)
     except Exception as exc:  # the file stays in landing and is retried when it changes
         notify(params, "data.error", f"{path.name}: could not be ingested ({type(exc).__name__})", str(exc))
         raise
@@ -179,7 +182,11 @@ def ingest_landed(params: Params, path: Path) -> None:
 def landing_watcher(params: Params) -> LandingWatcher:
     watch = params.retrain.watch
     return LandingWatcher(
-        params.path("landing"), lambda path: ingest_landed(params, path), watch.poll_seconds, watch.settle_seconds
+        params.path("landing"),
+        lambda path: ingest_landed(params, path),
+        watch.poll_seconds,
+        watch.settle_seconds,
+        marker=watch.completion == "marker",
     )
 
 

@@ -15,10 +15,14 @@ dataset in the pipeline's validate stage, not a batch.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,9 +31,9 @@ import pandas as pd
 
 from tasks.lib.columns import ROW_ID, SOURCE_FILE, TEXT
 from tasks.lib.config import Params
+from tasks.lib.errors import PipelineError
 from tasks.lib.incoming import batch_files, batch_id, data_version, incoming_lock
 from tasks.lib.io import (
-    file_digest,
     write_json,
     write_table,
     write_text,
@@ -89,16 +93,40 @@ class Verdict:
     flagged: list[dict[str, object]] | None = None  # every flagged row, as the quarantine file has them
 
 
+class StillBeingWritten(PipelineError, RuntimeError):
+    """The file changed while it was read: it is left where it is, to be read once it is finished."""
+
+
+def _rows_in_metadata(path: Path) -> int | None:
+    """A Parquet file's row count from its footer (None: not Parquet, or no readable footer)."""
+    if path.suffix.lower() != ".parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception:  # noqa: BLE001 - a damaged file: the reader names the problem
+        return None
+
+
 def check_file(path: Path, params: Params) -> Verdict:
-    """Read and judge one file with the row rules of `validate`."""
+    """Read and judge one file with the row rules of `validate`, within `retrain.max_file_rows`."""
     from tasks.lib.validation.checks import check
     from tasks.lib.validation.features import token_counts
     from tasks.lib.validation.report import quarantine_records, render, summary
 
+    limit = params.retrain.max_file_rows
+    declared = _rows_in_metadata(path)
+    if declared is not None and declared > limit:
+        reason = f"{declared} rows (Parquet metadata), over retrain.max_file_rows {limit}"
+        return Verdict(None, reason, f"## {path.name}: too large\n\n{reason}; not read.\n")
     try:
         frame = read_file(path, params.data)
     except DataError as exc:
         return Verdict(None, f"cannot be read: {exc}", f"## {path.name}: cannot be read\n\n{exc}\n")
+    if len(frame) > limit:
+        reason = f"{len(frame)} rows, over retrain.max_file_rows {limit}"
+        return Verdict(None, reason, f"## {path.name}: too large\n\n{reason}.\n")
     tokens = token_counts(frame[TEXT].tolist(), params.train.base_model, params.root)
     outcome = check(frame, params.data, params.validate_, tokens, dataset_rules=False)
     if outcome.passed:
@@ -185,11 +213,61 @@ def ingest_new(params: Params, path: Path, move: bool) -> Receipt:
         raise DataError(path, "no such file")
     path = path.parent.resolve() / path.name  # the folder resolved, never the file: a link stays a link
     refused = refusal(path)
+    if refused is None and path.stat().st_size > params.retrain.max_file_bytes:
+        refused = f"{path.stat().st_size} bytes, over retrain.max_file_bytes {params.retrain.max_file_bytes}"
     if refused is not None:
         name = display_name(path.name)
         return _reject(params, path, "", Verdict(None, refused, f"## {name}: refused\n\n{refused}.\n"), move)
-    sha = file_digest(path, "sha256")
-    verdict = check_file(path, params)  # outside the lock: it only reads the file
+    with _snapshot(params, path) as (snapshot, sha):
+        # Hashed, judged and archived: the same bytes, read once.
+        verdict = _about(check_file(snapshot, params), snapshot, path)  # outside the lock: it only reads
+        return _add(params, path, snapshot, sha, verdict, move)
+
+
+def _about(verdict: Verdict, snapshot: Path, original: Path) -> Verdict:
+    """The verdict's messages naming the file as it landed, not its snapshot."""
+
+    def named(text: str) -> str:
+        return text.replace(str(snapshot), str(original))
+
+    return Verdict(
+        verdict.rows, None if verdict.reason is None else named(verdict.reason), named(verdict.report), verdict.flagged
+    )
+
+
+@contextmanager
+def _snapshot(params: Params, path: Path) -> Iterator[tuple[Path, str]]:
+    """The file's bytes, read once into a private copy (same name), and their SHA-256.
+
+    Raises:
+        StillBeingWritten: its size or time stamp changed while it was read.
+    """
+    before = path.stat()
+    data = path.read_bytes()
+    after = path.stat()
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(data) != after.st_size:
+        raise StillBeingWritten(
+            f"{display_name(path.name)} changed while it was read: left in place, to be read "
+            "once it is finished (write under a .part name and rename, or use a .done marker)"
+        )
+    staging = Path(tempfile.mkdtemp(prefix="snapshot-", dir=_staging_root(params)))
+    try:
+        snapshot = staging / path.name
+        snapshot.write_bytes(data)
+        yield snapshot, hashlib.sha256(data).hexdigest()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _staging_root(params: Params) -> Path:
+    """Beside the archive (same filesystem: an accepted snapshot is renamed into it, not copied)."""
+    folder = params.path("archive").parent / ".snapshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _add(params: Params, path: Path, snapshot: Path, sha: str, verdict: Verdict, move: bool) -> Receipt:
+    """Accepted: the snapshot becomes the next batch and the archived original; else the file is rejected."""
     with incoming_lock(params.root):
         incoming = params.path("incoming")
         existing = batch_files(incoming)
@@ -218,10 +296,10 @@ def ingest_new(params: Params, path: Path, move: bool) -> Receipt:
             batch_id(batch),
             version,
         )
-        # Copy first, then the batch (the commit point), then the receipt; a crash before the
+        # Archive first, then the batch (the commit point), then the receipt; a crash before the
         # batch leaves the landing file to be read again, after it the file is a known duplicate.
         archived.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, archived)
+        shutil.move(snapshot, archived)  # a rename: the snapshot folder is beside the archive
         write_table(batch, frame)
         write_json(archived.parent / RECEIPT, receipt.as_dict())
         if move:

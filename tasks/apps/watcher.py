@@ -10,6 +10,7 @@ raised is not retried until it changes; the callback moves handled files away.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,14 +20,27 @@ from tasks.apps.landing import is_ready
 
 log = logging.getLogger(__name__)
 Signature = tuple[int, int]  # size, mtime in ns
+MARKER_SUFFIX = ".done"  # `reviews.csv.done` says `reviews.csv` is complete (retrain.watch.completion: marker)
+
+
+def marker_of(path: Path) -> Path:
+    return path.with_name(path.name + MARKER_SUFFIX)
 
 
 class LandingWatcher:
     """Polls `folder`; `handle(path)` is called for each settled file, one at a time, in name order."""
 
-    def __init__(self, folder: Path, handle: Callable[[Path], object], poll_seconds: float, settle_seconds: float):
+    def __init__(
+        self,
+        folder: Path,
+        handle: Callable[[Path], object],
+        poll_seconds: float,
+        settle_seconds: float,
+        marker: bool = False,
+    ):
+        """`marker`: a file is ready only once its `.done` marker exists (removed after the file is handled)."""
         self.folder, self.handle = folder, handle
-        self.poll_seconds, self.settle_seconds = poll_seconds, settle_seconds
+        self.poll_seconds, self.settle_seconds, self.marker = poll_seconds, settle_seconds, marker
         self._seen: dict[Path, tuple[Signature, float]] = {}  # signature, when it was first seen so
         self._failed: dict[Path, Signature] = {}
 
@@ -37,8 +51,8 @@ class LandingWatcher:
         if self.folder.is_dir():
             for path in sorted(self.folder.iterdir()):
                 try:
-                    if is_ready(path):
-                        stat = path.stat()
+                    if is_ready(path) and (not self.marker or marker_of(path).exists()):
+                        stat = path.lstat()  # a link's own: a dangling link is handed over (and refused) too
                         current[path] = (stat.st_size, stat.st_mtime_ns)
                 except FileNotFoundError:  # moved away between listing and stat
                     continue
@@ -62,8 +76,10 @@ class LandingWatcher:
                 handled += 1
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the watcher
                 log.error("landing: %s: %s: %s", path.name, type(exc).__name__, str(exc).splitlines()[0])
-                if path.exists():
+                if os.path.lexists(path):
                     self._failed[path] = self._seen[path][0]
+            if self.marker and not os.path.lexists(path):  # archived or rejected: its signal is spent
+                marker_of(path).unlink(missing_ok=True)
         return handled
 
     def run(self, stop: threading.Event) -> None:

@@ -465,6 +465,7 @@ _CRON_ALIAS = re.compile(r"@(hourly|daily|weekly|monthly|yearly|annually)")
 class WatchConfig(_Section):
     poll_seconds: Annotated[float, Field(gt=0)]
     settle_seconds: Annotated[float, Field(ge=0)]
+    completion: Literal["settle", "marker"]
 
 
 class RetrainConfig(_Section):
@@ -472,6 +473,8 @@ class RetrainConfig(_Section):
     timezone: str
     debounce_seconds: Annotated[int, Field(ge=0)]
     watch: WatchConfig
+    max_file_bytes: Annotated[int, Field(ge=1)]
+    max_file_rows: Annotated[int, Field(ge=1)]
     # A Prefect notification block, "<block type slug>/<block name>" (None: the log file only).
     notify_block: str | None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -219,3 +220,83 @@ def test_a_webhook_that_answers_403_leaves_no_token_in_the_log(make_params, capl
     assert "403" in str(record["delivery_error"])
     for secret in ("s3cr3tT0ken", "0p3nsesame", "abc123"):
         assert secret not in logged
+
+
+def test_a_file_is_hashed_judged_and_archived_as_one_snapshot(make_params, monkeypatch):
+    from tasks.apps import landing
+
+    params = make_params()
+    source = params.root / "week.csv"
+    source.write_text(GOOD_ROWS)
+    judged: list[bytes] = []
+    check = landing.check_file
+
+    def check_then_grow(path, params):  # the producer appends while the file is being judged
+        judged.append(path.read_bytes())
+        with source.open("a") as handle:
+            handle.write("a late row that nobody validated,positive\n")
+        return check(path, params)
+
+    monkeypatch.setattr(landing, "check_file", check_then_grow)
+    receipt = ingest_new(params, source, move=False)
+    archived = (params.root / receipt.moved_to).read_bytes()
+    assert receipt.accepted and judged == [archived] == [GOOD_ROWS.encode()]
+    assert receipt.sha256 == hashlib.sha256(archived).hexdigest() and receipt.rows == 20
+
+
+def test_a_file_that_changes_while_it_is_read_is_left_for_later(make_params, monkeypatch):
+    from tasks.apps.landing import StillBeingWritten
+
+    params = make_params()
+    source = params.root / "week.csv"
+    source.write_text(GOOD_ROWS)
+    read = Path.read_bytes
+
+    def read_while_written(self):
+        data = read(self)
+        if self == source:
+            with source.open("a") as handle:
+                handle.write("more,positive\n")
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", read_while_written)
+    with pytest.raises(StillBeingWritten, match="changed while it was read"):
+        ingest_new(params, source, move=True)
+    assert source.exists() and batch_files(params.path("incoming")) == []
+
+
+def test_files_over_the_bounds_are_rejected_before_they_are_read(make_params):
+    params = make_params({"retrain": {"max_file_bytes": 5000, "max_file_rows": 10}})
+    big = params.root / "big.csv"
+    big.write_text(GOOD_ROWS * 8)
+    receipt = ingest_new(params, big, move=True)
+    assert not receipt.accepted and "over retrain.max_file_bytes 5000" in receipt.reason
+    many = params.root / "many.parquet"
+    pd.DataFrame({"text": [f"review {i} was fine" for i in range(50)], "label": "positive"}).to_parquet(many)
+    receipt = ingest_new(params, many, move=True)
+    assert not receipt.accepted and "50 rows (Parquet metadata), over retrain.max_file_rows 10" in receipt.reason
+    rows = params.root / "rows.csv"
+    rows.write_text(GOOD_ROWS)
+    assert "20 rows, over retrain.max_file_rows 10" in ingest_new(params, rows, move=True).reason
+
+
+def test_with_markers_a_file_waits_for_its_done_marker(tmp_path):
+    from tasks.apps.watcher import LandingWatcher
+
+    handled: list[str] = []
+
+    def handle(path: Path) -> None:
+        handled.append(path.name)
+        path.rename(tmp_path / "taken.csv")
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    watcher = LandingWatcher(landing, handle, poll_seconds=0.01, settle_seconds=0, marker=True)
+    (landing / "week.csv").write_text(GOOD_ROWS)
+    watcher.poll_once()
+    watcher.poll_once()
+    assert handled == []  # complete only when the producer says so
+    (landing / "week.csv.done").touch()
+    watcher.poll_once()
+    watcher.poll_once()
+    assert handled == ["week.csv"] and not (landing / "week.csv.done").exists()
