@@ -309,7 +309,10 @@ def _run_stage(workspace: Path, spec: StageSpec) -> StageResult:
         return stage_task(workspace, spec.name, spec.timeout_s)
 
 
-@flow(name="retraining-pipeline", log_prints=True, on_failure=[_notify_failure], on_crashed=[_notify_failure])
+PIPELINE_FLOW = "retraining-pipeline"
+
+
+@flow(name=PIPELINE_FLOW, log_prints=True, on_failure=[_notify_failure], on_crashed=[_notify_failure])
 def pipeline(root: str = ".") -> dict[str, str]:
     """Run every dvc.yaml stage in order; DVC skips the up-to-date ones.
 
@@ -346,7 +349,22 @@ def pipeline(root: str = ".") -> dict[str, str]:
                     description="Every gate rule of this run, its value, bound and result",
                 )
             _link_reports(params.path("reports"))
+            _apply_retention(workspace)
     return {r.name: "ran" if r.ran else "skipped" for r in results}
+
+
+def _apply_retention(workspace: Path) -> None:
+    """params.yaml `retention` after every run; a failure to prune is logged, never the run's failure."""
+    from tasks.lib.retention import prune
+
+    logger = get_run_logger()
+    try:
+        removed = prune(load_params(workspace))
+    except (OSError, PipelineError) as exc:
+        logger.warning("retention: could not prune (%s: %s)", type(exc).__name__, exc)
+        return
+    if any(removed.values()):
+        logger.info("retention removed: %s", removed)
 
 
 if __name__ == "__main__":

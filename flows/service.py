@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from flows.ingest_new import FileRejected, NotAnnounced, ingest_new_data, workspace_id
+from flows.pipeline import PIPELINE_FLOW
 from tasks.apps.landing import StillBeingWritten
 from tasks.apps.watcher import LandingWatcher
 from tasks.lib.config import Params
@@ -257,6 +258,59 @@ def watch(params: Params) -> None:
         landing_watcher(params).run(threading.Event())
 
 
+def failure_automation_name(params: Params) -> str:
+    return f"textclf: failed retraining runs ({workspace_id(params.root)})"
+
+
+def ensure_failure_automation(params: Params) -> str | None:
+    """A server-side automation: a failed, crashed or timed-out pipeline run sends `retrain.notify_block`.
+
+    The flow's own failure hook runs in the flow's process; a run killed by the out-of-memory
+    killer never runs it, but the server still sees the run crash. Replaces an earlier one of
+    the same name. Returns the automation's name, or None without a notification block.
+    """
+    block = params.retrain.notify_block
+    if not block:
+        return None
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.exceptions import ObjectNotFound
+
+    kind, _, name = block.partition("/")
+    with get_client(sync_client=True) as client:
+        try:
+            block_id = client.read_block_document_by_name(name=name, block_type_slug=kind).id
+        except ObjectNotFound:
+            raise ConfigError(
+                f"retrain.notify_block '{block}': no such block on the Prefect server "
+                "(create it with `prefect block create` or in the UI)"
+            ) from None
+    title = failure_automation_name(params)
+    with contextlib.suppress(ValueError):  # none yet ("Automation ... not found")
+        existing: Any = Automation.read(name=title)  # the sync variant (Prefect's stubs type both)
+        existing.delete()
+    Automation(
+        name=title,
+        description="Created by `textclf deploy` (README: Running unattended, Notifications)",
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"},
+            match_related={"prefect.resource.role": "flow", "prefect.resource.name": PIPELINE_FLOW},
+            posture=Posture.Reactive,
+            threshold=1,
+        ),
+        actions=[
+            SendNotification(
+                block_document_id=block_id,
+                subject="retraining run {{ flow_run.name }}: {{ flow_run.state.name }}",
+                body="Retraining run {{ flow_run.name }} ended {{ flow_run.state.name }}: {{ flow_run.state.message }}",
+            )
+        ],
+    ).create()
+    return title
+
+
 def deploy(params: Params, work_pool: str) -> None:
     """`prefect deploy --all` with this workspace's values: the work-pool route."""
     if configured_api_url() is None:
@@ -270,6 +324,12 @@ def deploy(params: Params, work_pool: str) -> None:
     )
     if done.returncode != 0:
         raise PipelineError(f"prefect deploy exited {done.returncode}")
+    created = ensure_failure_automation(params)
+    print(
+        f"automation '{created}' sends {params.retrain.notify_block} when a run fails or crashes"
+        if created
+        else "no retrain.notify_block: failed runs are written to the notifications file by the run itself only"
+    )
 
 
 def _stay_in(root: Path) -> None:

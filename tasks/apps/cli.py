@@ -11,6 +11,7 @@
     textclf deploy --pool NAME        the same deployments on a work pool (prefect deploy)
     textclf watch                     the landing watcher alone (with `deploy`)
     textclf deps                      check that dvc.yaml's deps name all the code each stage runs
+    textclf prune                     remove what params.yaml `retention` says is old (also after every run)
 
 (`textclf` is `python -m tasks`.)
 """
@@ -200,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy = sub.add_parser("deploy", help="prefect deploy --all with this workspace's values (work pools)")
     deploy.add_argument("--pool", help="the work pool (prefect work-pool create); default: textclf")
     sub.add_parser("watch", help="watch the landing folder only (deployments served elsewhere)")
+    sub.add_parser("prune", help="remove old archives, rejected files, versions, log lines (params retention)")
     deps = sub.add_parser("deps", help="check that dvc.yaml's deps name all the code each stage runs")
     deps.add_argument("-v", "--verbose", action="store_true", help="also list the files each stage runs")
     return parser
@@ -221,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
             http_service.run(load_params(root), args.host, args.port)
         elif args.command == "deps":
             return deps_command(root, args.verbose)
+        elif args.command == "prune":
+            import json
+
+            from tasks.lib.retention import prune
+
+            print(json.dumps(prune(load_params(root)), indent=2))
         elif args.command == "ingest-new":
             return ingest_new_command(load_params(root), args.files)
         elif args.command in ("service", "deploy", "watch"):

@@ -509,6 +509,18 @@ class RetrainConfig(_Section):
         return block
 
 
+class Keep(_Section):
+    keep_last: Annotated[int, Field(ge=1)]
+    max_age_days: Annotated[float, Field(gt=0)] | None
+
+
+class RetentionConfig(_Section):
+    archive: Keep
+    rejected: Keep
+    registry_versions: Keep
+    notification_lines: Annotated[int, Field(ge=1)] | None
+
+
 class Params(_Section):
     paths: PathsConfig
     data: DataConfig
@@ -523,6 +535,7 @@ class Params(_Section):
     promote: PromoteConfig
     serve: ServeConfig
     retrain: RetrainConfig
+    retention: RetentionConfig
 
     # The repo root all relative paths are resolved against (not from the file).
     root: Annotated[Path, Field(exclude=True)] = Path(".")

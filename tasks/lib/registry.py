@@ -34,7 +34,7 @@ from filelock import FileLock
 
 from tasks.lib.artifacts import VERSION_FILE
 from tasks.lib.errors import PipelineError
-from tasks.lib.io import file_digest, read_json, write_json
+from tasks.lib.io import file_digest, read_json, write_json, write_text
 
 _VERSION = re.compile(r"^v(\d{4,})$")
 HISTORY_PROBLEM = "history_problem"  # an event that stands for lines of history.jsonl that could not be read
@@ -310,6 +310,48 @@ class Registry:
             v for v in ended if v != current and v not in blocked and (self.versions / v / VERSION_FILE).exists()
         ]
         return max(eligible, key=lambda v: ended[v], default=None)
+
+    def prune(self, keep_last: int, max_age_days: float | None, now: float) -> list[str]:
+        """Delete versions beyond the newest `keep_last` that are older than `max_age_days`; never the
+        production version nor the one a rollback would restore. Their events leave the history too.
+
+        Returns:
+            The versions deleted.
+        """
+        if max_age_days is None:
+            return []
+        with self.locked():
+            current = self.production_version()
+            protected = {current, self._previous_production(current) if current else None}
+            versions = sorted(self.list_versions(), key=lambda v: int(v[1:]), reverse=True)
+            cutoff = now - max_age_days * 86_400
+            gone = [
+                v
+                for v in versions[keep_last:]
+                if v not in protected and (self.versions / v / VERSION_FILE).stat().st_mtime < cutoff
+            ]
+            for version in gone:
+                # Renamed out of sight first: a half-deleted version is never listed as complete.
+                doomed = self.versions / f".{version}.deleting"
+                os.replace(self.versions / version, doomed)
+                shutil.rmtree(doomed)
+            if gone:
+                self._drop_events(set(gone))
+                self._append({"event": "prune", "versions": gone, "reason": "retention.registry_versions"})
+            return gone
+
+    def _drop_events(self, versions: set[str]) -> None:
+        """Rewrite the history without events that name only deleted versions (atomically)."""
+        kept = []
+        for line in self.history.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+            try:
+                event = json.loads(line)
+                named = {event.get(key) for key in ("version", "from", "to")} - {None}
+            except (ValueError, AttributeError):
+                named = set()
+            if not named or not named <= versions:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        write_text(self.history, "".join(kept))
 
     def archive(self, version: str, reason: str) -> None:
         """Retire a candidate (production is left by promoting or rolling back, not by archiving)."""

@@ -300,3 +300,45 @@ def test_with_markers_a_file_waits_for_its_done_marker(tmp_path):
     watcher.poll_once()
     watcher.poll_once()
     assert handled == ["week.csv"] and not (landing / "week.csv.done").exists()
+
+
+# Retention
+
+
+def test_retention_keeps_the_newest_and_removes_what_is_old(make_params, onnx_folder, capsys):
+    params = make_params(
+        {
+            "retention": {
+                "archive": {"keep_last": 2, "max_age_days": 30},
+                "rejected": {"keep_last": 1, "max_age_days": None},
+                "registry_versions": {"keep_last": 1, "max_age_days": 30},
+                "notification_lines": 3,
+            }
+        }
+    )
+    now = time.time()
+    old = now - 40 * 86_400
+    for i in range(4):  # two old, two recent
+        folder = params.path("archive") / f"000{i}-batch"
+        folder.mkdir(parents=True)
+        os.utime(folder, (old if i < 2 else now,) * 2)
+    for i in range(3):
+        (params.path("rejected") / f"r{i}").mkdir(parents=True)
+    registry = Registry(params.path("registry"))
+    for name in "abcd":
+        registry.set_production(registry.register(onnx_folder, {"model_md5": name}), name)
+    registry.rollback("d is bad")  # production v0003; a rollback would restore v0002
+    for version in registry.list_versions():
+        os.utime(registry.versions / version / "version.json", (old, old))
+    params.path("notifications").parent.mkdir(parents=True)
+    params.path("notifications").write_text("".join(f'{{"n": {i}}}\n' for i in range(5)))
+
+    assert main(["--root", str(params.root), "prune"]) == 0
+    removed = json.loads(capsys.readouterr().out)
+    assert removed["archive"] == ["landing/archive/0001-batch", "landing/archive/0000-batch"]
+    assert removed["rejected"] == []  # no age limit: nothing goes
+    # v0004 is the newest (kept), v0003 serves, v0002 is the rollback target: only v0001 goes.
+    assert removed["registry_versions"] == ["v0001"] and registry.list_versions() == ["v0002", "v0003", "v0004"]
+    assert registry.production_version() == "v0003" and registry.rollback("again") == ("v0003", "v0002")
+    assert not any(e.get("version") == "v0001" for e in registry.events())
+    assert removed["notification_lines"] == 2 and params.path("notifications").read_text().startswith('{"n": 2}')
