@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from flows.ingest_new import FileRejected, NotAnnounced, ingest_new_data, workspace_id
+from flows.ingest_new import workspace_id
 from flows.pipeline import PIPELINE_FLOW
-from tasks.apps.landing import StillBeingWritten
+from tasks.apps.landing import STILL_BEING_WRITTEN, StillBeingWritten
 from tasks.apps.watcher import LandingWatcher
 from tasks.lib.config import Params
 from tasks.lib.errors import ConfigError, PipelineError
@@ -167,17 +167,42 @@ def local_server(port: int, home: Path | None = None, timeout: float = 180) -> I
             process.wait()
 
 
+# `textclf ingest-new`, run as a child process per landed file (tests point it elsewhere).
+INGEST_COMMAND = [sys.executable, "-m", "tasks"]
+
+
+class IngestionFailed(PipelineError, RuntimeError):
+    """The child process that ingests a landed file died or failed; the file stays in landing."""
+
+
 def ingest_landed(params: Params, path: Path) -> None:
-    """The watcher's callback: run the `ingest-new-data` flow on a landed file (moved, never copied)."""
-    try:
-        ingest_new_data(file=str(path), root=str(params.root), move=True)
-    except (FileRejected, NotAnnounced):
-        return  # moved away, logged and notified by the flow
-    except StillBeingWritten:
-        raise  # left in landing; the watcher reads it again once it has settled (nobody needs telling)
-    except Exception as exc:  # the file stays in landing and is retried when it changes
-        notify(params, "data.error", f"{path.name}: could not be ingested ({type(exc).__name__})", str(exc))
-        raise
+    """The watcher's callback: `textclf ingest-new` on a landed file (moved, never copied), in a child process.
+
+    A file that exhausts memory gets that process killed, not the service: the file stays in
+    landing, a notification says so, and it is tried again only once it changes.
+    """
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    url = configured_api_url()  # this thread's server (a temporary setting, not the environment)
+    if url:
+        env["PREFECT_API_URL"] = url
+    done = subprocess.run(
+        [*INGEST_COMMAND, "--root", str(params.root), "ingest-new", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in (done.stdout + done.stderr).splitlines():
+        if line.strip():
+            log.info("ingest-new %s: %s", path.name, line)
+    if done.returncode in (0, 1):
+        return  # accepted, or rejected: moved away, logged and notified by the flow
+    if done.returncode == STILL_BEING_WRITTEN:
+        raise StillBeingWritten(f"{path.name} changed while it was read: read again once it settles")
+    how = f"killed by signal {-done.returncode} (out of memory?)" if done.returncode < 0 else f"exit {done.returncode}"
+    message = f"{path.name}: the ingestion process {how}; the file stays in landing until it changes"
+    notify(params, "data.error", message, done.stderr[-4000:])
+    raise IngestionFailed(message)
 
 
 def landing_watcher(params: Params) -> LandingWatcher:

@@ -121,17 +121,24 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
 
 
 def ingest_new_command(params: Params, files: list[Path]) -> int:
-    """Run `ingest-new-data` per file: files in the landing folder are moved, others copied. 1 if any was rejected."""
+    """Run `ingest-new-data` per file: files in the landing folder are moved, others copied.
+
+    Returns:
+        0 all accepted, 1 any rejected, STILL_BEING_WRITTEN any left in place because it was changing.
+    """
     from flows.ingest_new import ingest_new_data
     from flows.service import configured_api_url
-    from tasks.apps.landing import Receipt, summary_line
+    from tasks.apps.landing import STILL_BEING_WRITTEN, Receipt, StillBeingWritten, summary_line
 
     landing = params.path("landing").resolve()
-    rejected = 0
-    for file in (f.resolve() for f in files):
+    rejected = waiting = 0
+    for file in (f.parent.resolve() / f.name for f in files):  # a link is judged as a link, never followed
         try:
             receipt = ingest_new_data(file=str(file), root=str(params.root), move=file.parent == landing)
             print(summary_line(Receipt(**receipt)))
+        except StillBeingWritten as exc:
+            print(f"note: {exc}", file=sys.stderr)
+            waiting += 1
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             rejected += 1
@@ -140,7 +147,7 @@ def ingest_new_command(params: Params, files: list[Path]) -> int:
             "note: no Prefect server configured (PREFECT_API_URL), so no retraining was triggered; "
             "the next run (`textclf run`, `dvc repro`, the schedule) trains on the new data"
         )
-    return 1 if rejected else 0
+    return 1 if rejected else STILL_BEING_WRITTEN if waiting else 0
 
 
 def deps_command(root: Path, verbose: bool) -> int:

@@ -97,6 +97,10 @@ class StillBeingWritten(PipelineError, RuntimeError):
     """The file changed while it was read: it is left where it is, to be read once it is finished."""
 
 
+# `textclf ingest-new`'s exit code when a file was left in place for that reason (0 accepted, 1 rejected).
+STILL_BEING_WRITTEN = 3
+
+
 def _rows_in_metadata(path: Path) -> int | None:
     """A Parquet file's row count from its footer (None: not Parquet, or no readable footer)."""
     if path.suffix.lower() != ".parquet":

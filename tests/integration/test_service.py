@@ -23,7 +23,7 @@ from tasks.lib.demo_data import generate_reviews
 from tests.conftest import copy_repo, deep_merge, repo_params, tiny_overrides
 
 pytestmark = pytest.mark.slow
-DEBOUNCE = 25  # seconds: longer than the watcher takes to check three files
+DEBOUNCE = 40  # seconds: longer than the watcher takes to check three files (a child process each)
 PIPELINE = "retraining-pipeline"
 INGEST = "ingest-new-data"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

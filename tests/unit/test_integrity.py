@@ -342,3 +342,69 @@ def test_retention_keeps_the_newest_and_removes_what_is_old(make_params, onnx_fo
     assert registry.production_version() == "v0003" and registry.rollback("again") == ("v0003", "v0002")
     assert not any(e.get("version") == "v0001" for e in registry.events())
     assert removed["notification_lines"] == 2 and params.path("notifications").read_text().startswith('{"n": 2}')
+
+
+def test_a_full_disk_during_registration_leaves_a_registry_that_still_works(make_params, onnx_folder, monkeypatch):
+    import errno
+
+    params = make_params()
+    registry = registered(params, onnx_folder)
+    real_open = Path.open
+
+    class HalfThenFull:
+        """The history file on a disk that fills up halfway through the next line."""
+
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def write(self, data: bytes) -> int:
+            self.handle.write(data[: len(data) // 2])
+            self.handle.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def open_history(self, *args, **kwargs):
+        handle = real_open(self, *args, **kwargs)
+        return HalfThenFull(handle) if self == registry.history else handle
+
+    monkeypatch.setattr(Path, "open", open_history)
+    with pytest.raises(OSError, match="No space left"):
+        registry.register(onnx_folder, {"model_md5": "b"})
+    monkeypatch.undo()
+    assert not registry.history.read_bytes().endswith(b"\n")  # the torn line is there
+    assert registry.stages()["v0001"] == "production" and len(registry.history_problems()) == 1
+    registry.set_production("v0002", "the copy itself was complete")
+    assert registry.production_version() == "v0002" and registry.rollback("back") == ("v0002", "v0001")
+    assert main(["--root", str(params.root), "registry", "list"]) == 0
+
+
+def test_a_landed_file_is_ingested_in_a_child_process_whose_death_the_watcher_survives(make_params, monkeypatch):
+    import sys
+
+    from flows import service
+    from tasks.apps.watcher import LandingWatcher
+
+    params = make_params()
+    landing = params.path("landing")
+    landing.mkdir(parents=True)
+    (landing / "huge.csv").write_text(GOOD_ROWS)
+    # What the out-of-memory killer does to a process that reads too much.
+    monkeypatch.setattr(service, "INGEST_COMMAND", [sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"])
+    watcher = LandingWatcher(landing, lambda path: service.ingest_landed(params, path), 0.01, 0)
+    watcher.poll_once()
+    assert watcher.poll_once() == 0 and (landing / "huge.csv").exists()  # not retried until it changes
+    (note,) = [json.loads(line) for line in params.path("notifications").read_text().splitlines()]
+    assert note["event"] == "data.error" and "killed by signal 9 (out of memory?)" in note["title"]
+    monkeypatch.undo()
+    (landing / "huge.csv").write_text(GOOD_ROWS + "one more review that was fine,positive\n")  # changed: tried again
+    watcher.poll_once()
+    watcher.poll_once()
+    assert not (landing / "huge.csv").exists() and len(batch_files(params.path("incoming"))) == 1
