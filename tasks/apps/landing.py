@@ -179,7 +179,8 @@ def _hand_over(source: Path, target: Path, move: bool) -> None:
         shutil.copy2(source, target, follow_symlinks=False)
 
 
-def _reject(params: Params, path: Path, sha: str, verdict: Verdict, move: bool) -> Receipt:
+def _reject(params: Params, path: Path, sha: str, verdict: Verdict, move: bool, copy: bool = True) -> Receipt:
+    """Report and receipt in a new rejected folder, with the file moved there (or copied; `copy` False: left)."""
     at = _now()
     name = display_name(path.name)
     folder = _unique_folder(params.path("rejected"), f"{at:%Y%m%dT%H%M%S}-{name}")
@@ -201,7 +202,8 @@ def _reject(params: Params, path: Path, sha: str, verdict: Verdict, move: bool) 
             "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in verdict.flagged),
         )
     write_json(folder / RECEIPT, receipt.as_dict())
-    _hand_over(path, folder / name, move)
+    if move or copy:
+        _hand_over(path, folder / name, move)
     return receipt
 
 
@@ -217,11 +219,13 @@ def ingest_new(params: Params, path: Path, move: bool) -> Receipt:
         raise DataError(path, "no such file")
     path = path.parent.resolve() / path.name  # the folder resolved, never the file: a link stays a link
     refused = refusal(path)
-    if refused is None and path.stat().st_size > params.retrain.max_file_bytes:
+    too_large = refused is None and path.stat().st_size > params.retrain.max_file_bytes
+    if too_large:
         refused = f"{path.stat().st_size} bytes, over retrain.max_file_bytes {params.retrain.max_file_bytes}"
     if refused is not None:
         name = display_name(path.name)
-        return _reject(params, path, "", Verdict(None, refused, f"## {name}: refused\n\n{refused}.\n"), move)
+        verdict = Verdict(None, refused, f"## {name}: refused\n\n{refused}.\n")
+        return _reject(params, path, "", verdict, move, copy=not too_large)  # a huge file is never copied
     with _snapshot(params, path) as (snapshot, sha):
         # Hashed, judged and archived: the same bytes, read once.
         verdict = _about(check_file(snapshot, params), snapshot, path)  # outside the lock: it only reads

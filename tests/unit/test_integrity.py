@@ -269,8 +269,9 @@ def test_files_over_the_bounds_are_rejected_before_they_are_read(make_params):
     params = make_params({"retrain": {"max_file_bytes": 5000, "max_file_rows": 10}})
     big = params.root / "big.csv"
     big.write_text(GOOD_ROWS * 8)
-    receipt = ingest_new(params, big, move=True)
+    receipt = ingest_new(params, big, move=False)  # someone else's file: judged where it is
     assert not receipt.accepted and "over retrain.max_file_bytes 5000" in receipt.reason
+    assert big.exists() and not (params.root / receipt.moved_to).exists()  # not copied
     many = params.root / "many.parquet"
     pd.DataFrame({"text": [f"review {i} was fine" for i in range(50)], "label": "positive"}).to_parquet(many)
     receipt = ingest_new(params, many, move=True)
