@@ -7,7 +7,7 @@ batch size, learning rate, number of optimizer steps and hardware:
   random order, fp32, `loss.backward(); optimizer.step()`;
 - trainer defaults: the Hugging Face Trainer with its default settings
   (dynamic padding by its default collator, random order);
-- stage: what `tasks/train.py` runs (length-grouped batches, dynamic padding,
+- stage: what the train stage runs (tasks/lib/training) (length-grouped batches, dynamic padding,
   bf16/fp16 and TF32 on GPUs), built from the stage's own TrainingArguments;
 - stage fp32 (GPU only): the stage without mixed precision.
 

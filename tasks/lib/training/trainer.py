@@ -186,7 +186,7 @@ def train(
     """Fine-tune `base_model` and save the best model (safetensors + tokenizer) to `output_dir`.
 
     Resumes from the newest complete checkpoint in `run_dir` (see
-    tasks/training/checkpoints.py); on GPU out-of-memory halves the batch and
+    tasks/lib/training/checkpoints.py); on GPU out-of-memory halves the batch and
     doubles accumulation (`oom_backoff`). Under torchrun only rank 0 saves.
 
     Returns:
