@@ -67,16 +67,11 @@ class Receipt:
 def is_ready(path: Path) -> bool:
     """A data file a writer has finished with: not hidden, not a temporary name, a supported format.
 
-    Links and other non-regular entries with a data name count too: they are handed over to be
-    refused, with a notification, rather than passed over in silence.
+    Links, folders and other non-regular entries with a data name count too: they are handed
+    over to be refused, with a notification, rather than passed over in silence.
     """
     name = path.name
-    return (
-        (path.is_symlink() or not path.is_dir())
-        and not name.startswith(".")
-        and not name.endswith(IN_PROGRESS_SUFFIXES)
-        and path.suffix.lower() in SUFFIXES
-    )
+    return not name.startswith(".") and not name.endswith(IN_PROGRESS_SUFFIXES) and path.suffix.lower() in SUFFIXES
 
 
 def _now() -> datetime:

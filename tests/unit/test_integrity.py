@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from tasks.apps.cli import main
-from tasks.apps.landing import ingest_new
+from tasks.apps.landing import ingest_new, is_ready
 from tasks.lib.incoming import batch_files, read_batches
 from tasks.lib.notify import notify
 from tasks.lib.production_model import ModelLoadError, ProductionModel, load_classifier
@@ -52,6 +52,9 @@ def test_a_symbolic_link_is_refused_and_what_it_points_at_is_untouched(make_para
     assert moved.is_symlink() and moved.resolve() == outside  # the link itself is what moved
     os.mkfifo(landing / "pipe.csv")
     assert "not a regular file" in ingest_new(params, landing / "pipe.csv", move=True).reason
+    (landing / "folder.csv").mkdir()
+    assert is_ready(landing / "folder.csv")  # handed over by the watcher, to be refused
+    assert "not a regular file" in ingest_new(params, landing / "folder.csv", move=True).reason
 
 
 def test_a_file_name_that_is_not_utf8_is_refused_and_the_notification_still_goes_out(make_params):
