@@ -176,8 +176,9 @@ def repro_stage(
     timed_out = threading.Event()
 
     def stop_on_timeout() -> None:
-        timed_out.set()
-        _stop(process)
+        if process.poll() is None:  # not if it ended just now
+            timed_out.set()
+            _stop(process)
 
     timer = threading.Timer(timeout_s, stop_on_timeout) if timeout_s else None
     if timer is not None:
@@ -197,7 +198,7 @@ def repro_stage(
     if timed_out.is_set():
         raise StageFailed(
             f"stage '{name}' ran past its {timeout_s:.0f} s (dvc.yaml meta.timeout_seconds) and was stopped with "
-            "everything it started; the last good outputs are in place"
+            "everything it started; DVC re-runs it next time (its persisted outputs and the registry are untouched)"
         )
     if code != 0:
         raise StageFailed(_failure_message(name, code, output))

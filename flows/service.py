@@ -33,6 +33,7 @@ from tasks.apps.watcher import LandingWatcher
 from tasks.lib.config import Params
 from tasks.lib.errors import ConfigError, PipelineError
 from tasks.lib.notify import notify
+from tasks.lib.redact import redact
 
 PREFECT_FILE = "prefect.yaml"
 DEFAULT_WORK_POOL = "textclf"
@@ -185,23 +186,28 @@ def ingest_landed(params: Params, path: Path) -> None:
     url = configured_api_url()  # this thread's server (a temporary setting, not the environment)
     if url:
         env["PREFECT_API_URL"] = url
-    done = subprocess.run(
-        [*INGEST_COMMAND, "--root", str(params.root), "ingest-new", str(path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    for line in (done.stdout + done.stderr).splitlines():
+    command = [*INGEST_COMMAND, "--root", str(params.root), "ingest-new", str(path)]
+    timeout = params.retrain.watch.ingest_timeout_seconds
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+        code, output, errors = done.returncode, done.stdout, done.stderr
+    except subprocess.TimeoutExpired as exc:  # run() has killed it
+        code, output, errors = None, str(exc.stdout or ""), str(exc.stderr or "")
+    for line in (output + errors).splitlines():
         if line.strip():
-            log.info("ingest-new %s: %s", path.name, line)
-    if done.returncode in (0, 1):
-        return  # accepted, or rejected: moved away, logged and notified by the flow
-    if done.returncode == STILL_BEING_WRITTEN:
+            log.info("ingest-new %s: %s", path.name, redact(line))
+    if code == STILL_BEING_WRITTEN:
         raise StillBeingWritten(f"{path.name} changed while it was read: read again once it settles")
-    how = f"killed by signal {-done.returncode} (out of memory?)" if done.returncode < 0 else f"exit {done.returncode}"
+    if code in (0, 1) and not os.path.lexists(path):
+        return  # accepted, or rejected: moved away, logged and notified by the flow
+    if code is None:
+        how = f"ran past retrain.watch.ingest_timeout_seconds ({timeout:.0f} s) and was stopped"
+    elif code < 0:
+        how = f"was killed by signal {-code} (out of memory?)"
+    else:
+        how = f"failed (exit {code})"
     message = f"{path.name}: the ingestion process {how}; the file stays in landing until it changes"
-    notify(params, "data.error", message, done.stderr[-4000:])
+    notify(params, "data.error", message, errors[-4000:])
     raise IngestionFailed(message)
 
 
@@ -288,11 +294,13 @@ def failure_automation_name(params: Params) -> str:
 
 
 def ensure_failure_automation(params: Params) -> str | None:
-    """A server-side automation: a failed, crashed or timed-out pipeline run sends `retrain.notify_block`.
+    """A server-side automation: a crashed or timed-out pipeline run sends `retrain.notify_block`.
 
-    The flow's own failure hook runs in the flow's process; a run killed by the out-of-memory
-    killer never runs it, but the server still sees the run crash. Replaces an earlier one of
-    the same name. Returns the automation's name, or None without a notification block.
+    A failed run notifies from its own process (the flow's hook); a run killed outright (the
+    out-of-memory killer) cannot, but the runner or worker reports it crashed, and the server
+    then sends this. The trigger matches the flow's name: one Prefect server (or workspace) per
+    deployed copy, as for the deployments. Replaces an earlier one of the same name. Returns the
+    automation's name, or None without a notification block.
     """
     block = params.retrain.notify_block
     if not block:
@@ -320,7 +328,7 @@ def ensure_failure_automation(params: Params) -> str | None:
         name=title,
         description="Created by `textclf deploy` (README: Running unattended, Notifications)",
         trigger=EventTrigger(
-            expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"},
+            expect={"prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"},
             match_related={"prefect.resource.role": "flow", "prefect.resource.name": PIPELINE_FLOW},
             posture=Posture.Reactive,
             threshold=1,
@@ -351,7 +359,7 @@ def deploy(params: Params, work_pool: str) -> None:
         raise PipelineError(f"prefect deploy exited {done.returncode}")
     created = ensure_failure_automation(params)
     print(
-        f"automation '{created}' sends {params.retrain.notify_block} when a run fails or crashes"
+        f"automation '{created}' sends {params.retrain.notify_block} when a run crashes"
         if created
         else "no retrain.notify_block: failed runs are written to the notifications file by the run itself only"
     )

@@ -32,13 +32,14 @@ import pandas as pd
 from tasks.lib.columns import ROW_ID, SOURCE_FILE, TEXT
 from tasks.lib.config import Params
 from tasks.lib.errors import PipelineError
-from tasks.lib.incoming import batch_files, batch_id, data_version, incoming_lock
+from tasks.lib.incoming import accepted_names, batch_id, consolidate, data_version, incoming_lock, next_number
 from tasks.lib.io import (
     write_json,
     write_table,
     write_text,
 )
 from tasks.lib.readers import SUFFIXES, DataError, read_file
+from tasks.lib.retention import snapshots_folder
 
 RECEIPT = "receipt.json"
 FLAGGED_ROWS = "rows.jsonl"  # beside a rejected file's report
@@ -221,10 +222,10 @@ def ingest_new(params: Params, path: Path, move: bool) -> Receipt:
         name = display_name(path.name)
         verdict = Verdict(None, refused, f"## {name}: refused\n\n{refused}.\n")
         return _reject(params, path, "", verdict, move, copy=not too_large)  # a huge file is never copied
-    with _snapshot(params, path) as (snapshot, sha):
+    with _snapshot(params, path) as (snapshot, sha, opened):
         # Hashed, judged and archived: the same bytes, read once.
         verdict = _about(check_file(snapshot, params), snapshot, path)  # outside the lock: it only reads
-        return _add(params, path, snapshot, sha, verdict, move)
+        return _add(params, path, (snapshot, sha, opened), verdict, move)
 
 
 def _about(verdict: Verdict, snapshot: Path, original: Path) -> Verdict:
@@ -238,43 +239,71 @@ def _about(verdict: Verdict, snapshot: Path, original: Path) -> Verdict:
     )
 
 
+def _read_once(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+    """At most `limit` + 1 bytes of a regular file, opened without following a link, and its state when opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO swapped in must not block
+    with os.fdopen(fd, "rb") as handle:
+        opened = os.fstat(handle.fileno())
+        if not stat.S_ISREG(opened.st_mode):
+            raise StillBeingWritten(f"{display_name(path.name)} was replaced by something that is not a file")
+        return handle.read(limit + 1), opened
+
+
+def _changed(path: Path, opened: os.stat_result) -> bool:
+    """Whether `path` is no longer the file, of the size and time stamp, that was read."""
+    try:
+        now = path.lstat()
+    except FileNotFoundError:
+        return True
+    fields = ("st_ino", "st_dev", "st_size", "st_mtime_ns")
+    return any(getattr(now, name) != getattr(opened, name) for name in fields)
+
+
 @contextmanager
-def _snapshot(params: Params, path: Path) -> Iterator[tuple[Path, str]]:
-    """The file's bytes, read once into a private copy (same name), and their SHA-256.
+def _snapshot(params: Params, path: Path) -> Iterator[tuple[Path, str, os.stat_result]]:
+    """The file's bytes, read once into a private copy (same name), their SHA-256, and the file's state.
 
     Raises:
-        StillBeingWritten: its size or time stamp changed while it was read.
+        StillBeingWritten: it changed while it was read (grew, was rewritten or swapped for a link).
     """
-    before = path.stat()
-    data = path.read_bytes()
-    after = path.stat()
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(data) != after.st_size:
-        raise StillBeingWritten(
-            f"{display_name(path.name)} changed while it was read: left in place, to be read "
-            "once it is finished (write under a .part name and rename, or use a .done marker)"
-        )
+    later = (
+        f"{display_name(path.name)} changed while it was read: left in place, to be read once it is "
+        "finished (write under a .part name and rename, or use a .done marker)"
+    )
+    try:
+        data, opened = _read_once(path, params.retrain.max_file_bytes)
+    except OSError:  # ELOOP: a link was swapped in after the check; it is refused on the next look
+        raise StillBeingWritten(later) from None
+    if len(data) != opened.st_size or _changed(path, opened):
+        raise StillBeingWritten(later)
     staging = Path(tempfile.mkdtemp(prefix="snapshot-", dir=_staging_root(params)))
     try:
         snapshot = staging / path.name
         snapshot.write_bytes(data)
-        yield snapshot, hashlib.sha256(data).hexdigest()
+        yield snapshot, hashlib.sha256(data).hexdigest(), opened
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def _staging_root(params: Params) -> Path:
     """Beside the archive (same filesystem: an accepted snapshot is renamed into it, not copied)."""
-    folder = params.path("archive").parent / ".snapshots"
+    folder = snapshots_folder(params)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def _add(params: Params, path: Path, snapshot: Path, sha: str, verdict: Verdict, move: bool) -> Receipt:
-    """Accepted: the snapshot becomes the next batch and the archived original; else the file is rejected."""
+def _add(
+    params: Params, path: Path, snapshot: tuple[Path, str, os.stat_result], verdict: Verdict, move: bool
+) -> Receipt:
+    """Accepted: the snapshot becomes the next batch and the archived original; else the file is rejected.
+
+    Raises:
+        StillBeingWritten: the file changed since it was read; nothing was added (it is read again later).
+    """
+    copy, sha, opened = snapshot
     with incoming_lock(params.root):
         incoming = params.path("incoming")
-        existing = batch_files(incoming)
-        same = [batch_id(p) for p in existing if p.stem.endswith(sha[:16])]
+        same = [batch_id(name) for name in accepted_names(incoming) if name.endswith(f"-{sha[:16]}.parquet")]
         if same:
             reason = f"the same bytes were accepted before as batch {same[0]}"
             verdict = Verdict(None, reason, f"## {path.name}: not added\n\n{reason}.\n")
@@ -282,8 +311,10 @@ def _add(params: Params, path: Path, snapshot: Path, sha: str, verdict: Verdict,
             return _reject(params, path, sha, verdict, move)
         frame = verdict.rows
         assert frame is not None
-        batch = incoming / f"b{len(existing) + 1:04d}-{sha[:16]}.parquet"
-        version = data_version([*existing, batch])
+        if move and _changed(path, opened):  # deleting it would lose what was written since the read
+            raise StillBeingWritten(f"{display_name(path.name)} changed after it was read: left in place")
+        batch = incoming / f"b{next_number(incoming):04d}-{sha[:16]}.parquet"
+        version = data_version(incoming, [batch.name])
         archived = params.path("archive") / version / path.name
         # Rows point at the archived original; ids are unique across batches of the same file name.
         frame[ROW_ID] = batch_id(batch) + "/" + frame[ROW_ID]
@@ -302,9 +333,10 @@ def _add(params: Params, path: Path, snapshot: Path, sha: str, verdict: Verdict,
         # Archive first, then the batch (the commit point), then the receipt; a crash before the
         # batch leaves the landing file to be read again, after it the file is a known duplicate.
         archived.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(snapshot, archived)  # a rename: the snapshot folder is beside the archive
+        shutil.move(copy, archived)  # a rename: the snapshot folder is beside the archive
         write_table(batch, frame)
         write_json(archived.parent / RECEIPT, receipt.as_dict())
+        consolidate(incoming, params.retrain.consolidate_after)
         if move:
             path.unlink()
     return receipt

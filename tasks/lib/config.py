@@ -466,6 +466,7 @@ class WatchConfig(_Section):
     poll_seconds: Annotated[float, Field(gt=0)]
     settle_seconds: Annotated[float, Field(ge=0)]
     completion: Literal["settle", "marker"]
+    ingest_timeout_seconds: Annotated[float, Field(gt=0)]
 
 
 class RetrainConfig(_Section):
@@ -475,6 +476,7 @@ class RetrainConfig(_Section):
     watch: WatchConfig
     max_file_bytes: Annotated[int, Field(ge=1)]
     max_file_rows: Annotated[int, Field(ge=1)]
+    consolidate_after: Annotated[int, Field(ge=1)] | None
     # A Prefect notification block, "<block type slug>/<block name>" (None: the log file only).
     notify_block: str | None
 

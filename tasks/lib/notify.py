@@ -18,6 +18,7 @@ from typing import Any
 
 from tasks.lib.config import Params
 from tasks.lib.redact import redact
+from tasks.lib.retention import notifications_lock
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def notify(params: Params, event: str, title: str, body: str) -> dict[str, objec
             log.warning("notification block %s failed: %s", block, record["delivery_error"])
     path = params.path("notifications")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:  # one write per line: concurrent writers do not interleave
+    with notifications_lock(path), path.open("a", encoding="utf-8") as handle:  # retention rewrites it
         handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return record
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import re
 
 _URL = re.compile(r"\b(?!file:)([a-z][a-z0-9+.-]*://)(?:[^\s/@'\"<>]*@)?([^\s/?#'\"<>]*)([^\s'\"<>]*)", re.IGNORECASE)
+# A name that says "secret" (GITHUB_TOKEN, client_secret, "api_key", Authorization), an optional
+# closing quote, `=` or `:`, then the value (with a scheme word such as Bearer before it).
 _ASSIGNED = re.compile(
-    r"(?i)\b((?:access[_-]?|api[_-]?|auth[_-]?|refresh[_-]?)?(?:token|key|secret|password|passwd|signature|sig))"
-    r"(\s*[:=]\s*)(['\"]?)[^\s'\"&,;]+"
+    r"(?i)(?<![a-z0-9])((?:[a-z0-9]*[_-])*(?:token|key|secret|password|passwd|signature|sig|authorization|auth))"
+    r"(['\"]?\s*[:=]\s*)(['\"]?)(?:(?:bearer|basic|token)\s+)?[^\s'\",;&}]+"
 )
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[a-z0-9._~+/=-]{8,}")
 HIDDEN = "[redacted]"

@@ -32,11 +32,11 @@ from typing import Any, Literal
 
 from filelock import FileLock
 
-from tasks.lib.artifacts import VERSION_FILE
+from tasks.lib.artifacts import CLASSIFIER_FILE, TOKENIZER_FILE, VERSION_FILE
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import file_digest, read_json, write_json, write_text
 
-_VERSION = re.compile(r"^v(\d{4,})$")
+_VERSION = re.compile(r"v(\d{4,})")  # used with fullmatch: "v0001\n" is not a name
 HISTORY_PROBLEM = "history_problem"  # an event that stands for lines of history.jsonl that could not be read
 Stage = Literal["candidate", "production", "archived"]
 # Events that move the production pointer (they carry "from" and "to").
@@ -47,18 +47,26 @@ class RegistryError(PipelineError, RuntimeError):
     """The registry is inconsistent or an operation on it is not allowed."""
 
 
-def verify_files(folder: Path) -> None:
+def verify_files(folder: Path) -> bool:
     """Check every file a version's record lists against its SHA-256; raise on any difference.
 
-    Versions registered before records listed their files have nothing to check.
+    The graph the record names, the tokenizer and the label file must all be listed. Returns
+    False for a folder without a record or a version registered before records listed files
+    (nothing to check: served, and /health says unverified).
     """
     record = folder / VERSION_FILE
     if not record.exists():
-        return
+        return False
     try:
-        listed = read_json(record).get("files") or {}
+        data = read_json(record)
     except ValueError as exc:
         raise RegistryError(f"{record}: damaged, not readable JSON ({exc})") from None
+    listed = data.get("files")
+    if listed is None:
+        return False
+    unlisted = {data.get("model_file") or "", TOKENIZER_FILE, CLASSIFIER_FILE} - set(listed) - {""}
+    if unlisted:
+        raise RegistryError(f"{record}: does not list {sorted(unlisted)}: refusing to load files it cannot vouch for")
     changed = []
     for name, digest in listed.items():
         path = folder / name
@@ -68,6 +76,7 @@ def verify_files(folder: Path) -> None:
             changed.append(f"{name} differs from the registered file")
     if changed:
         raise RegistryError(f"{folder}: refusing to load: " + "; ".join(changed) + " (changed after registration)")
+    return True
 
 
 def _now() -> str:
@@ -99,7 +108,7 @@ class Registry:
             version = json.loads(text).get("version")
         except (ValueError, AttributeError):
             raise RegistryError(f"{self.pointer}: damaged (not a JSON object with a version)") from None
-        if not isinstance(version, str) or not _VERSION.match(version):
+        if not isinstance(version, str) or not _VERSION.fullmatch(version):
             raise RegistryError(f"{self.pointer}: names {version!r}, which is not a version of this registry (vNNNN)")
         return version
 
@@ -111,9 +120,11 @@ class Registry:
 
     def record(self, version: str) -> dict[str, Any]:
         """A complete version's lineage record, with its folder as `path`."""
-        if not _VERSION.match(version):
+        if not _VERSION.fullmatch(version):
             raise RegistryError(f"{version!r} is not a version name (vNNNN)")
         folder = self.versions / version
+        if folder.is_symlink() or not folder.resolve().is_relative_to(self.versions.resolve()):
+            raise RegistryError(f"{folder}: a link out of the registry, not a version folder")
         if not (folder / VERSION_FILE).exists():
             raise RegistryError(f"no complete version {version} in {self.versions}")
         try:
@@ -137,7 +148,9 @@ class Registry:
         """Complete versions, oldest first (a half-copied `.vNNNN.tmp` is not one)."""
         if not self.versions.exists():
             return []
-        return sorted(p.name for p in self.versions.iterdir() if _VERSION.match(p.name) and (p / VERSION_FILE).exists())
+        return sorted(
+            p.name for p in self.versions.iterdir() if _VERSION.fullmatch(p.name) and (p / VERSION_FILE).exists()
+        )
 
     def find(self, model_md5: str) -> str | None:
         """The newest complete, readable version holding this exact model, if any."""
@@ -222,7 +235,7 @@ class Registry:
 
     def _next_version(self) -> str:
         names = [p.name for p in self.versions.iterdir()] if self.versions.exists() else []
-        numbers = [int(m.group(1)) for name in names if (m := _VERSION.match(name))]
+        numbers = [int(m.group(1)) for name in names if (m := _VERSION.fullmatch(name))]
         return f"v{max(numbers, default=0) + 1:04d}"
 
     def register(
@@ -260,6 +273,7 @@ class Registry:
     def set_production(self, version: str, reason: str, event: Literal["promote", "rollback"] = "promote") -> None:
         """Point production at `version` (one atomic rename) and record the move."""
         with self.locked():
+            self.record(version)  # a name of this registry, a real folder, a readable record
             if not (self.versions / version / VERSION_FILE).exists():
                 raise RegistryError(f"no complete version {version} in {self.versions}")
             previous = self.production_version()
@@ -311,25 +325,17 @@ class Registry:
         ]
         return max(eligible, key=lambda v: ended[v], default=None)
 
-    def prune(self, keep_last: int, max_age_days: float | None, now: float) -> list[str]:
-        """Delete versions beyond the newest `keep_last` that are older than `max_age_days`; never the
-        production version nor the one a rollback would restore. Their events leave the history too.
+    def protected(self) -> set[str]:
+        """Versions retention must keep: production, the one a rollback would restore, and rolled-back
+        ones (deleting those would let the pipeline register and promote the same model again)."""
+        current = self.production_version()
+        found = {current, self._previous_production(current) if current else None, *self.rollbacks()}
+        return {version for version in found if version}
 
-        Returns:
-            The versions deleted.
-        """
-        if max_age_days is None:
-            return []
+    def remove(self, versions: list[str], reason: str) -> list[str]:
+        """Delete these versions (never a protected one); their events leave the history. Returns those deleted."""
         with self.locked():
-            current = self.production_version()
-            protected = {current, self._previous_production(current) if current else None}
-            versions = sorted(self.list_versions(), key=lambda v: int(v[1:]), reverse=True)
-            cutoff = now - max_age_days * 86_400
-            gone = [
-                v
-                for v in versions[keep_last:]
-                if v not in protected and (self.versions / v / VERSION_FILE).stat().st_mtime < cutoff
-            ]
+            gone = [v for v in versions if v not in self.protected() and v in self.list_versions()]
             for version in gone:
                 # Renamed out of sight first: a half-deleted version is never listed as complete.
                 doomed = self.versions / f".{version}.deleting"
@@ -337,7 +343,7 @@ class Registry:
                 shutil.rmtree(doomed)
             if gone:
                 self._drop_events(set(gone))
-                self._append({"event": "prune", "versions": gone, "reason": "retention.registry_versions"})
+                self._append({"event": "prune", "versions": gone, "reason": reason})
             return gone
 
     def _drop_events(self, versions: set[str]) -> None:

@@ -248,24 +248,37 @@ def test_a_file_is_hashed_judged_and_archived_as_one_snapshot(make_params, monke
 
 
 def test_a_file_that_changes_while_it_is_read_is_left_for_later(make_params, monkeypatch):
+    from tasks.apps import landing
     from tasks.apps.landing import StillBeingWritten
 
     params = make_params()
     source = params.root / "week.csv"
     source.write_text(GOOD_ROWS)
-    read = Path.read_bytes
+    read_once = landing._read_once
 
-    def read_while_written(self):
-        data = read(self)
-        if self == source:
-            with source.open("a") as handle:
-                handle.write("more,positive\n")
-        return data
+    def read_while_written(path, limit):
+        found = read_once(path, limit)
+        with source.open("a") as handle:
+            handle.write("more,positive\n")
+        return found
 
-    monkeypatch.setattr(Path, "read_bytes", read_while_written)
+    monkeypatch.setattr(landing, "_read_once", read_while_written)
     with pytest.raises(StillBeingWritten, match="changed while it was read"):
         ingest_new(params, source, move=True)
     assert source.exists() and batch_files(params.path("incoming")) == []
+    monkeypatch.undo()
+    # Changed after the read, while it was judged: not deleted, nothing added.
+    check = landing.check_file
+
+    def check_while_written(path, params):
+        with source.open("a") as handle:
+            handle.write("even more,positive\n")
+        return check(path, params)
+
+    monkeypatch.setattr(landing, "check_file", check_while_written)
+    with pytest.raises(StillBeingWritten, match="changed after it was read"):
+        ingest_new(params, source, move=True)
+    assert source.read_text().endswith("even more,positive\n") and batch_files(params.path("incoming")) == []
 
 
 def test_files_over_the_bounds_are_rejected_before_they_are_read(make_params):
@@ -407,8 +420,85 @@ def test_a_landed_file_is_ingested_in_a_child_process_whose_death_the_watcher_su
     assert watcher.poll_once() == 0 and (landing / "huge.csv").exists()  # not retried until it changes
     (note,) = [json.loads(line) for line in params.path("notifications").read_text().splitlines()]
     assert note["event"] == "data.error" and "killed by signal 9 (out of memory?)" in note["title"]
+    # A child that fails without moving the file (a full disk, a server it cannot reach) is reported too.
+    monkeypatch.setattr(service, "INGEST_COMMAND", [sys.executable, "-c", "raise SystemExit(1)"])
+    (landing / "huge.csv").write_text(GOOD_ROWS + "\n")
+    watcher.poll_once()
+    assert watcher.poll_once() == 0 and (landing / "huge.csv").exists()
+    notes = [json.loads(line) for line in params.path("notifications").read_text().splitlines()]
+    assert "the ingestion process failed (exit 1)" in notes[-1]["title"]
     monkeypatch.undo()
     (landing / "huge.csv").write_text(GOOD_ROWS + "one more review that was fine,positive\n")  # changed: tried again
     watcher.poll_once()
     watcher.poll_once()
     assert not (landing / "huge.csv").exists() and len(batch_files(params.path("incoming"))) == 1
+
+
+def test_many_small_batches_are_merged_without_changing_rows_version_or_duplicate_checks(make_params):
+    from tasks.lib.incoming import accepted_names, data_version
+
+    params = make_params({"retrain": {"consolidate_after": 2}})
+    incoming = params.path("incoming")
+    for week in range(5):
+        path = params.root / f"week{week}.csv"
+        path.write_text("text,label\n" + "".join(f"week {week} review {i} was fine,positive\n" for i in range(3)))
+        assert ingest_new(params, path, move=True).accepted
+    files = batch_files(incoming)
+    assert len(files) == 1 and files[0].name.startswith("b0005-")  # merged twice, numbered by its newest batch
+    assert [name[:5] for name in accepted_names(incoming)] == ["b0001", "b0002", "b0003", "b0004", "b0005"]
+    rows = read_batches(files)
+    assert rows is not None and len(rows) == 15 and rows["row_id"].is_unique
+    assert data_version(incoming).startswith("0005-")
+    again = params.root / "again.csv"
+    again.write_text("text,label\n" + "".join(f"week 0 review {i} was fine,positive\n" for i in range(3)))
+    receipt = ingest_new(params, again, move=True)  # the same bytes as week0, merged long ago
+    assert not receipt.accepted and "accepted before as batch b0001" in receipt.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("HTTPStatusError: 403 for url 'https://hooks.slack.com/services/T0/B0/XyZsecret'", "XyZsecret"),
+        ("https://user:pa55@example.com/x", "pa55"),
+        ("GITHUB_TOKEN=ghp_abc123", "ghp_abc123"),
+        ("client_secret=xyz789", "xyz789"),
+        ('{"api_key": "k3y-value"}', "k3y-value"),
+        ("Authorization: token s3cr3t", "s3cr3t"),
+        ("Authorization: Bearer abcdefghij", "abcdefghij"),
+    ],
+)
+def test_secrets_are_redacted(text, secret):
+    from tasks.lib.redact import redact
+
+    assert secret not in redact(text) and "[redacted]" in redact(text)
+    assert (
+        redact("Data Docs: file:///tmp/r/index.html, accuracy 0.91")
+        == "Data Docs: file:///tmp/r/index.html, accuracy 0.91"
+    )
+
+
+def test_only_real_versions_of_the_registry_are_promoted_or_served(make_params, onnx_folder, tmp_path):
+    from tasks.lib.registry import RegistryError
+
+    params = make_params()
+    registry = registered(params, onnx_folder)
+    for name in ("../x", "v0001\n", "/tmp"):
+        with pytest.raises(RegistryError):
+            registry.set_production(name, "a path, not a version")
+    outside = tmp_path / "outside"
+    shutil.copytree(registry.versions / "v0001", outside)
+    (registry.versions / "v0002").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(RegistryError, match="a link out of the registry"):
+        registry.set_production("v0002", "a link")
+    registry.pointer.write_text('{"version": "v0002"}')  # written by hand
+    assert ProductionModel(registry.root).status()["status"] == "unavailable"
+    # A record that does not vouch for the tokenizer is refused; one from before hashes is served, unverified.
+    record = registry.versions / "v0001" / "version.json"
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "files": {k: v for k, v in data["files"].items() if k != "tokenizer.json"}}))
+    with pytest.raises(ModelLoadError, match=r"does not list \['tokenizer.json'\]"):
+        load_classifier(registry.versions / "v0001")
+    record.write_text(json.dumps({k: v for k, v in data.items() if k != "files"}))
+    registry.pointer.write_text('{"version": "v0001"}')
+    status = ProductionModel(registry.root).status()
+    assert status["status"] == "ok" and status["verified"] is False
