@@ -1,8 +1,9 @@
-"""Stage `ingest`: read the configured source into one raw table.
+"""Labelled text read into the raw schema: the configured source, a landed file, a folder.
 
 Sources: `demo` (tasks.lib.demo_data), a local file or folder (CSV, TSV, JSONL,
 Parquet), or `hf:<dataset id>` (needs network). Every row keeps the file and
-line it came from, so later stages can point a person at it.
+line it came from, so later stages can point a person at it; a file that cannot
+be read stops with its file, line and (where it applies) column and field.
 """
 
 from __future__ import annotations
