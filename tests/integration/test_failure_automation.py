@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -19,7 +16,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_textclf_deploys_an_automation_that_reports_crashed_runs(make_params, tmp_path):
+def test_textclf_deploys_an_automation_that_reports_crashed_runs(make_params, tmp_path, webhook):
     from prefect import flow
     from prefect.automations import Automation
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
@@ -31,26 +28,13 @@ def test_textclf_deploys_an_automation_that_reports_crashed_runs(make_params, tm
     from flows.service import ensure_failure_automation, local_server
     from tasks.lib.errors import ConfigError
 
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # the name http.server calls
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    hook = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
     params = make_params({"retrain": {"notify_block": "custom-webhook/ops"}})
     with local_server(free_port(), tmp_path / "prefect-home") as url, temporary_settings({PREFECT_API_URL: url}):
         with pytest.raises(ConfigError, match=r"retrain\.notify_block 'custom-webhook/ops': no such block"):
             ensure_failure_automation(params)
         CustomWebhookNotificationBlock(
             name="ops",
-            url=f"http://127.0.0.1:{hook.server_port}/hook",
+            url=f"{webhook.url}/hook",
             json_data={"subject": "{{subject}}", "text": "{{body}}"},
         ).save("ops", overwrite=True)
         name = ensure_failure_automation(params)
@@ -67,8 +51,7 @@ def test_textclf_deploys_an_automation_that_reports_crashed_runs(make_params, tm
             run = client.create_flow_run(pipeline)
             client.set_flow_run_state(run.id, Crashed(message="process killed by signal 9"), force=True)
         deadline = time.monotonic() + 90
-        while not received:
+        while not webhook.received:
             assert time.monotonic() < deadline, "the server sent no notification"
             time.sleep(0.5)
-    hook.shutdown()
-    assert "Crashed" in received[0]["subject"] and "killed by signal 9" in received[0]["text"]
+    assert "Crashed" in webhook.received[0]["subject"] and "killed by signal 9" in webhook.received[0]["text"]

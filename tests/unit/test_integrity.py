@@ -7,9 +7,7 @@ import json
 import os
 import shutil
 import stat
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -196,29 +194,16 @@ def test_requests_that_are_not_text_get_422_not_500(make_params, onnx_folder):
 # Notifications
 
 
-def test_a_webhook_that_answers_403_leaves_no_token_in_the_log(make_params, caplog):
+def test_a_webhook_that_answers_403_leaves_no_token_in_the_log(make_params, caplog, webhook):
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-    class Refuse(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # the name http.server calls
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(403)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/services/T0/B0/s3cr3tT0ken?sig=0p3nsesame"
-        CustomWebhookNotificationBlock(name="ops", url=url, json_data={"text": "{{body}}"}).save(
-            "textclf-test-refusing", overwrite=True
-        )
-        params = make_params({"retrain": {"notify_block": "custom-webhook/textclf-test-refusing"}})
-        record = notify(params, "pipeline.failed", "run failed", f"posted to {url} with token=abc123")
-    finally:
-        server.shutdown()
+    webhook.status = 403
+    url = f"{webhook.url}/services/T0/B0/s3cr3tT0ken?sig=0p3nsesame"
+    CustomWebhookNotificationBlock(name="ops", url=url, json_data={"text": "{{body}}"}).save(
+        "textclf-test-refusing", overwrite=True
+    )
+    params = make_params({"retrain": {"notify_block": "custom-webhook/textclf-test-refusing"}})
+    record = notify(params, "pipeline.failed", "run failed", f"posted to {url} with token=abc123")
     logged = params.path("notifications").read_text() + caplog.text
     assert "403" in str(record["delivery_error"])
     for secret in ("s3cr3tT0ken", "0p3nsesame", "abc123"):

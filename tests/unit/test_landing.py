@@ -122,38 +122,18 @@ def test_a_file_whose_handling_fails_is_retried_only_once_it_changes(tmp_path):
     assert calls == ["a.csv", "a.csv"]
 
 
-def test_a_notification_goes_to_the_log_file_and_to_a_prefect_notification_block(make_params):
+def test_a_notification_goes_to_the_log_file_and_to_a_prefect_notification_block(make_params, webhook):
     # A real Prefect CustomWebhookNotificationBlock posting to a webhook on loopback.
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
     from tasks.lib.notify import notify
 
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # the name http.server calls
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        CustomWebhookNotificationBlock(
-            name="ops",
-            url=f"http://127.0.0.1:{server.server_port}/hook",
-            json_data={"subject": "{{subject}}", "text": "{{body}}"},
-        ).save("textclf-test-ops", overwrite=True)
-        params = make_params({"retrain": {"notify_block": "custom-webhook/textclf-test-ops"}})
-        record = notify(params, "pipeline.failed", "run x Failed: ## Gate: REJECTED", "accuracy is 0.41")
-    finally:
-        server.shutdown()
+    CustomWebhookNotificationBlock(
+        name="ops", url=f"{webhook.url}/hook", json_data={"subject": "{{subject}}", "text": "{{body}}"}
+    ).save("textclf-test-ops", overwrite=True)
+    params = make_params({"retrain": {"notify_block": "custom-webhook/textclf-test-ops"}})
+    record = notify(params, "pipeline.failed", "run x Failed: ## Gate: REJECTED", "accuracy is 0.41")
+    received = webhook.received
     assert received == [{"subject": "run x Failed: ## Gate: REJECTED", "text": "accuracy is 0.41"}]
     assert "delivery_error" not in record and record["sent_to"] == "custom-webhook/textclf-test-ops"
     logged = json.loads(params.path("notifications").read_text())
