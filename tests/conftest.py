@@ -128,7 +128,18 @@ def make_params(tmp_path: Path) -> Callable[..., Any]:
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    """`cmd` in `cwd`; a child working in a temp folder gets its own Prefect home beside it.
+
+    Prefect's temporary server keeps its SQLite database in PREFECT_HOME; a child
+    sharing the session's home with this process's own temporary server can find
+    that database locked while it starts (seen in CI), so each temp folder gets one.
+    """
+    env = None
+    if cwd != REPO:
+        home = cwd.parent / "prefect-home"
+        home.mkdir(exist_ok=True)  # Prefect's SQLite cannot create its folder
+        env = {**os.environ, "PREFECT_HOME": str(home)}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     return done
