@@ -16,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install apt run repro serve test lint lock clean-venv
+.PHONY: install apt run repro serve test lint lock clean-venv bench-serving
 
 install: apt $(STAMP)
 
@@ -49,6 +49,12 @@ repro: install
 test: install
 	$(BIN)/python -m pytest
 
+## The serving load benchmark (README "Serving under load"): wrk from Debian against `textclf serve`.
+bench-serving: install
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends wrk; }
+	$(BIN)/python benchmarks/serving.py --connections 1,8,32,128 --configs default,nobatch --overload
+
 ## Format, lint and type checks, and dvc.yaml's code deps (what .ci/run runs before the tests).
 lint: install
 	$(BIN)/ruff format --check .
@@ -58,7 +64,7 @@ lint: install
 
 ## Re-resolve requirements.lock after changing dependencies in pyproject.toml (needs the registries).
 lock: install
-	$(BIN)/pip-compile --quiet --extra test --extra dev --strip-extras --no-emit-index-url \
+	CUSTOM_COMPILE_COMMAND='make lock' $(BIN)/pip-compile --quiet --extra test --extra dev --strip-extras --no-emit-index-url \
 	  --no-emit-find-links --output-file $(LOCK) pyproject.toml
 	@# Local builds (torch 2.13.0+cpu from a wheel folder) are pinned by their public version.
 	sed -i -E 's/^([A-Za-z0-9_.-]+==[^+ ]+)\+[A-Za-z0-9.]+/\1/' $(LOCK)

@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="HTTP service over the production model (params.yaml serve:)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--max-batch", type=int, help="serve.max_batch (1: no batching)")
+    serve.add_argument("--max-wait-ms", type=float, help="serve.max_wait_ms")
+    serve.add_argument("--threads", type=int, help="serve.threads (ONNX Runtime intra-op threads)")
     _registry_parser(sub)
     ingest = sub.add_parser("ingest-new", help="check files of new labelled data and add them to the dataset")
     ingest.add_argument("files", nargs="+", type=Path)
@@ -227,7 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "serve":
             from tasks.apps import http_service
 
-            http_service.run(load_params(root), args.host, args.port)
+            http_service.run(
+                load_params(root),
+                args.host,
+                args.port,
+                max_batch=args.max_batch,
+                max_wait_ms=args.max_wait_ms,
+                threads=args.threads,
+            )
         elif args.command == "deps":
             return deps_command(root, args.verbose)
         elif args.command == "prune":

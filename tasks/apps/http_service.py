@@ -1,23 +1,43 @@
 """`textclf serve`: a small HTTP service over the production ONNX model.
 
-    GET  /health    {"status": "ok" | "degraded" | "unavailable", "version", "labels", "error"}
+    GET  /health    {"status": "ok" | "degraded" | "unavailable" | "draining", "version", "labels", "queue", ...}
     POST /predict   {"texts": ["...", ...]} -> {"version", "predictions": [{"label", "probabilities"}]}
 
-Every answer names the model version that produced it. A newly promoted model
-is picked up on the next request (the production pointer is checked each
-time); if it cannot be loaded the service keeps the version it has and
-/health says "degraded" and why. No torch on this path.
+Concurrent requests are batched on the server (tasks/apps/batcher.py); when the
+queue cannot take a request it is answered 429 with Retry-After at once. Every
+answer names the model version that produced it. A newly promoted model is
+picked up within `serve.reload_check_seconds` (a background thread reads the
+production pointer); if it cannot be loaded the service keeps the version it
+has and /health says "degraded" and why. Body size and time limits are applied
+before anything is parsed, and no error answer repeats the request's content.
+No torch on this path.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any, Literal
 
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tasks.apps.batcher import Batcher, Overloaded, Stopped
 from tasks.lib.config import Params, ServeConfig
 from tasks.lib.production_model import ModelLoadError, ProductionModel
 from tasks.lib.text import has_visible_character
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class PredictRequest(BaseModel):
@@ -40,54 +60,286 @@ class PredictRequest(BaseModel):
         return texts
 
 
-def create_app(model: ProductionModel, config: ServeConfig) -> Any:
-    """The FastAPI application; `config` sets the request limits and batch size."""
-    from fastapi import FastAPI, HTTPException
-    from fastapi.concurrency import run_in_threadpool
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+class PredictionOut(BaseModel):
+    label: str
+    probabilities: dict[str, float]
 
-    app = FastAPI(title="textclf", description=__doc__)
+
+class PredictResponse(BaseModel):
+    version: str = Field(description="the registry version that produced every prediction of this answer")
+    predictions: list[PredictionOut] = Field(description="one per text, in the order of the request")
+
+
+class QueueOut(BaseModel):
+    texts: int = Field(description="texts waiting for the model")
+    capacity: int = Field(description="serve.max_queue")
+    estimated_wait_ms: float
+    batches: int = Field(description="inferences run since start")
+    mean_batch: float = Field(description="texts per inference since start")
+    refused: int = Field(description="requests answered 429 since start")
+    draining: bool
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded", "unavailable", "draining"]
+    version: str | None
+    labels: list[str] | None = None
+    verified: bool | None = Field(None, description="false: a version registered before records listed file hashes")
+    error: str | None = None
+    queue: QueueOut
+
+
+class ErrorResponse(BaseModel):
+    detail: str | list[dict[str, Any]]
+
+
+def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # json.dumps on plain dicts: FastAPI's encoder walks the answer again for nothing.
+    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
+    """The ASGI application: FastAPI routes behind the request guard (limits and timeouts).
+
+    The batcher and the pointer watcher run while the app's lifespan does (uvicorn, or a
+    `with TestClient(app)` block).
+    """
+    batcher = Batcher(config.max_batch, config.max_wait_ms, config.max_queue, config.max_queue_ms)
+    stop_watching = threading.Event()
+
+    def watch_pointer() -> None:
+        while not stop_watching.wait(config.reload_check_seconds):
+            model.current()  # loads a newly promoted version off the event loop
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model.status()  # the first load, before the first request
+        watcher = threading.Thread(target=watch_pointer, name="pointer-watcher", daemon=True)
+        batcher.start()
+        watcher.start()
+        yield
+        # uvicorn has already let the requests in flight finish (serve.drain_seconds).
+        batcher.stop(timeout=config.drain_seconds)
+        stop_watching.set()
+
+    app = FastAPI(title="textclf", description=__doc__, lifespan=lifespan)
+    errors = {
+        code: {"model": ErrorResponse, "description": text}
+        for code, text in (
+            (413, "over serve.max_texts, serve.max_chars or the body limit"),
+            (429, "busy: retry after the Retry-After header's seconds"),
+            (503, "no model can serve, or the service is shutting down"),
+        )
+    }
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Any, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own 422 echoes the input back, and a lone surrogate in it cannot be encoded (a 500).
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return JSONResponse({"detail": errors}, status_code=422)
+    async def invalid_request(request: Any, exc: RequestValidationError) -> Response:
+        # FastAPI's own 422 echoes the input back (and a lone surrogate in it cannot be encoded).
+        return _json(
+            {"detail": [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]}, 422
+        )
 
-    @app.get("/health")
-    def health() -> JSONResponse:
-        status = model.status()
-        return JSONResponse(status, status_code=503 if status["status"] == "unavailable" else 200)
+    @app.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+    async def health() -> Response:
+        # On the event loop and without I/O: it answers whatever the load.
+        status = model.status(refresh=False)
+        queue = batcher.status()
+        if queue.draining:
+            status["status"] = "draining"
+        status["queue"] = queue.__dict__
+        return _json(status, 503 if status["status"] in ("unavailable", "draining") else 200)
 
-    @app.post("/predict")
-    async def predict(request: PredictRequest) -> dict[str, Any]:
-        if len(request.texts) > config.max_texts:
-            raise HTTPException(
-                413, f"{len(request.texts)} texts in one request; serve.max_texts is {config.max_texts}"
-            )
-        too_long = [i for i, text in enumerate(request.texts) if len(text) > config.max_chars]
+    @app.post("/predict", response_model=PredictResponse, responses=errors)  # type: ignore[arg-type]
+    async def predict(request: PredictRequest) -> Response:
+        texts = request.texts
+        if len(texts) > config.max_texts:
+            return _json({"detail": f"{len(texts)} texts in one request; serve.max_texts is {config.max_texts}"}, 413)
+        too_long = [i for i, text in enumerate(texts) if len(text) > config.max_chars]
         if too_long:
-            raise HTTPException(
-                413, f"texts {too_long[:10]} are longer than serve.max_chars ({config.max_chars} characters)"
+            return _json(
+                {"detail": f"texts {too_long[:10]} are longer than serve.max_chars ({config.max_chars} characters)"},
+                413,
             )
         try:
-            # ONNX Runtime releases the GIL: run it off the event loop so /health stays responsive.
-            version, predictions = await run_in_threadpool(model.predict, request.texts, config.batch_size)
+            version, predictions = await batcher.predict(*model.serving(), texts)
         except ModelLoadError as exc:
-            raise HTTPException(503, str(exc)) from None
-        return {"version": version, "predictions": [p.as_dict() for p in predictions]}
+            return _json({"detail": str(exc)}, 503)
+        except Overloaded as exc:
+            return _json({"detail": str(exc)}, 429, {"Retry-After": str(exc.retry_after)})
+        except Stopped as exc:
+            return _json({"detail": str(exc)}, 503, {"Retry-After": "1"})
+        return _json({"version": version, "predictions": [p.as_dict() for p in predictions]})
 
-    return app
+    return RequestGuard(app, config, batcher.refusal)
 
 
-def run(params: Params, host: str | None = None, port: int | None = None) -> None:
-    """Serve until interrupted (uvicorn)."""
-    import uvicorn
+class RequestGuard:
+    """Limits before parsing: the body's size (declared or streamed) and time, the request's time,
+    and a full queue (`refusal`: 429 before JSON and validation, which cost more than the answer).
 
-    config = params.serve
+    A pure ASGI wrapper so that nothing reads an oversized or slow body: FastAPI
+    would read it whole before any check runs.
+    """
+
+    def __init__(self, app: ASGIApp, config: ServeConfig, refusal: Callable[[], Overloaded | None]):
+        self.app, self.config, self.refusal = app, config, refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.config.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _refuse(send, 413, f"the body is over {limit} bytes (serve.max_texts x serve.max_chars)")
+            return
+        body = bytearray()
+        deadline = time.monotonic() + self.config.body_timeout_seconds
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+            except TimeoutError:
+                await _refuse(
+                    send, 408, f"the body took over serve.body_timeout_seconds ({self.config.body_timeout_seconds} s)"
+                )
+                return
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await _refuse(send, 413, f"the body is over {limit} bytes (serve.max_texts x serve.max_chars)")
+                return
+            if not message.get("more_body"):
+                break
+        busy = self.refusal()
+        if busy:
+            await _refuse(send, 429, str(busy), keep_alive=True, headers={"retry-after": str(busy.retry_after)})
+            return
+        await self._answer(scope, _replay(bytes(body), receive), send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, tracked_send), self.config.request_timeout_seconds)
+        except TimeoutError:
+            if not started:
+                seconds = self.config.request_timeout_seconds
+                await _refuse(send, 503, f"no answer within serve.request_timeout_seconds ({seconds} s)")
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive() that gives the body read already, then waits for the client's disconnect."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _refuse(
+    send: Send, status: int, detail: str, keep_alive: bool = False, headers: dict[str, str] | None = None
+) -> None:
+    """An error answer; it closes the connection unless the body was read whole (`keep_alive`)."""
+    body = json.dumps({"detail": detail}).encode()
+    fields = {"content-type": "application/json", "content-length": str(len(body)), **(headers or {})}
+    if not keep_alive:
+        fields["connection"] = "close"
+    encoded = [(name.encode(), value.encode()) for name, value in fields.items()]
+    await send({"type": "http.response.start", "status": status, "headers": encoded})
+    await send({"type": "http.response.body", "body": body})
+
+
+def protocol_with_header_timeout(seconds: float) -> type:
+    """uvicorn's HTTP protocol, closing a connection whose request headers take over `seconds`.
+
+    uvicorn times out idle keep-alive connections but not a client that sends
+    half a request line and stops; this timer runs from the connection's start
+    and from each response until the next request's headers are complete.
+    """
+    try:  # httptools (C) parses requests several times faster than h11 (pure Python)
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
+
+    class HeaderTimeoutProtocol(Base):
+        _timer: asyncio.TimerHandle | None = None
+        _armed_for: Any = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._armed_for = self.cycle
+            self._timer = self.loop.call_later(seconds, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _headers_late(self) -> None:
+            waiting = self.cycle is self._armed_for and (self.cycle is None or self.cycle.response_complete)
+            if waiting and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not self._armed_for:  # a new request's headers are complete
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderTimeoutProtocol
+
+
+def run(params: Params, host: str | None = None, port: int | None = None, **overrides: Any) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn), then drain; `overrides` replace serve: keys (e.g. max_batch)."""
+    config = params.serve.model_copy(update={key: value for key, value in overrides.items() if value is not None})
     model = ProductionModel(
         params.path("registry"), config.threads, (config.reload_retry_seconds, config.reload_retry_max_seconds)
     )
     print(f"serve: production model {model.status()}")
-    uvicorn.run(create_app(model, config), host=host or config.host, port=port or config.port, log_level="info")
+    print(
+        f"serve: batches of up to {config.max_batch} texts (waiting at most {config.max_wait_ms} ms), "
+        f"queue {config.max_queue} texts / {config.max_queue_ms} ms, "
+        f"ONNX Runtime threads {config.threads or 'all cores'}"
+    )
+    import uvicorn
+
+    uvicorn.Server(server_config(create_app(model, config), config, host, port)).run()
+
+
+def server_config(app: ASGIApp, config: ServeConfig, host: str | None = None, port: int | None = None) -> Any:
+    """uvicorn's configuration for `app`: header timeout, graceful drain, access log as `config` says."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host or config.host,
+        port=port or config.port,
+        http=protocol_with_header_timeout(config.header_timeout_seconds),
+        timeout_graceful_shutdown=int(config.drain_seconds),
+        log_level="info",
+        access_log=config.access_log,
+    )

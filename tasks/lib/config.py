@@ -456,6 +456,22 @@ class ServeConfig(_Section):
     threads: Annotated[int, Field(ge=1)] | None
     reload_retry_seconds: Annotated[float, Field(gt=0)]
     reload_retry_max_seconds: Annotated[float, Field(gt=0)]
+    reload_check_seconds: Annotated[float, Field(gt=0)]
+    max_batch: Annotated[int, Field(ge=1)]
+    max_wait_ms: Annotated[float, Field(ge=0)]
+    max_queue: Annotated[int, Field(ge=1)]
+    max_queue_ms: Annotated[float, Field(gt=0)]
+    header_timeout_seconds: Annotated[float, Field(gt=0)]
+    body_timeout_seconds: Annotated[float, Field(gt=0)]
+    request_timeout_seconds: Annotated[float, Field(gt=0)]
+    drain_seconds: Annotated[float, Field(ge=0)]
+    access_log: bool
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest body a valid request can have: every character JSON-escaped (12 bytes
+        for a character outside the BMP), plus quotes, commas and the envelope."""
+        return self.max_texts * (self.max_chars * 12 + 4) + 64
 
 
 _CRON_FIELDS = re.compile(r"[\w*/,\-?]+(\s+[\w*/,\-?]+){4}")

@@ -36,10 +36,38 @@ class ClassifierInfo:
         return cls(labels=[str(label) for label in data["labels"]], max_length=int(data["max_length"]))
 
 
+# What one more inference call costs, in padded tokens. Chosen by measuring SST-2 dev in
+# random batches of 32 (MiniLM int8, 2 cores): 185 texts/s padded as one batch each;
+# with cuts at call costs 4/16/32/64: 313/355/373/351 texts/s.
+CALL_COST_TOKENS = 32
+# Above this many texts, fixed-size runs of sorted lengths already waste little padding.
+_PARTITION_LIMIT = 256
+
+
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
-    """Indices grouped into batches of similar length (stable: equal lengths keep their order)."""
+    """Indices grouped into batches of similar length (stable: equal lengths keep their order).
+
+    Each batch pads to its own longest text. For a few texts of mixed lengths (a
+    server's batch), the cut points minimise padded tokens plus a cost per call
+    (a small dynamic programme over the sorted lengths): 32 random SST-2 texts as one
+    batch pad about twice the tokens they hold, and run at half the speed.
+    """
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    if len(order) > _PARTITION_LIMIT:
+        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    ordered = [int(lengths[i]) for i in order]
+    best = [0.0] + [np.inf] * len(ordered)  # best[j]: least cost of the first j texts
+    cut = [0] * (len(ordered) + 1)
+    for end in range(1, len(ordered) + 1):
+        for start in range(max(0, end - batch_size), end):
+            cost = best[start] + (end - start) * ordered[end - 1] + CALL_COST_TOKENS
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    bounds, end = [], len(ordered)
+    while end:
+        bounds.append((cut[end], end))
+        end = cut[end]
+    return [order[start:end] for start, end in reversed(bounds)]
 
 
 def session_options(threads: int | None = None) -> Any:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tasks.lib.artifacts import VERSION_FILE
 from tasks.lib.errors import PipelineError
 from tasks.lib.metrics import softmax
@@ -37,6 +39,14 @@ class Prediction:
 
     def as_dict(self) -> dict[str, Any]:
         return {"label": self.label, "probabilities": self.probabilities}
+
+
+def predictions_from(labels: list[str], probabilities: np.ndarray) -> list[Prediction]:
+    """A Prediction per row of `probabilities` (columns in the order of `labels`)."""
+    return [
+        Prediction(labels[int(row.argmax())], {label: round(float(p), 6) for label, p in zip(labels, row, strict=True)})
+        for row in probabilities
+    ]
 
 
 def model_file(folder: Path) -> Path:
@@ -112,7 +122,9 @@ class ProductionModel:
             if self._loaded is None or self._loaded[0] != version:
                 self.registry.record(version)  # complete, readable, and a folder of this registry
                 verified = verify_files(self.versions / version)
-                self._loaded = (version, load_classifier(self.versions / version, self.threads, verify=False))
+                classifier = load_classifier(self.versions / version, self.threads, verify=False)
+                classifier.logits(["warm up"])  # ONNX Runtime's first run is slow: not on a request
+                self._loaded = (version, classifier)
                 self._verified = verified
             self.error = None
         except (ModelLoadError, RegistryError, OSError) as exc:
@@ -127,22 +139,26 @@ class ProductionModel:
                 raise ModelLoadError(self.error or self._public(f"{self.pointer}: no production model"))
             return self._loaded
 
+    def serving(self) -> tuple[str, OnnxClassifier]:
+        """(version, classifier) loaded now, without reading the pointer (no I/O: for every request).
+
+        Raises:
+            ModelLoadError: nothing is loaded.
+        """
+        loaded = self._loaded
+        if loaded is None:
+            raise ModelLoadError(self.error or self._public(f"{self.pointer}: no production model"))
+        return loaded
+
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> tuple[str, list[Prediction]]:
         """Classify `texts`; returns the serving version and a prediction per text."""
         version, classifier = self.current()
-        labels = classifier.info.labels
-        probabilities = softmax(classifier.logits(texts, batch_size))
-        return version, [
-            Prediction(
-                labels[int(row.argmax())], {label: round(float(p), 6) for label, p in zip(labels, row, strict=True)}
-            )
-            for row in probabilities
-        ]
+        return version, predictions_from(classifier.info.labels, softmax(classifier.logits(texts, batch_size)))
 
-    def status(self) -> dict[str, Any]:
-        """What serves now, and any problem with the newest pointer."""
+    def status(self, refresh: bool = True) -> dict[str, Any]:
+        """What serves now, and any problem with the newest pointer (`refresh`: read the pointer first)."""
         try:
-            version, classifier = self.current()
+            version, classifier = self.current() if refresh else self.serving()
         except ModelLoadError as exc:
             return {"status": "unavailable", "version": None, "error": str(exc)}
         return {

@@ -174,21 +174,21 @@ def test_requests_that_are_not_text_get_422_not_500(make_params, onnx_folder):
 
     params = make_params()
     registered(params, onnx_folder)
-    client = TestClient(create_app(ProductionModel(params.path("registry")), params.serve))
-    assert client.post("/predict", json={"texts": ["a fine film"]}).status_code == 200
-    for texts, why in (
-        ([""], "no visible character"),
-        (["\x00\x00"], "no visible character"),
-        (["  \u200b "], "no visible character"),
-    ):
-        answer = client.post("/predict", json={"texts": texts})
-        assert answer.status_code == 422 and why in answer.text, texts
-    lone = client.post(
-        "/predict", content=b'{"texts": ["ok", "\\ud800"]}', headers={"content-type": "application/json"}
-    )
-    assert lone.status_code == 422 and "text 1 is not valid Unicode" in lone.text
-    extra = client.post("/predict", json={"texts": ["ok"], "threshold": 0.9})
-    assert extra.status_code == 422 and "threshold" in extra.text
+    with TestClient(create_app(ProductionModel(params.path("registry")), params.serve)) as client:
+        assert client.post("/predict", json={"texts": ["a fine film"]}).status_code == 200
+        for texts, why in (
+            ([""], "no visible character"),
+            (["\x00\x00"], "no visible character"),
+            (["  \u200b "], "no visible character"),
+        ):
+            answer = client.post("/predict", json={"texts": texts})
+            assert answer.status_code == 422 and why in answer.text, texts
+        lone = client.post(
+            "/predict", content=b'{"texts": ["ok", "\\ud800"]}', headers={"content-type": "application/json"}
+        )
+        assert lone.status_code == 422 and "text 1 is not valid Unicode" in lone.text
+        extra = client.post("/predict", json={"texts": ["ok"], "threshold": 0.9})
+        assert extra.status_code == 422 and "threshold" in extra.text
 
 
 # Notifications

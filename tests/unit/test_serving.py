@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -102,25 +103,43 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def service(make_params, registry):
-    """The app under uvicorn on a loopback port, in a thread; yields (base url, registry)."""
+def start_service(make_params, registry):
+    """Starts the app as `textclf serve` configures it (uvicorn, header timeout) in a thread.
+
+    Returns a function of serve: overrides giving (base url, registry); servers stop at teardown.
+    """
     import uvicorn
 
-    from tasks.apps.http_service import create_app
+    from tasks.apps.http_service import create_app, server_config
 
-    params = make_params({"serve": {"max_texts": 8, "max_chars": 100}})
-    app = create_app(ProductionModel(params.path("registry")), params.serve)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", registry
-    server.should_exit = True
-    thread.join(timeout=10)
+    servers = []
+
+    def start(overrides: dict | None = None) -> tuple[str, Registry]:
+        serve = {"max_texts": 8, "max_chars": 100, "reload_check_seconds": 0.1, **(overrides or {})}
+        params = make_params({"serve": serve})
+        model = ProductionModel(params.path("registry"), params.serve.threads)
+        port = free_port()
+        config = server_config(create_app(model, params.serve), params.serve, "127.0.0.1", port)
+        config.log_level = "warning"
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{port}", registry
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def service(start_service):
+    return start_service()
 
 
 def test_service_answers_with_the_version_and_rejects_bad_requests(service):
@@ -168,9 +187,199 @@ def test_service_follows_promotions_and_keeps_serving_when_a_new_model_is_broken
     with httpx.Client(base_url=url, timeout=10) as client:
         assert client.post("/predict", json={"texts": ["x"]}).json()["version"] == "v0001"
         promote(registry, onnx_folder)
-        assert client.post("/predict", json={"texts": ["x"]}).json()["version"] == "v0002"
+        assert wait_for(lambda: client.post("/predict", json={"texts": ["x"]}).json()["version"] == "v0002")
         promote(registry, truncated_copy(onnx_folder, tmp_path / "broken"))
+        assert wait_for(lambda: client.get("/health").json()["status"] == "degraded")
+        health = client.get("/health").json()
+        assert "v0003/model.onnx: cannot load the model" in health["error"]
         answer = client.post("/predict", json={"texts": ["x"]})
         assert answer.status_code == 200 and answer.json()["version"] == "v0002"
+
+
+def wait_for(condition, seconds: float = 10) -> bool:
+    """Polls `condition` (the service reads the pointer every serve.reload_check_seconds)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+# Under load: batching, overload, drain, slow clients, limits before parsing.
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answers_in_order(start_service, registry):
+    import httpx
+
+    url, _ = start_service({"max_wait_ms": 30, "max_batch": 16, "max_queue_ms": 10_000})
+    requests = [[f"review {i} part {j} " + "good " * (i % 7) for j in range(1 + i % 3)] for i in range(48)]
+    expected = {text: p for texts in requests for text, p in zip(texts, predict(texts, registry.root), strict=True)}
+    # The premise: the tiny model's probabilities differ by a few 1e-5 between these texts, so a mix-up shows.
+    values = [p.probabilities["positive"] for p in expected.values()]
+    apart = [abs(a - b) > 4e-6 for i, a in enumerate(values) for b in values[i + 1 :]]
+    assert sum(apart) > 0.7 * len(apart)
+    with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(lambda texts: client.post("/predict", json={"texts": texts}), requests))
+        queue = client.get("/health").json()["queue"]
+    for texts, answer in zip(requests, answers, strict=True):
+        assert answer.status_code == 200
+        got = answer.json()["predictions"]
+        assert len(got) == len(texts)
+        for text, prediction in zip(texts, got, strict=True):
+            assert prediction["probabilities"]["positive"] == pytest.approx(
+                expected[text].probabilities["positive"], abs=2e-6
+            ), text
+    assert queue["batches"] < sum(map(len, requests)) and queue["mean_batch"] > 1, queue
+
+
+def test_a_full_queue_answers_429_with_retry_after_at_once(start_service):
+    import httpx
+
+    # After a batch of several texts the batcher waits 500 ms for a full batch, so the
+    # queue (6 texts: 3 requests) fills meanwhile and the rest are refused.
+    url, _ = start_service({"max_wait_ms": 500, "max_batch": 64, "max_queue": 6})
+    with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(max_workers=12) as pool:
+        assert client.post("/predict", json={"texts": ["first", "batch"]}).status_code == 200
+        answers = list(pool.map(lambda i: client.post("/predict", json={"texts": [f"a {i}", f"b {i}"]}), range(12)))
+        too_big = client.post("/predict", json={"texts": ["x"] * 7})
         health = client.get("/health").json()
-        assert health["status"] == "degraded" and "v0003/model.onnx: cannot load the model" in health["error"]
+    codes = [a.status_code for a in answers]
+    assert set(codes) == {200, 429} and codes.count(200) <= 3, codes
+    for answer in answers:
+        if answer.status_code == 429:
+            assert int(answer.headers["retry-after"]) >= 1 and "serve.max_queue" in answer.json()["detail"]
+            assert answer.elapsed.total_seconds() < 0.4  # refused at once, not after waiting
+    assert too_big.status_code == 429 and health["queue"]["refused"] == codes.count(429) + 1
+
+
+def test_a_promotion_under_load_switches_each_client_once_and_fails_nothing(start_service, onnx_folder):
+    import httpx
+
+    url, registry = start_service({"max_wait_ms": 2})
+    stop = threading.Event()
+
+    def client_loop(i: int) -> list[tuple[int, str]]:
+        seen = []
+        with httpx.Client(base_url=url, timeout=30) as client:
+            while not stop.is_set():
+                answer = client.post("/predict", json={"texts": [f"client {i}", "same text"]})
+                seen.append((answer.status_code, answer.json().get("version")))
+        return seen
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        futures = [pool.submit(client_loop, i) for i in range(6)]
+        time.sleep(0.5)
+        promote(registry, onnx_folder)
+        time.sleep(1.5)
+        stop.set()
+        results = [f.result() for f in futures]
+    for seen in results:
+        assert {code for code, _ in seen} == {200}
+        versions = [version for _, version in seen]
+        assert versions[0] == "v0001" and versions[-1] == "v0002"
+        assert versions == sorted(versions), "a client saw the old version after the new one"
+
+
+def test_sigterm_drains_the_queue_then_exits(registry, tmp_path):
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "tasks", "--root", str(tmp_path), "serve", "--port", str(port)]
+    server = subprocess.Popen(
+        [*command, "--max-wait-ms", "1500", "--max-batch", "64"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_for(lambda: _answers(url), seconds=60), "the server did not start"
+        with ThreadPoolExecutor(max_workers=5) as pool:
+            futures = [
+                pool.submit(httpx.post, f"{url}/predict", json={"texts": [f"t {i}"]}, timeout=30) for i in range(5)
+            ]
+            time.sleep(0.5)  # queued: the batcher waits 1.5 s for a fuller batch
+            server.send_signal(signal.SIGTERM)
+            answers = [f.result() for f in futures]
+        assert [a.status_code for a in answers] == [200] * 5
+        assert server.wait(timeout=30) == -signal.SIGTERM  # uvicorn re-raises the signal once drained
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/health", timeout=2)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_slow_headers_and_slow_bodies_are_cut_off(start_service):
+    url, _ = start_service({"header_timeout_seconds": 1, "body_timeout_seconds": 1})
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as half_headers:
+        half_headers.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        assert half_headers.recv(1000) == b""  # closed by the server
+        assert time.monotonic() - started < 5
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as half_body:
+        half_body.sendall(
+            b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"te'
+        )
+        answer = _read_all(half_body)
+        assert answer.startswith(b"HTTP/1.1 408") and b"serve.body_timeout_seconds" in answer
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_limits_apply_before_the_body_is_read_and_errors_never_echo_it(start_service):
+    import httpx
+
+    url, _ = start_service()  # max_texts 8, max_chars 100: the body limit is about 10 kB
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as declared:
+        declared.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n")
+        answer = _read_all(declared)  # answered without sending a byte of the body
+        assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower()
+
+    def chunks():
+        for _ in range(100):
+            yield b"x" * 1000
+
+    with httpx.Client(base_url=url, timeout=10) as client:
+        streamed = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413  # chunked: counted while it streams
+        junk = "\u00e9" * 3000  # under the limit, not JSON
+        refused = client.post("/predict", content=junk.encode(), headers={"content-type": "application/json"})
+        assert refused.status_code == 422 and len(refused.content) < 500 and "\u00e9" not in refused.text
+
+
+def test_openapi_documents_the_answers_and_the_answers_match_it(service):
+    import httpx
+
+    from tasks.apps.http_service import HealthResponse, PredictResponse
+
+    url, _ = service
+    with httpx.Client(base_url=url, timeout=10) as client:
+        schema = client.get("/openapi.json")
+        assert schema.status_code == 200
+        paths = schema.json()["paths"]
+        assert paths["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/PredictResponse"
+        }
+        assert {"413", "422", "429", "503"} <= set(paths["/predict"]["post"]["responses"])
+        assert client.get("/docs").status_code == 200
+        PredictResponse.model_validate(client.post("/predict", json={"texts": ["fine"]}).json())
+        health = HealthResponse.model_validate(client.get("/health").json())
+        assert health.status == "ok" and health.queue.capacity == 256
