@@ -23,6 +23,7 @@ every answer names the version that produced it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -76,6 +77,7 @@ class QueueStatus:
     mean_batch: float
     refused: int
     draining: bool
+    worker_alive: bool
 
 
 class Batcher:
@@ -117,6 +119,7 @@ class Batcher:
             mean_batch=round(self._texts_done / self._batches, 2) if self._batches else 0.0,
             refused=self._refused,
             draining=self._draining,
+            worker_alive=self._thread.is_alive(),
         )
 
     async def predict(self, version: str, classifier: OnnxClassifier, texts: list[str]) -> tuple[str, list[Prediction]]:
@@ -182,21 +185,25 @@ class Batcher:
     def _work(self) -> None:
         while (batch := self._take()) is not None:
             if batch:
-                self._run(batch)
+                try:
+                    self._run(batch)
+                except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
+                    self._fail({request for request, _ in batch}, exc)
 
     def _run(self, batch: list[tuple[_Request, int]]) -> None:
         started = time.perf_counter()
         classifier = batch[0][0].classifier
         try:
             # One length-sorted pass: each inference pads only to its own longest text.
-            probabilities = softmax(classifier.logits([request.texts[i] for request, i in batch], self.max_batch))
+            texts = [request.texts[i] for request, i in batch]
+            probabilities = softmax(classifier.logits(texts, self.max_batch, cut=True))
         except Exception as exc:  # noqa: BLE001 - any failure belongs to these requests, not to the worker
             self._fail({request for request, _ in batch}, exc)
             return
         finished = _fill(batch, classifier.info.labels, probabilities)
         # Resolve every finished request in one hand-off per event loop.
         for loop, requests in _by_loop(finished).items():
-            loop.call_soon_threadsafe(_resolve, requests)
+            _call_soon(loop, _resolve, requests)
         elapsed = time.perf_counter() - started
         per_text = elapsed / len(batch)
         self._seconds_per_text = per_text if not self._batches else 0.8 * self._seconds_per_text + 0.2 * per_text
@@ -208,7 +215,12 @@ class Batcher:
         with self._ready:  # drop their other texts still queued
             self._queue = deque(item for item in self._queue if item[0] not in requests)
         for request in requests:
-            request.loop.call_soon_threadsafe(_set_exception, request.future, exc)
+            _call_soon(request.loop, _set_exception, request.future, exc)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits for these answers
+        loop.call_soon_threadsafe(callback, *args)
 
 
 def _fill(batch: list[tuple[_Request, int]], labels: list[str], probabilities: np.ndarray) -> list[_Request]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -26,10 +28,11 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tasks.apps.batcher import Batcher, Overloaded, Stopped
 from tasks.lib.config import Params, ServeConfig
+from tasks.lib.errors import ConfigError
 from tasks.lib.production_model import ModelLoadError, ProductionModel
 from tasks.lib.text import has_visible_character
 
@@ -38,6 +41,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+log = logging.getLogger("uvicorn.error")
 
 
 class PredictRequest(BaseModel):
@@ -78,6 +82,7 @@ class QueueOut(BaseModel):
     mean_batch: float = Field(description="texts per inference since start")
     refused: int = Field(description="requests answered 429 since start")
     draining: bool
+    worker_alive: bool
 
 
 class HealthResponse(BaseModel):
@@ -110,7 +115,12 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
 
     def watch_pointer() -> None:
         while not stop_watching.wait(config.reload_check_seconds):
-            model.current()  # loads a newly promoted version off the event loop
+            try:
+                model.current()  # loads a newly promoted version off the event loop
+            except ModelLoadError:
+                pass  # nothing to serve yet: status() says why; keep watching for a promotion
+            except Exception:  # the watcher must outlive any one bad check (logged)
+                log.exception("serve: reading the production pointer failed")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,6 +157,8 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
         queue = batcher.status()
         if queue.draining:
             status["status"] = "draining"
+        elif not queue.worker_alive:
+            status.update(status="unavailable", error="the batcher's worker thread has stopped")
         status["queue"] = queue.__dict__
         return _json(status, 503 if status["status"] in ("unavailable", "draining") else 200)
 
@@ -315,7 +327,11 @@ def protocol_with_header_timeout(seconds: float) -> type:
 
 def run(params: Params, host: str | None = None, port: int | None = None, **overrides: Any) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn), then drain; `overrides` replace serve: keys (e.g. max_batch)."""
-    config = params.serve.model_copy(update={key: value for key, value in overrides.items() if value is not None})
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        config = ServeConfig.model_validate({**params.serve.model_dump(), **given})  # --max-batch 0 is refused
+    except ValidationError as exc:
+        raise ConfigError(f"serve: {exc}") from None
     model = ProductionModel(
         params.path("registry"), config.threads, (config.reload_retry_seconds, config.reload_retry_max_seconds)
     )
@@ -339,7 +355,7 @@ def server_config(app: ASGIApp, config: ServeConfig, host: str | None = None, po
         host=host or config.host,
         port=port or config.port,
         http=protocol_with_header_timeout(config.header_timeout_seconds),
-        timeout_graceful_shutdown=int(config.drain_seconds),
+        timeout_graceful_shutdown=math.ceil(config.drain_seconds),
         log_level="info",
         access_log=config.access_log,
     )

@@ -467,6 +467,14 @@ class ServeConfig(_Section):
     drain_seconds: Annotated[float, Field(ge=0)]
     access_log: bool
 
+    @model_validator(mode="after")
+    def _a_request_fits_the_queue(self) -> ServeConfig:
+        if self.max_texts > self.max_queue:
+            raise ValueError(
+                f"max_texts ({self.max_texts}) is over max_queue ({self.max_queue}): such a request never fits"
+            )
+        return self
+
     @property
     def max_body_bytes(self) -> int:
         """The largest body a valid request can have: every character JSON-escaped (12 bytes

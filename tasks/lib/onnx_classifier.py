@@ -44,29 +44,30 @@ CALL_COST_TOKENS = 32
 _PARTITION_LIMIT = 256
 
 
-def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+def length_batches(lengths: Sequence[int], batch_size: int, cut: bool = False) -> list[np.ndarray]:
     """Indices grouped into batches of similar length (stable: equal lengths keep their order).
 
-    Each batch pads to its own longest text. For a few texts of mixed lengths (a
-    server's batch), the cut points minimise padded tokens plus a cost per call
-    (a small dynamic programme over the sorted lengths): 32 random SST-2 texts as one
-    batch pad about twice the tokens they hold, and run at half the speed.
+    Each batch pads to its own longest text; runs of `batch_size` sorted lengths by
+    default. With `cut` (a server's batch: a few texts of mixed lengths), the cut points
+    minimise padded tokens plus a cost per call (a small dynamic programme over the
+    sorted lengths): 32 random SST-2 texts as one batch pad about twice the tokens
+    they hold, and run at half the speed.
     """
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
-    if len(order) > _PARTITION_LIMIT:
+    if not cut or len(order) > _PARTITION_LIMIT:
         return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     ordered = [int(lengths[i]) for i in order]
     best = [0.0] + [np.inf] * len(ordered)  # best[j]: least cost of the first j texts
-    cut = [0] * (len(ordered) + 1)
+    first = [0] * (len(ordered) + 1)  # first[j]: where the last batch of the best cut of j starts
     for end in range(1, len(ordered) + 1):
         for start in range(max(0, end - batch_size), end):
             cost = best[start] + (end - start) * ordered[end - 1] + CALL_COST_TOKENS
             if cost < best[end]:
-                best[end], cut[end] = cost, start
+                best[end], first[end] = cost, start
     bounds, end = [], len(ordered)
     while end:
-        bounds.append((cut[end], end))
-        end = cut[end]
+        bounds.append((first[end], end))
+        end = first[end]
     return [order[start:end] for start, end in reversed(bounds)]
 
 
@@ -95,10 +96,12 @@ class BatchEncoder:
         self.tokenizer.enable_truncation(self.info.max_length)
         self.fields = {name: field for name, field in _FIELDS.items() if name in input_names}
 
-    def batches(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """(row indices, feed of int64 arrays) per batch; every row of `texts` appears once."""
+    def batches(
+        self, texts: Sequence[str], batch_size: int, cut: bool = False
+    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """(row indices, feed of int64 arrays) per batch; every row of `texts` appears once (`cut`: length_batches)."""
         encodings = self.tokenizer.encode_batch(list(texts))
-        for batch in length_batches([len(e.ids) for e in encodings], batch_size):
+        for batch in length_batches([len(e.ids) for e in encodings], batch_size, cut):
             chosen = [encodings[i] for i in batch]
             width = max(len(e.ids) for e in chosen)
             # Padding ids are masked out of attention, so any id will do.
@@ -111,11 +114,15 @@ class BatchEncoder:
             )
 
     def run(
-        self, texts: Sequence[str], batch_size: int, forward: Callable[[dict[str, np.ndarray]], np.ndarray]
+        self,
+        texts: Sequence[str],
+        batch_size: int,
+        forward: Callable[[dict[str, np.ndarray]], np.ndarray],
+        cut: bool = False,
     ) -> np.ndarray:
         """Logits of `forward` over `texts`, shape (len(texts), labels), in the order of `texts`."""
         out = np.zeros((len(texts), len(self.info.labels)), dtype=np.float32)
-        for rows, feed in self.batches(texts, batch_size):
+        for rows, feed in self.batches(texts, batch_size, cut):
             out[rows] = forward(feed)
         return out
 
@@ -133,9 +140,9 @@ class OnnxClassifier:
         self.encoder = BatchEncoder(folder, {i.name for i in self.session.get_inputs()})
         self.info = self.encoder.info
 
-    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Raw logits, shape (len(texts), number of labels), in the order of `texts`."""
-        return self.encoder.run(texts, batch_size, lambda feed: self.session.run(["logits"], feed)[0])
+    def logits(self, texts: Sequence[str], batch_size: int = 32, cut: bool = False) -> np.ndarray:
+        """Raw logits, shape (len(texts), number of labels), in the order of `texts` (`cut`: length_batches)."""
+        return self.encoder.run(texts, batch_size, lambda feed: self.session.run(["logits"], feed)[0], cut)
 
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[str]:
         return [self.info.labels[i] for i in self.logits(texts, batch_size).argmax(axis=1)]

@@ -78,6 +78,21 @@ def load_classifier(folder: Path, threads: int | None = None, verify: bool = Tru
         raise ModelLoadError(f"{graph}: cannot load the model ({type(exc).__name__}: {exc})") from None
 
 
+def warmed_up(classifier: OnnxClassifier) -> OnnxClassifier:
+    """`classifier` after one inference (ONNX Runtime's first run is slow: not on a request).
+
+    Raises:
+        ModelLoadError: the model loads but cannot run (e.g. its output does not match its labels).
+    """
+    try:
+        classifier.logits(["warm up"])
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own types; any of them means "cannot serve"
+        raise ModelLoadError(
+            f"{classifier.folder}: the model loads but cannot run ({type(exc).__name__}: {exc})"
+        ) from None
+    return classifier
+
+
 class ProductionModel:
     """The registry's production model, reloaded when the production pointer changes."""
 
@@ -123,8 +138,7 @@ class ProductionModel:
                 self.registry.record(version)  # complete, readable, and a folder of this registry
                 verified = verify_files(self.versions / version)
                 classifier = load_classifier(self.versions / version, self.threads, verify=False)
-                classifier.logits(["warm up"])  # ONNX Runtime's first run is slow: not on a request
-                self._loaded = (version, classifier)
+                self._loaded = (version, warmed_up(classifier))
                 self._verified = verified
             self.error = None
         except (ModelLoadError, RegistryError, OSError) as exc:
