@@ -64,9 +64,9 @@ def predict_command(params: Params, texts: list[str], file: Path | None, as_json
     texts = _read_texts(texts, file)
     if not texts:
         raise PipelineError("no texts to classify: give them as arguments, with --file, or on stdin")
-    version, predictions = ProductionModel(params.path("registry"), params.serve.threads).predict(
-        texts, params.serve.batch_size
-    )
+    version, predictions = ProductionModel(
+        params.path("registry"), params.serve.threads, variant=params.serve.variant
+    ).predict(texts, params.serve.batch_size)
     for text, prediction in zip(texts, predictions, strict=True):
         if as_json:
             print(json.dumps({"text": text, "version": version, **prediction.as_dict()}, ensure_ascii=False))
@@ -201,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=int, help="serve.max_batch (1: no batching)")
     serve.add_argument("--max-wait-ms", type=float, help="serve.max_wait_ms")
     serve.add_argument("--threads", type=int, help="serve.threads (ONNX Runtime intra-op threads)")
+    serve.add_argument("--variant", help="serve.variant: gate, auto (fastest here) or a registered variant's name")
     _registry_parser(sub)
     ingest = sub.add_parser("ingest-new", help="check files of new labelled data and add them to the dataset")
     ingest.add_argument("files", nargs="+", type=Path)
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms,
                 threads=args.threads,
+                variant=args.variant,
             )
         elif args.command == "deps":
             return deps_command(root, args.verbose)

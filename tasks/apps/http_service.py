@@ -90,6 +90,11 @@ class HealthResponse(BaseModel):
     version: str | None
     labels: list[str] | None = None
     verified: bool | None = Field(None, description="false: a version registered before records listed file hashes")
+    variant: str | None = Field(None, description="the registered variant serving (serve.variant)")
+    variant_chosen_by: str | None = Field(None, description="gate, serve.variant, or fastest on this host")
+    variant_timings_ms: dict[str, float] | None = Field(
+        None, description="serve.variant auto: one batch's median time per variant, measured here at load"
+    )
     error: str | None = None
     queue: QueueOut
 
@@ -116,7 +121,10 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
     def watch_pointer() -> None:
         while not stop_watching.wait(config.reload_check_seconds):
             try:
+                before = model.choice
                 model.current()  # loads a newly promoted version off the event loop
+                if model.choice is not before:
+                    log.info("serve: now serving %s", model.status(refresh=False))
             except ModelLoadError:
                 pass  # nothing to serve yet: status() says why; keep watching for a promotion
             except Exception:  # the watcher must outlive any one bad check (logged)
@@ -333,7 +341,10 @@ def run(params: Params, host: str | None = None, port: int | None = None, **over
     except ValidationError as exc:
         raise ConfigError(f"serve: {exc}") from None
     model = ProductionModel(
-        params.path("registry"), config.threads, (config.reload_retry_seconds, config.reload_retry_max_seconds)
+        params.path("registry"),
+        config.threads,
+        (config.reload_retry_seconds, config.reload_retry_max_seconds),
+        config.variant,
     )
     print(f"serve: production model {model.status()}")
     print(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import read_json, write_json
@@ -253,6 +253,9 @@ class Lineage(Record):
 
     model_file: str
     variant: str
+    # Every registered variant that passed the gate (name -> file), the chosen one
+    # included: a serving host may pick another (serve.variant). Absent before.
+    serving_variants: dict[str, str] = Field(default_factory=dict)
     model_md5: str
     data: DataLineage
     git_commit: str

@@ -445,6 +445,7 @@ class PromoteConfig(_Section):
     # auto: a candidate that passes the gate becomes production; manual: it is
     # registered as a candidate and waits for `textclf registry promote VERSION`.
     mode: Literal["auto", "manual"]
+    variants: Literal["passing", "chosen"]
 
 
 class ServeConfig(_Section):
@@ -466,6 +467,7 @@ class ServeConfig(_Section):
     request_timeout_seconds: Annotated[float, Field(gt=0)]
     drain_seconds: Annotated[float, Field(ge=0)]
     access_log: bool
+    variant: str
 
     @model_validator(mode="after")
     def _a_request_fits_the_queue(self) -> ServeConfig:

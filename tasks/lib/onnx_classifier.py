@@ -133,7 +133,7 @@ class OnnxClassifier:
     def __init__(self, folder: Path, model_file: str, threads: int | None = None):
         import onnxruntime as ort
 
-        self.folder = folder
+        self.folder, self.model_file = folder, model_file
         self.session = ort.InferenceSession(
             str(folder / model_file), session_options(threads), providers=["CPUExecutionProvider"]
         )

@@ -61,17 +61,66 @@ def model_file(folder: Path) -> Path:
     return graphs[0]
 
 
-def load_classifier(folder: Path, threads: int | None = None, verify: bool = True) -> OnnxClassifier:
+def variant_files(folder: Path) -> dict[str, str]:
+    """The serving variants registered in a version (name -> file); older records: the one graph they have."""
+    record = folder / VERSION_FILE
+    data = json.loads(record.read_text(encoding="utf-8")) if record.exists() else {}
+    return dict(data.get("serving_variants") or {}) or {str(data.get("variant") or "model"): model_file(folder).name}
+
+
+# Texts of 4 to 49 words that time a variant on the serving host (any text will do: only speed is measured).
+_WORDS = [
+    "the",
+    "film",
+    "was",
+    "a",
+    "quiet",
+    "and",
+    "warm",
+    "story",
+    "about",
+    "people",
+    "who",
+    "rarely",
+    "say",
+    "what",
+    "they",
+    "mean",
+]
+PROBE_TEXTS = [" ".join(_WORDS[(i * 7 + j) % len(_WORDS)] for j in range(4 + 3 * i)) for i in range(16)]
+
+
+@dataclass(frozen=True)
+class VariantChoice:
+    variant: str
+    by: str  # "gate", "serve.variant" or "fastest on this host"
+    timings_ms: dict[str, float]  # auto: median milliseconds of one batch of PROBE_TEXTS per variant
+
+
+def time_batch(classifier: OnnxClassifier, rounds: int = 5) -> float:
+    """Median milliseconds of one inference over PROBE_TEXTS (a server's batch: length cuts on)."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        classifier.logits(PROBE_TEXTS, len(PROBE_TEXTS), cut=True)
+        times.append((time.perf_counter() - started) * 1000)
+    return round(sorted(times)[len(times) // 2], 2)
+
+
+def load_classifier(
+    folder: Path, threads: int | None = None, verify: bool = True, graph_file: str | None = None
+) -> OnnxClassifier:
     """Load a model folder, turning ONNX Runtime's and the tokenizer's errors into one that names the file.
 
     A registry version's files are first checked against the hashes its record lists (`verify`).
+    `graph_file`: which graph of the folder (default: the one its record names).
     """
     if verify:
         try:
             verify_files(folder)
         except RegistryError as exc:
             raise ModelLoadError(str(exc)) from None
-    graph = model_file(folder)
+    graph = folder / graph_file if graph_file else model_file(folder)
     try:
         return OnnxClassifier(folder, graph.name, threads)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own types (InvalidProtobuf, Fail, NoSuchFile), tokenizers others
@@ -96,11 +145,22 @@ def warmed_up(classifier: OnnxClassifier) -> OnnxClassifier:
 class ProductionModel:
     """The registry's production model, reloaded when the production pointer changes."""
 
-    def __init__(self, registry: Path, threads: int | None = None, retry: tuple[float, float] | None = None):
-        """`retry`: (first, longest) seconds before a failed load is tried again; None: only on a new pointer."""
+    def __init__(
+        self,
+        registry: Path,
+        threads: int | None = None,
+        retry: tuple[float, float] | None = None,
+        variant: str = "gate",
+    ):
+        """`retry`: (first, longest) seconds before a failed load is tried again; None: only on a new pointer.
+
+        `variant`: "gate" (the version's chosen graph), "auto" (its registered variants timed
+        here, the fastest serves) or a variant name (serve.variant).
+        """
         self.registry = Registry(registry)
         self.pointer, self.versions = self.registry.pointer, self.registry.versions
-        self.threads = threads
+        self.threads, self.variant = threads, variant
+        self.choice: VariantChoice | None = None
         self._lock = threading.Lock()
         self._seen: str | None = ""  # the pointer's text when last read; None: it was absent
         self._loaded: tuple[str, OnnxClassifier] | None = None
@@ -137,8 +197,8 @@ class ProductionModel:
             if self._loaded is None or self._loaded[0] != version:
                 self.registry.record(version)  # complete, readable, and a folder of this registry
                 verified = verify_files(self.versions / version)
-                classifier = load_classifier(self.versions / version, self.threads, verify=False)
-                self._loaded = (version, warmed_up(classifier))
+                classifier, choice = self._load_variant(self.versions / version)
+                self._loaded, self.choice = (version, classifier), choice
                 self._verified = verified
             self.error = None
         except (ModelLoadError, RegistryError, OSError) as exc:
@@ -152,6 +212,31 @@ class ProductionModel:
             if self._loaded is None:
                 raise ModelLoadError(self.error or self._public(f"{self.pointer}: no production model"))
             return self._loaded
+
+    def _load_variant(self, folder: Path) -> tuple[OnnxClassifier, VariantChoice]:
+        """The classifier serve.variant asks for, loaded and warmed up, and how it was chosen."""
+        files = variant_files(folder)
+        if self.variant == "gate":
+            graph = model_file(folder).name
+            name = next((name for name, file in files.items() if file == graph), graph)
+            return warmed_up(load_classifier(folder, self.threads, False, graph)), VariantChoice(name, "gate", {})
+        if self.variant != "auto":
+            if self.variant not in files:
+                raise ModelLoadError(
+                    f"{folder}: serve.variant {self.variant!r} is not registered in this version "
+                    f"(it has {sorted(files)})"
+                )
+            classifier = warmed_up(load_classifier(folder, self.threads, False, files[self.variant]))
+            return classifier, VariantChoice(self.variant, "serve.variant", {})
+        timings: dict[str, float] = {}
+        fastest: tuple[str, OnnxClassifier] | None = None
+        for name, file in sorted(files.items()):
+            classifier = warmed_up(load_classifier(folder, self.threads, False, file))
+            timings[name] = time_batch(classifier)
+            if fastest is None or timings[name] < timings[fastest[0]]:
+                fastest = (name, classifier)
+        assert fastest is not None  # variant_files is never empty
+        return fastest[1], VariantChoice(fastest[0], "fastest on this host", timings)
 
     def serving(self) -> tuple[str, OnnxClassifier]:
         """(version, classifier) loaded now, without reading the pointer (no I/O: for every request).
@@ -181,6 +266,9 @@ class ProductionModel:
             "labels": classifier.info.labels,
             # False: a version registered before records listed file hashes (nothing to check).
             "verified": self._verified,
+            "variant": self.choice.variant if self.choice else None,
+            "variant_chosen_by": self.choice.by if self.choice else None,
+            "variant_timings_ms": self.choice.timings_ms if self.choice else None,
             "error": self.error,
         }
 

@@ -18,6 +18,7 @@ from tasks.lib.artifacts import (
     LineageMetrics,
     Promotion,
     QuantizeMetrics,
+    variant_file,
 )
 from tasks.lib.config import Params
 from tasks.lib.io import file_md5
@@ -38,12 +39,24 @@ def git_commit(root: Path) -> str:
     return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
+def registered_variants(params: Params, gate: GateMetrics, chosen: str) -> dict[str, str]:
+    """The variants to register (name -> file): the chosen one, and with `promote.variants: passing`
+    every other variant that passed the gate, so a serving host can measure them on its CPU."""
+    names = {chosen}
+    if params.promote.variants == "passing":
+        names |= {name for name, verdict in gate.variants.items() if verdict.passed}
+    files = {name: variant_file(name) for name in sorted(names)}
+    files[chosen] = gate.model_file or variant_file(chosen)
+    return {name: file for name, file in files.items() if (params.path("quantized") / file).is_file()}
+
+
 def lineage(params: Params, gate: GateMetrics, model_file: str, variant: str) -> Lineage:
     """What produced the candidate: the variant the gate chose, data hashes (as in dvc.lock), params, code, metrics."""
     ingest = IngestMetrics.read(params)
     return Lineage(
         model_file=model_file,
         variant=variant,
+        serving_variants=registered_variants(params, gate, variant),
         model_md5=file_md5(params.path("quantized") / model_file),
         # The accepted batches of new data it trained on (landing archive folder names) and the data hashes.
         data=DataLineage(
@@ -92,7 +105,11 @@ def promote(params: Params) -> Promotion:
         version = registry.find(record.model_md5) or registry.register(
             params.path("quantized"),
             record.dump(),
-            files=[record.model_file, TOKENIZER_FILE, CLASSIFIER_FILE],
+            files=[
+                *sorted(set(record.serving_variants.values()) | {record.model_file}),
+                TOKENIZER_FILE,
+                CLASSIFIER_FILE,
+            ],
             attachments=[params.path("reports") / GATE_REPORT_FILE],
             reason="passed the gate",
         )

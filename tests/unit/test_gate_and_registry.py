@@ -23,7 +23,7 @@ from tasks.lib.artifacts import (
 from tasks.lib.production_model import load_classifier
 from tasks.lib.registry import Registry, RegistryError
 from tasks.stages.gate import GateRejected, choose_variant, onnx_rules, render
-from tasks.stages.promote import promote
+from tasks.stages.promote import promote, registered_variants
 from tests.conftest import REPO
 
 
@@ -372,3 +372,36 @@ def test_a_crash_mid_promotion_leaves_production_serving(make_params, onnx_folde
     # The next run finishes the job: one new version, no duplicate.
     assert promote(params).version == "v0002"
     assert registry.list_versions() == ["v0001", "v0002"] and registry.production()["model_file"] == "model.int8.onnx"
+
+
+def test_promote_registers_every_variant_that_passed_the_gate(make_params, onnx_folder, int8_model):
+    from tasks.lib.artifacts import RuleResult, VariantVerdict
+
+    params = make_params()
+    stage_candidate(params, onnx_folder / "model.onnx", "model.fp32.onnx")
+    shutil.copy(int8_model, params.path("quantized") / "model.int8_dynamic.onnx")
+    shutil.copy(int8_model, params.path("quantized") / "model.int8_static.onnx")
+    verdict = {"passed": True, "rules": []}
+    failing_rule = RuleResult(
+        name="accuracy", value=0.5, threshold=0.6, kind="min", interval=None, status="FAIL", skip=None, margin=-0.1
+    )
+    failed = VariantVerdict(passed=False, rules=[failing_rule])
+    gate = passed_gate("model.fp32.onnx", "fp32").model_copy(
+        update={
+            "variants": {
+                "fp32": VariantVerdict(**verdict),
+                "int8_dynamic": VariantVerdict(**verdict),
+                "int8_static": failed,
+            }
+        }
+    )
+    gate.write(params)
+    version = promote(params).version
+    record = Registry(params.path("registry")).record(version)
+    assert record["serving_variants"] == {"fp32": "model.fp32.onnx", "int8_dynamic": "model.int8_dynamic.onnx"}
+    folder = Path(record["path"])
+    assert {p.name for p in folder.glob("*.onnx")} == {"model.fp32.onnx", "model.int8_dynamic.onnx"}
+    assert set(record["files"]) >= {"model.fp32.onnx", "model.int8_dynamic.onnx", "tokenizer.json", "classifier.json"}
+
+    only_chosen = make_params({"promote": {"variants": "chosen"}})
+    assert registered_variants(only_chosen, gate, "fp32") == {"fp32": "model.fp32.onnx"}

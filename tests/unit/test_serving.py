@@ -393,3 +393,41 @@ def test_a_service_started_before_the_first_promotion_serves_it_once_it_comes(st
         promote(registry, onnx_folder)
         assert wait_for(lambda: client.get("/health").json()["status"] == "ok")
         assert client.post("/predict", json={"texts": ["x"]}).json()["version"] == "v0002"
+
+
+# Which registered variant serves (serve.variant)
+
+
+@pytest.fixture
+def two_variant_registry(make_params, onnx_folder: Path, tmp_path: Path) -> Registry:
+    """A version holding two servable graphs, as promote registers them: fp32 (the gate's choice) and int8."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    folder = tmp_path / "candidate"
+    shutil.copytree(onnx_folder, folder)
+    shutil.move(folder / "model.onnx", folder / "model.fp32.onnx")
+    quantize_dynamic(folder / "model.fp32.onnx", folder / "model.int8_dynamic.onnx", weight_type=QuantType.QInt8)
+    variants = {"fp32": "model.fp32.onnx", "int8_dynamic": "model.int8_dynamic.onnx"}
+    registry = Registry(make_params().path("registry"))
+    record = {"model_md5": "two", "model_file": "model.fp32.onnx", "variant": "fp32", "serving_variants": variants}
+    registry.set_production(registry.register(folder, record), "test")
+    return registry
+
+
+def test_serve_variant_gate_a_name_or_the_fastest_on_this_host(two_variant_registry):
+    root = two_variant_registry.root
+    gate = ProductionModel(root).status()
+    assert gate["variant"] == "fp32" and gate["variant_chosen_by"] == "gate"
+    named = ProductionModel(root, variant="int8_dynamic")
+    assert named.status()["variant"] == "int8_dynamic"
+    assert named.current()[1].model_file == "model.int8_dynamic.onnx"
+    auto = ProductionModel(root, variant="auto").status()
+    timings = auto["variant_timings_ms"]
+    assert set(timings) == {"fp32", "int8_dynamic"} and all(t > 0 for t in timings.values())
+    assert (
+        auto["variant"] == min(timings, key=timings.__getitem__) and auto["variant_chosen_by"] == "fastest on this host"
+    )
+    missing = ProductionModel(root, variant="openvino").status()
+    assert missing["status"] == "unavailable"
+    assert "serve.variant 'openvino' is not registered in this version" in missing["error"]
+    assert "['fp32', 'int8_dynamic']" in missing["error"]
