@@ -234,6 +234,8 @@ class Overload:
     run: LoadRun
     health: HealthPolls
     probe: ProbeResult
+    rss_before_mb: float | None = None
+    rss_after_mb: float | None = None
     limits: list[str] = field(default_factory=list)
 
 
@@ -719,6 +721,7 @@ def measure_config(root: Path, config: ServerConfig, plan: LoadPlan, folder: Pat
             )
             poller = HealthPoller(server.url)
             probe = AcceptedProbe(server.url, plan.script.with_name("bodies.jsonl").read_bytes().splitlines()[0])
+            rss_before = server.rss_mb()
             poller.start()
             probe.start()
             try:
@@ -733,7 +736,7 @@ def measure_config(root: Path, config: ServerConfig, plan: LoadPlan, folder: Pat
             finally:
                 health = poller.stop()
                 accepted = probe.stop()
-            result.overload = Overload(config.name, run, health, accepted)
+            result.overload = Overload(config.name, run, health, accepted, rss_before, server.rss_mb())
             progress(f"{config.name}: maximum-size requests and a 200 MB body")
             serve = load_params(root).serve
             result.overload.limits = limits_check(server, serve.max_texts, serve.max_chars)
@@ -848,6 +851,11 @@ def render(in_process: InProcess, results: Sequence[ConfigResult], duration_s: f
                 ),
             ]
             probe = result.overload.probe
+            overload = result.overload
+            lines.append(
+                f"- server RSS before and after this run: "
+                f"{fmt(overload.rss_before_mb)} -> {fmt(overload.rss_after_mb)} MiB"
+            )
             lines.append(
                 f"- a client beside the load, one text at a time: {len(probe.accepted_ms)} accepted "
                 f"(p50 {fmt(percentile(probe.accepted_ms, 50) if probe.accepted_ms else None)} ms, "
