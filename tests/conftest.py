@@ -27,6 +27,9 @@ def pytest_configure(config: pytest.Config) -> None:
     prefect_home = Path(os.environ.setdefault("PREFECT_HOME", str(Path(config.rootpath) / ".pytest_cache" / "prefect")))
     prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect's SQLite cannot create its folder
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+    from tasks.apps.cli import prefect_defaults
+
+    prefect_defaults()  # as `textclf` sets them, for the Prefect servers the tests start
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

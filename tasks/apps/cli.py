@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -218,8 +219,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def prefect_defaults() -> None:
+    """Settings for the Prefect servers this command starts (a temporary one for `run`, one for `service`).
+
+    Offline by default: no usage telemetry (nothing could send it anyway). The SQLite
+    database's lock wait goes from 10 to 60 s: on a busy 2-core machine a fresh database's
+    migrations held it longer than 10 s and the server's first write failed ("database is
+    locked", seen in CI). Both yield to the environment's own settings.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    prefect_defaults()
     root = args.root.resolve()
     try:
         if args.command == "stage":

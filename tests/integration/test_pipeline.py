@@ -57,10 +57,14 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     record = json.loads((repo / "registry" / "versions" / "v0001" / "version.json").read_text())
     assert record["data"]["validated_md5"] and record["git_commit"] != "unknown"
     assert record["metrics"]["gate"]["passed"] is True
-    # Only the serving variant the gate chose is registered, with what it needs to run alone.
+    # The serving variant the gate chose and every other that passed are registered, with what they need.
+    gate_verdicts = record["metrics"]["gate"]["variants"]
     assert record["variant"] == record["metrics"]["gate"]["serving_variant"]
+    assert set(record["serving_variants"]) == {name for name, verdict in gate_verdicts.items() if verdict["passed"]}
+    assert record["serving_variants"][record["variant"]] == record["model_file"]
     version_files = {p.name for p in (repo / "registry" / "versions" / "v0001").iterdir()}
-    assert version_files == {record["model_file"], "tokenizer.json", "classifier.json", "version.json", "gate.md"}
+    graphs = set(record["serving_variants"].values())
+    assert version_files == {*graphs, "tokenizer.json", "classifier.json", "version.json", "gate.md"}
     assert "Serving variants against PyTorch fp32" in log and "**serves**" in log
     curves = run([str(BIN / "prefect"), "artifact", "inspect", "training-curves", "--limit", "1", "-o", "json"], repo)
     assert "reports/train/report.html" in curves.stdout
