@@ -222,13 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
 def prefect_defaults() -> None:
     """Settings for the Prefect servers this command starts (a temporary one for `run`, one for `service`).
 
-    Offline by default: no usage telemetry (nothing could send it anyway). The SQLite
-    database's lock wait goes from 10 to 60 s: on a busy 2-core machine a fresh database's
-    migrations held it longer than 10 s and the server's first write failed ("database is
-    locked", seen in CI). Both yield to the environment's own settings.
+    Offline by default: no usage telemetry (nothing could send it anyway; its first write
+    to a fresh SQLite database is the one CI saw fail with "database is locked"). A
+    temporary server gets 90 s instead of 20 to start: on a busy 2-core machine 20 was
+    not always enough. Both yield to the environment's own settings.
     """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_DATABASE_TIMEOUT", "60")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,9 @@ from tasks.lib.demo_data import generate_reviews
 from tests.conftest import copy_repo, deep_merge, repo_params, tiny_overrides
 
 pytestmark = pytest.mark.slow
-DEBOUNCE = 40  # seconds: longer than the watcher takes to check three files (a child process each)
+# Seconds: longer than the watcher takes to check three files, a child process each (16 to 30 s
+# per file on a busy 2-core machine: with 40, CI once saw the third file start a second run).
+DEBOUNCE = 75
 PIPELINE = "retraining-pipeline"
 INGEST = "ingest-new-data"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
