@@ -45,7 +45,7 @@ serve: install
 repro: install
 	$(BIN)/dvc repro
 
-## The default suite (about 19 minutes on 2 cores).
+## The default suite (about 25 minutes on 2 cores).
 test: install
 	$(BIN)/python -m pytest
 
