@@ -3,7 +3,7 @@
 Requests put their texts on one bounded queue; a single worker thread takes
 what is queued whenever the model is free (up to `max_batch` texts; under
 load, when the last batch held several texts, it first waits at most
-`max_wait_ms` for more), runs one length-sorted inference and answers
+`max_wait_ms` for more), runs them cut into length groups and answers
 every request in the batch. With one client nothing waits; with many, batches
 fill by themselves while the previous one runs. Admission is decided at once,
 on the event loop: a request that would not fit in the queue, or that would
