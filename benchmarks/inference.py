@@ -43,7 +43,8 @@ def main() -> None:
     rows = rows.iloc[: args.limit] if args.limit else rows
     labels = list(map_labels(rows[LABEL], params.data.label_map))
     folder = params.path("quantized")
-    variants = {name: variant_file(name) for name in params.quantize.variants if (folder / variant_file(name)).exists()}
+    files = {name: variant_file(name, variant.runtime) for name, variant in params.quantize.variants.items()}
+    variants = {name: file for name, file in files.items() if (folder / file).exists()}
     if not variants:
         raise SystemExit(f"no serving variants in {folder}: run the pipeline first (make run or dvc repro)")
     known = ClassifierInfo.load(folder).labels

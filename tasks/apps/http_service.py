@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -95,6 +94,7 @@ class HealthResponse(BaseModel):
     variant_timings_ms: dict[str, float] | None = Field(
         None, description="serve.variant auto: one batch's median time per variant, measured here at load"
     )
+    engine: str | None = Field(None, description="the runtime, its version and precision, e.g. openvino 2026.4.1 bf16")
     error: str | None = None
     queue: QueueOut
 
@@ -215,23 +215,23 @@ class RequestGuard:
             await _refuse(send, 413, f"the body is over {limit} bytes (serve.max_texts x serve.max_chars)")
             return
         body = bytearray()
-        deadline = time.monotonic() + self.config.body_timeout_seconds
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
-            except TimeoutError:
-                await _refuse(
-                    send, 408, f"the body took over serve.body_timeout_seconds ({self.config.body_timeout_seconds} s)"
-                )
-                return
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > limit:
-                await _refuse(send, 413, f"the body is over {limit} bytes (serve.max_texts x serve.max_chars)")
-                return
-            if not message.get("more_body"):
-                break
+        # asyncio.timeout, not wait_for: no task per receive() (that cost shows at one connection).
+        try:
+            async with asyncio.timeout(self.config.body_timeout_seconds):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    if len(body) > limit or not message.get("more_body"):
+                        break
+        except TimeoutError:
+            seconds = self.config.body_timeout_seconds
+            await _refuse(send, 408, f"the body took over serve.body_timeout_seconds ({seconds} s)")
+            return
+        if len(body) > limit:
+            await _refuse(send, 413, f"the body is over {limit} bytes (serve.max_texts x serve.max_chars)")
+            return
         busy = self.refusal()
         if busy:
             await _refuse(send, 429, str(busy), keep_alive=True, headers={"retry-after": str(busy.retry_after)})
@@ -247,7 +247,8 @@ class RequestGuard:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, receive, tracked_send), self.config.request_timeout_seconds)
+            async with asyncio.timeout(self.config.request_timeout_seconds):
+                await self.app(scope, receive, tracked_send)
         except TimeoutError:
             if not started:
                 seconds = self.config.request_timeout_seconds

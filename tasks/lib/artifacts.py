@@ -34,9 +34,15 @@ GATE_REPORT_FILE = "gate.md"
 PYTORCH_BASELINE = "pytorch_fp32"
 
 
-def variant_file(name: str) -> str:
-    """The ONNX file of serving variant `name` in the quantized folder."""
-    return f"model.{name}.onnx"
+def variant_file(name: str, runtime: str = "onnxruntime") -> str:
+    """The graph file of serving variant `name` in the quantized folder; its suffix names the runtime:
+    `.onnx` for ONNX Runtime, `.xml` (with its weights in `.bin`) for OpenVINO."""
+    return f"model.{name}.xml" if runtime == "openvino" else f"model.{name}.onnx"
+
+
+def graph_files(file: str) -> list[str]:
+    """Every file a graph is stored in: an OpenVINO `.xml` keeps its weights in the `.bin` beside it."""
+    return [file, file.removesuffix(".xml") + ".bin"] if file.endswith(".xml") else [file]
 
 
 class ArtifactError(PipelineError, ValueError):
@@ -167,6 +173,7 @@ class ModelMeasurement(Record):
     agreement_b1: Agreement
     agreement_batch: Agreement
     file: str | None = None  # None for the PyTorch baseline
+    engine: str | None = None  # what ran it on the measuring host, e.g. "openvino 2026.4.1 bf16"
 
 
 class QuantizeMetrics(StageRecord):

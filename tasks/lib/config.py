@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -321,10 +321,31 @@ class _Variant(_Section):
     # Which graph the variant starts from: the plain export, or the one with
     # ONNX Runtime's transformer fusions (Attention, SkipLayerNorm, BiasGelu).
     graph: Literal["exported", "optimized"]
+    # The engine that runs it; decides the file (artifacts.variant_file).
+    runtime: ClassVar[Literal["onnxruntime", "openvino"]] = "onnxruntime"
 
 
 class Fp32Variant(_Variant):
     kind: Literal["fp32"]
+
+
+class OpenVinoVariant(_Variant):
+    """The graph converted to OpenVINO's format and run by OpenVINO's CPU plugin."""
+
+    kind: Literal["openvino"]
+    # bf16: computed in bfloat16 where the CPU does that natively (AMX,
+    # AVX512_BF16), in f32 elsewhere; f32: always f32.
+    precision: Literal["bf16", "f32"]
+    runtime: ClassVar[Literal["onnxruntime", "openvino"]] = "openvino"
+
+    @model_validator(mode="after")
+    def _plain_graph(self) -> OpenVinoVariant:
+        if self.graph != "exported":
+            raise ValueError(
+                "graph must be exported: OpenVINO cannot read ONNX Runtime's fused operators "
+                "(com.microsoft Attention, SkipLayerNormalization) of the optimized graph"
+            )
+        return self
 
 
 class DynamicInt8Variant(_Variant):
@@ -352,7 +373,9 @@ class Fp16Variant(_Variant):
     kind: Literal["fp16"]
 
 
-Variant = Annotated[Fp32Variant | DynamicInt8Variant | StaticInt8Variant | Fp16Variant, Field(discriminator="kind")]
+Variant = Annotated[
+    Fp32Variant | DynamicInt8Variant | StaticInt8Variant | Fp16Variant | OpenVinoVariant, Field(discriminator="kind")
+]
 
 
 class BenchmarkConfig(_Section):

@@ -1,15 +1,21 @@
-"""Load and run an exported classifier with ONNX Runtime: no torch on this path.
+"""Load and run an exported classifier with ONNX Runtime or OpenVINO: no torch on this path.
 
-A model folder holds the ONNX graph, `tokenizer.json` and `classifier.json`
-(label names and the maximum sequence length), so it is usable on its own.
+A model folder holds the graph, `tokenizer.json` and `classifier.json` (label
+names and the maximum sequence length), so it is usable on its own. The graph
+file's suffix names its runtime: `.onnx` runs in ONNX Runtime, `.xml` (an
+OpenVINO model converted from the ONNX export, weights in the `.bin` beside it)
+in OpenVINO's CPU plugin.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -127,22 +133,94 @@ class BatchEncoder:
         return out
 
 
+Forward = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A loaded graph: its input names, its forward function, and what runs it (e.g. `openvino 2026.4.1 bf16`)."""
+
+    inputs: set[str]
+    forward: Forward
+    description: str
+
+
+def onnxruntime_engine(path: Path, threads: int | None) -> Engine:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    return Engine(
+        {i.name for i in session.get_inputs()},
+        lambda feed: session.run(["logits"], feed)[0],
+        f"onnxruntime {ort.__version__}",
+    )
+
+
+# Where an OpenVINO model carries the precision it was measured with (quantize writes it).
+OPENVINO_PRECISION_KEY = ["textclf", "inference_precision"]
+
+
+def import_openvino() -> ModuleType:
+    """`openvino`, imported without its usage telemetry.
+
+    Importing openvino posts an event to Google Analytics (openvino.tools.ovc) unless a
+    consent file in ~/intel says no. A None entry in sys.modules makes `import
+    openvino_telemetry` fail, and OpenVINO then uses its own no-op stub: offline by default.
+    """
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]  # None: "cannot be imported"
+    import openvino
+
+    return openvino
+
+
+def openvino_engine(path: Path, threads: int | None) -> Engine:
+    """Compile for the CPU with the latency hint; bf16 only where the CPU computes it natively."""
+    ov = import_openvino()
+
+    core = ov.Core()
+    model = core.read_model(path)
+    wanted = (
+        model.get_rt_info(OPENVINO_PRECISION_KEY).astype(str) if model.has_rt_info(OPENVINO_PRECISION_KEY) else "f32"
+    )
+    native_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    config: dict[str, Any] = {
+        "PERFORMANCE_HINT": "LATENCY",
+        # Without native support the plugin would emulate bf16, slower than f32.
+        "INFERENCE_PRECISION_HINT": "bf16" if wanted == "bf16" and native_bf16 else "f32",
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(model, "CPU", config)
+    request, logits = compiled.create_infer_request(), compiled.output("logits")
+    # One request, so one call at a time (ONNX Runtime sessions allow concurrent calls).
+    lock = threading.Lock()
+
+    def forward(feed: dict[str, np.ndarray]) -> np.ndarray:
+        with lock:
+            return np.array(request.infer(feed)[logits], dtype=np.float32)
+
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    return Engine(
+        {name for port in compiled.inputs for name in port.get_names()},
+        forward,
+        f"openvino {ov.get_version().split('-')[0]} {precision}",
+    )
+
+
 class OnnxClassifier:
-    """Batched text classification with an ONNX model folder."""
+    """Batched text classification with an exported model folder (ONNX Runtime or OpenVINO by the file's suffix)."""
 
     def __init__(self, folder: Path, model_file: str, threads: int | None = None):
-        import onnxruntime as ort
-
         self.folder, self.model_file = folder, model_file
-        self.session = ort.InferenceSession(
-            str(folder / model_file), session_options(threads), providers=["CPUExecutionProvider"]
-        )
-        self.encoder = BatchEncoder(folder, {i.name for i in self.session.get_inputs()})
+        load = openvino_engine if model_file.endswith(".xml") else onnxruntime_engine
+        self.engine = load(folder / model_file, threads)
+        self.encoder = BatchEncoder(folder, self.engine.inputs)
         self.info = self.encoder.info
 
     def logits(self, texts: Sequence[str], batch_size: int = 32, cut: bool = False) -> np.ndarray:
         """Raw logits, shape (len(texts), number of labels), in the order of `texts` (`cut`: length_batches)."""
-        return self.encoder.run(texts, batch_size, lambda feed: self.session.run(["logits"], feed)[0], cut)
+        return self.encoder.run(texts, batch_size, self.engine.forward, cut)
 
     def predict(self, texts: Sequence[str], batch_size: int = 32) -> list[str]:
         return [self.info.labels[i] for i in self.logits(texts, batch_size).argmax(axis=1)]

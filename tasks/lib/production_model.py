@@ -269,6 +269,7 @@ class ProductionModel:
             "variant": self.choice.variant if self.choice else None,
             "variant_chosen_by": self.choice.by if self.choice else None,
             "variant_timings_ms": self.choice.timings_ms if self.choice else None,
+            "engine": classifier.engine.description,
             "error": self.error,
         }
 

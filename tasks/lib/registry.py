@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from filelock import FileLock
 
-from tasks.lib.artifacts import CLASSIFIER_FILE, TOKENIZER_FILE, VERSION_FILE
+from tasks.lib.artifacts import CLASSIFIER_FILE, TOKENIZER_FILE, VERSION_FILE, graph_files
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import file_digest, read_json, write_json, write_text
 
@@ -64,7 +64,7 @@ def verify_files(folder: Path) -> bool:
     listed = data.get("files")
     if listed is None:
         return False
-    unlisted = {data.get("model_file") or "", TOKENIZER_FILE, CLASSIFIER_FILE} - set(listed) - {""}
+    unlisted = {*graph_files(data.get("model_file") or ""), TOKENIZER_FILE, CLASSIFIER_FILE} - set(listed) - {""}
     if unlisted:
         raise RegistryError(f"{record}: does not list {sorted(unlisted)}: refusing to load files it cannot vouch for")
     changed = []

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from tasks.lib.artifacts import PYTORCH_BASELINE, QuantizeMetrics
+from tasks.lib.artifacts import PYTORCH_BASELINE, QuantizeMetrics, graph_files
 from tasks.lib.config import BenchmarkConfig
 from tasks.lib.io import dir_size
 from tasks.lib.metrics import agreement
@@ -170,13 +170,14 @@ def measure_variants(
     }
     sizes = {
         PYTORCH_BASELINE: dir_size(model_dir),
-        **{name: (folder / file).stat().st_size for name, file in variants.items()},
+        **{name: sum((folder / part).stat().st_size for part in graph_files(file)) for name, file in variants.items()},
     }
     timings = time_models(models, texts, latency_rows, config)
     names = next(iter(onnx_models.values())).info.labels
     report = summarise(timings, sizes, fp32_onnx.stat().st_size, names, labels, config)
     for name, file in variants.items():
         report["models"][name]["file"] = file
+        report["models"][name]["engine"] = onnx_models[name].engine.description
     return QuantizeMetrics.parse(report, "variant measurement")
 
 
@@ -187,13 +188,13 @@ def render(report: QuantizeMetrics) -> str:
         f"{report.latency_rows}, batch {report.batch_size}, {report.threads or 'all'} threads)"
     )
     header = (
-        "| model | p50 ms | p95 ms | b1 speed-up | rows/s | batch speed-up | size MB | size vs fp32 | "
+        "| model | runs in | p50 ms | p95 ms | b1 speed-up | rows/s | batch speed-up | size MB | size vs fp32 | "
         "acc b1 | acc batch | agree b1 | agree batch | max logit diff |"
     )
-    lines = [title, "", header, "|---" * 13 + "|"]
+    lines = [title, "", header, "|---" * 14 + "|"]
     for name, m in report.models.items():
         lines.append(
-            f"| {name} | {m.p50_ms:.2f} | {m.p95_ms:.2f} | {m.speedup_b1:.2f}x | "
+            f"| {name} | {m.engine or 'torch'} | {m.p50_ms:.2f} | {m.p95_ms:.2f} | {m.speedup_b1:.2f}x | "
             f"{m.batch_per_s:.0f} | {m.speedup_batch:.2f}x | {m.size_bytes / 1e6:.1f} | "
             f"{m.size_ratio:.1%} | {m.accuracy_b1:.4f} | {m.accuracy_batch:.4f} | "
             f"{m.agreement_b1.label_agreement:.4f} | {m.agreement_batch.label_agreement:.4f} | "

@@ -18,7 +18,7 @@ from tasks.lib.artifacts import (
     LineageMetrics,
     Promotion,
     QuantizeMetrics,
-    variant_file,
+    graph_files,
 )
 from tasks.lib.config import Params
 from tasks.lib.io import file_md5
@@ -45,9 +45,14 @@ def registered_variants(params: Params, gate: GateMetrics, chosen: str) -> dict[
     names = {chosen}
     if params.promote.variants == "passing":
         names |= {name for name, verdict in gate.variants.items() if verdict.passed}
-    files = {name: variant_file(name) for name in sorted(names)}
-    files[chosen] = gate.model_file or variant_file(chosen)
-    return {name: file for name, file in files.items() if (params.path("quantized") / file).is_file()}
+    measured = QuantizeMetrics.read(params).models
+    files = {name: measured[name].file for name in sorted(names) if name in measured}
+    files[chosen] = gate.model_file
+    return {
+        name: file
+        for name, file in files.items()
+        if file and all((params.path("quantized") / part).is_file() for part in graph_files(file))
+    }
 
 
 def lineage(params: Params, gate: GateMetrics, model_file: str, variant: str) -> Lineage:
@@ -106,7 +111,13 @@ def promote(params: Params) -> Promotion:
             params.path("quantized"),
             record.dump(),
             files=[
-                *sorted(set(record.serving_variants.values()) | {record.model_file}),
+                *sorted(
+                    {
+                        part
+                        for file in {*record.serving_variants.values(), record.model_file}
+                        for part in graph_files(file)
+                    }
+                ),
                 TOKENIZER_FILE,
                 CLASSIFIER_FILE,
             ],

@@ -1,8 +1,9 @@
 """Stage `quantize`: build the serving variants set in params, then measure them against PyTorch.
 
-Each variant (`model.<name>.onnx` in one self-contained folder with the
-tokenizer and label names) is one of: the fp32 graph, dynamic int8, static
-int8 (QDQ, activation ranges calibrated on validation rows) or fp16. The
+Each variant (`model.<name>.onnx`, or `.xml`/`.bin` for OpenVINO, in one
+self-contained folder with the tokenizer and label names) is one of: the fp32
+graph, dynamic int8, static int8 (QDQ, activation ranges calibrated on
+validation rows), fp16, or the graph in OpenVINO's format. The
 stage then runs PyTorch fp32 and every variant side by side on the test split
 (tasks/lib/variant_measurement.py): agreement, accuracy at batch 1 and at batch size,
 latency, throughput and size, into `metrics/quantize.json` and
@@ -30,13 +31,14 @@ from tasks.lib.config import (
     DynamicInt8Variant,
     Fp16Variant,
     Fp32Variant,
+    OpenVinoVariant,
     Params,
     StaticInt8Variant,
     Variant,
 )
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import atomic_dir, read_table, write_text
-from tasks.lib.onnx_classifier import BatchEncoder
+from tasks.lib.onnx_classifier import OPENVINO_PRECISION_KEY, BatchEncoder, import_openvino
 from tasks.lib.stage_runner import run_as_script
 from tasks.lib.variant_measurement import measure_variants, render
 
@@ -124,9 +126,19 @@ def _to_fp16(source: Path, target: Path) -> None:
     onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
 
 
+def _to_openvino(source: Path, target: Path, variant: OpenVinoVariant) -> None:
+    ov = import_openvino()
+    model = ov.Core().read_model(source)
+    # The precision travels with the model: a serving host computes in what the gate measured.
+    model.set_rt_info(variant.precision, OPENVINO_PRECISION_KEY)
+    # bf16 computes with 8 mantissa bits: weights kept as fp16 (11) lose nothing of that, at half the size.
+    ov.save_model(model, target, compress_to_fp16=variant.precision == "bf16")
+
+
 def build_variant(name: str, variant: Variant, onnx_dir: Path, target_dir: Path, calibration: Sequence[str]) -> Path:
-    """Write `model.<name>.onnx` into `target_dir` from the exported or optimised graph; returns its path."""
-    source, target = onnx_dir / GRAPH_FILES[variant.graph], target_dir / variant_file(name)
+    """Write the variant's graph (artifacts.variant_file) into `target_dir` from the exported or optimised
+    graph; returns its path."""
+    source, target = onnx_dir / GRAPH_FILES[variant.graph], target_dir / variant_file(name, variant.runtime)
     try:
         if isinstance(variant, Fp32Variant):
             shutil.copy(source, target)
@@ -136,6 +148,8 @@ def build_variant(name: str, variant: Variant, onnx_dir: Path, target_dir: Path,
             _quantize_static(source, target, variant, calibration[: variant.calibration_rows])
         elif isinstance(variant, Fp16Variant):
             _to_fp16(source, target)
+        elif isinstance(variant, OpenVinoVariant):
+            _to_openvino(source, target, variant)
     except QuantizationError:
         raise
     except Exception as exc:  # ORT's quantizer raises bare RuntimeError/ValueError/KeyError

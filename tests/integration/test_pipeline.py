@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from tasks.apps.code_deps import check_stages
+from tasks.lib.artifacts import graph_files
 from tests.conftest import BIN, deep_merge, repo_params, run, tiny_overrides
 
 UP_TO_DATE = "Data and pipelines are up to date."
@@ -63,7 +64,7 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     assert set(record["serving_variants"]) == {name for name, verdict in gate_verdicts.items() if verdict["passed"]}
     assert record["serving_variants"][record["variant"]] == record["model_file"]
     version_files = {p.name for p in (repo / "registry" / "versions" / "v0001").iterdir()}
-    graphs = set(record["serving_variants"].values())
+    graphs = {part for file in record["serving_variants"].values() for part in graph_files(file)}  # OpenVINO: .xml+.bin
     assert version_files == {*graphs, "tokenizer.json", "classifier.json", "version.json", "gate.md"}
     assert "Serving variants against PyTorch fp32" in log and "**serves**" in log
     curves = run([str(BIN / "prefect"), "artifact", "inspect", "training-curves", "--limit", "1", "-o", "json"], repo)

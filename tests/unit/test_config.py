@@ -95,3 +95,10 @@ def test_a_variant_may_not_take_the_pytorch_baselines_name(tmp_path):
     bad = deep_merge(repo_params(), {"quantize": {"variants": variants}})
     with pytest.raises(ConfigError, match=r"quantize\.variants: .*'pytorch_fp32' is what the PyTorch baseline"):
         load_params(write(tmp_path, bad))
+
+
+def test_an_openvino_variant_must_start_from_the_plain_graph(tmp_path):
+    variants = {"ov": {"kind": "openvino", "graph": "optimized", "precision": "bf16"}}
+    bad = deep_merge(repo_params(), {"quantize": {"variants": variants}})
+    with pytest.raises(ConfigError, match=r"quantize\.variants\.ov.*graph must be exported: OpenVINO cannot read"):
+        load_params(write(tmp_path, bad))

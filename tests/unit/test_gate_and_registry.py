@@ -376,11 +376,24 @@ def test_a_crash_mid_promotion_leaves_production_serving(make_params, onnx_folde
 
 def test_promote_registers_every_variant_that_passed_the_gate(make_params, onnx_folder, int8_model):
     from tasks.lib.artifacts import RuleResult, VariantVerdict
+    from tasks.lib.config import OpenVinoVariant
+    from tasks.lib.production_model import ModelLoadError, ProductionModel
+    from tasks.stages.quantize import build_variant
 
     params = make_params()
     stage_candidate(params, onnx_folder / "model.onnx", "model.fp32.onnx")
-    shutil.copy(int8_model, params.path("quantized") / "model.int8_dynamic.onnx")
-    shutil.copy(int8_model, params.path("quantized") / "model.int8_static.onnx")
+    quantized = params.path("quantized")
+    shutil.copy(int8_model, quantized / "model.int8_dynamic.onnx")
+    shutil.copy(int8_model, quantized / "model.int8_static.onnx")
+    openvino = OpenVinoVariant(kind="openvino", graph="exported", precision="f32")
+    assert build_variant("openvino_f32", openvino, onnx_folder, quantized, []).name == "model.openvino_f32.xml"
+    files = {
+        "fp32": "model.fp32.onnx",
+        "int8_dynamic": "model.int8_dynamic.onnx",
+        "int8_static": "model.int8_static.onnx",
+        "openvino_f32": "model.openvino_f32.xml",
+    }
+    measurement({name: {**measured(1.0, 100), "file": file} for name, file in files.items()}).write(params)
     verdict = {"passed": True, "rules": []}
     failing_rule = RuleResult(
         name="accuracy", value=0.5, threshold=0.6, kind="min", interval=None, status="FAIL", skip=None, margin=-0.1
@@ -392,16 +405,28 @@ def test_promote_registers_every_variant_that_passed_the_gate(make_params, onnx_
                 "fp32": VariantVerdict(**verdict),
                 "int8_dynamic": VariantVerdict(**verdict),
                 "int8_static": failed,
+                "openvino_f32": VariantVerdict(**verdict),
             }
         }
     )
     gate.write(params)
     version = promote(params).version
     record = Registry(params.path("registry")).record(version)
-    assert record["serving_variants"] == {"fp32": "model.fp32.onnx", "int8_dynamic": "model.int8_dynamic.onnx"}
+    assert record["serving_variants"] == {name: files[name] for name in ("fp32", "int8_dynamic", "openvino_f32")}
     folder = Path(record["path"])
-    assert {p.name for p in folder.glob("*.onnx")} == {"model.fp32.onnx", "model.int8_dynamic.onnx"}
-    assert set(record["files"]) >= {"model.fp32.onnx", "model.int8_dynamic.onnx", "tokenizer.json", "classifier.json"}
+    graphs = {"model.fp32.onnx", "model.int8_dynamic.onnx", "model.openvino_f32.xml", "model.openvino_f32.bin"}
+    assert {p.name for p in folder.glob("model.*")} == graphs
+    assert set(record["files"]) >= {*graphs, "tokenizer.json", "classifier.json"}
+    # The OpenVINO variant serves like the others, and says what runs it.
+    model = ProductionModel(params.path("registry"), variant="openvino_f32")
+    served = model.predict(["a fine film", "dull"])[1]
+    expected = load_classifier(onnx_folder, verify=False, graph_file="model.onnx")
+    assert [p.label for p in served] == expected.predict(["a fine film", "dull"])
+    assert model.status()["engine"].startswith("openvino ") and model.status()["engine"].endswith(" f32")
+    # Its weights are hash-checked like every registered file.
+    (folder / "model.openvino_f32.bin").write_bytes(b"not the weights")
+    with pytest.raises(ModelLoadError, match=r"model\.openvino_f32\.bin differs"):
+        load_classifier(folder)
 
     only_chosen = make_params({"promote": {"variants": "chosen"}})
     assert registered_variants(only_chosen, gate, "fp32") == {"fp32": "model.fp32.onnx"}

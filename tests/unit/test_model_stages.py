@@ -1,7 +1,10 @@
 """train -> evaluate -> export -> quantize on a tiny random BERT, through the stage entry points."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -20,7 +23,7 @@ from tasks.stages import (
     train,
     validate,
 )
-from tests.conftest import deep_merge, repo_params, tiny_overrides
+from tests.conftest import REPO, deep_merge, repo_params, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +112,11 @@ def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
     report = json.loads((trained.path("metrics") / "quantize.json").read_text())
     variants = trained.quantize.variants
     assert set(report["models"]) == {"pytorch_fp32", *variants}
+    files = {name: quantize.variant_file(name, variant.runtime) for name, variant in variants.items()}
     ops = {
-        name: {n.op_type for n in onnx.load(str(folder / quantize.variant_file(name))).graph.node} for name in variants
+        name: {n.op_type for n in onnx.load(str(folder / file)).graph.node}
+        for name, file in files.items()
+        if file.endswith(".onnx")
     }
     assert {"QAttention", "DynamicQuantizeLinear"} <= ops["int8_dynamic"]
     assert "QuantizeLinear" in ops["int8_static"] and "DequantizeLinear" in ops["int8_static"]
@@ -118,18 +124,23 @@ def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
     half = onnx.load(str(folder / quantize.variant_file("half")))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in half.graph.initializer)
     texts = ["good", "bad and boring"]
-    for name in variants:
-        model = OnnxClassifier(folder, quantize.variant_file(name))
+    for name, file in files.items():
+        model = OnnxClassifier(folder, file)
         assert model.logits(texts).shape == (2, 2) and model.logits(texts).dtype == np.float32, name
         measured = report["models"][name]
-        assert (
-            measured["p50_ms"] > 0 and measured["batch_per_s"] > 0 and measured["file"] == quantize.variant_file(name)
-        )
+        assert measured["p50_ms"] > 0 and measured["batch_per_s"] > 0 and measured["file"] == file
+        assert measured["engine"] == model.engine.description
         assert 0 <= measured["agreement_b1"]["label_agreement"] <= 1
     models = report["models"]
     assert models["fp32"]["agreement_batch"]["max_abs_logit_diff"] < 1e-3
     assert models["half"]["agreement_batch"]["max_abs_logit_diff"] < 0.05
     assert models["int8_dynamic"]["size_ratio"] < 0.3 and models["fp32"]["size_ratio"] > 0.9
+    # OpenVINO: weights in the .bin beside the .xml (counted in its size), stored as fp16 for bf16.
+    assert files["openvino_bf16"] == "model.openvino_bf16.xml" and (folder / "model.openvino_bf16.bin").is_file()
+    assert (
+        models["openvino_bf16"]["engine"].startswith("openvino ") and 0.4 < models["openvino_bf16"]["size_ratio"] < 0.6
+    )
+    assert models["openvino_bf16"]["agreement_batch"]["label_agreement"] > 0.95
     assert report["latency_rows"] == report["rows"] == len(pd.read_parquet(trained.path("test_split")))
     assert "| int8_dynamic |" in (trained.path("reports") / "quantize.md").read_text()
 
@@ -145,3 +156,17 @@ def test_a_corrupt_graph_fails_the_variant_by_name(trained, tmp_path):
         quantize.QuantizationError, match=r"quantize\.variants\.broken \(dynamic_int8 of model\.opt\.onnx\)"
     ):
         quantize.build_variant("broken", variant, tmp_path / "onnx", tmp_path, [])
+
+
+def test_openvino_is_imported_without_its_usage_telemetry(tmp_path):
+    # A plain `import openvino` writes a client id under ~/intel and posts an event; ours must not.
+    plain, ours = tmp_path / "plain", tmp_path / "ours"
+    for home, code in (
+        (plain, "import openvino"),
+        (ours, "from tasks.lib.onnx_classifier import import_openvino; import_openvino().Core()"),
+    ):
+        home.mkdir()
+        env = {**os.environ, "HOME": str(home), "CI": ""}
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True, timeout=120)
+    assert (plain / "intel").exists()  # what the test would see if the guard were gone
+    assert not (ours / "intel").exists()
