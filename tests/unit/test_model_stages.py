@@ -44,6 +44,7 @@ def trained(tmp_path_factory, tiny_model_dir):
                         "op_types": ["MatMul"],
                     },
                     "half": {"kind": "fp16", "graph": "optimized"},
+                    "openvino_bf16": {"kind": "openvino", "graph": "exported", "precision": "bf16"},
                 }
             },
         },
