@@ -7,8 +7,8 @@ load, when the last batch held several texts, it first waits at most
 every request in the batch. With one client nothing waits; with many, batches
 fill by themselves while the previous one runs. Admission is decided at once,
 on the event loop: a request that would not fit in the queue, or that would
-wait longer than `max_queue_ms` at the measured speed, is refused (429) instead
-of letting every request's latency grow.
+wait longer than `max_queue_ms` at the measured speed behind more than a batch
+of texts, is refused (429) instead of letting every request's latency grow.
 
 Why hand-written: the servers that do this (Triton's dynamic batcher,
 TorchServe, BentoML) are whole serving stacks with their own model formats and
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import statistics
 import threading
 import time
 from collections import deque
@@ -36,6 +37,9 @@ import numpy as np
 from tasks.lib.metrics import softmax
 from tasks.lib.onnx_classifier import OnnxClassifier
 from tasks.lib.production_model import Prediction, predictions_from
+
+# How many recent batches the admission estimate is the median of.
+_RECENT_BATCHES = 15
 
 
 class Overloaded(RuntimeError):
@@ -89,8 +93,10 @@ class Batcher:
         self._queue: deque[tuple[_Request, int]] = deque()  # (request, index of the text in it)
         self._ready = threading.Condition()
         self._draining = False
-        # Seconds per text, a moving average over batches: the admission estimate. Starts
-        # unknown (0): the queue bound alone applies until the first batch is measured.
+        # Seconds per text of the last batches; their median is the admission estimate (one
+        # slow batch, a GC pause or a noisy neighbour, must not refuse the next requests).
+        # Unknown (0) until the first batch: the queue bound alone applies.
+        self._recent_per_text: deque[float] = deque(maxlen=_RECENT_BATCHES)
         self._seconds_per_text = 0.0
         self._batches = self._texts_done = self._refused = self._last_batch = 0
         self._thread = threading.Thread(target=self._work, name="batcher", daemon=True)
@@ -152,7 +158,10 @@ class Batcher:
         """
         queued = len(self._queue)
         wait_s = queued * self._seconds_per_text
-        if queued + texts <= self.max_queue and wait_s <= self.max_queue_s:
+        # Texts that fit in the next batch wait for the running one and their own whatever
+        # is decided: refusing them would make no one faster, so the time bound starts beyond.
+        in_time = queued + texts <= self.max_batch or wait_s <= self.max_queue_s
+        if queued + texts <= self.max_queue and in_time:
             return None
         self._refused += 1
         return Overloaded(
@@ -205,11 +214,15 @@ class Batcher:
         for loop, requests in _by_loop(finished).items():
             _call_soon(loop, _resolve, requests)
         elapsed = time.perf_counter() - started
-        per_text = elapsed / len(batch)
-        self._seconds_per_text = per_text if not self._batches else 0.8 * self._seconds_per_text + 0.2 * per_text
+        self.measured(elapsed, len(batch))
         self._batches += 1
         self._last_batch = len(batch)
         self._texts_done += len(batch)
+
+    def measured(self, seconds: float, texts: int) -> None:
+        """Count a batch of `texts` that took `seconds` into the admission estimate."""
+        self._recent_per_text.append(seconds / texts)
+        self._seconds_per_text = statistics.median(self._recent_per_text)
 
     def _fail(self, requests: set[_Request], exc: Exception) -> None:
         with self._ready:  # drop their other texts still queued

@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -153,10 +153,7 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Any, exc: RequestValidationError) -> Response:
-        # FastAPI's own 422 echoes the input back (and a lone surrogate in it cannot be encoded).
-        return _json(
-            {"detail": [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]}, 422
-        )
+        return _invalid(exc.errors())
 
     @app.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def health() -> Response:
@@ -170,9 +167,8 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
         status["queue"] = queue.__dict__
         return _json(status, 503 if status["status"] in ("unavailable", "draining") else 200)
 
-    @app.post("/predict", response_model=PredictResponse, responses=errors)  # type: ignore[arg-type]
-    async def predict(request: PredictRequest) -> Response:
-        texts = request.texts
+    async def answer(texts: list[str]) -> Response:
+        """/predict's answer to valid texts (from the route below, or the guard's fast path)."""
         if len(texts) > config.max_texts:
             return _json({"detail": f"{len(texts)} texts in one request; serve.max_texts is {config.max_texts}"}, 413)
         too_long = [i for i, text in enumerate(texts) if len(text) > config.max_chars]
@@ -191,7 +187,18 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
             return _json({"detail": str(exc)}, 503, {"Retry-After": "1"})
         return _json({"version": version, "predictions": [p.as_dict() for p in predictions]})
 
-    return RequestGuard(app, config, batcher.refusal)
+    # Declared for the schema (/docs) and for requests the fast path leaves to FastAPI.
+    @app.post("/predict", response_model=PredictResponse, responses=errors)  # type: ignore[arg-type]
+    async def predict(request: PredictRequest) -> Response:
+        return await answer(request.texts)
+
+    return RequestGuard(app, config, batcher.refusal, answer)
+
+
+def _invalid(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> Response:
+    """422 naming where and why, never the input (FastAPI's own 422 echoes it, and a lone surrogate
+    in it cannot even be encoded)."""
+    return _json({"detail": [{"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors]}, 422)
 
 
 class RequestGuard:
@@ -202,8 +209,14 @@ class RequestGuard:
     would read it whole before any check runs.
     """
 
-    def __init__(self, app: ASGIApp, config: ServeConfig, refusal: Callable[[], Overloaded | None]):
-        self.app, self.config, self.refusal = app, config, refusal
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: ServeConfig,
+        refusal: Callable[[], Overloaded | None],
+        predict: Callable[[list[str]], Awaitable[Response]],
+    ):
+        self.app, self.config, self.refusal, self.predict = app, config, refusal, predict
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -236,9 +249,31 @@ class RequestGuard:
         if busy:
             await _refuse(send, 429, str(busy), keep_alive=True, headers={"retry-after": str(busy.retry_after)})
             return
-        await self._answer(scope, _replay(bytes(body), receive), send)
+        # The one hot route skips FastAPI's routing, middleware and dependency solving (half the
+        # event loop's time per request under load, measured with py-spy); same model, same answers.
+        fast = scope["method"] == "POST" and scope["path"] == "/predict" and _is_json(scope["headers"])
+        app = self._predict_fast(bytes(body)) if fast else self.app
+        await self._answer(app, scope, _replay(bytes(body), receive), send)
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _predict_fast(self, body: bytes) -> ASGIApp:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            # json.loads then validation, as FastAPI does (pydantic's own JSON parser would call
+            # a lone surrogate "invalid JSON" instead of naming the text).
+            try:
+                request = PredictRequest.model_validate(json.loads(body))
+            except json.JSONDecodeError as exc:
+                response = _invalid([{"loc": [exc.pos], "msg": "JSON decode error", "type": "json_invalid"}], ("body",))
+            except (UnicodeDecodeError, RecursionError):
+                response = _invalid([{"loc": [], "msg": "JSON decode error", "type": "json_invalid"}], ("body",))
+            except ValidationError as exc:
+                response = _invalid(exc.errors(include_input=False), ("body",))
+            else:
+                response = await self.predict(request.texts)
+            await response(scope, receive, send)
+
+        return app
+
+    async def _answer(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def tracked_send(message: Message) -> None:
@@ -248,11 +283,19 @@ class RequestGuard:
 
         try:
             async with asyncio.timeout(self.config.request_timeout_seconds):
-                await self.app(scope, receive, tracked_send)
+                await app(scope, receive, tracked_send)
         except TimeoutError:
             if not started:
                 seconds = self.config.request_timeout_seconds
                 await _refuse(send, 503, f"no answer within serve.request_timeout_seconds ({seconds} s)")
+
+
+def _is_json(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether the request says its body is JSON (what FastAPI requires to parse it as such)."""
+    for name, value in headers:
+        if name == b"content-type":
+            return value.split(b";")[0].strip().lower() == b"application/json"
+    return False
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -431,3 +431,37 @@ def test_serve_variant_gate_a_name_or_the_fastest_on_this_host(two_variant_regis
     assert missing["status"] == "unavailable"
     assert "serve.variant 'openvino' is not registered in this version" in missing["error"]
     assert "['fp32', 'int8_dynamic']" in missing["error"]
+
+
+def test_admission_refuses_only_beyond_a_batch_and_a_slow_batch_does_not_refuse(onnx_folder):
+    import asyncio
+
+    from tasks.apps.batcher import Batcher
+
+    classifier = load_classifier(onnx_folder, verify=False, graph_file="model.onnx")
+
+    async def queue_texts(batcher: Batcher, count: int) -> None:
+        # The worker is not started: queued texts stay queued, so the queue is exactly `count`.
+        for i in range(count):
+            asyncio.get_running_loop().create_task(batcher.predict("v0001", classifier, [f"text {i}"]))
+        await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        batcher = Batcher(max_batch=4, max_wait_ms=0, max_queue=100, max_queue_ms=50)
+        for _ in range(3):
+            batcher.measured(0.04, 4)  # 10 ms a text
+        await queue_texts(batcher, 3)
+        assert batcher.refusal() is None  # fits in the next batch
+        await queue_texts(batcher, 2)  # 5 queued: 50 ms ahead
+        assert batcher.refusal() is None
+        await queue_texts(batcher, 1)  # 6 queued: 60 ms ahead
+        refused = batcher.refusal()
+        assert refused is not None and "serve.max_queue_ms 50" in str(refused)
+        batcher.measured(3.0, 1)  # one slow batch among fast ones moves the median little
+        batcher.measured(0.004, 4)
+        assert batcher.refusal() is not None and batcher.status().estimated_wait_ms == 60.0
+        for _ in range(3):
+            batcher.measured(0.004, 4)  # faster batches: the estimate follows them
+        assert batcher.refusal() is None
+
+    asyncio.run(scenario())
