@@ -83,6 +83,7 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
     """List, show, promote, roll back or archive registry versions."""
     import json
 
+    from tasks.lib.model_card import CARD_FILE
     from tasks.lib.registry import Registry
 
     registry = Registry(params.path("registry"))
@@ -106,7 +107,11 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
             )
     elif args.action == "show":
         shown = registry.record(args.version)
-        print(json.dumps({**shown, "stage": registry.stages()[args.version]}, indent=2))
+        card = registry.versions / args.version / CARD_FILE
+        if args.json or not card.is_file():  # versions registered before cards have only the record
+            print(json.dumps({**shown, "stage": registry.stages()[args.version]}, indent=2))
+        else:
+            print(card.read_text(encoding="utf-8"), end="")
     elif args.action == "history":
         for event in registry.events():
             print(json.dumps(event))
@@ -169,8 +174,9 @@ def _registry_parser(sub: Any) -> None:
     actions = registry.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="every version with its stage and lineage summary")
     actions.add_parser("history", help="every registry event (JSON lines)")
-    show = actions.add_parser("show", help="a version's full lineage record")
+    show = actions.add_parser("show", help="a version's model card (README.md), or its lineage record")
     show.add_argument("version")
+    show.add_argument("--json", action="store_true", help="the full lineage record (version.json) instead")
     promote = actions.add_parser("promote", help="make a version production (e.g. a manual-mode candidate)")
     promote.add_argument("version")
     promote.add_argument("--reason", default="promoted by hand")

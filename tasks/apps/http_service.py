@@ -133,6 +133,7 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model.status()  # the first load, before the first request
+        has_visible_character("warm")  # builds its pattern once (0.1 s), not on the first request
         watcher = threading.Thread(target=watch_pointer, name="pointer-watcher", daemon=True)
         batcher.start()
         watcher.start()

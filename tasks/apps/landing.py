@@ -38,7 +38,7 @@ from tasks.lib.io import (
     write_table,
     write_text,
 )
-from tasks.lib.readers import SUFFIXES, DataError, read_file
+from tasks.lib.readers import DataError, data_format, read_file
 from tasks.lib.retention import snapshots_folder
 
 RECEIPT = "receipt.json"
@@ -72,7 +72,7 @@ def is_ready(path: Path) -> bool:
     over to be refused, with a notification, rather than passed over in silence.
     """
     name = path.name
-    return not name.startswith(".") and not name.endswith(IN_PROGRESS_SUFFIXES) and path.suffix.lower() in SUFFIXES
+    return not name.startswith(".") and not name.endswith(IN_PROGRESS_SUFFIXES) and data_format(name) is not None
 
 
 def _now() -> datetime:
@@ -120,8 +120,10 @@ def check_file(path: Path, params: Params) -> Verdict:
     if declared is not None and declared > limit:
         reason = f"{declared} rows (Parquet metadata), over retrain.max_file_rows {limit}"
         return Verdict(None, reason, f"## {path.name}: too large\n\n{reason}; not read.\n")
+    # A compressed file may hold no more than an uncompressed one may be.
+    expanded = min(params.data.max_expanded_bytes, params.retrain.max_file_bytes)
     try:
-        frame = read_file(path, params.data)
+        frame = read_file(path, params.data.model_copy(update={"max_expanded_bytes": expanded}))
     except DataError as exc:
         return Verdict(None, f"cannot be read: {exc}", f"## {path.name}: cannot be read\n\n{exc}\n")
     if len(frame) > limit:

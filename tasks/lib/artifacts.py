@@ -253,6 +253,7 @@ class LineageMetrics(Record):
     quantize: dict[str, Any]
     gate: GateMetrics
     gate_scores: dict[str, dict[str, Any]] | None = None
+    train: dict[str, Any] | None = None  # metrics/train.json; absent in versions registered before
 
 
 class Lineage(Record):

@@ -88,7 +88,23 @@ class DataConfig(_Section):
     labels: Annotated[StrList, Field(min_length=2)]
     # Source label -> one of `labels` (e.g. {0: negative, 1: positive}); others are kept as read.
     label_map: dict[str, str]
+    # Headerless delimited files and spreadsheets: the column names, in order (None: the
+    # first row is the header).
+    columns: Annotated[StrList, Field(min_length=1)] | None
+    # The delimiter of `.txt` files (None: sniffed among tab, comma, semicolon and pipe).
+    sep: Literal["\t", ",", ";", "|"] | None
+    # The sheet of `.xlsx` files (None: the first).
+    sheet: Annotated[str, Field(min_length=1)] | None
+    # What a compressed file or archive member may expand to (a zip bomb stops here).
+    max_expanded_bytes: Annotated[int, Field(ge=1)]
     demo: DemoConfig
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_unique(cls, columns: list[str] | None) -> list[str] | None:
+        if columns is not None and len(set(columns)) != len(columns):
+            raise ValueError(f"column names must be unique, got {columns}")
+        return columns
 
     @field_validator("labels")
     @classmethod
@@ -117,6 +133,7 @@ class RulesConfig(_Section):
     # Row rules, in the order a row is checked.
     text_present: RowPolicy
     text_charset: RowPolicy
+    text_language: RowPolicy
     text_length: RowPolicy
     text_tokens: RowPolicy
     label_in_set: Literal["fail", "quarantine"]  # a label outside the set cannot be trained on

@@ -1,23 +1,31 @@
 """Labelled text read into the raw schema: the configured source, a landed file, a folder.
 
-Sources: `demo` (tasks.lib.demo_data), a local file or folder (CSV, TSV, JSONL,
-Parquet), or `hf:<dataset id>` (needs network). Every row keeps the file and
-line it came from, so later stages can point a person at it; a file that cannot
-be read stops with its file, line and (where it applies) column and field.
+Sources: `demo` (tasks.lib.demo_data), a local file or folder (CSV, TSV, TXT,
+JSONL, Parquet, XLSX; any of them compressed with gzip, bzip2, xz or zstd, or
+inside a `.zip`), or `hf:<dataset id>` (needs network). Every row keeps the file
+(for an archive, `archive.zip/member`) and line it came from, so later stages can
+point a person at it; a file that cannot be read stops with its file, line and
+(where it applies) column, field, or sheet and cell.
 """
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
+import datetime as dt
 import difflib
+import gzip
 import io
 import json
+import lzma
 import math
 import os
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import Literal
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path, PurePath
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,8 +34,21 @@ from tasks.lib.columns import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, SPLIT, TE
 from tasks.lib.config import DataConfig
 from tasks.lib.demo_data import generate_reviews
 from tasks.lib.errors import PipelineError
+from tasks.lib.text import not_language
 
-SUFFIXES = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None, ".parquet": None}
+# Formats by suffix, with the delimiter of the delimited ones (`.txt`: sniffed, or data.sep).
+SUFFIXES = {
+    ".csv": ",",
+    ".tsv": "\t",
+    ".txt": None,
+    ".jsonl": None,
+    ".json": None,
+    ".parquet": None,
+    ".xlsx": None,
+}
+# Compression around any format (`reviews.csv.gz`), and archives of such files.
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+ARCHIVE = ".zip"
 # File stems that name a split, so a folder's own split is kept.
 SPLIT_NAMES = {
     "train": "train",
@@ -82,16 +103,21 @@ def _position(text: str, offset: int) -> tuple[int, int]:
 
 
 def decode_file(path: Path) -> str:
-    """The text of a UTF-8 file; a leading UTF-8 byte-order mark is dropped.
+    """The text of a UTF-8 file; a leading UTF-8 byte-order mark is dropped (see `decode_bytes`)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(path, f"cannot read the file: {exc.strerror}") from None
+    return decode_bytes(data, path)
+
+
+def decode_bytes(data: bytes, path: Path) -> str:
+    """`data` (the content of `path`) as UTF-8 text; a leading UTF-8 byte-order mark is dropped.
 
     Raises:
         DataError: empty file, UTF-16/32, bytes that are not UTF-8, NUL characters,
             a byte-order mark mid-file; with the line and column of the first one.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(path, f"cannot read the file: {exc.strerror}") from None
     for bom, encoding in FOREIGN_BOMS:
         if data.startswith(bom):
             raise DataError(
@@ -171,17 +197,53 @@ def _ragged(path: Path, header: list[str], fields: list[str], line: int) -> Data
     )
 
 
-def _records_delimited(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield (line number where the row starts, row) from CSV/TSV text with a header row."""
+def sniff_delimiter(path: Path, text: str, columns: list[str] | None) -> str:
+    """The delimiter of a `.txt` file: the one of tab, comma, semicolon and pipe that splits every
+    line of the first 200 into the same number of fields (that of `columns` when given).
+
+    Raises:
+        DataError: none fits, or several do (the message lists them and names data.sep).
+    """
+    lines = [line for line in text.splitlines()[:200] if line.strip()]
+    wanted = {len(columns)} if columns else None  # fields per line
+    fits = []
+    for delimiter in DELIMITER_NAMES:
+        counts = {line.count(delimiter) + 1 for line in lines}
+        if len(counts) == 1 and (counts == wanted if wanted else counts != {1}):
+            fits.append(delimiter)
+    if len(fits) == 1:
+        return fits[0]
+    choices = ", ".join(f"{DELIMITER_NAMES[d]} ({d!r})" for d in DELIMITER_NAMES)
+    if not fits:
+        shape = f"into the {len(columns)} fields of data.columns" if columns else "into the same number of fields"
+        raise DataError(path, f"no delimiter among {choices} splits every line {shape}; set data.sep", line=1)
+    names = " and ".join(DELIMITER_NAMES[d] for d in fits)
+    raise DataError(
+        path,
+        f"ambiguous delimiter: {names} {'both' if len(fits) == 2 else 'all'} split every line evenly; "
+        "choose one with data.sep "
+        f"(one of {', '.join(repr(d) for d in fits)})",
+        line=1,
+    )
+
+
+def _records_delimited(
+    path: Path, text: str, delimiter: str, columns: list[str] | None = None
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number where the row starts, row) from delimited text, with a header row
+    unless `columns` names the fields."""
     # TSV is read without quote handling: SST-2 and most TSV exports use quotes
     # as ordinary characters. CSV follows RFC 4180 quoting (fields may span lines).
     quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     line = 0
     try:
-        header = next(reader, [])
-        _check_header(path, header, delimiter)
-        line = reader.line_num
+        if columns is None:
+            header = next(reader, [])
+            _check_header(path, header, delimiter)
+            line = reader.line_num
+        else:
+            header = list(columns)
         for fields in reader:
             if not fields:  # a blank line carries no row
                 line = reader.line_num
@@ -214,12 +276,63 @@ def _records_jsonl(path: Path, text: str) -> Iterator[tuple[int, dict[str, objec
         yield number, record
 
 
-def _records_parquet(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+def _records_parquet(path: Path, content: Path | bytes) -> Iterator[tuple[int, dict[str, object]]]:
     try:
-        frame = pd.read_parquet(path)
+        frame = pd.read_parquet(io.BytesIO(content) if isinstance(content, bytes) else content)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a damaged file
         raise DataError(path, f"not a readable Parquet file ({type(exc).__name__}: {exc})") from None
     yield from enumerate(frame.to_dict(orient="records"), start=1)
+
+
+def _spreadsheet_value(value: object, where: Path, cell: str) -> str:
+    """A spreadsheet cell as text: numbers as a person writes them, dates in ISO form."""
+    if isinstance(value, dt.datetime) and value.time() == dt.time():
+        return value.date().isoformat()  # Excel stores dates as midnight
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, bool):
+        raise DataError(where, f"cell {cell}: expected text or a number, found a boolean ({value})")
+    if value is None or isinstance(value, (str, int, float)):
+        return _cell(value, where, 0, cell)
+    raise DataError(where, f"cell {cell}: expected text or a number, found {type(value).__name__}")
+
+
+def _records_spreadsheet(
+    path: Path, content: Path | bytes, sheet: str | None, columns: list[str] | None
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (row number, row) from one sheet of an `.xlsx` workbook (data.sheet, or the first)."""
+    import openpyxl
+    from openpyxl.utils import get_column_letter
+
+    try:
+        book = openpyxl.load_workbook(
+            io.BytesIO(content) if isinstance(content, bytes) else content, read_only=True, data_only=True
+        )
+    except Exception as exc:  # noqa: BLE001 - openpyxl and zipfile raise many types for a damaged file
+        raise DataError(path, f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
+    try:
+        if sheet is not None and sheet not in book.sheetnames:
+            raise DataError(path, f"no sheet {sheet!r} (data.sheet); the workbook has {book.sheetnames}")
+        name = sheet or book.sheetnames[0]
+        where = Path(f"{path}[{name}]")
+        header = list(columns) if columns is not None else None
+        for number, row in enumerate(book[name].iter_rows(values_only=True), start=1):
+            values = [
+                _spreadsheet_value(value, where, f"{get_column_letter(i)}{number}") for i, value in enumerate(row, 1)
+            ]
+            while values and values[-1] == "":  # cells past the table's last column
+                values.pop()
+            if not values:
+                continue
+            if header is None:
+                header = values
+                _check_header(where, header, ",")
+                continue
+            if len(values) > len(header):
+                raise _ragged(where, header, values, number)
+            yield number, dict(zip(header, values + [""] * (len(header) - len(values)), strict=True))
+    finally:
+        book.close()
 
 
 def _cell(value: object, where: Path, line: int, field: str) -> str:
@@ -242,8 +355,11 @@ def _raw_rows(
 ) -> pd.DataFrame:
     """Turn (line, record) pairs into the raw schema (text, label, split, row id, file, line)."""
     rows: list[dict[str, object]] = []
+    sample: list[dict] = []  # the first records, to suggest columns when the text column is not text
     text_col = label_col = ""
     for line, record in records:
+        if len(sample) < _SAMPLE:
+            sample.append(record)
         if not text_col:
             columns = list(record)
             text_col = _pick_column(columns, config.text_column, where, "text")
@@ -263,41 +379,177 @@ def _raw_rows(
         )
     if not rows:
         raise DataError(where, "no data rows (only a header, or empty)")
+    _check_text_is_language(where, [str(row[TEXT]) for row in rows[:_SAMPLE]], text_col, label_col, sample)
     return pd.DataFrame.from_records(rows)
 
 
+# Rows looked at to judge whether the text column holds language, and the share of them
+# without words (validate's text_language) above which the column, not the rows, is wrong.
+_SAMPLE, _MOSTLY = 200, 0.5
+
+
+def _check_text_is_language(where: Path, texts: list[str], text_col: str, label_col: str, sample: list[dict]) -> None:
+    """Fail when most texts have no words: the column mapped as text is an id, a price, a date or a URL."""
+    shown = [text for text in texts if text.strip()]
+    if len(shown) < 10:  # too few to tell a column from a few odd rows
+        return
+    odd = [text for text in shown if not_language(text)]
+    if len(odd) <= _MOSTLY * len(shown):
+        return
+    candidates = []
+    for column in sample[0]:
+        if column in (text_col, label_col):
+            continue
+        values = [value for record in sample if isinstance(value := record.get(column), str) and value.strip()]
+        if values and sum(not_language(value) is None for value in values) > _MOSTLY * len(values):
+            candidates.append(column)
+    others = f"columns that look like text: {candidates}" if candidates else "no other column looks like text"
+    raise DataError(
+        where,
+        f"the text column {text_col!r} looks like ids, numbers, codes or addresses, not language: "
+        f"{len(odd)} of the first {len(shown)} texts have no words (e.g. {odd[0][:40]!r}); {others} "
+        "(set data.text_column)",
+        field=text_col,
+    )
+
+
+def data_format(name: str) -> tuple[str, str | None] | None:
+    """(format suffix, compression suffix or None) of a data file's name, `(".zip", None)` for an
+    archive, or None when the name is not one of a data file."""
+    suffixes = [suffix.lower() for suffix in PurePath(name).suffixes]
+    if suffixes[-1:] == [ARCHIVE]:
+        return ARCHIVE, None
+    compression = suffixes.pop() if suffixes[-1:] and suffixes[-1] in COMPRESSIONS else None
+    return (suffixes[-1], compression) if suffixes and suffixes[-1] in SUFFIXES else None
+
+
+def data_stem(name: str) -> str:
+    """A data file's name without its format and compression suffixes (`train.csv.gz` -> `train`)."""
+    kind = data_format(name)
+    parts = 1 + (kind is not None and kind[1] is not None)
+    return name.rsplit(".", parts)[0] if kind else PurePath(name).stem
+
+
+def _expand(path: Path, compression: str, config: DataConfig) -> bytes:
+    """The decompressed content of `path`, read in chunks up to data.max_expanded_bytes."""
+    openers: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": _zstd_open}
+    opener = openers[compression]
+    limit, chunks, size = config.max_expanded_bytes, [], 0
+    try:
+        with opener(path, "rb") as stream:
+            while chunk := stream.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise DataError(
+                        path, f"expands past data.max_expanded_bytes ({limit} bytes): not read (a compression bomb?)"
+                    )
+                chunks.append(chunk)
+    except DataError:
+        raise
+    except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+        raise DataError(path, f"not a readable {compression} file ({type(exc).__name__}: {exc})") from None
+    return b"".join(chunks)
+
+
+def _zstd_open(path: Path, mode: str) -> Any:
+    import zstandard
+
+    return zstandard.open(path, mode)
+
+
+def _read_content(
+    where: Path, kind: str, content: Path | bytes, config: DataConfig, name: str, split: str | None
+) -> pd.DataFrame:
+    """One file's content (a path, or bytes already read or expanded) of format `kind` in the raw schema."""
+    records: Iterator[tuple[int, dict]]
+    if kind == ".parquet":
+        records = _records_parquet(where, content)
+    elif kind == ".xlsx":
+        records = _records_spreadsheet(where, content, config.sheet, config.columns)
+    else:
+        text = decode_file(content) if isinstance(content, Path) else decode_bytes(content, where)
+        if kind in (".jsonl", ".json"):
+            records = _records_jsonl(where, text)
+        else:
+            delimiter = SUFFIXES[kind] or config.sep or sniff_delimiter(where, text, config.columns)
+            records = _records_delimited(where, text, delimiter, config.columns)
+    return _raw_rows(records, config, where, name, split)
+
+
+def _read_archive(path: Path, config: DataConfig, split: str | None) -> pd.DataFrame:
+    """Every data file inside a `.zip` (named `archive.zip/member` in errors and row ids)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(path, f"not a readable .zip archive ({exc})") from None
+    frames = []
+    with archive:
+        members = sorted(
+            (
+                m
+                for m in archive.infolist()
+                if not m.is_dir() and data_format(m.filename) not in (None, (ARCHIVE, None))
+            ),
+            key=lambda m: m.filename,
+        )
+        if not members:
+            raise DataError(path, f"no data files ({', '.join(sorted(SUFFIXES))}) in this archive")
+        splits = [split] * len(members) if split else _splits(path, [PurePath(m.filename).name for m in members])
+        for member, member_split in zip(members, splits, strict=True):
+            where = Path(f"{path}/{member.filename}")
+            if member.file_size > config.max_expanded_bytes:
+                raise DataError(where, f"expands past data.max_expanded_bytes ({config.max_expanded_bytes} bytes)")
+            kind, compression = data_format(member.filename) or ("", None)
+            if compression:
+                raise DataError(where, "a compressed file inside an archive: put the plain file in the .zip")
+            try:
+                content = archive.read(member)
+            except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+                raise DataError(where, f"cannot be read from the archive ({exc})") from None
+            frames.append(_read_content(where, kind, content, config, f"{path.name}/{member.filename}", member_split))
+    return pd.concat(frames, ignore_index=True)
+
+
 def read_file(path: Path, config: DataConfig, split: str | None = None) -> pd.DataFrame:
-    """Read one file into the raw schema.
+    """Read one file (compressed, or a .zip of files) into the raw schema.
 
     Raises:
-        DataError: unknown format, bad encoding, wrong delimiter, ragged rows,
-            unclosed quotes, missing columns, no rows.
+        DataError: unknown format, bad encoding, wrong or ambiguous delimiter, ragged
+            rows, unclosed quotes, missing columns, no rows, a damaged or oversized archive.
     """
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise DataError(path, f"unsupported format '{suffix}': use one of {sorted(SUFFIXES)}")
-    records: Iterator[tuple[int, dict]]
-    if suffix == ".parquet":
-        records = _records_parquet(path)
-    elif suffix in (".csv", ".tsv"):
-        records = _records_delimited(path, decode_file(path), SUFFIXES[suffix] or ",")
-    else:
-        records = _records_jsonl(path, decode_file(path))
-    return _raw_rows(records, config, path, path.name, split)
+    kind = data_format(path.name)
+    if kind is None:
+        formats = ", ".join(sorted(SUFFIXES))
+        raise DataError(
+            path,
+            f"unsupported format '{path.suffix.lower()}': use one of {formats}, "
+            f"optionally compressed ({', '.join(COMPRESSIONS)}) or in a {ARCHIVE}",
+        )
+    if kind[0] == ARCHIVE:
+        return _read_archive(path, config, split)
+    content: Path | bytes = _expand(path, kind[1], config) if kind[1] else path
+    return _read_content(path, kind[0], content, config, path.name, split)
 
 
 def read_folder(folder: Path, config: DataConfig) -> pd.DataFrame:
     """Read every supported file in a folder; stems like train/dev/test keep their split."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and data_format(p.name) is not None)
     if not files:
-        raise DataError(folder, f"no data files ({', '.join(sorted(SUFFIXES))}) in this folder")
-    named = [SPLIT_NAMES.get(p.stem.lower()) for p in files]
-    if any(named) and not all(named):
-        odd = next(p for p, s in zip(files, named, strict=True) if s is None)
-        raise DataError(
-            odd, f"cannot tell which split this file is: name files {sorted(set(SPLIT_NAMES))}, or none of them"
-        )
+        raise DataError(folder, f"no data files ({', '.join(sorted(SUFFIXES))}, compressed or zipped) in this folder")
+    named = _splits(folder, [p.name for p in files])
     return pd.concat([read_file(p, config, split) for p, split in zip(files, named, strict=True)], ignore_index=True)
+
+
+def _splits(container: Path, names: list[str]) -> list[str | None]:
+    """The split each file of a folder or archive names (train/dev/test...), or None for every file."""
+    named = [SPLIT_NAMES.get(data_stem(name).lower()) for name in names]
+    if any(named) and not all(named):
+        odd = next(name for name, split in zip(names, named, strict=True) if split is None)
+        raise DataError(
+            container / odd,
+            f"cannot tell which split this file is: name files {sorted(set(SPLIT_NAMES))}, or none of them",
+        )
+    return named
 
 
 def read_hub(dataset_id: str, config: DataConfig) -> pd.DataFrame:

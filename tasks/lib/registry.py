@@ -25,7 +25,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -245,8 +245,11 @@ class Registry:
         files: Sequence[str] | None = None,
         attachments: Sequence[Path] = (),
         reason: str = "registered",
+        texts: Callable[[str], dict[str, str]] | None = None,
     ) -> str:
         """Copy a model folder (or only `files` of it, plus `attachments`) in as a new candidate version.
+
+        `texts(version)` gives files to write into it (name -> text, e.g. its model card).
 
         Returns:
             The new version's name.
@@ -263,6 +266,8 @@ class Registry:
                     shutil.copy2(model_dir / name, staging / name)
             for path in attachments:
                 shutil.copy2(path, staging / path.name)
+            for name, text in (texts(version) if texts else {}).items():
+                write_text(staging / name, text)
             # Every file's hash: loading the version checks them (verify_files).
             hashes = {p.name: file_digest(p, "sha256") for p in sorted(staging.iterdir()) if p.is_file()}
             write_json(staging / VERSION_FILE, {"version": version, "created_at": _now(), **record, "files": hashes})

@@ -21,7 +21,11 @@ from tasks.lib.artifacts import (
     graph_files,
 )
 from tasks.lib.config import Params
-from tasks.lib.io import file_md5
+from tasks.lib.errors import PipelineError
+from tasks.lib.io import file_md5, read_json
+from tasks.lib.model_card import CARD_FILE, base_model_metadata
+from tasks.lib.model_card import render as render_card
+from tasks.lib.models import resolve_base_model
 from tasks.lib.registry import Registry, RegistryError
 from tasks.lib.stage_runner import run_as_script
 
@@ -80,8 +84,20 @@ def lineage(params: Params, gate: GateMetrics, model_file: str, variant: str) ->
             quantize=QuantizeMetrics.read(params).dump(),
             gate=gate,
             gate_scores=GateScores.read(params).scopes,
+            train=read_json(train_metrics)
+            if (train_metrics := params.path("metrics") / "train.json").exists()
+            else None,
         ),
     )
+
+
+def model_card(version: str, record: Lineage, params: Params) -> str:
+    """The version's README.md, with the base model's language and licence where its folder has a card."""
+    try:
+        base = Path(resolve_base_model(params.train.base_model, params.root))
+    except PipelineError:
+        base = None  # the card says "unknown"; promotion does not depend on it
+    return render_card(version, record, base_model_metadata(base) if base and base.is_dir() else {})
 
 
 def promote(params: Params) -> Promotion:
@@ -123,6 +139,7 @@ def promote(params: Params) -> Promotion:
             ],
             attachments=[params.path("reports") / GATE_REPORT_FILE],
             reason="passed the gate",
+            texts=lambda version: {CARD_FILE: model_card(version, record, params)},
         )
         rolled_back = registry.rolled_back(version)
         if rolled_back is not None:

@@ -43,6 +43,7 @@ STRICT = {
             (
                 "text_present",
                 "text_charset",
+                "text_language",
                 "text_length",
                 "text_tokens",
                 "label_in_set",
@@ -182,6 +183,29 @@ CASES = [
     # Rows: readable, but unfit to train on.
     Case("empty_text", {"broken.csv": _with(("   ", "positive"))}, rule="text_present", line=NEXT),
     Case("invisible_text", {"broken.csv": _with(("\u200b\u200b", "negative"))}, rule="text_present", line=NEXT),
+    Case(
+        "bidi_isolates_only", {"broken.csv": _with(("\u2066\u2069\u2067", "negative"))}, rule="text_present", line=NEXT
+    ),
+    Case("hangul_filler_only", {"broken.csv": _with(("\u3164\u3164", "positive"))}, rule="text_present", line=NEXT),
+    Case(
+        "tag_characters_only",
+        {"broken.csv": _with(("\U000e0041\U000e0042", "positive"))},
+        rule="text_present",
+        line=NEXT,
+    ),
+    Case("price_as_text", {"broken.csv": _with(("$12.99", "positive"))}, rule="text_language", line=NEXT),
+    Case(
+        "url_as_text",
+        {"broken.csv": _with(("https://shop.example/p/123", "negative"))},
+        rule="text_language",
+        line=NEXT,
+    ),
+    Case(
+        "uuid_as_text",
+        {"broken.csv": _with(("550e8400-e29b-41d4-a716-446655440000", "negative"))},
+        rule="text_language",
+        line=NEXT,
+    ),
     Case("control_character", {"broken.csv": _with(("a bell \x07 rings", "positive"))}, rule="text_charset", line=NEXT),
     Case(
         "replacement_character",

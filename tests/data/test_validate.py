@@ -157,9 +157,10 @@ def test_sst2_passes_with_zero_false_alarms(make_params):
     assert outcome.passed
     flagged = {name: rule.rows for name, rule in outcome.rules.items() if not rule.passed}
     # SST-2's real repeats: phrases annotated twice with different labels, one test sentence
-    # that is also a training phrase, and exact repeats. Nothing else is flagged.
-    assert flagged == {"conflicting_labels": 10, "split_leakage": 1, "duplicate_exact": 366}
-    assert len(outcome.kept) == len(raw) - 377
+    # that is also a training phrase, and exact repeats; and ten parse-tree phrases without
+    # words ("(", "10", "1987", "pg-13", "3-d"...). Nothing else is flagged.
+    assert flagged == {"text_language": 10, "conflicting_labels": 10, "split_leakage": 1, "duplicate_exact": 366}
+    assert len(outcome.kept) == len(raw) - 387
 
 
 def test_failed_run_keeps_the_last_good_data(params):
@@ -188,3 +189,31 @@ def test_report_text_decides_how_flagged_rows_appear_in_reports(make_params, rep
     assert ("jane.doe" in shown) == (report_text == "excerpt")
     assert ("sha256:" in example) == (report_text == "hash")
     assert any(r["text"] == secret for r in records)  # the quarantine file keeps the whole row
+
+
+# Each family of code points that shows nothing, and texts in other scripts that must pass.
+INVISIBLE = {
+    "spaces and line separators": " \t\u00a0\u2003\u2028\u3000",
+    "zero-width and joiners": "\u200b\u200c\u200d\u2060\ufeff",
+    "bidirectional isolates and marks": "\u2066\u2067\u2068\u2069\u200e\u061c",
+    "Hangul fillers": "\u3164\u115f\u1160\uffa0",
+    "tag characters": "\U000e0001\U000e0041\U000e007f",
+    "variation selectors": "\ufe0f\U000e0100",
+    "soft hyphen and combining grapheme joiner": "\u00ad\u034f",
+}
+VISIBLE_TEXTS = ["电影很好看", "الفيلم رائع", "😀👍", "👩\u200d💻 great", "❤\ufe0f", "좋은 영화", "café", "e\u0301"]
+
+
+@pytest.mark.parametrize("family", sorted(INVISIBLE))
+def test_texts_of_invisible_code_points_fail_text_present(family):
+    from tasks.lib.text import has_visible_character, visible_pattern
+
+    text = INVISIBLE[family]
+    assert not has_visible_character(text), family
+    assert pd.Series([text]).str.contains(visible_pattern()).tolist() == [False]  # what GX runs
+
+
+def test_texts_in_other_scripts_and_emoji_are_visible():
+    from tasks.lib.text import has_visible_character
+
+    assert [has_visible_character(text) for text in VISIBLE_TEXTS] == [True] * len(VISIBLE_TEXTS)

@@ -98,8 +98,8 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
 
     # 6. Editing a shared helper makes exactly the stages that run it stale: dvc.yaml's deps follow the imports.
     for helper, users in (
-        ("tasks/lib/models.py", {"validate", "augment", "train", "evaluate", "export"}),
-        ("tasks/lib/text.py", {"validate", "split", "augment"}),
+        ("tasks/lib/models.py", {"validate", "augment", "train", "evaluate", "export", "promote"}),
+        ("tasks/lib/text.py", {"ingest", "validate", "split", "augment"}),
     ):
         source = repo / helper
         original = source.read_text()

@@ -430,3 +430,40 @@ def test_promote_registers_every_variant_that_passed_the_gate(make_params, onnx_
 
     only_chosen = make_params({"promote": {"variants": "chosen"}})
     assert registered_variants(only_chosen, gate, "fp32") == {"fp32": "model.fp32.onnx"}
+
+
+def test_every_version_carries_a_model_card_from_its_records(make_params, onnx_folder, capsys):
+    import yaml
+
+    params = make_params()
+    stage_candidate(params, onnx_folder / "model.onnx", "model.int8.onnx")
+    version = promote(params).version
+    card = (params.path("registry") / "versions" / version / "README.md").read_text()
+    header, body = card.removeprefix("---\n").split("\n---\n", 1)
+    meta = yaml.safe_load(header)
+    evaluate = EvaluateMetrics.read(params)
+    # The base model's own card gives language and licence; the figures are the metrics files'.
+    assert meta["base_model"] == params.train.base_model and meta["license"] == "apache-2.0"
+    assert meta["language"] == "en" and meta["pipeline_tag"] == "text-classification"
+    assert (
+        meta["dataset_hashes"]["validated_md5"]
+        == Registry(params.path("registry")).record(version)["data"]["validated_md5"]
+    )
+    (result,) = meta["model-index"][0]["results"]
+    assert {m["name"]: m["value"] for m in result["metrics"]} == {
+        "accuracy": evaluate.accuracy,
+        "macro_f1": evaluate.macro_f1,
+        "weighted_f1": evaluate.weighted_f1,
+        "ece": evaluate.ece,
+    }
+    for section in ("## Intended use", "## Training data", "## Training settings", "## Evaluation", "## Limitations"):
+        assert section in body, section
+    assert (
+        f"| accuracy | {evaluate.accuracy:.4f} | 0.8000 - 1.0000 |" in body and "## The gate's decision: passed" in body
+    )
+    # The card is hash-checked like every file of the version, and the CLI prints it.
+    assert "README.md" in Registry(params.path("registry")).record(version)["files"]
+    assert main(["--root", str(params.root), "registry", "show", version]) == 0
+    assert capsys.readouterr().out == card
+    assert main(["--root", str(params.root), "registry", "show", version, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_md5"]

@@ -96,7 +96,7 @@ def test_the_watcher_waits_for_a_file_to_settle_and_skips_temporary_names(tmp_pa
     (tmp_path / "new.csv").write_text("text,label\n")
     (tmp_path / ".hidden.csv").write_text("x")
     (tmp_path / "upload.csv.part").write_text("x")
-    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "notes.md").write_text("x")  # not a data format
     assert watcher.settled(now=0) == []  # first sight
     assert watcher.settled(now=3) == []  # not settled yet
     (tmp_path / "new.csv").write_text("text,label\nmore,positive\n")  # still being written

@@ -21,6 +21,7 @@ from tasks.lib.validation.features import (
     LEAK,
     MAPPED_LABEL,
     NEAR_COPY_OF,
+    NOT_LANGUAGE,
     TOKENS,
     add_features,
 )
@@ -77,6 +78,8 @@ def _detail(rule: str, row: dict[str, Any], data: DataConfig) -> str:
     if rule == "text_charset":
         found = _CONTROL.search(text)
         return f"character U+{ord(found.group()):04X} at column {found.start() + 1}" if found else "control character"
+    if rule == "text_language":
+        return str(row[NOT_LANGUAGE])
     if rule == "text_length":
         return f"{len(text)} characters"
     if rule == "text_tokens":

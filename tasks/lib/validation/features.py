@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.lib.columns import LABEL, ROW_ID, SPLIT, TEXT
-from tasks.lib.text import VISIBLE, normalise
+from tasks.lib.text import normalise, not_language, visible_pattern
 
 NORMALISED = "_normalised"
 MAPPED_LABEL = "_label"
@@ -23,7 +23,8 @@ CONFLICT = "_conflicting_labels"
 LEAK = "_leaks_into"
 EXACT_COPY_OF = "_duplicate_of"
 NEAR_COPY_OF = "_near_duplicate_of"
-DERIVED = (NORMALISED, MAPPED_LABEL, TOKENS, CONFLICT, LEAK, EXACT_COPY_OF, NEAR_COPY_OF)
+NOT_LANGUAGE = "_not_language"
+DERIVED = (NORMALISED, MAPPED_LABEL, TOKENS, NOT_LANGUAGE, CONFLICT, LEAK, EXACT_COPY_OF, NEAR_COPY_OF)
 # When one text is in several source splits, the evaluation copy stays: the
 # test and validation sets are what runs are compared on.
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}
@@ -109,8 +110,10 @@ def add_features(frame: pd.DataFrame, label_map: dict[str, str], tokens: np.ndar
     frame = frame.reset_index(drop=True).copy()
     frame[NORMALISED] = frame[TEXT].map(normalise)
     frame[MAPPED_LABEL] = map_labels(frame[LABEL], label_map)
-    # A text with nothing visible is text_present's finding; counting its tokens would repeat it.
-    frame[TOKENS] = pd.Series(tokens, index=frame.index).where(frame[TEXT].str.contains(VISIBLE))
+    # A text with nothing visible is text_present's finding; judging it again would repeat it.
+    visible = frame[TEXT].str.contains(visible_pattern())
+    frame[TOKENS] = pd.Series(tokens, index=frame.index).where(visible)
+    frame[NOT_LANGUAGE] = frame[TEXT].map(not_language).where(visible)
     frame[CONFLICT] = _conflicts(frame)
     free = frame[CONFLICT].isna()
     frame[LEAK] = _leaks(frame, free)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from tasks.lib.columns import ROW_ID, TEXT
 from tasks.lib.config import DataConfig, ValidateConfig
-from tasks.lib.text import VISIBLE
+from tasks.lib.text import visible_pattern
 from tasks.lib.validation.features import (
     CONFLICT,
     CONTROL,
@@ -24,6 +24,7 @@ from tasks.lib.validation.features import (
     LEAK,
     MAPPED_LABEL,
     NEAR_COPY_OF,
+    NOT_LANGUAGE,
     TOKENS,
 )
 
@@ -63,7 +64,7 @@ def row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list[Rule]:
             "text has a visible character",
             e.ExpectColumnValuesToMatchRegex,
             column=TEXT,
-            regex=VISIBLE,
+            regex=visible_pattern(),
         ),
         _rule(
             c,
@@ -72,6 +73,13 @@ def row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list[Rule]:
             e.ExpectColumnValuesToNotMatchRegex,
             column=TEXT,
             regex=CONTROL,
+        ),
+        _rule(
+            c,
+            "text_language",
+            "words, not only numbers, ids, codes, URLs or e-mail addresses",
+            e.ExpectColumnValuesToBeNull,
+            column=NOT_LANGUAGE,
         ),
         _rule(
             c,
@@ -211,7 +219,9 @@ class Validator:
         if key is not None:
             result_format["unexpected_index_column_names"] = [key]
         results = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format).results
-        return {rule.name: result for rule, result in zip(rules, results, strict=True)}
+        # By the id the suite gave each expectation: GX does not return results in the order they were added.
+        by_id = {result.expectation_config.id: result for result in results}
+        return {rule.name: by_id[rule.expectation.id] for rule in rules}
 
     def build_docs(self) -> None:
         """Render the Data Docs site (index.html and a page per suite run) into `docs`."""
