@@ -65,7 +65,7 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     assert record["serving_variants"][record["variant"]] == record["model_file"]
     version_files = {p.name for p in (repo / "registry" / "versions" / "v0001").iterdir()}
     graphs = {part for file in record["serving_variants"].values() for part in graph_files(file)}  # OpenVINO: .xml+.bin
-    assert version_files == {*graphs, "tokenizer.json", "classifier.json", "version.json", "gate.md"}
+    assert version_files == {*graphs, "tokenizer.json", "classifier.json", "version.json", "gate.md", "README.md"}
     assert "Serving variants against PyTorch fp32" in log and "**serves**" in log
     curves = run([str(BIN / "prefect"), "artifact", "inspect", "training-curves", "--limit", "1", "-o", "json"], repo)
     assert "reports/train/report.html" in curves.stdout
