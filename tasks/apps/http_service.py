@@ -224,9 +224,10 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         limit = self.config.max_body_bytes
+        too_large = f"the body is over {limit} bytes (serve.max_texts x serve.max_chars)"
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _refuse(send, 413, f"the body is over {limit} bytes (serve.max_texts x serve.max_chars)")
+            await _refuse(send, 413, too_large)
             return
         body = bytearray()
         # asyncio.timeout, not wait_for: no task per receive() (that cost shows at one connection).
@@ -244,7 +245,7 @@ class RequestGuard:
             await _refuse(send, 408, f"the body took over serve.body_timeout_seconds ({seconds} s)")
             return
         if len(body) > limit:
-            await _refuse(send, 413, f"the body is over {limit} bytes (serve.max_texts x serve.max_chars)")
+            await _refuse(send, 413, too_large)
             return
         busy = self.refusal()
         if busy:
@@ -253,8 +254,9 @@ class RequestGuard:
         # The one hot route skips FastAPI's routing, middleware and dependency solving (half the
         # event loop's time per request under load, measured with py-spy); same model, same answers.
         fast = scope["method"] == "POST" and scope["path"] == "/predict" and _is_json(scope["headers"])
-        app = self._predict_fast(bytes(body)) if fast else self.app
-        await self._answer(app, scope, _replay(bytes(body), receive), send)
+        content = bytes(body)
+        app = self._predict_fast(content) if fast else self.app
+        await self._answer(app, scope, _replay(content, receive), send)
 
     def _predict_fast(self, body: bytes) -> ASGIApp:
         async def app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -34,15 +34,23 @@ GATE_REPORT_FILE = "gate.md"
 PYTORCH_BASELINE = "pytorch_fp32"
 
 
+# An OpenVINO graph's suffix; every other graph is ONNX, run by ONNX Runtime.
+OPENVINO_SUFFIX = ".xml"
+
+
+def is_openvino(file: str) -> bool:
+    return file.endswith(OPENVINO_SUFFIX)
+
+
 def variant_file(name: str, runtime: str = "onnxruntime") -> str:
     """The graph file of serving variant `name` in the quantized folder; its suffix names the runtime:
     `.onnx` for ONNX Runtime, `.xml` (with its weights in `.bin`) for OpenVINO."""
-    return f"model.{name}.xml" if runtime == "openvino" else f"model.{name}.onnx"
+    return f"model.{name}{OPENVINO_SUFFIX}" if runtime == "openvino" else f"model.{name}.onnx"
 
 
 def graph_files(file: str) -> list[str]:
     """Every file a graph is stored in: an OpenVINO `.xml` keeps its weights in the `.bin` beside it."""
-    return [file, file.removesuffix(".xml") + ".bin"] if file.endswith(".xml") else [file]
+    return [file, file.removesuffix(OPENVINO_SUFFIX) + ".bin"] if is_openvino(file) else [file]
 
 
 class ArtifactError(PipelineError, ValueError):

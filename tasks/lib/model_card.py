@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tasks.lib.artifacts import Lineage
+from tasks.lib.artifacts import Lineage, is_openvino
 
 CARD_FILE = "README.md"
 
@@ -48,7 +48,7 @@ def metadata(version: str, lineage: Lineage, base: dict[str, Any]) -> dict[str, 
         "base_model": train.get("base_model"),
         "language": base.get("language", "unknown"),
         "license": base.get("license", "unknown"),
-        "library_name": "onnxruntime" if lineage.model_file.endswith(".onnx") else "openvino",
+        "library_name": "openvino" if is_openvino(lineage.model_file) else "onnxruntime",
         "pipeline_tag": "text-classification",
         "tags": ["textclf", lineage.variant],
         "datasets": [lineage.data.source],

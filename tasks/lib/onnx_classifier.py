@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.lib.artifacts import CLASSIFIER_FILE, TOKENIZER_FILE
+from tasks.lib.artifacts import CLASSIFIER_FILE, TOKENIZER_FILE, is_openvino
 
 # Graph input name -> tokenizers.Encoding attribute.
 _FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -213,7 +213,7 @@ class OnnxClassifier:
 
     def __init__(self, folder: Path, model_file: str, threads: int | None = None):
         self.folder, self.model_file = folder, model_file
-        load = openvino_engine if model_file.endswith(".xml") else onnxruntime_engine
+        load = openvino_engine if is_openvino(model_file) else onnxruntime_engine
         self.engine = load(folder / model_file, threads)
         self.encoder = BatchEncoder(folder, self.engine.inputs)
         self.info = self.encoder.info
