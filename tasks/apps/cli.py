@@ -91,7 +91,10 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
         print(f"warning: {problem}", file=sys.stderr)
     if args.action == "list":
         stages, rollbacks = registry.stages(), registry.rollbacks()
-        print("version  stage       created                    variant        test acc  data (validated)  commit")
+        print(
+            "version  stage       created                    variant        test acc  data (validated)  "
+            f"{'commit':<18} labels"
+        )
         for version, stage in stages.items():
             try:
                 record = VersionRecord.parse(registry.record(version), registry.versions / version)
@@ -103,7 +106,7 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
             print(
                 f"{version:<8} {stage:<11} {record.created_at:<26} {record.variant:<14} "
                 f"{'n/a' if accuracy is None else f'{accuracy:.4f}':<9} {record.data.validated_md5[:16]:<17} "
-                f"{_short_commit(record.git_commit)}{note}"
+                f"{_short_commit(record.git_commit):<18} {','.join(registry.labels(version) or ['?'])}{note}"
             )
     elif args.action == "show":
         shown = registry.record(args.version)

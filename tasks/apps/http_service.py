@@ -1,11 +1,13 @@
 """`textclf serve`: a small HTTP service over the production ONNX model.
 
     GET  /health    {"status": "ok" | "degraded" | "unavailable" | "draining", "version", "labels", "queue", ...}
-    POST /predict   {"texts": ["...", ...]} -> {"version", "predictions": [{"label", "probabilities"}]}
+    POST /predict   {"texts": [...], "labels"?: [...]} -> {"version", "predictions": [{"label", "probabilities"}]}
 
 Concurrent requests are batched on the server (tasks/apps/batcher.py); when the
 queue cannot take a request it is answered 429 with Retry-After at once. Every
-answer names the model version that produced it. A newly promoted model is
+answer names the model version that produced it, and a client that lists the
+labels it knows gets 409, not predictions, from a version with other labels
+(a label set changes only with the version). A newly promoted model is
 picked up within `serve.reload_check_seconds` (a background thread reads the
 production pointer); if it cannot be loaded the service keeps the version it
 has and /health says "degraded" and why. Body size and time limits are applied
@@ -48,6 +50,9 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     texts: list[str] = Field(min_length=1, description="texts to classify")
+    labels: list[str] | None = Field(
+        None, description="the labels this client knows: a version that predicts others answers 409, not predictions"
+    )
 
     @field_validator("texts")
     @classmethod
@@ -146,6 +151,7 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
     errors = {
         code: {"model": ErrorResponse, "description": text}
         for code, text in (
+            (409, "the serving version predicts other labels than the request lists"),
             (413, "over serve.max_texts, serve.max_chars or the body limit"),
             (429, "busy: retry after the Retry-After header's seconds"),
             (503, "no model can serve, or the service is shutting down"),
@@ -168,8 +174,9 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
         status["queue"] = queue.__dict__
         return _json(status, 503 if status["status"] in ("unavailable", "draining") else 200)
 
-    async def answer(texts: list[str]) -> Response:
-        """/predict's answer to valid texts (from the route below, or the guard's fast path)."""
+    async def answer(request: PredictRequest) -> Response:
+        """/predict's answer to a valid request (from the route below, or the guard's fast path)."""
+        texts = request.texts
         if len(texts) > config.max_texts:
             return _json({"detail": f"{len(texts)} texts in one request; serve.max_texts is {config.max_texts}"}, 413)
         too_long = [i for i, text in enumerate(texts) if len(text) > config.max_chars]
@@ -186,12 +193,16 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
             return _json({"detail": str(exc)}, 429, {"Retry-After": str(exc.retry_after)})
         except Stopped as exc:
             return _json({"detail": str(exc)}, 503, {"Retry-After": "1"})
+        known = list(predictions[0].probabilities)
+        if request.labels is not None and set(request.labels) != set(known):
+            detail = f"{version} predicts {known}, not the labels this request lists: {request.labels}"
+            return _json({"detail": detail, "version": version, "labels": known}, 409)
         return _json({"version": version, "predictions": [p.as_dict() for p in predictions]})
 
     # Declared for the schema (/docs) and for requests the fast path leaves to FastAPI.
     @app.post("/predict", response_model=PredictResponse, responses=errors)  # type: ignore[arg-type]
     async def predict(request: PredictRequest) -> Response:
-        return await answer(request.texts)
+        return await answer(request)
 
     return RequestGuard(app, config, batcher.refusal, answer)
 
@@ -215,7 +226,7 @@ class RequestGuard:
         app: ASGIApp,
         config: ServeConfig,
         refusal: Callable[[], Overloaded | None],
-        predict: Callable[[list[str]], Awaitable[Response]],
+        predict: Callable[[PredictRequest], Awaitable[Response]],
     ):
         self.app, self.config, self.refusal, self.predict = app, config, refusal, predict
 
@@ -271,7 +282,7 @@ class RequestGuard:
             except ValidationError as exc:
                 response = _invalid(exc.errors(include_input=False), ("body",))
             else:
-                response = await self.predict(request.texts)
+                response = await self.predict(request)
             await response(scope, receive, send)
 
         return app

@@ -136,7 +136,13 @@ def check_file(path: Path, params: Params) -> Verdict:
     records = quarantine_records(frame, outcome)
     report = summary(outcome, records, len(frame), params.validate_.report_text)
     failed = ", ".join(f"{name} ({report['rules'][name]['rows']} rows)" for name in report["failed_rules"])
-    return Verdict(frame, f"failed validation: {failed}", render(report, Path(FLAGGED_ROWS)) + "\n", records)
+    text = render(report, Path(FLAGGED_ROWS)) + "\n"
+    if outcome.rules["label_in_set"].rows:
+        from tasks.lib.unknown_labels import unknown_labels_advice
+
+        advice = unknown_labels_advice(frame, params.data, params.path("registry"), params.split.seed)
+        text += f"\n{advice}\n" if advice else ""
+    return Verdict(frame, f"failed validation: {failed}", text, records)
 
 
 def display_name(name: str) -> str:

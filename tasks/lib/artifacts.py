@@ -8,6 +8,7 @@ the registry's lineage records have always shown.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
@@ -220,6 +221,32 @@ class MetricChange(Record):
     change: float | None = None
 
 
+class LabelSetChange(Record):
+    """Production's labels against the candidate's."""
+
+    previous: list[str]
+    current: list[str]
+
+    @property
+    def added(self) -> list[str]:
+        return [label for label in self.current if label not in self.previous]
+
+    @property
+    def removed(self) -> list[str]:
+        return [label for label in self.previous if label not in self.current]
+
+    def describe(self) -> str:
+        parts = [f"added {self.added}" if self.added else "", f"removed {self.removed}" if self.removed else ""]
+        return f"{self.previous} -> {self.current} (" + ", ".join(p for p in parts if p) + ")"
+
+
+def label_set_change(previous: Sequence[str], current: Sequence[str]) -> LabelSetChange | None:
+    """The change from `previous` to `current`, or None when they hold the same labels (in any order)."""
+    if set(previous) == set(current):
+        return None
+    return LabelSetChange(previous=list(previous), current=list(current))
+
+
 class GateMetrics(StageRecord):
     file: ClassVar[str] = "gate.json"
     passed: bool
@@ -229,6 +256,9 @@ class GateMetrics(StageRecord):
     rules: list[RuleResult]
     variants: dict[str, VariantVerdict]
     overall: dict[str, MetricChange]  # metric -> both models and their change
+    labels: list[str] = Field(default_factory=list)  # the candidate's (empty: a verdict from before labels)
+    # Production's labels -> the candidate's, when they differ (allowed by gate.label_set_change).
+    label_set_change: LabelSetChange | None = None
 
 
 class GateScores(StageRecord):
@@ -277,6 +307,10 @@ class Lineage(Record):
     git_commit: str
     params: dict[str, Any]
     metrics: LineageMetrics
+    # The labels it predicts, and production's before it when they differed (gate.label_set_change:
+    # allow). Absent in versions registered before: their classifier.json holds the labels.
+    labels: list[str] = Field(default_factory=list)
+    label_set_change: LabelSetChange | None = None
 
     def test_accuracy(self) -> float | None:
         found = self.metrics.gate.overall.get("accuracy")

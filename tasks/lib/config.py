@@ -479,6 +479,10 @@ class GateConfig(_Section):
     metrics: dict[str, MetricRules]
     # Slice name (from evaluate.slices, or "*" for every slice) -> metric -> rules.
     slices: dict[str, dict[str, MetricRules]]
+    # A candidate whose labels differ from production's: `refuse` (the gate says what
+    # changed and, for renamed labels, proposes a data.label_map) or `allow` (judged on
+    # value thresholds only: production cannot predict the new classes).
+    label_set_change: Literal["refuse", "allow"]
 
 
 class PromoteConfig(_Section):
@@ -611,9 +615,10 @@ class Params(_Section):
     @model_validator(mode="after")
     def _gate_names_exist(self) -> Params:
         """Every metric and slice a gate rule names is one that evaluation measures."""
-        from tasks.lib.metrics import metric_names
+        from tasks.lib.metrics import PER_CLASS_METRICS, metric_names
 
         metrics, slices = metric_names(self.data.labels), self.evaluate.slices.names()
+        metrics += [f"{metric}.*" for metric in PER_CLASS_METRICS]  # every class (gate.py expands it)
         rules = [("gate.metrics", self.gate.metrics)]
         for name, by_metric in self.gate.slices.items():
             if name != "*" and name not in slices:

@@ -166,7 +166,13 @@ def render(version: str, lineage: Lineage, base: dict[str, Any]) -> str:
         "",
         f"## The gate's decision: {'passed' if gate.passed else 'refused'}",
         "",
-        f"Compared with production `{gate.production_version or 'none (first model)'}`.",
+        f"Compared with production `{gate.production_version or 'none (first model)'}`."
+        + (
+            f" The label set changed: {lineage.label_set_change.describe()}, allowed by "
+            "`gate.label_set_change: allow` (change thresholds not judged)."
+            if lineage.label_set_change
+            else ""
+        ),
         "",
         "| rule | value | threshold | margin | status |",
         "|---|---|---|---|---|",

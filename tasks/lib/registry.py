@@ -3,7 +3,8 @@
 Layout under `paths.registry`:
     versions/vNNNN/   the served model files, the gate report and `version.json` (lineage)
     production.json   which version serves now (replaced atomically)
-    history.jsonl     every event (register, promote, rollback, archive) with its reason
+    history.jsonl     every event (register, promote, rollback, archive) with its reason;
+                      a move between versions with other labels records both label sets
 Stages: the pointer's version is `production`; a version that served before,
 or was archived by hand, is `archived`; any other is a `candidate`.
 
@@ -144,6 +145,16 @@ class Registry:
             )
         return self.record(version)
 
+    def labels(self, version: str) -> list[str] | None:
+        """The labels a version predicts: its record's, else its classifier.json's; None if unreadable."""
+        try:
+            listed = self.record(version).get("labels")
+            if listed:
+                return [str(label) for label in listed]
+            return [str(label) for label in read_json(self.versions / version / CLASSIFIER_FILE)["labels"]]
+        except (RegistryError, OSError, ValueError, KeyError, TypeError):
+            return None
+
     def list_versions(self) -> list[str]:
         """Complete versions, oldest first (a half-copied `.vNNNN.tmp` is not one)."""
         if not self.versions.exists():
@@ -282,8 +293,13 @@ class Registry:
             if not (self.versions / version / VERSION_FILE).exists():
                 raise RegistryError(f"no complete version {version} in {self.versions}")
             previous = self.production_version()
+            move: dict[str, Any] = {"event": event, "from": previous, "to": version, "reason": reason}
+            before, after = (self.labels(previous) if previous else None), self.labels(version)
+            if before is not None and after is not None and set(before) != set(after):
+                # Clients see other labels from here on: the history says when and why.
+                move["labels"] = {"from": before, "to": after}
             write_json(self.pointer, {"version": version, "since": _now()})
-            self._append({"event": event, "from": previous, "to": version, "reason": reason})
+            self._append(move)
 
     def promote(self, version: str, reason: str) -> str | None:
         """Make a registered version production (also one that was archived or rolled back).

@@ -7,12 +7,17 @@
    this run's test split (overall and per slice, paired bootstrap intervals);
    `gate.metrics` and `gate.slices` hold them to value thresholds (the
    candidate's metric) and change thresholds (candidate minus production).
+4. A candidate whose labels differ from production's is refused unless
+   `gate.label_set_change: allow` says the change is deliberate; then it is
+   judged on value thresholds only. Refused, the report says what changed and,
+   when new labels look like production's under other names (by how the
+   production model classifies their rows), proposes the data.label_map.
 A failed rule stops promotion; the report names each rule, its value and bound.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,14 +29,17 @@ from tasks.lib.artifacts import (
     ExportMetrics,
     GateMetrics,
     GateScores,
+    LabelSetChange,
     ModelMeasurement,
     QuantizeMetrics,
     VariantVerdict,
+    label_set_change,
 )
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import GateConfig, MetricRules, Params, ServingRules
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import read_table, write_text
+from tasks.lib.label_sets import explain, propose_label_map
 from tasks.lib.metrics import label_indices, softmax
 from tasks.lib.onnx_classifier import OnnxClassifier
 from tasks.lib.production_model import load_classifier
@@ -142,9 +150,19 @@ def _bounds(rules: Any) -> list[tuple[float, Literal["min", "max"]]]:
 
 
 def scope_rules(
-    scope: str, by_metric: dict[str, MetricRules], scored: dict[str, Any], change_test: str, min_rows: int
+    scope: str,
+    by_metric: dict[str, MetricRules],
+    scored: dict[str, Any],
+    change_test: str,
+    min_rows: int,
+    uncompared: str | None = None,
 ) -> list[GateRule]:
-    """Value and change thresholds of one scope (overall or a slice) against its scores."""
+    """Value and change thresholds of one scope (overall or a slice) against its scores.
+
+    Args:
+        uncompared: why there is a production model but no comparison with it: its
+            change thresholds are then listed as not judged.
+    """
     prefix = "" if scope == OVERALL else f"{scope}: "
     skip = None
     if scope != OVERALL and scored["n"] < min_rows:
@@ -154,6 +172,12 @@ def scope_rules(
         value = scored.get(CANDIDATE, {}).get(metric)
         why = skip or (None if value is not None else "undefined on these rows")
         rules += [GateRule(f"{prefix}{metric}", value, bound, kind, skip=why) for bound, kind in _bounds(config)]
+        if config.change is not None and uncompared is not None:
+            key = "relative change" if config.change.relative else "change"
+            rules += [
+                GateRule(f"{prefix}{metric} {key}", None, bound, kind, skip=uncompared)
+                for bound, kind in _bounds(config.change)
+            ]
         if config.change is None or "change" not in scored:
             continue
         key = "relative_change" if config.change.relative else "change"
@@ -185,12 +209,32 @@ def slice_config(config: GateConfig, scope: str) -> dict[str, MetricRules]:
     return merged
 
 
-def metric_rules(config: GateConfig, scored: dict[str, dict[str, Any]], min_rows: int) -> list[GateRule]:
+def each_class(by_metric: dict[str, MetricRules], measured: Iterable[str]) -> dict[str, MetricRules]:
+    """`recall.*` becomes a rule on every class's recall; a class named on its own keeps its own rules."""
+    measured = list(measured)
+    expanded: dict[str, MetricRules] = {}
+    for metric, rules in by_metric.items():
+        if metric.endswith(".*"):
+            for name in measured:
+                if name.startswith(metric[:-1]):
+                    expanded.setdefault(name, rules)
+        else:
+            expanded[metric] = rules
+    return expanded
+
+
+def metric_rules(
+    config: GateConfig, scored: dict[str, dict[str, Any]], min_rows: int, uncompared: str | None = None
+) -> list[GateRule]:
     """`gate.metrics` on the overall scores, then `gate.slices` on each slice's."""
-    rules = scope_rules(OVERALL, config.metrics, scored[OVERALL], config.change_test, min_rows)
+    measured = scored[OVERALL][CANDIDATE]
+    rules = scope_rules(
+        OVERALL, each_class(config.metrics, measured), scored[OVERALL], config.change_test, min_rows, uncompared
+    )
     for scope, found in scored.items():
         if scope != OVERALL:
-            rules += scope_rules(scope, slice_config(config, scope), found, config.change_test, min_rows)
+            by_metric = each_class(slice_config(config, scope), measured)
+            rules += scope_rules(scope, by_metric, found, config.change_test, min_rows, uncompared)
     return rules
 
 
@@ -206,6 +250,54 @@ def aligned_probabilities(
         )
     probabilities = softmax(model.logits(texts, batch_size))
     return probabilities[:, [own.index(label) for label in labels]]
+
+
+@dataclass(frozen=True)
+class LabelSetVerdict:
+    """The report's section on a changed label set, and why it stops promotion (None: allowed)."""
+
+    change: LabelSetChange
+    lines: list[str]
+    failure: str | None
+
+
+def judge_label_set(
+    params: Params, change: LabelSetChange, production: dict[str, Any], served: OnnxClassifier, batch_size: int
+) -> LabelSetVerdict:
+    """Allow a changed label set only by `gate.label_set_change: allow`; refused, say what to do.
+
+    When some labels were removed and others added, production's model classifies the
+    test rows of the added ones: a consistent pairing is proposed as a data.label_map.
+    """
+    version = production["version"]
+    lines = [
+        "### Label set changed",
+        "",
+        f"Production {version} predicts {change.previous}; this candidate {change.current}: {change.describe()}.",
+        "",
+    ]
+    if params.gate.label_set_change == "allow":
+        lines.append(
+            "`gate.label_set_change: allow`: a deliberate change. Production cannot predict the same classes, so "
+            "change thresholds are not judged; the candidate is judged on value thresholds (per-class floors such "
+            "as `recall.*` cover every class, new ones included). The new version's lineage and the registry "
+            "history record the change."
+        )
+        return LabelSetVerdict(change, lines, None)
+    if change.added and change.removed:
+        test = read_table(params.path("test_split"))
+        texts = {label: list(test.loc[test[LABEL] == label, TEXT]) for label in change.added}
+        proposal = propose_label_map(
+            texts, change.removed, lambda batch: served.predict(batch, batch_size), version, params.split.seed
+        )
+        lines += [explain(proposal, params.data.labels, params.data.label_map), ""]
+    lines.append(
+        "If the label set changes on purpose (a class added, removed or renamed for good), set "
+        "`gate.label_set_change: allow`: the candidate is then judged on value thresholds only, and "
+        "clients see the new labels only with the new version."
+    )
+    failure = f"the label set changed ({change.describe()}) and gate.label_set_change is refuse"
+    return LabelSetVerdict(change, lines, failure)
 
 
 def _number(value: float | None, sign: bool = False) -> str:
@@ -252,14 +344,18 @@ def render(
     params: Params,
     production: dict[str, Any] | None,
     scored: dict[str, dict[str, Any]] | None,
+    label_set: LabelSetVerdict | None = None,
 ) -> str:
     """The Markdown report a person reads (also the Prefect artifact and the failure message)."""
-    passed = chosen is not None and not any(rule.failed for rule in rules)
+    refused = label_set is not None and label_set.failure is not None
+    passed = chosen is not None and not any(rule.failed for rule in rules) and not refused
     lines = [f"## Gate: {'PASSED' if passed else 'REJECTED'}", ""]
     if production is None:
         lines.append(
             "No production model yet: change thresholds do not apply; this run bootstraps the registry if it passes."
         )
+    elif label_set is not None:
+        lines += label_set.lines
     else:
         served = production.get("variant", "variant not recorded")
         lines.append(
@@ -295,6 +391,8 @@ def render(
     if scored is not None:
         lines += ["", *_scores_table(scored, "accuracy", params.evaluate.bootstrap.confidence)]
     failed = [rule.describe_failure() for rule in rules if rule.failed]
+    if label_set is not None and label_set.failure is not None:
+        failed.insert(0, label_set.failure)
     if chosen is None:
         failed.append(
             "no serving variant passes gate.serving: "
@@ -321,19 +419,16 @@ def headline(scored: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, fl
 
 
 def score_candidate(
-    params: Params, model_file: str, production: dict[str, Any] | None, batch_size: int
+    params: Params, model_file: str, served: OnnxClassifier | None, batch_size: int
 ) -> dict[str, dict[str, Any]]:
-    """Candidate (and production, when there is one) on this run's test split, overall and per slice."""
+    """Candidate (and production's `served` model, when compared) on this run's test split, overall and per slice."""
     test = read_table(params.path("test_split"))
     texts, labels = list(test[TEXT]), params.data.labels
     y_true = label_indices(list(test[LABEL]), labels)
     candidate = OnnxClassifier(params.path("quantized"), model_file)
     models = {CANDIDATE: aligned_probabilities(candidate, texts, labels, batch_size, CANDIDATE)}
-    if production is not None:
-        served = load_classifier(Path(production["path"]))
-        models[PRODUCTION] = aligned_probabilities(
-            served, texts, labels, batch_size, f"production {production['version']}"
-        )
+    if served is not None:
+        models[PRODUCTION] = aligned_probabilities(served, texts, labels, batch_size, PRODUCTION)
     return score(texts, y_true, models, labels, params.evaluate)
 
 
@@ -343,19 +438,30 @@ def run(params: Params) -> None:
     rules = onnx_rules(params.gate, ExportMetrics.read(params))
     chosen, variants = choose_variant(params.gate.serving, quantize)
     production = Registry(params.path("registry")).production()
+    served = load_classifier(Path(production["path"])) if production else None
+    change = label_set_change(served.info.labels, params.data.labels) if served else None
+    label_set = None
+    if production is not None and served is not None and change is not None:
+        label_set = judge_label_set(params, change, production, served, quantize.batch_size)
     model_file = quantize.models[chosen].file if chosen else None
     scored = None
     if model_file is not None:
-        scored = score_candidate(params, model_file, production, quantize.batch_size)
-        rules += metric_rules(params.gate, scored, params.evaluate.slices.min_rows)
-    passed = chosen is not None and not any(rule.failed for rule in rules)
-    report = render(rules, variants, chosen, quantize, params, production, scored)
+        compared = served if change is None else None
+        scored = score_candidate(params, model_file, compared, quantize.batch_size)
+        uncompared = "the label set changed" if change is not None else None
+        rules += metric_rules(params.gate, scored, params.evaluate.slices.min_rows, uncompared)
+    passed = (
+        chosen is not None and not any(rule.failed for rule in rules) and (label_set is None or not label_set.failure)
+    )
+    report = render(rules, variants, chosen, quantize, params, production, scored, label_set)
     GateMetrics.parse(
         {
             "passed": passed,
             "serving_variant": chosen,
             "model_file": model_file,
             "production_version": production["version"] if production else None,
+            "labels": params.data.labels,
+            "label_set_change": change.model_dump() if change else None,
             "rules": [rule.as_json() for rule in rules],
             "variants": {
                 name: VariantVerdict.parse(

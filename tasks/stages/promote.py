@@ -79,6 +79,8 @@ def lineage(params: Params, gate: GateMetrics, model_file: str, variant: str) ->
         ),
         git_commit=git_commit(params.root),
         params=params.model_dump(mode="json", by_alias=True),
+        labels=params.data.labels,
+        label_set_change=gate.label_set_change,
         metrics=LineageMetrics(
             evaluate=EvaluateMetrics.read(params).dump(),
             quantize=QuantizeMetrics.read(params).dump(),
@@ -159,7 +161,10 @@ def promote(params: Params) -> Promotion:
                     f"promote.mode is manual: {version} waits as a candidate; `textclf registry promote {version}`"
                 ),
             )
-        registry.set_production(version, reason="passed the gate (promote.mode: auto)")
+        reason = "passed the gate (promote.mode: auto)"
+        if record.label_set_change is not None:
+            reason += f"; label set changed: {record.label_set_change.describe()} (gate.label_set_change: allow)"
+        registry.set_production(version, reason=reason)
     return Promotion(**{**outcome, "promoted": True}, version=version)
 
 

@@ -24,6 +24,7 @@ from tasks.lib.io import (
     write_text,
 )
 from tasks.lib.stage_runner import run_as_script
+from tasks.lib.unknown_labels import unknown_labels_advice
 from tasks.lib.validation.checks import check
 from tasks.lib.validation.features import token_counts
 from tasks.lib.validation.report import quarantine_records, render, summary
@@ -50,6 +51,9 @@ def run(params: Params) -> None:
     report = summary(outcome, records, len(frame), params.validate_.report_text)
     ValidateMetrics.parse(report, "validate summary").write(params)
     text = render(report, quarantine)
+    if outcome.rules["label_in_set"].rows:
+        advice = unknown_labels_advice(frame, params.data, params.path("registry"), params.split.seed)
+        text += f"\n\n{advice}" if advice else ""
     write_text(reports / VALIDATION_REPORT_FILE, text + "\n")
     if not outcome.passed:
         # The validated output is declared `persist` in dvc.yaml and only

@@ -91,8 +91,10 @@ def load_model(base_model: str, labels: list[str], config: TrainConfig) -> Any:
         base_model, num_labels=len(labels), label2id=label2id, id2label={i: label for label, i in label2id.items()}
     )
     _set_dropout(model_config, config.dropout)
+    # A base checkpoint that has a head for another number of labels (a fine-tuned model,
+    # or a label set that changed) gets a fresh one instead of an error.
     model = AutoModelForSequenceClassification.from_pretrained(
-        base_model, config=model_config, use_safetensors=True, trust_remote_code=False
+        base_model, config=model_config, use_safetensors=True, trust_remote_code=False, ignore_mismatched_sizes=True
     )
     return add_lora(model, config.lora) if config.lora.enabled else model
 

@@ -26,6 +26,7 @@ from tasks.lib.validation.features import (
     add_features,
 )
 from tasks.lib.validation.suite import (
+    DRIFT_RULES,
     Validator,
     class_rules,
     dataset_rules,
@@ -108,22 +109,29 @@ def _class_table(kept: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
 
 def _drift(
     kept: pd.DataFrame, baseline: pd.DataFrame | None, data: DataConfig, config: ValidateConfig
-) -> tuple[dict[str, float], str]:
-    """Drift statistics against the accepted dataset and what they were measured against,
-    or ({}, why they were not computed)."""
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Drift statistics against the accepted dataset, and per drift rule what it was measured
+    against or why it was not."""
     if baseline is None or baseline.empty:
-        return {}, "not checked: no accepted dataset yet (the first successful run sets the baseline)"
-    if not set(baseline[LABEL]) <= set(data.labels):
-        return {}, "not checked: the accepted dataset has other labels (data.labels changed)"
+        why = "not checked: no accepted dataset yet (the first successful run sets the baseline)"
+        return {}, dict.fromkeys(DRIFT_RULES, why)
+    if kept.empty:
+        return {}, dict.fromkeys(DRIFT_RULES, "not checked: no rows remain after the row rules")
+    against = f"measured against the accepted dataset ({len(baseline)} rows)"
     statistics = {
-        "label_drift": drift.label_drift(
-            baseline[LABEL], kept[MAPPED_LABEL], list(data.labels), config.drift.labels.statistic
-        ),
         "length_drift": drift.length_drift(
             baseline[TEXT].str.len().to_numpy(), kept[TEXT].str.len().to_numpy(), config.drift.length.statistic
-        ),
+        )
     }
-    return statistics, f"measured against the accepted dataset ({len(baseline)} rows)"
+    accepted = sorted(set(baseline[LABEL]))
+    if accepted != sorted(data.labels):
+        # A class added or removed on purpose shifts the shares by design; the gate guards the change.
+        why = f"not checked: the accepted dataset has labels {accepted}, data.labels is {list(data.labels)}"
+        return statistics, {"label_drift": why, "length_drift": against}
+    statistics["label_drift"] = drift.label_drift(
+        baseline[LABEL], kept[MAPPED_LABEL], list(data.labels), config.drift.labels.statistic
+    )
+    return statistics, dict.fromkeys(DRIFT_RULES, against)
 
 
 def _class_note(classes: pd.DataFrame, minimum: float) -> str:
@@ -160,7 +168,7 @@ def _judge_dataset(
     gx = validator.gx
     classes = _class_table(kept, list(data.labels))
     present = classes["rows"][classes["rows"] > 0]
-    statistics, drift_note = _drift(kept, baseline, data, config)
+    statistics, drift_notes = _drift(kept, baseline, data, config)
     values = {
         "min_rows": len(kept),
         "min_class_share": float(classes["share"].min()),
@@ -171,14 +179,13 @@ def _judge_dataset(
     class_checks = class_rules(gx, config)
     results = {
         **validator.validate("classes", classes, class_checks, key="label"),
-        **validator.validate("dataset", table, dataset_rules(gx, config, drift_checked=bool(statistics))),
+        **validator.validate("dataset", table, dataset_rules(gx, config, measured=statistics)),
     }
     notes = {
         "min_class_share": _class_note(classes, config.min_class_share),
-        "label_drift": drift_note,
-        "length_drift": drift_note,
+        **drift_notes,
     }
-    for rule in class_checks + dataset_rules(gx, config, drift_checked=True):
+    for rule in class_checks + dataset_rules(gx, config):
         result = results.get(rule.name)  # None: not checked, and the note says why
         passed = result is None or bool(result.success)
         note = notes.get(rule.name, "") if result is None or not passed else ""

@@ -8,6 +8,7 @@ policy in its description so the Data Docs read like the summary.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tasks.lib.validation.features import (
 )
 
 SITE = "reports"
+DRIFT_RULES = ("label_drift", "length_drift")
 
 
 @dataclass(frozen=True)
@@ -139,8 +141,8 @@ def class_rules(gx: Any, config: ValidateConfig) -> list[Rule]:
     ]
 
 
-def dataset_rules(gx: Any, config: ValidateConfig, drift_checked: bool) -> list[Rule]:
-    """Whole-table rules on a one-row table; drift only where there is an accepted dataset.
+def dataset_rules(gx: Any, config: ValidateConfig, measured: Collection[str] = DRIFT_RULES) -> list[Rule]:
+    """Whole-table rules on a one-row table; of the drift rules, those `measured` (against an accepted dataset).
 
     Min/max expectations (rather than per-value ones) make the Data Docs show the observed value.
     """
@@ -157,27 +159,26 @@ def dataset_rules(gx: Any, config: ValidateConfig, drift_checked: bool) -> list[
             max_value=c.max_imbalance_ratio,
         ),
     ]
-    if drift_checked:
-        labels, length = c.drift.labels, c.drift.length
-        rules += [
-            _rule(
-                c,
-                "label_drift",
-                f"label distribution {labels.statistic} at most {labels.threshold:g}",
-                at_most,
-                column="label_drift",
-                max_value=labels.threshold,
-            ),
-            _rule(
-                c,
-                "length_drift",
-                f"text length {length.statistic} at most {length.threshold:g}",
-                at_most,
-                column="length_drift",
-                max_value=length.threshold,
-            ),
-        ]
-    return rules
+    labels, length = c.drift.labels, c.drift.length
+    drift = [
+        _rule(
+            c,
+            "label_drift",
+            f"label distribution {labels.statistic} at most {labels.threshold:g}",
+            at_most,
+            column="label_drift",
+            max_value=labels.threshold,
+        ),
+        _rule(
+            c,
+            "length_drift",
+            f"text length {length.statistic} at most {length.threshold:g}",
+            at_most,
+            column="length_drift",
+            max_value=length.threshold,
+        ),
+    ]
+    return rules + [rule for rule in drift if rule.name in measured]
 
 
 class Validator:
