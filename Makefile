@@ -11,14 +11,17 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 LOCK := requirements.lock
 # The stamp changes with pyproject.toml and the lock, so editing dependencies reinstalls.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
+# The scripts, styles and fonts the HTML reports load, pinned npm packages (README "Reports that render offline").
+WEB_LOCK := web-assets.lock
+WEB_STAMP := $(VENV)/share/textclf/.fetched-$(shell cat $(WEB_LOCK) | sha1sum | cut -c1-12)
 # dvc.yaml calls `python -m tasks.stages.<name>`: the venv must come first on PATH.
 export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install apt run repro serve test lint lock clean-venv bench-serving
+.PHONY: install apt chromium run repro serve test lint lock clean-venv bench-serving
 
-install: apt $(STAMP)
+install: apt $(STAMP) $(WEB_STAMP)
 
 apt:
 	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
@@ -33,6 +36,18 @@ $(STAMP): pyproject.toml $(LOCK)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# Into the venv (.venv/share/textclf/web-assets), each tarball checked against the lock's sha512.
+$(WEB_STAMP): $(WEB_LOCK) | $(STAMP)
+	$(BIN)/python -m tasks.apps.fetch_web_assets
+	@rm -f $(VENV)/share/textclf/.fetched-*
+	@mkdir -p $(@D) && touch $@
+
+# Debian's chromium, for the browser test of the HTML reports (tests/integration/test_reports_offline.py):
+# only `make test` installs it, not `make install`.
+chromium:
+	@dpkg -s chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+
 ## Run the whole DAG as a Prefect flow (offline default: the demo data set).
 run: install
 	$(BIN)/python -m tasks run
@@ -46,7 +61,7 @@ repro: install
 	$(BIN)/dvc repro
 
 ## The default suite (about 25 minutes on 2 cores).
-test: install
+test: install chromium
 	$(BIN)/python -m pytest
 
 ## The serving load benchmark (README "Serving under load"): wrk from Debian against `textclf serve`.

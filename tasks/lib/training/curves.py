@@ -2,7 +2,9 @@
 
 The folder holds one TSV per curve (`plots/metrics/<group>/<name>.tsv`, which
 dvc.yaml's `plots` draws for `dvc plots show`) and `report.html`, rewritten
-at every log so it can be opened while training runs.
+at every log so it can be opened while training runs. The report is one file
+that renders offline: the Vega scripts DVCLive names on a CDN are inlined
+(tasks.lib.offline_html).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+
+from tasks.lib.offline_html import inline_scripts
+from tasks.lib.web_assets import installed
 
 # Trainer log key -> DVCLive metric name.
 CURVES = {
@@ -28,6 +33,7 @@ class LiveCurves(TrainerCallback):
     def __init__(self, folder: Path):
         self.folder = folder
         self.live: Any = None
+        self.web_assets = installed()  # before training: missing files fail the run now, not at the first log
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
@@ -47,7 +53,8 @@ class LiveCurves(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.live is not None:
-            self.live.end()
+            self.live.end()  # writes the report once more
+            self._make_report_offline()
             self.live = None
 
     def _log(self, entry: dict[str, Any], step: int) -> None:
@@ -59,3 +66,9 @@ class LiveCurves(TrainerCallback):
             self.live.log_metric(name, value)
         self.live.make_summary()
         self.live.make_report()
+        self._make_report_offline()
+
+    def _make_report_offline(self) -> None:
+        report = Path(self.live.report_file)
+        if report.exists():
+            inline_scripts(report, self.web_assets)

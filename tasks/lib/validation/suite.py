@@ -2,12 +2,15 @@
 
 An ephemeral context (nothing written but the Data Docs site): one suite per
 table (rows, classes, dataset), each expectation carrying its rule name and
-policy in its description so the Data Docs read like the summary.
+policy in its description so the Data Docs read like the summary. The site
+renders offline: what its pages load from CDNs is copied into it
+(tasks.lib.offline_html).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ import pandas as pd
 
 from tasks.lib.columns import ROW_ID, TEXT
 from tasks.lib.config import DataConfig, ValidateConfig
+from tasks.lib.offline_html import make_site_offline
 from tasks.lib.text import visible_pattern
 from tasks.lib.validation.features import (
     CONFLICT,
@@ -28,9 +32,17 @@ from tasks.lib.validation.features import (
     NOT_LANGUAGE,
     TOKENS,
 )
+from tasks.lib.web_assets import installed
 
 SITE = "reports"
 DRIFT_RULES = ("label_drift", "length_drift")
+_GX_IMAGES = "https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/"
+# Great Expectations' logo, which its pages load from its web server; the site holds a copy. The
+# dark-mode stylesheet asks for a light-on-dark variant that the site lacks: the same logo stands in.
+GX_IMAGES = {
+    f"{_GX_IMAGES}logo-long.png": "static/images/logo-long.png",
+    f"{_GX_IMAGES}full_logo_dark.png": "static/images/logo-long.png",
+}
 
 
 @dataclass(frozen=True)
@@ -187,6 +199,8 @@ class Validator:
     def __init__(self, gx: Any, docs: Path | None):
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
+        # Checked first: missing web files fail the run now, not after the suites ran.
+        self.web_assets = installed() if docs is not None else None
         self.gx = gx
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -225,9 +239,28 @@ class Validator:
         return {rule.name: by_id[rule.expectation.id] for rule in rules}
 
     def build_docs(self) -> None:
-        """Render the Data Docs site (index.html and a page per suite run) into `docs`."""
-        if self.docs is not None:
+        """Render the Data Docs site (index.html and a page per suite run) into `docs`, self-contained."""
+        if self.docs is not None and self.web_assets is not None:
             self.context.build_data_docs(site_names=[SITE])
+            repair_favicon_links(self.docs)
+            make_site_offline(self.docs, self.web_assets, GX_IMAGES)
+
+
+_FAVICON = re.compile(r"""(<link rel="shortcut icon" href=")(?:\.\./|\./)*(static/images/favicon\.ico")""")
+
+
+def repair_favicon_links(site: Path) -> None:
+    """Point each page's favicon link at the site's favicon.
+
+    GX 1.24 links it one folder too high from validation result pages (favicon.j2 climbs 3
+    folders, the pages lie 4 deep), which a browser reports as a missing file.
+    """
+    for page in site.rglob("*.html"):
+        up = "../" * (len(page.relative_to(site).parts) - 1) or "./"
+        text = page.read_text(encoding="utf-8")
+        fixed = _FAVICON.sub(rf"\g<1>{up}\g<2>", text)
+        if fixed != text:
+            page.write_text(fixed, encoding="utf-8")
 
 
 def flagged_keys(result: Any, key: str = ROW_ID) -> list[Any]:

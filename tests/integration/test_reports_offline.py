@@ -1,0 +1,216 @@
+"""Every HTML report the pipeline writes renders offline, in a real browser: Debian's chromium, driven by Playwright.
+
+The reports come from the real stages on tiny data: validate's Data Docs (every page) and
+train's DVCLive report. Each page is opened from disk with every request routed: one that
+would leave the machine is aborted and fails the test, as do console errors, page errors,
+a failed load of the page's own files and an image that does not load. The test also
+checks that what the pages load took effect (Bootstrap's layout and dark mode,
+bootstrap-table's tables, Font Awesome's font, Vega's charts) and saves a screenshot of
+each page, Data Docs also in dark mode, into the folder it prints: $REPORT_SCREENSHOTS if set,
+else one under pytest's basetemp (`-rP` shows the line).
+
+`make test` installs chromium (Debian's package) before the suite; `make install` does not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pandas as pd
+import pytest
+import yaml
+
+from tasks.lib.config import load_params
+from tasks.lib.io import read_table, write_table
+from tasks.lib.offline_html import VENDOR
+from tasks.lib.training.curves import CURVES
+from tasks.stages import augment, ingest, split, train, validate
+from tests.conftest import deep_merge, repo_params, tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+LOCAL_SCHEMES = ("file:", "data:", "blob:")
+
+# What the pages' own files must have done, checked in the page (each a JS expression that is true).
+DATA_DOCS_LOADED = {
+    "Bootstrap's styles": "getComputedStyle(document.querySelector('nav.navbar')).display === 'flex'",
+    "jQuery, Popper and Bootstrap's scripts": "typeof Popper === 'function' && typeof jQuery.fn.modal === 'function'",
+    "bootstrap-table drew the tables": "document.querySelectorAll('div.bootstrap-table table').length > 0",
+    "bootstrap-datepicker": "typeof jQuery.fn.datepicker === 'function'",
+    "Vega, Vega-Lite and vega-embed": "typeof vega.View === 'function' && typeof vegaLite.compile === 'function'"
+    " && typeof vegaEmbed === 'function'",
+    "Font Awesome's font, where the page shows icons": "!document.querySelector('.fas, .far, .fa')"
+    " || [...document.fonts].some(f => f.family.includes('Font Awesome') && f.status === 'loaded')",
+}
+DARK_MODE = "getComputedStyle(document.body).backgroundColor !== 'rgb(255, 255, 255)'"
+CHARTS_DRAWN = "document.querySelectorAll('.vega-embed canvas.marks, .vega-embed svg.marks').length"
+
+# Every image of the page, <img> and CSS backgrounds, loaded (again, through the routes): [address, loaded?].
+IMAGES = """async () => {
+  const urls = new Set([...document.images].map(i => i.currentSrc || i.src));
+  for (const element of document.querySelectorAll('*')) {
+    for (const match of getComputedStyle(element).backgroundImage.matchAll(/url\\("(.*?)"\\)/g)) urls.add(match[1]);
+  }
+  return Promise.all([...urls].filter(u => u).map(url => new Promise(done => {
+    const image = new Image();
+    image.onload = () => done([url, image.naturalWidth > 0]);
+    image.onerror = () => done([url, false]);
+    image.src = url;
+  })));
+}"""
+# True once READY (a JS expression) holds, false after 10 s.
+WAIT_UNTIL = """async () => {
+  for (const end = Date.now() + 10000; Date.now() < end; await new Promise(wake => setTimeout(wake, 50))) {
+    try { if (READY) return true; } catch {}
+  }
+  return false;
+}"""
+# The files the page names in <script src>, <link href> and <img src>, as absolute addresses.
+NAMED = """() => [...document.querySelectorAll('script[src], link[href], img[src]')].map(e => e.src || e.href)"""
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A workspace after validate (one repeated row quarantined) and a short training run: its reports folder."""
+    root = tmp_path_factory.mktemp("reports-offline")
+    overrides = deep_merge(
+        tiny_overrides(tiny_model_dir),
+        {
+            "data": {"demo": {"rows": 240}},
+            "augment": {"synonym": {"ratio": 0.0}, "backtranslation": {"ratio": 0.0}},
+            "train": {"epochs": 2, "eval_steps": 11},
+        },
+    )
+    (root / "params.yaml").write_text(yaml.safe_dump(deep_merge(repo_params(), overrides)))
+    params = load_params(root)
+    ingest.run(params)
+    raw = read_table(params.path("raw"))
+    repeat = raw.iloc[[0]].assign(row_id="repeat:1", source_line=len(raw) + 1)  # a failed expectation with its row
+    write_table(params.path("raw"), pd.concat([raw, repeat], ignore_index=True))
+    for stage in (validate, split, augment, train):
+        stage.run(params)
+    return params.path("reports")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: `make install` installs it (pyproject.toml's test extra)")
+    if not CHROMIUM.is_file():
+        pytest.fail(f"no {CHROMIUM}: `make test` installs Debian's chromium for this test (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        yield browser
+        browser.close()
+
+
+class Visit:
+    """One browser context whose requests are all routed; collects what went wrong, per page."""
+
+    def __init__(self, browser: Any):
+        self.context = browser.new_context(viewport={"width": 1280, "height": 800})
+        self.problems: list[str] = []
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console error: {m.text}"))
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page.on("requestfailed", self._failed)
+
+    def _route(self, route: Any) -> None:
+        url = route.request.url
+        if url.startswith(LOCAL_SCHEMES):
+            route.continue_()
+        else:
+            self.problems.append(f"request leaving the machine: {url}")
+            route.abort("blockedbyclient")
+
+    def _failed(self, request: Any) -> None:
+        if request.url.startswith(LOCAL_SCHEMES):
+            self.problems.append(f"failed to load {request.url}: {request.failure}")
+
+    def open(self, page: Path, loaded: dict[str, str], shot: Path, ready: str = "true") -> list[str]:
+        """Load `page`, wait until `ready` (JS), check `loaded`, its files and images, save a screenshot.
+
+        Returns what went wrong.
+        """
+        self.problems = []
+        self.page.goto(page.as_uri())
+        self.page.evaluate("document.fonts.ready.then(() => true)")
+        if not self.page.evaluate(WAIT_UNTIL.replace("READY", ready)):
+            self.problems.append(f"not ready within 10 s: {ready}")
+        for name, test in loaded.items():
+            if not self.page.evaluate(f"() => {{ try {{ return Boolean({test}); }} catch {{ return false; }} }}"):
+                self.problems.append(f"did not take effect: {name}")
+        self._check_files_and_images()
+        self.page.screenshot(path=shot, full_page=True)
+        return self.problems
+
+    def dark(self, shot: Path) -> list[str]:
+        """The same page in dark mode (its stylesheet loads other images): checked and saved too."""
+        self.problems = []
+        self.page.emulate_media(color_scheme="dark")
+        if not self.page.evaluate(DARK_MODE):
+            self.problems.append("did not take effect: the dark-mode stylesheet")
+        self._check_files_and_images()
+        self.page.screenshot(path=shot, full_page=True)
+        self.page.emulate_media(color_scheme="light")
+        return self.problems
+
+    def _check_files_and_images(self) -> None:
+        for url in self.page.evaluate(NAMED):
+            parts = urlsplit(url)
+            if parts.scheme == "file" and not Path(unquote(parts.path)).is_file():
+                self.problems.append(f"names a missing file: {url}")
+        self.problems += [f"image did not load: {url}" for url, ok in self.page.evaluate(IMAGES) if not ok]
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """REPORT_SCREENSHOTS if set (a CI job can keep it), else a folder under pytest's basetemp."""
+    chosen = os.environ.get("REPORT_SCREENSHOTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("report-screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"screenshots of the HTML reports: {folder}")
+    return folder
+
+
+def _shot_name(page: Path, root: Path, scheme: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", str(page.relative_to(root).with_suffix(""))) + f"-{scheme}.png"
+
+
+def test_data_docs_render_offline(reports: Path, browser: Any, screenshots: Path) -> None:
+    site = reports / "data_docs"
+    pages = sorted(site.rglob("*.html"))
+    # The index, a page per suite and a page per validation run (rows, classes, dataset).
+    assert len(pages) == 7 and (site / "index.html") in pages
+    assert (site / VENDOR).is_dir()
+    visit = Visit(browser)
+    problems = {}
+    for page in pages:
+        found = visit.open(page, DATA_DOCS_LOADED, screenshots / _shot_name(page, site, "light"))
+        found += visit.dark(screenshots / _shot_name(page, site, "dark"))
+        if found:
+            problems[str(page.relative_to(site))] = found
+    visit.context.close()
+    assert problems == {}
+    rows = next((site / "validations" / "rows").rglob("*.html")).read_text(encoding="utf-8")
+    assert "duplicate_exact" in rows and "repeat:1" in rows  # the failed expectation and its row are on the page
+
+
+def test_training_report_renders_offline(reports: Path, browser: Any, screenshots: Path) -> None:
+    report = reports / "train" / "report.html"
+    visit = Visit(browser)
+    # vega-embed draws each curve once Vega's scripts ran: a canvas per DVCLive curve.
+    drawn = {"Vega drew every curve": f"{CHARTS_DRAWN} === {len(CURVES)}"}
+    problems = visit.open(report, drawn, screenshots / "train-report.png", ready=f"{CHARTS_DRAWN} >= {len(CURVES)}")
+    visit.context.close()
+    assert problems == []
+    assert "<script src=" not in report.read_text(encoding="utf-8")  # one file: the scripts are inside it
