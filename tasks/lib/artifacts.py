@@ -235,9 +235,13 @@ class LabelSetChange(Record):
     def removed(self) -> list[str]:
         return [label for label in self.previous if label not in self.current]
 
-    def describe(self) -> str:
+    def difference(self) -> str:
+        """E.g. `added ['neutral'], removed ['pos']`."""
         parts = [f"added {self.added}" if self.added else "", f"removed {self.removed}" if self.removed else ""]
-        return f"{self.previous} -> {self.current} (" + ", ".join(p for p in parts if p) + ")"
+        return ", ".join(part for part in parts if part)
+
+    def describe(self) -> str:
+        return f"{self.previous} -> {self.current} ({self.difference()})"
 
 
 def label_set_change(previous: Sequence[str], current: Sequence[str]) -> LabelSetChange | None:

@@ -256,7 +256,6 @@ def aligned_probabilities(
 class LabelSetVerdict:
     """The report's section on a changed label set, and why it stops promotion (None: allowed)."""
 
-    change: LabelSetChange
     lines: list[str]
     failure: str | None
 
@@ -273,7 +272,7 @@ def judge_label_set(
     lines = [
         "### Label set changed",
         "",
-        f"Production {version} predicts {change.previous}; this candidate {change.current}: {change.describe()}.",
+        f"Production {version} predicts {change.previous}; this candidate {change.current} ({change.difference()}).",
         "",
     ]
     if params.gate.label_set_change == "allow":
@@ -283,7 +282,7 @@ def judge_label_set(
             "as `recall.*` cover every class, new ones included). The new version's lineage and the registry "
             "history record the change."
         )
-        return LabelSetVerdict(change, lines, None)
+        return LabelSetVerdict(lines, None)
     if change.added and change.removed:
         test = read_table(params.path("test_split"))
         texts = {label: list(test.loc[test[LABEL] == label, TEXT]) for label in change.added}
@@ -297,7 +296,7 @@ def judge_label_set(
         "clients see the new labels only with the new version."
     )
     failure = f"the label set changed ({change.describe()}) and gate.label_set_change is refuse"
-    return LabelSetVerdict(change, lines, failure)
+    return LabelSetVerdict(lines, failure)
 
 
 def _number(value: float | None, sign: bool = False) -> str:
