@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.seaweedfs import SeaweedFS
+
 REPO = Path(__file__).resolve().parent.parent
 SST2 = REPO.parent / "shared" / "data" / "sst2"
 BIN = Path(sys.executable).parent
@@ -196,3 +198,20 @@ def webhook() -> Iterator[Webhook]:
     hook = Webhook()
     yield hook
     hook.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3-compatible server (SeaweedFS) on loopback for the session, with one bucket."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), bucket="textclf")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh prefix of the SeaweedFS bucket, and the environment a client needs to reach it."""
+    for name, value in seaweedfs.environment().items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{seaweedfs.bucket}/{request.node.name.replace('[', '-').rstrip(']')}"

@@ -1,0 +1,87 @@
+"""The registry's storage on a local folder and on a real S3 server (SeaweedFS): the same promises on both."""
+
+import re
+import threading
+import time
+
+import pytest
+
+from tasks.lib.object_store import Lease, LeaseLost, ObjectStore, StoreError
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path) -> ObjectStore:
+    if request.param == "local":
+        return ObjectStore(tmp_path / "store")
+    return ObjectStore(request.getfixturevalue("s3_url"))
+
+
+def test_put_read_list_delete(store, tmp_path):
+    assert store.list() == [] and not store.exists("versions/v0001/version.json")
+    store.put("versions/v0001/version.json", b"{}")
+    store.put("versions/v0002/model.onnx", b"graph")
+    store.put("production.json", b'{"version": "v0001"}')
+    store.put("production.json", b'{"version": "v0002"}')  # replaced whole
+    assert store.read_bytes("production.json") == b'{"version": "v0002"}'
+    assert store.list() == ["production.json", "versions"] and store.list("versions") == ["v0001", "v0002"]
+    (tmp_path / "tokenizer.json").write_bytes(b"tok")
+    store.upload(tmp_path / "tokenizer.json", "versions/v0002/tokenizer.json")
+    store.download("versions/v0002/tokenizer.json", tmp_path / "cache" / "tokenizer.json")
+    assert (tmp_path / "cache" / "tokenizer.json").read_bytes() == b"tok"
+    store.delete("versions/v0002")
+    assert store.list("versions") == ["v0001"]
+    store.delete("versions/v0002")  # already gone: not an error
+    with pytest.raises(FileNotFoundError):
+        store.read_bytes("versions/v0002/model.onnx")
+
+
+def test_create_is_exclusive_among_concurrent_writers(store):
+    wins: list[int] = []
+
+    def claim(writer: int) -> None:
+        if store.create("lease-0001", str(writer).encode()):
+            wins.append(writer)
+
+    threads = [threading.Thread(target=claim, args=(writer,)) for writer in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(wins) == 1 and store.read_bytes("lease-0001") == str(wins[0]).encode()
+    assert not store.create("lease-0001", b"late")
+
+
+def test_an_unreachable_store_names_its_url(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    store = ObjectStore("s3://textclf/registry", config_kwargs={"connect_timeout": 1, "retries": {"max_attempts": 1}})
+    with pytest.raises(StoreError, match=re.escape("s3://textclf/registry/production.json: cannot read")):
+        store.read_bytes("production.json")
+
+
+def test_one_writer_at_a_time_and_an_expired_lease_is_taken_over(store):
+    order: list[str] = []
+
+    def write(name: str) -> None:
+        with Lease(store, ttl_s=30, poll_s=0.05) as lease:
+            order.append(f"{name} in")
+            lease.held()
+            order.append(f"{name} out")
+
+    threads = [threading.Thread(target=write, args=(name,)) for name in "abcd"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(order) == 8 and all(order[i].split()[0] == order[i + 1].split()[0] for i in range(0, 8, 2))
+
+    # A writer that dies holding the lease blocks the others only until it expires; if it comes
+    # back it finds the lease lost before changing anything.
+    stale = Lease(store, ttl_s=0.5, poll_s=0.05)
+    stale.acquire()
+    with pytest.raises(StoreError, match="held by"):
+        Lease(store, poll_s=0.05).acquire(timeout_s=0.1)
+    time.sleep(0.6)
+    with Lease(store, poll_s=0.05), pytest.raises(LeaseLost):
+        stale.held()
