@@ -66,7 +66,7 @@ def predict_command(params: Params, texts: list[str], file: Path | None, as_json
     if not texts:
         raise PipelineError("no texts to classify: give them as arguments, with --file, or on stdin")
     version, predictions = ProductionModel(
-        params.path("registry"), params.serve.threads, variant=params.serve.variant
+        params.location("registry"), params.serve.threads, variant=params.serve.variant
     ).predict(texts, params.serve.batch_size)
     for text, prediction in zip(texts, predictions, strict=True):
         if as_json:
@@ -86,7 +86,7 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
     from tasks.lib.model_card import CARD_FILE
     from tasks.lib.registry import Registry
 
-    registry = Registry(params.path("registry"))
+    registry = Registry(params.location("registry"))
     for problem in registry.history_problems():
         print(f"warning: {problem}", file=sys.stderr)
     if args.action == "list":
@@ -110,11 +110,11 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
             )
     elif args.action == "show":
         shown = registry.record(args.version)
-        card = registry.versions / args.version / CARD_FILE
-        if args.json or not card.is_file():  # versions registered before cards have only the record
+        card = registry.read_text(args.version, CARD_FILE)
+        if args.json or card is None:  # versions registered before cards have only the record
             print(json.dumps({**shown, "stage": registry.stages()[args.version]}, indent=2))
         else:
-            print(card.read_text(encoding="utf-8"), end="")
+            print(card, end="")
     elif args.action == "history":
         for event in registry.events():
             print(json.dumps(event))

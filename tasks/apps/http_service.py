@@ -399,7 +399,7 @@ def run(params: Params, host: str | None = None, port: int | None = None, **over
     except ValidationError as exc:
         raise ConfigError(f"serve: {exc}") from None
     model = ProductionModel(
-        params.path("registry"),
+        params.location("registry"),
         config.threads,
         (config.reload_retry_seconds, config.reload_retry_max_seconds),
         config.variant,

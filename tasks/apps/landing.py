@@ -140,7 +140,7 @@ def check_file(path: Path, params: Params) -> Verdict:
     if outcome.rules["label_in_set"].rows:
         from tasks.lib.unknown_labels import unknown_labels_advice
 
-        advice = unknown_labels_advice(frame, params.data, params.path("registry"), params.split.seed)
+        advice = unknown_labels_advice(frame, params.data, params.location("registry"), params.split.seed)
         text += f"\n{advice}\n" if advice else ""
     return Verdict(frame, f"failed validation: {failed}", text, records)
 

@@ -24,6 +24,7 @@ from pydantic import (
 
 from tasks.lib.artifacts import PYTORCH_BASELINE
 from tasks.lib.errors import ConfigError
+from tasks.lib.io import is_url
 
 PARAMS_FILE = "params.yaml"
 # What a flagged row does: stop the run, be set aside (kept in the quarantine
@@ -66,7 +67,9 @@ class PathsConfig(_Section):
     quantized: Path
     metrics: Path
     reports: Path
-    registry: Path
+    # A folder, or an object-store URL (s3://bucket/prefix, gs://..., any fsspec backend) that
+    # every host reads: README "Running as a team".
+    registry: str
     cache: Path
     incoming: Path
     landing: Path
@@ -633,9 +636,17 @@ class Params(_Section):
         return self
 
     def path(self, name: str) -> Path:
-        """Absolute path of the `paths.<name>` entry."""
-        value: Path = getattr(self.paths, name)
+        """Absolute path of the `paths.<name>` entry (a local one: see `location`)."""
+        value = getattr(self.paths, name)
+        if is_url(value):
+            raise ConfigError(f"paths.{name} is a URL ({value}), not a local path")
+        value = Path(value)
         return value if value.is_absolute() else self.root / value
+
+    def location(self, name: str) -> Path | str:
+        """`paths.<name>` as a URL when it is one (paths.registry may be), else its absolute path."""
+        value = getattr(self.paths, name)
+        return str(value) if is_url(value) else self.path(name)
 
 
 def _format_errors(error: ValidationError, file: Path) -> str:

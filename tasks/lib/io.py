@@ -133,3 +133,8 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def is_url(location: str | Path) -> bool:
+    """Whether `location` names a remote store (`scheme://...`) rather than a local folder."""
+    return "://" in str(location) and not str(location).startswith("file://")

@@ -27,15 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from tasks.lib.errors import PipelineError
+from tasks.lib.io import is_url
 
 
 class StoreError(PipelineError, RuntimeError):
     """The store cannot be reached or refused an operation; the message names the URL."""
-
-
-def is_url(location: str | Path) -> bool:
-    """Whether `location` names a remote store (`scheme://...`) rather than a local folder."""
-    return "://" in str(location) and not str(location).startswith("file://")
 
 
 class ObjectStore:

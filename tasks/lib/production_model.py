@@ -147,7 +147,7 @@ class ProductionModel:
 
     def __init__(
         self,
-        registry: Path,
+        registry: Path | str,
         threads: int | None = None,
         retry: tuple[float, float] | None = None,
         variant: str = "gate",
@@ -158,7 +158,7 @@ class ProductionModel:
         here, the fastest serves) or a variant name (serve.variant).
         """
         self.registry = Registry(registry)
-        self.pointer, self.versions = self.registry.pointer, self.registry.versions
+        self.pointer = f"{self.registry.url}/production.json"
         self.threads, self.variant = threads, variant
         self.choice: VariantChoice | None = None
         self._lock = threading.Lock()
@@ -170,21 +170,23 @@ class ProductionModel:
         self._retry_s, self._retry_max_s = retry or (math.inf, math.inf)
         self._backoff, self._retry_at = self._retry_s, 0.0
 
-    def _pointer_text(self) -> str | None:
-        try:
-            return self.pointer.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-
     def _public(self, message: str) -> str:
-        """An error for /health: paths relative to the registry's parent, one line, bounded."""
+        """An error for /health: a local registry's paths relative to its parent, one line, bounded."""
         first = message.splitlines()[0] if message else message
-        return first.replace(f"{self.registry.root.parent}{os.sep}", "")[:300]
+        local = self.registry.local
+        return (first.replace(f"{local.parent}{os.sep}", "") if local else first)[:300]
 
     def _refresh(self) -> None:
         # Read the pointer itself, not its mtime: a coarse-mtime filesystem could hide a promotion.
-        text = self._pointer_text()
         now = time.monotonic()
+        try:
+            text = self.registry.pointer_text()
+        except RegistryError as exc:
+            # The store is unreachable: keep serving what is loaded, say why (and try again later).
+            if now >= self._retry_at or self.error is None:
+                self.error = self._public(f"cannot read the production pointer {self.pointer}: {exc}")
+                self._retry_at, self._backoff = now + self._backoff, min(self._backoff * 2, self._retry_max_s)
+            return
         if text == self._seen and (self.error is None or now < self._retry_at):
             return
         if text != self._seen:
@@ -195,9 +197,9 @@ class ProductionModel:
         try:
             version = self.registry.parse_pointer(text)
             if self._loaded is None or self._loaded[0] != version:
-                self.registry.record(version)  # complete, readable, and a folder of this registry
-                verified = verify_files(self.versions / version)
-                classifier, choice = self._load_variant(self.versions / version)
+                folder = self.registry.fetch(version)  # complete, readable, local (a remote one: cached)
+                verified = verify_files(folder)
+                classifier, choice = self._load_variant(folder)
                 self._loaded, self.choice = (version, classifier), choice
                 self._verified = verified
             self.error = None
@@ -275,9 +277,9 @@ class ProductionModel:
 
 
 def predict(texts: Sequence[str], registry: Path | str = "registry", batch_size: int = 32) -> list[Prediction]:
-    """Classify texts with the production model in `registry` (no torch import).
+    """Classify texts with the production model in `registry` (a folder or a URL; no torch import).
 
     Example:
         >>> predict(["a warm, clever film"])[0].label
     """
-    return ProductionModel(Path(registry)).predict(texts, batch_size)[1]
+    return ProductionModel(registry).predict(texts, batch_size)[1]

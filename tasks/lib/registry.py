@@ -1,6 +1,7 @@
 """The model registry: numbered versions, stages and a production pointer, outside DVC's graph.
 
-Layout under `paths.registry`:
+`paths.registry` is a local folder or an object-store URL (`s3://bucket/prefix`, any fsspec
+backend: tasks.lib.object_store). Layout under it:
     versions/vNNNN/   the served model files, the gate report and `version.json` (lineage)
     production.json   which version serves now (replaced atomically)
     history.jsonl     every event (register, promote, rollback, archive) with its reason;
@@ -8,9 +9,14 @@ Layout under `paths.registry`:
 Stages: the pointer's version is `production`; a version that served before,
 or was archived by hand, is `archived`; any other is a `candidate`.
 
-A version folder is complete before it gets its name, and production moves
-only by an atomic rename of the pointer, so a crash at any point leaves the
-previous production model serving. Writers hold one file lock.
+A version is complete before it is visible, and production moves only by
+replacing the pointer whole, so a crash at any point leaves the previous
+production model serving. Locally a version folder is copied beside and
+renamed, and writers hold one file lock. In object storage a version counts
+only once its `version.json`, uploaded last, exists; writers hold a lease made
+of exclusively created objects (S3 conditional writes: no shared disk needed),
+and a writer whose lease expired stops before it moves the pointer. Serving
+hosts read a remote registry through a local cache of versions (`fetch`).
 
 Integrity: `version.json` lists the SHA-256 of every file of its version
 (`files`), and loading a version verifies them (tasks.lib.production_model),
@@ -22,6 +28,7 @@ crash or a full disk is skipped and reported, never fatal.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -36,10 +43,14 @@ from filelock import FileLock
 from tasks.lib.artifacts import CLASSIFIER_FILE, TOKENIZER_FILE, VERSION_FILE, graph_files
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import file_digest, read_json, write_json, write_text
+from tasks.lib.object_store import Lease, ObjectStore, StoreError
 
 _VERSION = re.compile(r"v(\d{4,})")  # used with fullmatch: "v0001\n" is not a name
 HISTORY_PROBLEM = "history_problem"  # an event that stands for lines of history.jsonl that could not be read
 Stage = Literal["candidate", "production", "archived"]
+# How long a remote registry's writer may hold the lease before others may take it over
+# (a promotion copies a few files: minutes would be a dead writer).
+LEASE_TTL_S = 600
 # Events that move the production pointer (they carry "from" and "to").
 _MOVES = ("promote", "rollback")
 
@@ -84,22 +95,95 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+POINTER, HISTORY, VERSIONS = "production.json", "history.jsonl", "versions"
+
+
+def default_cache() -> Path:
+    """Where serving hosts keep the versions of remote registries (XDG_CACHE_HOME or ~/.cache)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "textclf" / "registry"
+
+
 class Registry:
-    def __init__(self, root: Path):
-        self.root = root
-        self.versions = root / "versions"
-        self.pointer = root / "production.json"
-        self.history = root / "history.jsonl"
+    def __init__(self, location: Path | str, cache: Path | None = None):
+        """`location`: a folder or an object-store URL; `cache`: where `fetch` keeps remote versions."""
+        self.store = ObjectStore(location)
+        self.url = self.store.url
+        self.local = self.store.local
+        digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        self.cache = (cache or default_cache()) / digest
         self._lock: FileLock | None = None
+        self._lease: Lease | None = None
+        self._depth = 0  # locked() is re-entrant within one process
+
+    # The folder layout of a local registry (tests and tools that work on files).
+
+    def _folder(self) -> Path:
+        if self.local is None:
+            raise RegistryError(f"{self.url} is in object storage: it has no local folder")
+        return self.local
+
+    @property
+    def root(self) -> Path:
+        return self._folder()
+
+    @property
+    def versions(self) -> Path:
+        return self._folder() / VERSIONS
+
+    @property
+    def pointer(self) -> Path:
+        return self._folder() / POINTER
+
+    @property
+    def history(self) -> Path:
+        return self._folder() / HISTORY
+
+    def _key(self, version: str, name: str = "") -> str:
+        return f"{VERSIONS}/{version}/{name}" if name else f"{VERSIONS}/{version}"
+
+    def _read(self, key: str) -> bytes | None:
+        """An object's bytes, or None when it does not exist; RegistryError when the store fails."""
+        try:
+            return self.store.read_bytes(key)
+        except FileNotFoundError:
+            return None
+        except StoreError as exc:
+            raise RegistryError(str(exc)) from None
 
     @contextmanager
     def locked(self, timeout_s: float = 600) -> Iterator[None]:
-        """Serialise writers (promote, rollback, archive) across processes; re-entrant in one process."""
-        if self._lock is None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._lock = FileLock(str(self.root / ".lock"), timeout=timeout_s)
-        with self._lock:
+        """Serialise writers (register, promote, rollback, archive, prune) across processes and hosts.
+
+        A local folder: a file lock (released by the OS if the holder dies). Object storage:
+        a lease (tasks.lib.object_store.Lease), taken over after `lease_ttl_s` if its holder died.
+        """
+        if self.local is not None:
+            if self._lock is None:
+                self.local.mkdir(parents=True, exist_ok=True)
+                self._lock = FileLock(str(self.local / ".lock"), timeout=timeout_s)
+            with self._lock:
+                yield
+            return
+        if self._depth == 0:
+            self._lease = Lease(self.store, "lease", ttl_s=LEASE_TTL_S)
+            try:
+                self._lease.acquire(timeout_s)
+            except StoreError as exc:
+                raise RegistryError(str(exc)) from None
+        self._depth += 1
+        try:
             yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0 and self._lease is not None:
+                self._lease.release()
+                self._lease = None
+
+    def _still_held(self) -> None:
+        """Before a change to a remote registry: the lease is still this writer's (else LeaseLost)."""
+        if self._lease is not None:
+            self._lease.held()
 
     # Reading
 
@@ -113,37 +197,79 @@ class Registry:
             raise RegistryError(f"{self.pointer}: names {version!r}, which is not a version of this registry (vNNNN)")
         return version
 
+    def pointer_text(self) -> str | None:
+        """The production pointer as stored (None: no production model yet)."""
+        data = self._read(POINTER)
+        return None if data is None else data.decode("utf-8", errors="replace")
+
     def production_version(self) -> str | None:
-        try:
-            return self.parse_pointer(self.pointer.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
+        text = self.pointer_text()
+        return None if text is None else self.parse_pointer(text)
 
     def record(self, version: str) -> dict[str, Any]:
-        """A complete version's lineage record, with its folder as `path`."""
+        """A complete version's lineage record, with where it lives as `path` (a folder or a URL)."""
         if not _VERSION.fullmatch(version):
             raise RegistryError(f"{version!r} is not a version name (vNNNN)")
-        folder = self.versions / version
-        if folder.is_symlink() or not folder.resolve().is_relative_to(self.versions.resolve()):
-            raise RegistryError(f"{folder}: a link out of the registry, not a version folder")
-        if not (folder / VERSION_FILE).exists():
-            raise RegistryError(f"no complete version {version} in {self.versions}")
+        if self.local is not None:
+            folder = self.versions / version
+            if folder.is_symlink() or not folder.resolve().is_relative_to(self.versions.resolve()):
+                raise RegistryError(f"{folder}: a link out of the registry, not a version folder")
+        where = f"{self.url}/{self._key(version)}"
+        data = self._read(self._key(version, VERSION_FILE))
+        if data is None:
+            raise RegistryError(f"no complete version {version} in {self.url}/{VERSIONS}")
         try:
-            record = read_json(folder / VERSION_FILE)
+            record = json.loads(data)
         except ValueError as exc:
-            raise RegistryError(f"{folder / VERSION_FILE}: damaged, not readable JSON ({exc})") from None
-        return {**record, "path": str(folder)}
+            raise RegistryError(f"{where}/{VERSION_FILE}: damaged, not readable JSON ({exc})") from None
+        return {**record, "path": where}
 
     def production(self) -> dict[str, Any] | None:
         """The production version's record, or None before the first promotion."""
         version = self.production_version()
         if version is None:
             return None
-        if not (self.versions / version / VERSION_FILE).exists():
+        if not self.store.exists(self._key(version, VERSION_FILE)):
             raise RegistryError(
-                f"{self.pointer} points at {version}, but {self.versions / version} is missing or incomplete"
+                f"{self.url}/{POINTER} points at {version}, "
+                f"but {self.url}/{self._key(version)} is missing or incomplete"
             )
         return self.record(version)
+
+    def read_text(self, version: str, name: str) -> str | None:
+        """A file of a version as text (e.g. its model card), or None when it has none."""
+        data = self._read(self._key(version, name))
+        return None if data is None else data.decode("utf-8")
+
+    def fetch(self, version: str) -> Path:
+        """A local folder holding the version's files, checked against its record's SHA-256 hashes.
+
+        A local registry's own folder; for a remote one, a copy in `cache` (downloaded once: a
+        version never changes), so a serving host keeps its files when the store is unreachable.
+        """
+        self.record(version)
+        if self.local is not None:
+            return self.versions / version
+        folder = self.cache / version
+        if (folder / VERSION_FILE).is_file():
+            return folder
+        data = self._read(self._key(version, VERSION_FILE))
+        assert data is not None  # record() just read it
+        listed = json.loads(data).get("files") or {}
+        staging = self.cache / f".{version}.{os.getpid()}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            for name in listed:
+                self.store.download(self._key(version, name), staging / name)
+            (staging / VERSION_FILE).write_bytes(data)
+            verify_files(staging)  # what came down is what was registered
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging, folder)
+        except (StoreError, FileNotFoundError) as exc:
+            raise RegistryError(f"{self.url}/{self._key(version)}: cannot download ({exc})") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
 
     def labels(self, version: str) -> list[str] | None:
         """The labels a version predicts: its record's, else its classifier.json's; None if unreadable."""
@@ -151,17 +277,25 @@ class Registry:
             listed = self.record(version).get("labels")
             if listed:
                 return [str(label) for label in listed]
-            return [str(label) for label in read_json(self.versions / version / CLASSIFIER_FILE)["labels"]]
+            return [str(label) for label in json.loads(self.read_text(version, CLASSIFIER_FILE) or "")["labels"]]
         except (RegistryError, OSError, ValueError, KeyError, TypeError):
             return None
 
+    def created(self, version: str) -> float:
+        """When a version was registered (seconds since the epoch): its record's file time locally, else its field."""
+        if self.local is not None:
+            return (self.versions / version / VERSION_FILE).stat().st_mtime
+        return dt.datetime.fromisoformat(self.record(version)["created_at"]).timestamp()
+
+    def _version_names(self) -> list[str]:
+        try:
+            return [name for name in self.store.list(VERSIONS) if _VERSION.fullmatch(name)]
+        except StoreError as exc:
+            raise RegistryError(str(exc)) from None
+
     def list_versions(self) -> list[str]:
-        """Complete versions, oldest first (a half-copied `.vNNNN.tmp` is not one)."""
-        if not self.versions.exists():
-            return []
-        return sorted(
-            p.name for p in self.versions.iterdir() if _VERSION.fullmatch(p.name) and (p / VERSION_FILE).exists()
-        )
+        """Complete versions, oldest first (one still being copied in has no version.json yet)."""
+        return sorted(name for name in self._version_names() if self.store.exists(self._key(name, VERSION_FILE)))
 
     def find(self, model_md5: str) -> str | None:
         """The newest complete, readable version holding this exact model, if any."""
@@ -175,10 +309,11 @@ class Registry:
 
     def events(self) -> list[dict[str, Any]]:
         """Every readable event, oldest first; unreadable lines become one `history_problem` event each."""
-        if not self.history.exists():
+        data = self._read(HISTORY)
+        if data is None:
             return []
         found = []
-        text = self.history.read_bytes().decode("utf-8", errors="replace")
+        text = data.decode("utf-8", errors="replace")
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
@@ -197,7 +332,7 @@ class Registry:
     def history_problems(self) -> list[str]:
         """A sentence per unreadable line of the history."""
         return [
-            f"{self.history}:{e['line']}: unreadable, skipped ({e['text'][:60]!r})"
+            f"{self.url}/{HISTORY}:{e['line']}: unreadable, skipped ({e['text'][:60]!r})"
             for e in self.events()
             if e["event"] == HISTORY_PROBLEM
         ]
@@ -233,8 +368,16 @@ class Registry:
     # Writing
 
     def _append(self, event: dict[str, Any]) -> None:
-        """Append one line in one write and sync it; a torn last line (no newline) is closed off first."""
+        """Append one line in one write and sync it; a torn last line (no newline) is closed off first.
+
+        Object stores cannot append: the history is rewritten whole, under the lease.
+        """
         line = (json.dumps({"at": _now(), **event}) + "\n").encode()
+        if self.local is None:
+            before = self._read(HISTORY) or b""
+            self._still_held()
+            self.store.put(HISTORY, before + (b"\n" if before and not before.endswith(b"\n") else b"") + line)
+            return
         with self.history.open("ab+") as handle:
             if handle.tell() > 0:
                 handle.seek(-1, os.SEEK_END)
@@ -245,8 +388,7 @@ class Registry:
             os.fsync(handle.fileno())
 
     def _next_version(self) -> str:
-        names = [p.name for p in self.versions.iterdir()] if self.versions.exists() else []
-        numbers = [int(m.group(1)) for name in names if (m := _VERSION.fullmatch(name))]
+        numbers = [int(m.group(1)) for name in self._version_names() if (m := _VERSION.fullmatch(name))]
         return f"v{max(numbers, default=0) + 1:04d}"
 
     def register(
@@ -265,6 +407,8 @@ class Registry:
         Returns:
             The new version's name.
         """
+        if self.local is None:
+            return self._register_remote(model_dir, record, files, attachments, reason, texts)
         with self.locked():
             version = self._next_version()
             staging = self.versions / f".{version}.tmp"
@@ -286,19 +430,50 @@ class Registry:
             self._append({"event": "register", "version": version, "reason": reason})
             return version
 
+    def _register_remote(
+        self,
+        model_dir: Path,
+        record: dict[str, Any],
+        files: Sequence[str] | None,
+        attachments: Sequence[Path],
+        reason: str,
+        texts: Callable[[str], dict[str, str]] | None,
+    ) -> str:
+        """`register` in object storage: every file uploaded, then `version.json` last (what makes it visible)."""
+        with self.locked():
+            # Only the lease holder writes: a version folder without a record is a dead writer's.
+            for name in self._version_names():
+                if not self.store.exists(self._key(name, VERSION_FILE)):
+                    self.store.delete(self._key(name))
+            version = self._next_version()
+            sources = [model_dir / name for name in files] if files is not None else sorted(model_dir.iterdir())
+            hashes: dict[str, str] = {}
+            for path in [*sources, *attachments]:
+                self._still_held()
+                self.store.upload(path, self._key(version, path.name))
+                hashes[path.name] = file_digest(path, "sha256")
+            for name, text in (texts(version) if texts else {}).items():
+                data = text.encode("utf-8")
+                self.store.put(self._key(version, name), data)
+                hashes[name] = hashlib.sha256(data).hexdigest()
+            full = {"version": version, "created_at": _now(), **record, "files": dict(sorted(hashes.items()))}
+            self._still_held()
+            self.store.put(self._key(version, VERSION_FILE), json.dumps(full, indent=2).encode())
+            self._append({"event": "register", "version": version, "reason": reason})
+            return version
+
     def set_production(self, version: str, reason: str, event: Literal["promote", "rollback"] = "promote") -> None:
-        """Point production at `version` (one atomic rename) and record the move."""
+        """Point production at `version` (replaced whole) and record the move."""
         with self.locked():
             self.record(version)  # a name of this registry, a real folder, a readable record
-            if not (self.versions / version / VERSION_FILE).exists():
-                raise RegistryError(f"no complete version {version} in {self.versions}")
             previous = self.production_version()
             move: dict[str, Any] = {"event": event, "from": previous, "to": version, "reason": reason}
             before, after = (self.labels(previous) if previous else None), self.labels(version)
             if before is not None and after is not None and set(before) != set(after):
                 # Clients see other labels from here on: the history says when and why.
                 move["labels"] = {"from": before, "to": after}
-            write_json(self.pointer, {"version": version, "since": _now()})
+            self._still_held()
+            self.store.put(POINTER, (json.dumps({"version": version, "since": _now()}, indent=2) + "\n").encode())
             self._append(move)
 
     def promote(self, version: str, reason: str) -> str | None:
@@ -341,9 +516,8 @@ class Registry:
             if event["event"] in _MOVES and event.get("from"):
                 ended[event["from"]] = index
         blocked = self.rollbacks()
-        eligible = [
-            v for v in ended if v != current and v not in blocked and (self.versions / v / VERSION_FILE).exists()
-        ]
+        complete = set(self.list_versions())
+        eligible = [v for v in ended if v != current and v not in blocked and v in complete]
         return max(eligible, key=lambda v: ended[v], default=None)
 
     def protected(self) -> set[str]:
@@ -358,6 +532,12 @@ class Registry:
         with self.locked():
             gone = [v for v in versions if v not in self.protected() and v in self.list_versions()]
             for version in gone:
+                self._still_held()
+                if self.local is None:
+                    # Its record first: a half-deleted version is never listed as complete.
+                    self.store.delete(self._key(version, VERSION_FILE))
+                    self.store.delete(self._key(version))
+                    continue
                 # Renamed out of sight first: a half-deleted version is never listed as complete.
                 doomed = self.versions / f".{version}.deleting"
                 os.replace(self.versions / version, doomed)
@@ -370,7 +550,8 @@ class Registry:
     def _drop_events(self, versions: set[str]) -> None:
         """Rewrite the history without events that name only deleted versions (atomically)."""
         kept = []
-        for line in self.history.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        text = (self._read(HISTORY) or b"").decode("utf-8", errors="replace")
+        for line in text.splitlines(keepends=True):
             try:
                 event = json.loads(line)
                 named = {event.get(key) for key in ("version", "from", "to")} - {None}
@@ -378,7 +559,11 @@ class Registry:
                 named = set()
             if not named or not named <= versions:
                 kept.append(line if line.endswith("\n") else line + "\n")
-        write_text(self.history, "".join(kept))
+        self._still_held()
+        if self.local is None:
+            self.store.put(HISTORY, "".join(kept).encode("utf-8"))
+        else:
+            write_text(self.history, "".join(kept))
 
     def archive(self, version: str, reason: str) -> None:
         """Retire a candidate (production is left by promoting or rolling back, not by archiving)."""

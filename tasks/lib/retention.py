@@ -14,7 +14,6 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from tasks.lib.artifacts import VERSION_FILE
 from tasks.lib.config import Keep, Params
 from tasks.lib.io import write_text
 from tasks.lib.registry import Registry
@@ -81,10 +80,7 @@ def prune_lines(path: Path, keep_lines: int | None) -> int:
 
 def prune_versions(registry: Registry, keep: Keep, now: float) -> list[str]:
     """Remove expired registry versions (by their record's time); the registry keeps the protected ones."""
-    entries = [
-        ((registry.versions / v / VERSION_FILE).stat().st_mtime, registry.versions / v)
-        for v in registry.list_versions()
-    ]
+    entries = [(registry.created(version), Path(version)) for version in registry.list_versions()]
     return registry.remove([path.name for path in expired(entries, keep, now)], "retention.registry_versions")
 
 
@@ -101,6 +97,6 @@ def prune(params: Params, now: float | None = None) -> dict[str, list[str] | int
         "archive": [_shown(p, root) for p in prune_folder(params.path("archive"), rules.archive, now)],
         "rejected": [_shown(p, root) for p in prune_folder(params.path("rejected"), rules.rejected, now)],
         "snapshots": [_shown(p, root) for p in prune_snapshots(snapshots, now)],
-        "registry_versions": prune_versions(Registry(params.path("registry")), rules.registry_versions, now),
+        "registry_versions": prune_versions(Registry(params.location("registry")), rules.registry_versions, now),
         "notification_lines": prune_lines(params.path("notifications"), rules.notification_lines),
     }

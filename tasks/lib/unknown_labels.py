@@ -20,7 +20,7 @@ from tasks.lib.registry import Registry
 from tasks.lib.validation.features import map_labels
 
 
-def unknown_labels_advice(frame: pd.DataFrame, data: DataConfig, registry: Path, seed: int = 0) -> str | None:
+def unknown_labels_advice(frame: pd.DataFrame, data: DataConfig, registry: Path | str, seed: int = 0) -> str | None:
     """Markdown on the labels (after data.label_map) not in data.labels, with a proposed map; None if none."""
     mapped = map_labels(frame[LABEL].astype(str), data.label_map)
     outside = ~mapped.isin(data.labels)
@@ -36,10 +36,11 @@ def unknown_labels_advice(frame: pd.DataFrame, data: DataConfig, registry: Path,
         "",
     ]
     try:
-        production = Registry(registry).production()
+        store = Registry(registry)
+        production = store.production()
         if production is None:
             return "\n".join([*lines, "No production model yet to tell which classes they are."])
-        served = load_classifier(Path(production["path"]))
+        served = load_classifier(store.fetch(production["version"]))
     except PipelineError as exc:
         return "\n".join([*lines, f"The production model could not be consulted: {exc}"])
     targets = [label for label in served.info.labels if label in data.labels]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -436,8 +435,9 @@ def run(params: Params) -> None:
     quantize = QuantizeMetrics.read(params)
     rules = onnx_rules(params.gate, ExportMetrics.read(params))
     chosen, variants = choose_variant(params.gate.serving, quantize)
-    production = Registry(params.path("registry")).production()
-    served = load_classifier(Path(production["path"])) if production else None
+    registry = Registry(params.location("registry"))
+    production = registry.production()
+    served = load_classifier(registry.fetch(production["version"])) if production else None
     change = label_set_change(served.info.labels, params.data.labels) if served else None
     label_set = None
     if production is not None and served is not None and change is not None:

@@ -111,7 +111,7 @@ def promote(params: Params) -> Promotion:
     gate = GateMetrics.read(params)
     if not gate.passed or gate.model_file is None or gate.serving_variant is None:
         raise RegistryError("the gate did not pass for this candidate: refusing to promote")
-    registry = Registry(params.path("registry"))
+    registry = Registry(params.location("registry"))
     with registry.locked():
         record = lineage(params, gate, gate.model_file, gate.serving_variant)
         current = registry.production()

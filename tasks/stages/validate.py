@@ -52,7 +52,7 @@ def run(params: Params) -> None:
     ValidateMetrics.parse(report, "validate summary").write(params)
     text = render(report, quarantine)
     if outcome.rules["label_in_set"].rows:
-        advice = unknown_labels_advice(frame, params.data, params.path("registry"), params.split.seed)
+        advice = unknown_labels_advice(frame, params.data, params.location("registry"), params.split.seed)
         text += f"\n\n{advice}" if advice else ""
     write_text(reports / VALIDATION_REPORT_FILE, text + "\n")
     if not outcome.passed:

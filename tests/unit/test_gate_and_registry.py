@@ -126,8 +126,14 @@ def folder_with(tmp_path: Path, name: str, content: bytes) -> Path:
     return folder
 
 
-def test_stages_follow_registration_promotion_and_archiving(tmp_path):
-    registry = Registry(tmp_path / "registry")
+@pytest.fixture(params=["local", "s3"])
+def registry_location(request, tmp_path) -> Path | str:
+    """A registry in a folder, and one in a real S3 server (SeaweedFS): the same promises on both."""
+    return tmp_path / "registry" if request.param == "local" else request.getfixturevalue("s3_url")
+
+
+def test_stages_follow_registration_promotion_and_archiving(tmp_path, registry_location):
+    registry = Registry(registry_location)
     assert registry.production() is None and registry.stages() == {}
     v1 = registry.register(folder_with(tmp_path, "a", b"a"), {"model_md5": "a"})
     assert registry.stages() == {v1: "candidate"} and registry.production() is None  # registering is not promoting
@@ -155,8 +161,8 @@ def test_stages_follow_registration_promotion_and_archiving(tmp_path):
     ]
 
 
-def test_rollback_restores_the_previous_production_model_and_records_why(tmp_path):
-    registry = Registry(tmp_path / "registry")
+def test_rollback_restores_the_previous_production_model_and_records_why(tmp_path, registry_location):
+    registry = Registry(registry_location)
     for name in "abc":
         registry.promote(registry.register(folder_with(tmp_path, name, name.encode()), {"model_md5": name}), "ok")
     assert registry.rollback("v0003 misclassifies refunds") == ("v0003", "v0002")
@@ -194,14 +200,14 @@ CONCURRENT = """
 import sys
 from pathlib import Path
 from tasks.lib.registry import Registry
-registry, folder = Registry(Path(sys.argv[1])), Path(sys.argv[2])
+registry, folder = Registry(sys.argv[1]), Path(sys.argv[2])
 for _ in range(5):
     registry.promote(registry.register(folder, {"model_md5": folder.name}), "race " + folder.name)
 """
 
 
-def test_concurrent_promotions_are_serialised(tmp_path):
-    root = tmp_path / "registry"
+def test_concurrent_promotions_are_serialised(tmp_path, registry_location):
+    root = registry_location  # on S3, four processes share nothing but the store (and its lease)
     folders = [folder_with(tmp_path, f"m{i}", bytes([i]) * 1000) for i in range(4)]
     processes = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(root), str(f)], cwd=REPO) for f in folders]
     assert [p.wait(timeout=120) for p in processes] == [0] * 4
@@ -467,3 +473,45 @@ def test_every_version_carries_a_model_card_from_its_records(make_params, onnx_f
     assert capsys.readouterr().out == card
     assert main(["--root", str(params.root), "registry", "show", version, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["model_md5"]
+
+
+def test_a_registry_in_object_storage_serves_hosts_without_a_workspace(
+    make_params, onnx_folder, int8_model, tmp_path, monkeypatch
+):
+    """Promote into S3; a serving host with only the URL follows promotions and survives the store going away."""
+    from tasks.lib.production_model import ProductionModel
+    from tests.seaweedfs import SeaweedFS
+
+    server = SeaweedFS(tmp_path / "seaweedfs", bucket="team")
+    server.start()
+    try:
+        for name, value in server.environment().items():
+            monkeypatch.setenv(name, value)
+        url = "s3://team/registry"
+        params = make_params({"paths": {"registry": url}})
+        stage_candidate(params, onnx_folder / "model.onnx", "model.fp32.onnx")
+        assert promote(params).version == "v0001"
+        registry = Registry(url)
+        assert registry.list_versions() == ["v0001"] and registry.local is None
+        # A half-uploaded version (a writer killed before its record) is invisible, and cleared by the next writer.
+        registry.store.put("versions/v0002/model.onnx", b"half")
+        assert registry.list_versions() == ["v0001"] and registry.production()["version"] == "v0001"
+
+        host = ProductionModel(url, retry=(0.05, 0.2))
+        host.registry.cache = tmp_path / "host-cache"  # the serving host's own disk
+        assert host.status()["version"] == "v0001" and host.status()["status"] == "ok"
+        assert (tmp_path / "host-cache" / "v0001" / "model.fp32.onnx").is_file()
+
+        stage_candidate(params, int8_model, "model.int8_dynamic.onnx")
+        assert promote(params).version == "v0002"  # the half-uploaded v0002 was cleared first
+        assert host.status()["version"] == "v0002"  # followed without a restart
+
+        server.stop()  # the store goes away: the host keeps answering with what it has
+        status = host.status()
+        assert status["status"] == "degraded" and status["version"] == "v0002"
+        assert "cannot read the production pointer s3://team/registry/production.json" in status["error"]
+        assert host.predict(["still here"])[0] == "v0002"
+        server.start()
+        assert host.status()["status"] == "ok"
+    finally:
+        server.stop()
