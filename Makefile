@@ -7,6 +7,9 @@ VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 APT_PACKAGES := apertium apertium-eng-spa wordnet-base
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# True when every Debian package named is installed (`dpkg -s` also succeeds for one removed
+# with its configuration files left).
+installed = [ "$$(dpkg-query -W -f='$${Status}\n' $(1) 2>/dev/null | grep -c ' installed$$')" -eq $(words $(1)) ]
 # Exact versions of everything pip installs, tested together (make lock regenerates it).
 LOCK := requirements.lock
 # The stamp changes with pyproject.toml and the lock, so editing dependencies reinstalls.
@@ -24,7 +27,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 install: apt $(STAMP) $(WEB_STAMP)
 
 apt:
-	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
+	@$(call installed,$(APT_PACKAGES)) || { \
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES); }
 
@@ -45,7 +48,7 @@ $(WEB_STAMP): $(WEB_LOCK) | $(STAMP)
 # Debian's chromium, for the browser test of the HTML reports (tests/integration/test_reports_offline.py):
 # only `make test` installs it, not `make install`.
 chromium:
-	@dpkg -s chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	@$(call installed,chromium) || { $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
 
 ## Run the whole DAG as a Prefect flow (offline default: the demo data set).
