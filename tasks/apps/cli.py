@@ -172,8 +172,12 @@ def deps_command(root: Path, verbose: bool) -> int:
     return 1 if problems else 0
 
 
+REGISTRY_HELP = "paths.registry for this command: a folder or a URL (s3://bucket/prefix)"
+
+
 def _registry_parser(sub: Any) -> None:
     registry = sub.add_parser("registry", help="model versions: list, show, history, promote, rollback, archive")
+    registry.add_argument("--registry", help=REGISTRY_HELP)
     actions = registry.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="every version with its stage and lineage summary")
     actions.add_parser("history", help="every registry event (JSON lines)")
@@ -206,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--file", type=Path, help="one text per line ('-' for stdin)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line, with all probabilities")
     serve = sub.add_parser("serve", help="HTTP service over the production model (params.yaml serve:)")
+    for command in (predict, serve):
+        command.add_argument("--registry", help=REGISTRY_HELP)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--max-batch", type=int, help="serve.max_batch (1: no batching)")
@@ -240,6 +246,13 @@ def prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
+def _with_registry(params: Params, location: str | None) -> Params:
+    """`params` with paths.registry replaced by --registry, when given."""
+    if location is None:
+        return params
+    return params.model_copy(update={"paths": params.paths.model_copy(update={"registry": location})})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prefect_defaults()
@@ -248,14 +261,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stage":
             return stage_command(args.name, root)
         elif args.command == "predict":
-            predict_command(load_params(root), args.texts, args.file, args.json)
+            predict_command(_with_registry(load_params(root), args.registry), args.texts, args.file, args.json)
         elif args.command == "registry":
-            registry_command(load_params(root), args)
+            registry_command(_with_registry(load_params(root), args.registry), args)
         elif args.command == "serve":
             from tasks.apps import http_service
 
             http_service.run(
-                load_params(root),
+                _with_registry(load_params(root), args.registry),
                 args.host,
                 args.port,
                 max_batch=args.max_batch,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.lib.errors import PipelineError
-from tasks.lib.io import is_url
+from tasks.lib.io import atomic_path, current_umask, is_url
 
 
 class StoreError(PipelineError, RuntimeError):
@@ -79,18 +79,8 @@ class ObjectStore:
     def put(self, key: str, data: bytes) -> None:
         """Write the object whole: a reader sees the previous bytes or these, never a part."""
         if self.local is not None:
-            target = self.local / key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-            try:
-                with os.fdopen(handle, "wb") as file:
-                    file.write(data)
-                    file.flush()
-                    os.fsync(file.fileno())
-                os.replace(temporary, target)
-            finally:
-                if os.path.exists(temporary):
-                    os.unlink(temporary)
+            with atomic_path(self.local / key) as temporary:
+                temporary.write_bytes(data)
             return
         try:
             self.fs.pipe_file(self.path(key), data)
@@ -100,15 +90,22 @@ class ObjectStore:
     def create(self, key: str, data: bytes) -> bool:
         """Create the object only if no object has this key; False when one has (another writer won)."""
         if self.local is not None:
+            # Written beside, then hard-linked into place: the link fails if the name exists, and a
+            # reader never sees the object before its bytes (open("xb") would show it empty).
             target = self.local / key
             target.parent.mkdir(parents=True, exist_ok=True)
+            handle, staged = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
             try:
-                with target.open("xb") as file:
+                with os.fdopen(handle, "wb") as file:
                     file.write(data)
                     file.flush()
                     os.fsync(file.fileno())
+                os.chmod(staged, 0o666 & ~current_umask())
+                os.link(staged, target)
             except FileExistsError:
                 return False
+            finally:
+                os.unlink(staged)
             return True
         try:
             with self.fs.open(self.path(key), "xb") as file:
