@@ -6,8 +6,8 @@ shared disk and in object storage alike:
 - `put`: readers see the old object or the new one, never part of one (a local file is
   written beside and renamed; an object store replaces an object in one PUT);
 - `create`: exclusive creation, the one primitive that serialises writers on hosts that
-  share no disk (a local `O_EXCL` open; S3's conditional `If-None-Match: *`, which AWS S3,
-  SeaweedFS and MinIO honour: s3fs's mode "xb");
+  share no disk (a local file written beside and hard-linked into place; S3's conditional
+  `If-None-Match: *`, which AWS S3, SeaweedFS and MinIO honour: s3fs's mode "xb");
 - listings read fresh every time (s3fs caches them by default; another host's writes must
   show).
 
