@@ -193,8 +193,7 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
             return _json({"detail": str(exc)}, 429, {"Retry-After": str(exc.retry_after)})
         except Stopped as exc:
             return _json({"detail": str(exc)}, 503, {"Retry-After": "1"})
-        known = list(predictions[0].probabilities)
-        if request.labels is not None and set(request.labels) != set(known):
+        if request.labels is not None and set(request.labels) != set(known := list(predictions[0].probabilities)):
             detail = f"{version} predicts {known}, not the labels this request lists: {request.labels}"
             return _json({"detail": detail, "version": version, "labels": known}, 409)
         return _json({"version": version, "predictions": [p.as_dict() for p in predictions]})

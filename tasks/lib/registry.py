@@ -206,18 +206,23 @@ class Registry:
         text = self.pointer_text()
         return None if text is None else self.parse_pointer(text)
 
-    def record(self, version: str) -> dict[str, Any]:
-        """A complete version's lineage record, with where it lives as `path` (a folder or a URL)."""
+    def _record_bytes(self, version: str) -> bytes:
+        """A complete version's `version.json` as stored; RegistryError for a bad name or no such version."""
         if not _VERSION.fullmatch(version):
             raise RegistryError(f"{version!r} is not a version name (vNNNN)")
         if self.local is not None:
             folder = self.versions / version
             if folder.is_symlink() or not folder.resolve().is_relative_to(self.versions.resolve()):
                 raise RegistryError(f"{folder}: a link out of the registry, not a version folder")
-        where = f"{self.url}/{self._key(version)}"
         data = self._read(self._key(version, VERSION_FILE))
         if data is None:
             raise RegistryError(f"no complete version {version} in {self.url}/{VERSIONS}")
+        return data
+
+    def record(self, version: str) -> dict[str, Any]:
+        """A complete version's lineage record, with where it lives as `path` (a folder or a URL)."""
+        data = self._record_bytes(version)
+        where = f"{self.url}/{self._key(version)}"
         try:
             record = json.loads(data)
         except ValueError as exc:
@@ -247,15 +252,16 @@ class Registry:
         A local registry's own folder; for a remote one, a copy in `cache` (downloaded once: a
         version never changes), so a serving host keeps its files when the store is unreachable.
         """
-        self.record(version)
+        data = self._record_bytes(version)
         if self.local is not None:
             return self.versions / version
         folder = self.cache / version
         if (folder / VERSION_FILE).is_file():
             return folder
-        data = self._read(self._key(version, VERSION_FILE))
-        assert data is not None  # record() just read it
-        listed = json.loads(data).get("files") or {}
+        try:
+            listed = json.loads(data).get("files") or {}
+        except ValueError as exc:
+            raise RegistryError(f"{self.url}/{self._key(version, VERSION_FILE)}: damaged ({exc})") from None
         staging = self.cache / f".{version}.{os.getpid()}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         try:

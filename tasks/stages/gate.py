@@ -298,6 +298,12 @@ def judge_label_set(
     return LabelSetVerdict(lines, failure)
 
 
+def gate_passed(chosen: str | None, rules: list[GateRule], label_set: LabelSetVerdict | None) -> bool:
+    """A serving variant was chosen, no rule failed, and no refused label-set change stands in the way."""
+    refused = label_set is not None and label_set.failure is not None
+    return chosen is not None and not any(rule.failed for rule in rules) and not refused
+
+
 def _number(value: float | None, sign: bool = False) -> str:
     if value is None:
         return "n/a"
@@ -345,8 +351,7 @@ def render(
     label_set: LabelSetVerdict | None = None,
 ) -> str:
     """The Markdown report a person reads (also the Prefect artifact and the failure message)."""
-    refused = label_set is not None and label_set.failure is not None
-    passed = chosen is not None and not any(rule.failed for rule in rules) and not refused
+    passed = gate_passed(chosen, rules, label_set)
     lines = [f"## Gate: {'PASSED' if passed else 'REJECTED'}", ""]
     if production is None:
         lines.append(
@@ -449,9 +454,7 @@ def run(params: Params) -> None:
         scored = score_candidate(params, model_file, compared, quantize.batch_size)
         uncompared = "the label set changed" if change is not None else None
         rules += metric_rules(params.gate, scored, params.evaluate.slices.min_rows, uncompared)
-    passed = (
-        chosen is not None and not any(rule.failed for rule in rules) and (label_set is None or not label_set.failure)
-    )
+    passed = gate_passed(chosen, rules, label_set)
     report = render(rules, variants, chosen, quantize, params, production, scored, label_set)
     GateMetrics.parse(
         {
