@@ -8,7 +8,6 @@ raises a notification; the pipeline does not run.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from tasks.apps.landing import Receipt, ingest_new, summary_line
 from tasks.lib.config import Params, load_params
 from tasks.lib.errors import PipelineError
 from tasks.lib.notify import notify
+from tasks.lib.team_workspace import workspace_identity
 
 DATA_ACCEPTED = "textclf.data.accepted"
 
@@ -32,11 +32,6 @@ class FileRejected(PipelineError, ValueError):
 
 class NotAnnounced(PipelineError, RuntimeError):
     """The file joined the dataset, but the event that triggers retraining could not be sent."""
-
-
-def workspace_id(root: Path) -> str:
-    """The Prefect resource id of a workspace: events about it match only its own deployments."""
-    return "textclf.workspace." + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
 
 
 def announce(params: Params, receipt: Receipt) -> None:
@@ -51,7 +46,7 @@ def announce(params: Params, receipt: Receipt) -> None:
     event = Event(
         event=DATA_ACCEPTED,
         resource={
-            "prefect.resource.id": workspace_id(params.root),
+            "prefect.resource.id": workspace_identity(params.root),
             "prefect.resource.name": params.root.name,
             "textclf.workspace.path": str(params.root),
         },

@@ -6,8 +6,12 @@ change is skipped by DVC, and after a flow run `dvc status` is clean. Prefect
 result caching is off: it keys on task inputs, not on file contents.
 
 One run per workspace at a time: a second one (a schedule, a trigger, a
-person) waits for the workspace lock, and DVC is told to wait for its own lock
-rather than fail. A failed or rejected run raises a notification (tasks.lib.notify).
+person, another host of the team) waits for a slot of the workspace's Prefect
+global concurrency limit (held on the server, leased: a killed run frees it),
+and DVC is told to wait for its own lock rather than fail. With a DVC default
+remote the run starts from the team's last successful run and publishes its own
+(tasks.lib.team_workspace). A failed or rejected run raises a notification
+(tasks.lib.notify).
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -44,9 +47,9 @@ from tasks.lib.artifacts import (
 from tasks.lib.config import load_params
 from tasks.lib.errors import PipelineError
 from tasks.lib.incoming import incoming_lock
-from tasks.lib.io import lock_path
 from tasks.lib.notify import notify
 from tasks.lib.stage_runner import ERROR_PREFIX
+from tasks.lib.team_workspace import publish_workspace, pull_workspace, team_remote, workspace_identity
 
 
 class StageFailed(PipelineError, RuntimeError):
@@ -60,12 +63,23 @@ class StageSpec:
     timeout_s: float | None = None  # dvc.yaml meta.timeout_seconds: a hung stage is stopped, not waited for
 
 
+# How `dvc repro` announces running a stage's command (absent when it restores it from the run-cache).
+RUNNING_MARK = "Running stage '"
+
+
 @dataclass
 class StageResult:
     name: str
-    ran: bool
+    stale: bool  # DVC had to bring it up to date: by running it, or from the run-cache
     seconds: float
     output: list[str] = field(default_factory=list)
+
+    @property
+    def action(self) -> str:
+        """`ran` (its command ran), `restored` (outputs from the run-cache) or `skipped` (up to date)."""
+        if any(line.startswith(RUNNING_MARK) for line in self.output):
+            return "ran"
+        return "restored" if self.stale else "skipped"
 
 
 def dvc_stages(root: Path) -> list[StageSpec]:
@@ -151,20 +165,26 @@ def _stop(process: subprocess.Popen[str], grace_s: float = 10) -> None:
 
 
 def repro_stage(
-    root: Path, name: str, timeout_s: float | None = None, log: Callable[[str], object] | None = None
+    root: Path,
+    name: str,
+    timeout_s: float | None = None,
+    log: Callable[[str], object] | None = None,
+    pull: bool = False,
 ) -> StageResult:
     """`dvc repro --single-item <name>` in `root`, streaming its output to the run log.
+
+    `pull`: fetch from the DVC remote the outputs of a run-cache entry that restores the stage.
 
     Raises:
         StageFailed: the stage failed, or ran past `timeout_s` and was stopped (with all it started).
     """
     log = log or get_run_logger().info
     started = time.perf_counter()
-    ran = is_stale(root, name, log)
+    stale = is_stale(root, name, log)
     # --wait-for-lock: a person's `dvc` command in the workspace delays the stage instead of failing it.
     # Its own process group: a timeout stops the stage's processes too, not only dvc.
     process = subprocess.Popen(
-        [_dvc(), "--wait-for-lock", "repro", "--single-item", name],
+        [_dvc(), "--wait-for-lock", "repro", "--single-item", *(["--pull"] if pull else []), name],
         cwd=root,
         env=_environment(),
         stdout=subprocess.PIPE,
@@ -202,7 +222,7 @@ def repro_stage(
         )
     if code != 0:
         raise StageFailed(_failure_message(name, code, output))
-    return StageResult(name, ran, round(time.perf_counter() - started, 2), output)
+    return StageResult(name, stale, round(time.perf_counter() - started, 2), output)
 
 
 def report_markdown(root: Path, results: list[StageResult], failure: str | None) -> str:
@@ -217,7 +237,8 @@ def report_markdown(root: Path, results: list[StageResult], failure: str | None)
         "| stage | action | seconds |",
         "|---|---|---|",
     ]
-    lines += [f"| {r.name} | {'ran' if r.ran else 'up to date (skipped by DVC)'} | {r.seconds} |" for r in results]
+    actions = {"ran": "ran", "restored": "restored from the run-cache", "skipped": "up to date (skipped by DVC)"}
+    lines += [f"| {r.name} | {actions[r.action]} | {r.seconds} |" for r in results]
     if ValidateMetrics.path(params).exists():
         validation = ValidateMetrics.read(params)
         verdict = "passed" if validation.passed else "FAILED (" + ", ".join(validation.failed_rules) + ")"
@@ -279,22 +300,41 @@ def _link_reports(reports: Path) -> None:
             create_link_artifact(key=key, link=page.as_uri(), link_text=text, description=description)
 
 
+# Seconds a run's slot outlives its holder: renewed while the run lives, freed this long after a crash.
+SLOT_LEASE_S = 300
+
+
 @contextlib.contextmanager
-def workspace_lock(workspace: Path) -> Iterator[None]:
-    """One pipeline per workspace at a time; says so in the run log when it has to wait."""
-    lock = FileLock(str(lock_path(workspace, "pipeline")))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        get_run_logger().info("another pipeline run holds this workspace: waiting for it to finish")
-        lock.acquire()
-    try:
+def workspace_slot(workspace: Path) -> Iterator[None]:
+    """One pipeline per workspace (per team, with a DVC remote) at a time, on every host: a slot of a Prefect
+    global concurrency limit named after the workspace; says so in the run log when it has to wait."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+
+    name = workspace_identity(workspace)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, limit=1)
+
+    def slot(timeout_s: float | None) -> contextlib.AbstractContextManager[None]:
+        # A renewal that fails once (a server restart) must not kill hours of training.
+        return concurrency(
+            name,
+            timeout_seconds=timeout_s,
+            lease_duration=SLOT_LEASE_S,
+            strict=True,
+            raise_on_lease_renewal_failure=False,
+        )
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(slot(1))
+        except TimeoutError:
+            get_run_logger().info(f"another pipeline run holds this workspace ({name}): waiting for it to finish")
+            stack.enter_context(slot(None))
         yield
-    finally:
-        lock.release()
 
 
-def _run_stage(workspace: Path, spec: StageSpec) -> StageResult:
+def _run_stage(workspace: Path, spec: StageSpec, pull: bool) -> StageResult:
     """One stage as a Prefect task; stages safe to repeat (meta.retries) retry with backoff (5, 10, 20 s...)."""
     stage_task = task(
         name=f"dvc-{spec.name}",
@@ -305,9 +345,9 @@ def _run_stage(workspace: Path, spec: StageSpec) -> StageResult:
         retry_jitter_factor=0.2,
     )(repro_stage)
     if spec.name != "ingest":
-        return stage_task(workspace, spec.name, spec.timeout_s)
+        return stage_task(workspace, spec.name, spec.timeout_s, pull=pull)
     with incoming_lock(workspace):  # no batch lands between reading the batches and DVC's record
-        return stage_task(workspace, spec.name, spec.timeout_s)
+        return stage_task(workspace, spec.name, spec.timeout_s, pull=pull)
 
 
 PIPELINE_FLOW = "retraining-pipeline"
@@ -318,7 +358,7 @@ def pipeline(root: str = ".") -> dict[str, str]:
     """Run every dvc.yaml stage in order; DVC skips the up-to-date ones.
 
     Returns:
-        {stage name: "ran" | "skipped"}.
+        {stage name: "ran" | "restored" (from the run-cache) | "skipped" (up to date)}.
     Raises:
         StageFailed: a stage failed (for the gate: the gate report); later stages do not run.
     """
@@ -326,11 +366,16 @@ def pipeline(root: str = ".") -> dict[str, str]:
     params = load_params(workspace)  # a bad params.yaml fails here, before any stage
     results: list[StageResult] = []
     failure: str | None = None
-    with workspace_lock(workspace):
+    with workspace_slot(workspace):
         started = time.time()  # after the wait: reports written before this are another run's
+        team = team_remote(workspace) is not None
         try:
+            if team:
+                task(name="team-pull", cache_policy=NO_CACHE, persist_result=False)(_pull)(workspace)
             for spec in dvc_stages(workspace):
-                results.append(_run_stage(workspace, spec))
+                results.append(_run_stage(workspace, spec, pull=team))
+            if team:
+                task(name="team-publish", cache_policy=NO_CACHE, persist_result=False)(_publish)(workspace)
         except StageFailed as exc:
             failure = str(exc)
             raise
@@ -351,7 +396,17 @@ def pipeline(root: str = ".") -> dict[str, str]:
                 )
             _link_reports(params.path("reports"))
             _apply_retention(workspace)
-    return {r.name: "ran" if r.ran else "skipped" for r in results}
+    return {r.name: r.action for r in results}
+
+
+def _pull(workspace: Path) -> None:
+    """The team's accepted batches, workspace state and run-cache entries (tasks.lib.team_workspace)."""
+    pull_workspace(workspace, load_params(workspace).path("incoming"), _dvc(), get_run_logger().info)
+
+
+def _publish(workspace: Path) -> None:
+    """This run's outputs, run-cache and workspace state, for the team's next run on any host."""
+    publish_workspace(workspace, _dvc(), get_run_logger().info)
 
 
 def _apply_retention(workspace: Path) -> None:

@@ -16,17 +16,18 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from flows.ingest_new import workspace_id
 from flows.pipeline import PIPELINE_FLOW
 from tasks.apps.landing import STILL_BEING_WRITTEN, StillBeingWritten
 from tasks.apps.watcher import LandingWatcher
@@ -34,17 +35,33 @@ from tasks.lib.config import Params
 from tasks.lib.errors import ConfigError, PipelineError
 from tasks.lib.notify import notify
 from tasks.lib.redact import redact
+from tasks.lib.team_workspace import team_remote, workspace_identity
 
 PREFECT_FILE = "prefect.yaml"
 DEFAULT_WORK_POOL = "textclf"
 log = logging.getLogger(__name__)
 
 
-def template_environment(params: Params, work_pool: str = DEFAULT_WORK_POOL) -> dict[str, str]:
-    """The values prefect.yaml's {{ $TEXTCLF_* }} placeholders take for this workspace."""
+@dataclass(frozen=True)
+class GitSource:
+    """Where workers on other hosts clone the repository from (`textclf deploy --clone`)."""
+
+    repository: str
+    ref: str
+
+
+def template_environment(
+    params: Params, work_pool: str = DEFAULT_WORK_POOL, clone: GitSource | None = None
+) -> dict[str, str]:
+    """The values prefect.yaml's {{ $TEXTCLF_* }} placeholders take for this workspace.
+
+    With `clone`, a flow run's workspace is its own clone (the working directory the pull steps set).
+    """
+    git = {"TEXTCLF_GIT_REPOSITORY": clone.repository, "TEXTCLF_GIT_REF": clone.ref} if clone else {}
     return {
-        "TEXTCLF_WORKSPACE": str(params.root),
-        "TEXTCLF_WORKSPACE_ID": workspace_id(params.root),
+        **git,
+        "TEXTCLF_WORKSPACE": "." if clone else str(params.root),
+        "TEXTCLF_WORKSPACE_ID": workspace_identity(params.root),
         "TEXTCLF_CRON": params.retrain.cron,
         "TEXTCLF_TIMEZONE": params.retrain.timezone,
         "TEXTCLF_DEBOUNCE": f"PT{params.retrain.debounce_seconds}S",
@@ -290,7 +307,7 @@ def watch(params: Params) -> None:
 
 
 def failure_automation_name(params: Params) -> str:
-    return f"textclf: failed retraining runs ({workspace_id(params.root)})"
+    return f"textclf: failed retraining runs ({workspace_identity(params.root)})"
 
 
 def ensure_failure_automation(params: Params) -> str | None:
@@ -344,17 +361,49 @@ def ensure_failure_automation(params: Params) -> str | None:
     return title
 
 
-def deploy(params: Params, work_pool: str) -> None:
-    """`prefect deploy --all` with this workspace's values: the work-pool route."""
+def _prefect_file_for(params: Params, clone: GitSource | None, folder: Path) -> Path:
+    """prefect.yaml itself, or (with `clone`) a copy in `folder` whose pull steps are `definitions.pull_from_git`."""
+    path = params.root / PREFECT_FILE
+    if clone is None:
+        return path
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        config["pull"] = config["definitions"]["pull_from_git"]
+    except (KeyError, TypeError):
+        raise ConfigError(f"{path}: definitions.pull_from_git is missing (the pull steps of cloning workers)") from None
+    copy = folder / PREFECT_FILE
+    copy.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return copy
+
+
+def deploy(params: Params, work_pool: str, clone: GitSource | None = None) -> None:
+    """`prefect deploy --all` with this workspace's values: the work-pool route.
+
+    With `clone`, workers on other hosts run each flow in a fresh clone of `clone.repository` at `clone.ref`;
+    they share data and models through the DVC remote, which must be configured (`textclf remote`).
+    """
     if configured_api_url() is None:
         raise PipelineError("no Prefect server configured: set PREFECT_API_URL to the server the work pool is on")
+    if clone is not None and team_remote(params.root) is None:
+        raise ConfigError(
+            "--clone: workers on other hosts share data and models through a DVC remote, and this workspace has "
+            "none; `textclf remote URL` sets one (README: Running as a team)"
+        )
     prefect = Path(sys.executable).parent / "prefect"
-    done = subprocess.run(
-        [str(prefect), "--no-prompt", "deploy", "--all", "--prefect-file", str(params.root / PREFECT_FILE)],
-        cwd=params.root,
-        env={**os.environ, **template_environment(params, work_pool)},
-        check=False,
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        done = subprocess.run(
+            [
+                str(prefect),
+                "--no-prompt",
+                "deploy",
+                "--all",
+                "--prefect-file",
+                str(_prefect_file_for(params, clone, Path(folder))),
+            ],
+            cwd=params.root,
+            env={**os.environ, **template_environment(params, work_pool, clone)},
+            check=False,
+        )
     if done.returncode != 0:
         raise PipelineError(f"prefect deploy exited {done.returncode}")
     created = ensure_failure_automation(params)

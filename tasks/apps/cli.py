@@ -8,7 +8,9 @@
                                       model versions, their stages and lineage
     textclf ingest-new FILE ...       check new labelled data and add it (then retraining runs)
     textclf service                   serve the deployments and watch the landing folder
-    textclf deploy --pool NAME        the same deployments on a work pool (prefect deploy)
+    textclf deploy --pool NAME        the same deployments on a work pool (prefect deploy);
+              [--clone URL --ref REF]  workers on other hosts run them in a clone of URL at REF
+    textclf remote URL                the team's DVC remote (data, models, run-cache, workspace state)
     textclf watch                     the landing watcher alone (with `deploy`)
     textclf deps                      check that dvc.yaml's deps name all the code each stage runs
     textclf prune                     remove what params.yaml `retention` says is old (also after every run)
@@ -159,6 +161,34 @@ def ingest_new_command(params: Params, files: list[Path]) -> int:
     return 1 if rejected else STILL_BEING_WRITTEN if waiting else 0
 
 
+def remote_command(root: Path, url: str | None, endpoint_url: str | None, name: str) -> None:
+    """Set the DVC default remote (`dvc remote add -d`), or print the current one. Credentials stay out:
+    the environment or `.dvc/config.local` hold them, never the committed `.dvc/config`."""
+    import subprocess
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+
+    def run(*args: str) -> str:
+        done = subprocess.run([dvc, *args], cwd=root, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise PipelineError(f"`dvc {' '.join(args)}` exited {done.returncode}: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    if url is None:
+        print(run("remote", "list") or "no DVC remote: one machine (`textclf remote URL` sets the team's)")
+        return
+    if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+        raise ConfigError(f"{url}: credentials in the URL would be committed in .dvc/config; use the environment")
+    run("remote", "add", "--default", "--force", name, url)
+    if endpoint_url:
+        run("remote", "modify", name, "endpointurl", endpoint_url)
+    print(
+        f"DVC remote '{name}' = {url} is the default (.dvc/config: commit it, so every host uses it).\n"
+        f"Credentials: the environment (AWS_ACCESS_KEY_ID, ...) or `dvc remote modify --local {name} "
+        "access_key_id ...` (.dvc/config.local, which git ignores)."
+    )
+
+
 def deps_command(root: Path, verbose: bool) -> int:
     """Each stage's import closure against dvc.yaml's deps; 1 if any stage's deps are off."""
     from tasks.apps.code_deps import check_stages, report
@@ -227,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy = sub.add_parser("deploy", help="prefect deploy --all with this workspace's values (work pools)")
     deploy.add_argument("--pool", help="the work pool (prefect work-pool create); default: textclf")
+    deploy.add_argument("--clone", metavar="URL", help="workers run each flow in a fresh clone of this git repository")
+    deploy.add_argument("--ref", default="main", help="the branch or tag --clone checks out (default: main)")
+    remote = sub.add_parser("remote", help="the team's DVC default remote: set it (URL) or show it")
+    remote.add_argument("url", nargs="?", help="s3://bucket/prefix, gs://..., azure://..., ssh://..., a folder")
+    remote.add_argument("--endpoint-url", help="an S3-compatible server's endpoint (MinIO, SeaweedFS, Ceph)")
+    remote.add_argument("--name", default="storage", help="the remote's name in .dvc/config (default: storage)")
     sub.add_parser("watch", help="watch the landing folder only (deployments served elsewhere)")
     sub.add_parser("prune", help="remove old archives, rejected files, versions, log lines (params retention)")
     deps = sub.add_parser("deps", help="check that dvc.yaml's deps name all the code each stage runs")
@@ -278,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "deps":
             return deps_command(root, args.verbose)
+        elif args.command == "remote":
+            remote_command(root, args.url, args.endpoint_url, args.name)
         elif args.command == "prune":
             import json
 
@@ -293,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "service":
                 unattended.service(params, args.port)
             elif args.command == "deploy":
-                unattended.deploy(params, args.pool or unattended.DEFAULT_WORK_POOL)
+                clone = unattended.GitSource(args.clone, args.ref) if args.clone else None
+                unattended.deploy(params, args.pool or unattended.DEFAULT_WORK_POOL, clone)
             else:
                 unattended.watch(params)
         else:

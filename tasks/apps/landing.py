@@ -40,6 +40,7 @@ from tasks.lib.io import (
 )
 from tasks.lib.readers import DataError, data_format, read_file
 from tasks.lib.retention import snapshots_folder
+from tasks.lib.team_workspace import share_batches
 
 RECEIPT = "receipt.json"
 FLAGGED_ROWS = "rows.jsonl"  # beside a rejected file's report
@@ -347,6 +348,9 @@ def _add(
         consolidate(incoming, params.retrain.consolidate_after)
         if move:
             path.unlink()
+        # A team's workers read the batches from the DVC remote. Done last: when the remote is
+        # unreachable the file is still accepted here, and the next acceptance shares it too.
+        share_batches(params.root, incoming)
     return receipt
 
 

@@ -124,6 +124,14 @@ def promote(params: Params) -> Promotion:
         }
         if current is not None and current.get("model_md5") == record.model_md5:
             return Promotion(**outcome, version=current["version"], reason="candidate already serves")
+        judged = gate.production_version
+        if judged != outcome["previous"]:
+            # Production moved since the gate compared (a person, or a verdict DVC's run-cache restored).
+            raise RegistryError(
+                f"the gate compared this candidate with production {judged or 'none (first model)'}, but production "
+                f"is now {outcome['previous']}: refusing to promote on a stale verdict; `dvc repro --force gate` "
+                "(or `dvc repro --force --downstream gate`) judges it against the current one"
+            )
         # The same model may already be registered (production pointer lost or moved by hand).
         version = registry.find(record.model_md5) or registry.register(
             params.path("quantized"),

@@ -240,7 +240,9 @@ def stage_candidate(params, model: Path, model_file: str) -> None:
     ).write(params)
     QUANTIZE.write(params)
     IngestMetrics(rows=12, source_rows=10, batches=2, batch_rows=2, data_version="0002-0123456789ab").write(params)
-    passed_gate(model_file, model_file.split(".")[1]).write(params)
+    judged_against = Registry(params.location("registry")).production_version()  # what the gate compared with
+    gate = passed_gate(model_file, model_file.split(".")[1])
+    gate.model_copy(update={"production_version": judged_against}).write(params)
     params.path("reports").mkdir(parents=True, exist_ok=True)
     (params.path("reports") / "gate.md").write_text("## Gate: PASSED\n")
     GateScores(scopes={}).write(params)
@@ -332,6 +334,19 @@ def test_manual_mode_registers_a_candidate_that_a_person_promotes(make_params, o
     assert "v0001    production" in listing and "fp32" in listing
     assert main(["--root", str(params.root), "registry", "archive", "v0001", "--reason", "x"]) == 1
     assert "is production" in capsys.readouterr().err
+
+
+def test_a_verdict_against_another_production_version_is_not_promoted(make_params, onnx_folder, int8_model):
+    params = make_params()
+    stage_candidate(params, onnx_folder / "model.onnx", "model.fp32.onnx")
+    stale = GateMetrics.read(params)  # judged when there was no production model
+    promote(params)
+    stage_candidate(params, int8_model, "model.int8.onnx")
+    GateMetrics.read(params).model_copy(update={"production_version": stale.production_version}).write(params)
+    with pytest.raises(RegistryError, match=r"compared this candidate with production none .* is now v0001"):
+        promote(params)
+    registry = Registry(params.path("registry"))
+    assert registry.list_versions() == ["v0001"] and registry.production_version() == "v0001"
 
 
 KILLED = """

@@ -1,0 +1,338 @@
+"""A team on loopback: a real Prefect server, a real S3 server (SeaweedFS), process workers on "hosts"
+that are separate folders with their own HOME, a serving host with no git and no DVC.
+
+- host A (a worker: a fresh clone per flow run) retrains, pushes data, models and the run-cache,
+  and promotes v0001 into the bucket's registry; host B serves it;
+- host C (another worker) runs with no new data and recomputes no stage;
+- new data lands on host L (the landing host): the trigger retrains on A, v0002 is promoted, B follows;
+- two runs started at once on A and C: one waits for the other, the registry stays whole;
+- host K is killed (SIGKILL) while its promotion's upload hangs: no partial version is visible and
+  production does not move;
+- the S3 server stops: B keeps answering with v0002 and says `degraded`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tasks.lib.demo_data import generate_reviews
+from tasks.lib.registry import Registry
+from tests.conftest import BIN, copy_repo, deep_merge, repo_params, run, tiny_overrides
+from tests.seaweedfs import SeaweedFS, free_port
+from tests.stalling_proxy import StallingProxy
+
+pytestmark = pytest.mark.slow
+POOL = "team"
+SCHEDULED = "retraining-pipeline/scheduled"
+ON_NEW_DATA = "retraining-pipeline/on-new-data"
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+
+
+@dataclass
+class Host:
+    """A machine of the team: its own folder, HOME, Prefect home and caches."""
+
+    name: str
+    home: Path
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def start(self, command: list[str], cwd: Path | None = None) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                command,
+                cwd=cwd or self.home,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_for_log(self, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text(errors="replace"):
+            assert self.process is None or self.process.poll() is None, f"{self.name} exited:\n{self.tail()}"
+            assert time.monotonic() < deadline, f"{self.name}: no {text!r} in {timeout:.0f} s:\n{self.tail()}"
+            time.sleep(1)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:]
+
+    def kill(self) -> None:
+        """SIGKILL to the host's process and everything it started (a machine that dies)."""
+        import psutil
+
+        if self.process is None:
+            return
+        parent = psutil.Process(self.process.pid)
+        for process in [*parent.children(recursive=True), parent]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def make_host(base: Path, name: str, api: str | None, endpoint: str) -> Host:
+    home = base / name
+    home.mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PREFECT_"))},
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "PREFECT_HOME": str(home / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # the worker image's PATH
+        # The store: every host reaches it through the usual variables, the DVC remote included.
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "tests",
+        "AWS_SECRET_ACCESS_KEY": "tests",
+    }
+    if api:
+        env["PREFECT_API_URL"] = api
+    return Host(name, home, env, base / f"{name}.log")
+
+
+def start_worker(host: Host, *queues: str) -> None:
+    command = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--name", host.name]
+    for queue in queues:
+        command += ["--work-queue", queue]
+    host.start(command)
+    host.wait_for_log("started!")
+
+
+def flow_run(api: str, run_id: Any) -> Any:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def start_run(api: str, queue: str, deployment: str = SCHEDULED) -> Any:
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        return run_deployment(deployment, work_queue_name=queue, timeout=0).id
+
+
+def wait_run(api: str, run_id: Any, hosts: list[Host], timeout: float = 600) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = flow_run(api, run_id)
+        if found.state_type and found.state_type.value in TERMINAL:
+            assert found.state_type.value == "COMPLETED", (found.state.message, *(h.tail() for h in hosts))
+            return found
+        time.sleep(2)
+    raise AssertionError(f"flow run {run_id} did not end in {timeout:.0f} s:\n" + "\n".join(h.tail() for h in hosts))
+
+
+def stage_actions(api: str, run_id: Any) -> dict[str, str]:
+    """{stage: ran | restored | skipped} from the run's report artifact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), key=ArtifactFilterKey(any_=["retraining-report"])
+            )
+        )
+    rows = [line.split("|")[1:3] for line in str(found[0].data).splitlines() if line.count("|") == 4]
+    words = {"ran": "ran", "restored from the run-cache": "restored", "up to date (skipped by DVC)": "skipped"}
+    return {stage.strip(): words[action.strip()] for stage, action in rows if action.strip() in words}
+
+
+def http_json(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode() if body else None, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(1)
+
+
+def reviews_csv(path: Path, rows: int, seed: int) -> Path:
+    generate_reviews(rows, 0.0, seed, ("negative", "positive"))[["text", "label"]].to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def team(tmp_path: Path, tiny_model_dir: Path, seaweedfs: SeaweedFS) -> Iterator[dict[str, Any]]:
+    """The origin repository (a bare git repo), the store's URLs and a Prefect server with a process pool."""
+    from flows.service import local_server
+
+    prefix = f"s3://{seaweedfs.bucket}/team-{tmp_path.name}"
+    origin = copy_repo(tmp_path / "work")
+    params = deep_merge(
+        repo_params(),
+        deep_merge(
+            tiny_overrides(tiny_model_dir),
+            {"paths": {"registry": f"{prefix}/registry"}, "retrain": {"debounce_seconds": 5}},
+        ),
+    )
+    (origin / "params.yaml").write_text(yaml.safe_dump(params))
+    run([str(BIN / "textclf"), "remote", f"{prefix}/dvc"], origin)
+    run([*GIT, "commit", "-qam", "the team's remote and registry"], origin)
+    run(["git", "clone", "-q", "--bare", str(origin), str(tmp_path / "origin.git")], tmp_path)
+    branch = run(["git", "branch", "--show-current"], origin).stdout.strip()
+    with local_server(free_port(), home=tmp_path / "server-home", timeout=240) as api:
+        admin = make_host(tmp_path, "admin", api, seaweedfs.endpoint)
+        for command in (
+            ["work-pool", "create", POOL, "--type", "process"],
+            *(["work-queue", "create", queue, "--pool", POOL] for queue in ("host-a", "host-c", "host-k")),
+        ):
+            subprocess.run([str(BIN / "prefect"), *command], env=admin.env, check=True, capture_output=True)
+        deployed = subprocess.run(
+            [
+                str(BIN / "textclf"),
+                "deploy",
+                "--pool",
+                POOL,
+                "--clone",
+                f"file://{tmp_path / 'origin.git'}",
+                "--ref",
+                branch,
+            ],
+            cwd=origin,
+            env=admin.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        yield {"api": api, "base": tmp_path, "prefix": prefix, "origin": tmp_path / "origin.git", "params": params}
+
+
+def test_a_team_of_hosts_shares_data_models_and_one_registry(team: dict[str, Any], seaweedfs: SeaweedFS):
+    api, base, prefix = team["api"], team["base"], team["prefix"]
+    proxy = StallingProxy(seaweedfs.endpoint)
+    hosts = {
+        name: make_host(base, name, api if name != "b" else None, proxy.url if name == "k" else seaweedfs.endpoint)
+        for name in ("a", "b", "c", "l", "k")
+    }
+    a, b, c, landing, k = (hosts[n] for n in ("a", "b", "c", "l", "k"))
+    for name, value in seaweedfs.environment().items():
+        os.environ[name] = value  # this process reads the registry too
+    registry = Registry(f"{prefix}/registry")
+    try:
+        start_worker(a, "host-a", "default")  # A also takes the runs the new-data trigger starts
+        start_worker(c, "host-c")
+
+        # Host A: the first run computes every stage and promotes v0001 into the bucket.
+        first = wait_run(api, start_run(api, "host-a"), [a])
+        assert set(stage_actions(api, first.id).values()) == {"ran"}
+        assert registry.production()["version"] == "v0001"
+
+        # Host B: no git, no DVC, a params.yaml for its serve: settings and the registry URL.
+        (b.home / "params.yaml").write_text(yaml.safe_dump(team["params"]))
+        port = free_port()
+        b.start([str(BIN / "textclf"), "serve", "--registry", f"{prefix}/registry", "--port", str(port)])
+        serving = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _status(serving) == 200, 120, "host B to serve")
+        code, answer = http_json(f"{serving}/predict", {"texts": ["a warm, clever film"]})
+        assert code == 200 and answer["version"] == "v0001", answer
+
+        # Host C: a bare clone, no new data: every stage comes from the remote, none is computed.
+        again = wait_run(api, start_run(api, "host-c"), [c])
+        actions = stage_actions(api, again.id)
+        assert "ran" not in actions.values() and set(actions) == set(stage_actions(api, first.id)), actions
+        print(f"\nhost A computed the DAG in {first.total_run_time}; host C restored it in {again.total_run_time}")
+
+        # New data lands on host L: shared through the remote; the trigger retrains on A; v0002; B follows.
+        subprocess.run(["git", "clone", "-q", str(team["origin"]), "repo"], cwd=landing.home, check=True)
+        accepted = subprocess.run(
+            [str(BIN / "textclf"), "ingest-new", str(reviews_csv(landing.home / "week1.csv", 120, 101))],
+            cwd=landing.home / "repo",
+            env=landing.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+        wait_for(lambda: (registry.production() or {}).get("version") == "v0002", 600, "v0002 from the trigger")
+        wait_for(lambda: http_json(f"{serving}/health")[1].get("version") == "v0002", 60, "host B to follow")
+
+        # Two runs at once on two workers, of the two deployments (each deployment's own limit of one
+        # does not hold them apart): the team's slot makes one wait; the registry stays whole.
+        both = [start_run(api, "host-a"), start_run(api, "host-c", ON_NEW_DATA)]
+        for run_id in both:
+            wait_run(api, run_id, [a, c])
+        assert "another pipeline run holds this workspace" in a.log.read_text() + c.log.read_text()
+        assert registry.list_versions() == ["v0001", "v0002"] and registry.production()["version"] == "v0002"
+
+        # Host K dies while its promotion's upload hangs: nothing half-written is visible.
+        state = registry.store.fs.cat(f"{prefix}/dvc/textclf/state/dvc.lock")
+        quiet = {k: v for k, v in landing.env.items() if k != "PREFECT_API_URL"}  # no trigger: K runs it
+        subprocess.run(
+            [str(BIN / "textclf"), "ingest-new", str(reviews_csv(landing.home / "week2.csv", 120, 202))],
+            cwd=landing.home / "repo",
+            env=quiet,
+            check=True,
+            capture_output=True,
+        )
+        proxy.stall(r"/registry/versions/v0003/version\.json$")
+        start_worker(k, "host-k")
+        start_run(api, "host-k")
+        assert proxy.stalled.wait(timeout=600), k.tail()
+        k.kill()
+        proxy.release()
+        assert registry.list_versions() == ["v0001", "v0002"] and registry.production()["version"] == "v0002"
+        assert registry.store.fs.cat(f"{prefix}/dvc/textclf/state/dvc.lock") == state
+
+        # The store goes away: B keeps answering with what it has, and says why it is degraded.
+        seaweedfs.stop()
+        try:
+            wait_for(lambda: http_json(f"{serving}/health")[1].get("status") == "degraded", 60, "B degraded")
+            code, answer = http_json(f"{serving}/predict", {"texts": ["a dull, tired plot"]})
+            assert code == 200 and answer["version"] == "v0002"
+        finally:
+            seaweedfs.start()
+    finally:
+        for host in hosts.values():
+            host.stop()
+        proxy.close()
+        for name in seaweedfs.environment():
+            os.environ.pop(name, None)
+
+
+def _status(url: str) -> int | None:
+    try:
+        return http_json(f"{url}/health")[0]
+    except OSError:
+        return None
