@@ -2,7 +2,8 @@
 
 Throughput: sentences/s of each engine on SST-2 training sentences (synonym
 swap including part-of-speech tagging; Apertium back-translation, both
-directions; Marian when --marian-forward/--marian-backward name local models).
+directions, and the same round trip as a plain shell pipe, the floor it is
+compared with; Marian when --marian-forward/--marian-backward name local models).
 
 Effect: for each training-subset size and seed, a stratified SST-2 subset is
 drawn; it is trained as is, with synonym variants and with back-translated
@@ -17,6 +18,7 @@ accuracy is measured on SST-2 dev. Prints mean, spread and each run.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +67,18 @@ def throughput(name: str, engine: Any, texts: list[str]) -> dict[str, Any]:
     }
 
 
+def raw_pipe(texts: list[str], pivot: str) -> None:
+    """The floor to compare with: both directions as one shell pipe, plain text, one sentence per line."""
+    subprocess.run(
+        f"apertium -u eng-{pivot} | apertium -u {pivot}-eng",
+        shell=True,
+        input="\n".join(texts),
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+
+
 def dev_accuracy(model_dir: Path, dev: pd.DataFrame, max_length: int) -> float:
     logits = torch_logits(model_dir, list(dev[TEXT]), 64, max_length)
     names = model_labels(model_dir)
@@ -92,9 +106,8 @@ def main() -> None:
     swapper = SynonymSwapper(
         cache / "nltk", params.augment.synonym.replace_fraction, params.augment.synonym.protected_words
     )
-    apertium = ApertiumTranslator(
-        params.augment.backtranslation.apertium.pivot, params.augment.backtranslation.batch_size
-    )
+    pivot = params.augment.backtranslation.apertium.pivot
+    apertium = ApertiumTranslator(pivot, params.augment.backtranslation.batch_size)
     sample = list(pool[TEXT].sample(n=args.throughput_rows, random_state=0))
     swapper.variants(sample[:50], [str(i) for i in range(50)], 1)  # WordNet loaded, tagger started once
     rows = [
@@ -104,7 +117,9 @@ def main() -> None:
             sample,
         ),
         throughput("apertium eng->spa->eng", apertium.back_translate, sample),
+        throughput("raw pipe: apertium -u eng-spa | apertium -u spa-eng", lambda t: raw_pipe(t, pivot), sample),
     ]
+    ours, raw = rows[1]["sentences/s"], rows[2]["sentences/s"]
     if args.marian_forward and args.marian_backward:
         engine = MarianTranslator(
             args.marian_forward,
@@ -117,6 +132,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {args.threads} threads"
     print(f"\nThroughput on {len(sample)} SST-2 training sentences ({device}):")
     print(pd.DataFrame(rows).to_string(index=False))
+    print(f"back-translation against the raw Apertium pipe: {ours / raw:.2f}x (goal >= 0.8x)")
     if args.skip_effect:
         return
 

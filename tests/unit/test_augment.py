@@ -103,6 +103,19 @@ def test_apertium_back_translation_round_trips():
     assert "film" in back[0] and back[0][0].islower()  # casing style of the source is kept
 
 
+def test_apertium_chunks_and_parallel_pipes_do_not_change_a_translation(monkeypatch):
+    from tasks.lib.augmentation import backtranslate
+
+    texts = [
+        f"the {word} film was {mood} & I <b>liked</b> it" for word in ("first", "second") for mood in ("good", "bad")
+    ]
+    texts += ["hello", "a line\nbroken in two", ""]
+    whole = ApertiumTranslator()._round_trip(texts)  # one pipe
+    monkeypatch.setattr(backtranslate, "CHUNK_MAX", 2)
+    assert ApertiumTranslator(batch_size=1).back_translate(texts) == whole  # four pipes, two at a time
+    assert len(whole) == len(texts) and "<b>" in whole[0] and "&" in whole[0]
+
+
 @pytest.fixture(scope="module")
 def tiny_marian(tmp_path_factory):
     """A randomly initialised 1-layer Marian model and a MarianTokenizer on a sentencepiece model trained here."""
