@@ -1,7 +1,8 @@
 """`textclf serve`: a small HTTP service over the production ONNX model.
 
     GET  /health    {"status": "ok" | "degraded" | "unavailable" | "draining", "version", "labels", "queue", ...}
-    POST /predict   {"texts": [...], "labels"?: [...]} -> {"version", "predictions": [{"label", "probabilities"}]}
+    POST /predict   {"texts": [...], "labels"?: [...]} -> {"request_id", "version", "predictions": [...]}
+    GET  /metrics   Prometheus text format (tasks/apps/serving_metrics.py)
 
 Concurrent requests are batched on the server (tasks/apps/batcher.py); when the
 queue cannot take a request it is answered 429 with Retry-After at once. Every
@@ -12,7 +13,8 @@ picked up within `serve.reload_check_seconds` (a background thread reads the
 production pointer); if it cannot be loaded the service keeps the version it
 has and /health says "degraded" and why. Body size and time limits are applied
 before anything is parsed, and no error answer repeats the request's content.
-No torch on this path.
+Every answer is handed to the prediction log (tasks/lib/prediction_log.py), which
+writes it off the request path. No torch on this path.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import json
 import logging
 import math
 import threading
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -32,8 +36,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tasks.apps.batcher import Batcher, Overloaded, Stopped
+from tasks.apps.serving_metrics import ServiceMetrics
 from tasks.lib.config import Params, ServeConfig
 from tasks.lib.errors import ConfigError
+from tasks.lib.prediction_log import Answer, PredictionLog, log_location
 from tasks.lib.production_model import ModelLoadError, ProductionModel
 from tasks.lib.text import has_visible_character
 
@@ -74,6 +80,7 @@ class PredictionOut(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    request_id: str = Field(description="this answer's id in the prediction log (POST /feedback takes it)")
     version: str = Field(description="the registry version that produced every prediction of this answer")
     predictions: list[PredictionOut] = Field(description="one per text, in the order of the request")
 
@@ -114,14 +121,32 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
+def create_app(model: ProductionModel, config: ServeConfig, prediction_log: PredictionLog | None = None) -> ASGIApp:
     """The ASGI application: FastAPI routes behind the request guard (limits and timeouts).
 
     The batcher and the pointer watcher run while the app's lifespan does (uvicorn, or a
-    `with TestClient(app)` block).
+    `with TestClient(app)` block); the prediction log, when given, is closed (flushed) with it.
     """
     batcher = Batcher(config.max_batch, config.max_wait_ms, config.max_queue, config.max_queue_ms)
     stop_watching = threading.Event()
+
+    def state() -> dict[str, Any]:
+        """What /metrics reads at scrape time."""
+        choice = model.choice
+        values: dict[str, Any] = {
+            "version": model.version,
+            "variant": choice.variant if choice else None,
+            "queue_texts": batcher.status().texts,
+        }
+        if prediction_log is not None:
+            values.update(
+                log_written=prediction_log.written,
+                log_dropped=prediction_log.dropped,
+                log_failed_writes=prediction_log.failed_writes,
+            )
+        return values
+
+    metrics = ServiceMetrics(state)
 
     def watch_pointer() -> None:
         while not stop_watching.wait(config.reload_check_seconds):
@@ -146,6 +171,8 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
         # uvicorn has already let the requests in flight finish (serve.drain_seconds).
         batcher.stop(timeout=config.drain_seconds)
         stop_watching.set()
+        if prediction_log is not None:
+            prediction_log.close()
 
     app = FastAPI(title="textclf", description=__doc__, lifespan=lifespan)
     errors = {
@@ -174,6 +201,11 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
         status["queue"] = queue.__dict__
         return _json(status, 503 if status["status"] in ("unavailable", "draining") else 200)
 
+    @app.get("/metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
     async def answer(request: PredictRequest) -> Response:
         """/predict's answer to a valid request (from the route below, or the guard's fast path)."""
         texts = request.texts
@@ -196,14 +228,30 @@ def create_app(model: ProductionModel, config: ServeConfig) -> ASGIApp:
         if request.labels is not None and set(request.labels) != set(known := list(predictions[0].probabilities)):
             detail = f"{version} predicts {known}, not the labels this request lists: {request.labels}"
             return _json({"detail": detail, "version": version, "labels": known}, 409)
-        return _json({"version": version, "predictions": [p.as_dict() for p in predictions]})
+        request_id = uuid.uuid4().hex
+        labels = [p.label for p in predictions]
+        metrics.classified(version, labels)
+        if prediction_log is not None:
+            choice = model.choice
+            prediction_log.record(
+                Answer(
+                    request_id,
+                    time.time(),
+                    version,
+                    choice.variant if choice else None,
+                    texts,
+                    labels,
+                    [p.probabilities for p in predictions],
+                )
+            )
+        return _json({"request_id": request_id, "version": version, "predictions": [p.as_dict() for p in predictions]})
 
     # Declared for the schema (/docs) and for requests the fast path leaves to FastAPI.
     @app.post("/predict", response_model=PredictResponse, responses=errors)  # type: ignore[arg-type]
     async def predict(request: PredictRequest) -> Response:
         return await answer(request)
 
-    return RequestGuard(app, config, batcher.refusal, answer)
+    return RequestGuard(app, config, batcher.refusal, answer, metrics)
 
 
 def _invalid(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> Response:
@@ -226,11 +274,26 @@ class RequestGuard:
         config: ServeConfig,
         refusal: Callable[[], Overloaded | None],
         predict: Callable[[PredictRequest], Awaitable[Response]],
+        metrics: ServiceMetrics,
     ):
         self.app, self.config, self.refusal, self.predict = app, config, refusal, predict
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def counted_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.answered(scope["path"], message["status"], time.perf_counter() - started)
+            await send(message)
+
+        await self._guarded(scope, receive, counted_send)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         limit = self.config.max_body_bytes
@@ -404,6 +467,12 @@ def run(params: Params, host: str | None = None, port: int | None = None, **over
         config.variant,
     )
     print(f"serve: production model {model.status()}")
+    prediction_log = None
+    if params.monitor.log:
+        location = log_location(params.monitor, params.location("registry"))
+        prediction_log = PredictionLog(location, params.monitor)
+        texts = "with" if params.monitor.log_text else "without"
+        print(f"serve: logging every prediction to {location} ({texts} the texts: monitor.log_text)")
     print(
         f"serve: batches of up to {config.max_batch} texts (waiting at most {config.max_wait_ms} ms), "
         f"queue {config.max_queue} texts / {config.max_queue_ms} ms, "
@@ -411,7 +480,7 @@ def run(params: Params, host: str | None = None, port: int | None = None, **over
     )
     import uvicorn
 
-    uvicorn.Server(server_config(create_app(model, config), config, host, port)).run()
+    uvicorn.Server(server_config(create_app(model, config, prediction_log), config, host, port)).run()
 
 
 def server_config(app: ASGIApp, config: ServeConfig, host: str | None = None, port: int | None = None) -> Any:

@@ -531,6 +531,15 @@ class ServeConfig(_Section):
         return self.max_texts * (self.max_chars * 12 + 4) + 64
 
 
+class MonitorConfig(_Section):
+    log: bool
+    log_location: str | None
+    log_text: bool
+    flush_rows: Annotated[int, Field(ge=1)]
+    flush_seconds: Annotated[float, Field(gt=0)]
+    max_pending: Annotated[int, Field(ge=1)]
+
+
 _CRON_FIELDS = re.compile(r"[\w*/,\-?]+(\s+[\w*/,\-?]+){4}")
 _CRON_ALIAS = re.compile(r"@(hourly|daily|weekly|monthly|yearly|annually)")
 
@@ -609,6 +618,7 @@ class Params(_Section):
     gate: GateConfig
     promote: PromoteConfig
     serve: ServeConfig
+    monitor: MonitorConfig
     retrain: RetrainConfig
     retention: RetentionConfig
 

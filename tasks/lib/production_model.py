@@ -207,6 +207,12 @@ class ProductionModel:
             self.error = self._public(f"cannot serve the production pointer {self.pointer}: {exc}")
             self._retry_at, self._backoff = now + self._backoff, min(self._backoff * 2, self._retry_max_s)
 
+    @property
+    def version(self) -> str | None:
+        """The version loaded (serving), without reading the pointer; None before the first load."""
+        loaded = self._loaded
+        return loaded[0] if loaded else None
+
     def current(self) -> tuple[str, OnnxClassifier]:
         """(version, classifier) now serving; raises ModelLoadError when there is none."""
         with self._lock:

@@ -1,0 +1,136 @@
+"""The served model watched: request ids, the prediction log, /metrics (`pytest -k monitor`)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tasks.lib.config import MonitorConfig
+from tasks.lib.prediction_log import Answer, PredictionLog, log_location
+from tests.unit.test_serving import free_port, registry, wait_for  # noqa: F401 - the registry fixture
+
+MONITOR = {"log": True, "log_location": None, "log_text": False, "flush_rows": 4, "flush_seconds": 60}
+
+
+def logged(folder: Path) -> list[dict]:
+    """Every row of the prediction log under `folder`, read as one partitioned dataset."""
+    if not folder.exists():
+        return []
+    return ds.dataset(folder, format="parquet", partitioning="hive").to_table().to_pylist()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of sample `name` with these labels in a Prometheus text exposition (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def test_monitor_answers_have_request_ids_and_are_logged_and_counted(make_params, registry, tmp_path):  # noqa: F811
+    import httpx
+    import uvicorn
+
+    from tasks.apps.http_service import create_app, server_config
+    from tasks.lib.production_model import ProductionModel
+
+    params = make_params({"serve": {"max_texts": 8, "max_chars": 100}, "monitor": MONITOR})
+    location = log_location(params.monitor, params.location("registry"))
+    assert location == params.root / "predictions"  # beside the registry
+    port = free_port()
+    app = create_app(ProductionModel(registry.root), params.serve, PredictionLog(location, params.monitor))
+    server = uvicorn.Server(server_config(app, params.serve, "127.0.0.1", port))
+    server.config.log_level = "warning"
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    assert wait_for(lambda: _up(url), 30)
+    answers = [
+        httpx.post(f"{url}/predict", json={"texts": [f"a fine film {i}", "a dull one"]}).json() for i in range(5)
+    ]
+    assert httpx.post(f"{url}/predict", json={"texts": ["x" * 101]}).status_code == 413
+    assert httpx.post(f"{url}/predict", json={"texts": []}).status_code == 422
+    exposition = httpx.get(f"{url}/metrics").text
+    server.should_exit = True
+    thread.join(30)  # the lifespan's end flushes the log
+
+    ids = [answer["request_id"] for answer in answers]
+    assert len(set(ids)) == 5 and all(len(i) == 32 for i in ids)
+    rows = logged(location)
+    assert sorted((row["request_id"], row["index"]) for row in rows) == sorted((i, n) for i in ids for n in (0, 1))
+    first = next(row for row in rows if row["request_id"] == ids[0] and row["index"] == 0)
+    assert first["version"] == answers[0]["version"] and first["label"] == answers[0]["predictions"][0]["label"]
+    assert first["text_chars"] == len("a fine film 0") and len(first["text_hash"]) == 16
+    assert "text" not in first  # monitor.log_text is off by default
+    assert first["confidence"] == pytest.approx(max(answers[0]["predictions"][0]["probabilities"].values()), abs=1e-6)
+    assert len({row["date"] for row in rows}) == 1  # the day partition, read back as a column
+
+    assert metric(exposition, "textclf_requests_total", route="/predict", status="200") == 5
+    assert metric(exposition, "textclf_requests_total", route="/predict", status="413") == 1
+    assert metric(exposition, "textclf_requests_total", route="/predict", status="422") == 1
+    labels = {row["label"] for row in rows}
+    assert sum(metric(exposition, "textclf_predictions_total", label=label) for label in labels) == 10
+    assert metric(exposition, "textclf_request_seconds_count", route="/predict") == 7
+    assert metric(exposition, "textclf_model_info", version=answers[0]["version"]) == 1
+
+
+def _up(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def answer(request_id: str, texts: int) -> Answer:
+    return Answer(
+        request_id, time.time(), "v0001", "fp32", ["t"] * texts, ["a"] * texts, [{"a": 0.9, "b": 0.1}] * texts
+    )
+
+
+def test_monitor_a_full_log_queue_drops_and_counts_never_waits(tmp_path):
+    config = MonitorConfig.model_validate({**MONITOR, "flush_rows": 1000, "max_pending": 5, "log_text": True})
+    prediction_log = PredictionLog(tmp_path / "log", config)
+    assert prediction_log.record(answer("r1", 2)) and prediction_log.record(answer("r2", 2))
+    assert not prediction_log.record(answer("r3", 2))  # 6 > 5: not queued, counted
+    prediction_log.close()
+    rows = logged(tmp_path / "log")
+    assert sorted({row["request_id"] for row in rows}) == ["r1", "r2"] and rows[0]["text"] == "t"
+    assert (prediction_log.dropped, prediction_log.written) == (2, 4)
+
+
+KILLED_SERVER_TRAFFIC = 40
+
+
+def test_monitor_the_log_survives_a_sigkill_mid_traffic(make_params, registry, tmp_path):  # noqa: F811
+    import httpx
+
+    make_params({"monitor": {**MONITOR, "flush_rows": 3, "flush_seconds": 0.2}})
+    port = free_port()
+    command = [sys.executable, "-m", "tasks", "--root", str(tmp_path), "serve", "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = tmp_path / "predictions"
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_for(lambda: _up(url), 60), "the server did not start"
+        for i in range(KILLED_SERVER_TRAFFIC):
+            assert httpx.post(f"{url}/predict", json={"texts": [f"text {i}"]}, timeout=10).status_code == 200
+        assert wait_for(lambda: len(list(folder.rglob("*.parquet"))) >= 2, 10)
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=10)
+    finally:
+        server.kill()
+    visible = [f for f in folder.rglob("*") if f.is_file() and not f.name.startswith(".")]
+    assert visible and all(f.suffix == ".parquet" for f in visible)  # a write cut short is not visible
+    rows = logged(folder)  # every written file reads
+    assert 0 < len(rows) <= KILLED_SERVER_TRAFFIC and len({row["request_id"] for row in rows}) == len(rows)
