@@ -7,6 +7,7 @@
     textclf registry list|show|history|promote|rollback|archive
                                       model versions, their stages and lineage
     textclf ingest-new FILE ...       check new labelled data and add it (then retraining runs)
+    textclf review export --n N       the least confident served texts, as a CSV to label
     textclf service                   serve the deployments and watch the landing folder
     textclf deploy --pool NAME        the same deployments on a work pool (prefect deploy);
               [--clone URL --ref REF]  workers on other hosts run them in a clone of URL at REF
@@ -259,6 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--pool", help="the work pool (prefect work-pool create); default: textclf")
     deploy.add_argument("--clone", metavar="URL", help="workers run each flow in a fresh clone of this git repository")
     deploy.add_argument("--ref", default="main", help="the branch or tag --clone checks out (default: main)")
+    review = sub.add_parser("review", help="the served texts to label first (from the prediction log)")
+    review_actions = review.add_subparsers(dest="action", required=True)
+    export = review_actions.add_parser("export", help="the least confident served texts, one per text, as CSV")
+    export.add_argument("--n", type=int, default=200, help="how many texts (default 200)")
+    export.add_argument("--out", type=Path, default=Path("review.csv"), help="the CSV to write (default review.csv)")
+    export.add_argument("--days", type=float, help="only answers of the last DAYS days")
+    export.add_argument("--registry", help=REGISTRY_HELP)
     remote = sub.add_parser("remote", help="the team's DVC default remote: set it (URL) or show it")
     remote.add_argument("url", nargs="?", help="s3://bucket/prefix, gs://..., azure://..., ssh://..., a folder")
     remote.add_argument("--endpoint-url", help="an S3-compatible server's endpoint (MinIO, SeaweedFS, Ceph)")
@@ -314,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "deps":
             return deps_command(root, args.verbose)
+        elif args.command == "review":
+            from tasks.apps.review_queue import export as export_review
+
+            rows = export_review(_with_registry(load_params(root), args.registry), args.n, args.out, args.days)
+            print(f"{rows} texts to label in {args.out}: fill its label column, then `textclf ingest-new {args.out}`")
         elif args.command == "remote":
             remote_command(root, args.url, args.endpoint_url, args.name)
         elif args.command == "prune":

@@ -2,6 +2,7 @@
 
     GET  /health    {"status": "ok" | "degraded" | "unavailable" | "draining", "version", "labels", "queue", ...}
     POST /predict   {"texts": [...], "labels"?: [...]} -> {"request_id", "version", "predictions": [...]}
+    POST /feedback  {"request_id", "index"?: 0, "label"} -> 202: the true label of an answered text
     GET  /metrics   Prometheus text format (tasks/apps/serving_metrics.py)
 
 Concurrent requests are batched on the server (tasks/apps/batcher.py); when the
@@ -39,7 +40,7 @@ from tasks.apps.batcher import Batcher, Overloaded, Stopped
 from tasks.apps.serving_metrics import ServiceMetrics
 from tasks.lib.config import Params, ServeConfig
 from tasks.lib.errors import ConfigError
-from tasks.lib.prediction_log import Answer, PredictionLog, log_location
+from tasks.lib.prediction_log import FEEDBACK, Answer, Feedback, PredictionLog, log_location
 from tasks.lib.production_model import ModelLoadError, ProductionModel
 from tasks.lib.text import has_visible_character
 
@@ -85,6 +86,13 @@ class PredictResponse(BaseModel):
     predictions: list[PredictionOut] = Field(description="one per text, in the order of the request")
 
 
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="the request_id of the /predict answer")
+    index: int = Field(0, ge=0, lt=10_000, description="which text of that request (0: the first)")
+    label: str = Field(min_length=1, max_length=200, description="the text's true label")
+
+
 class QueueOut(BaseModel):
     texts: int = Field(description="texts waiting for the model")
     capacity: int = Field(description="serve.max_queue")
@@ -121,11 +129,16 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-def create_app(model: ProductionModel, config: ServeConfig, prediction_log: PredictionLog | None = None) -> ASGIApp:
+def create_app(
+    model: ProductionModel,
+    config: ServeConfig,
+    prediction_log: PredictionLog | None = None,
+    feedback_log: PredictionLog | None = None,
+) -> ASGIApp:
     """The ASGI application: FastAPI routes behind the request guard (limits and timeouts).
 
     The batcher and the pointer watcher run while the app's lifespan does (uvicorn, or a
-    `with TestClient(app)` block); the prediction log, when given, is closed (flushed) with it.
+    `with TestClient(app)` block); the logs, when given, are closed (flushed) with it.
     """
     batcher = Batcher(config.max_batch, config.max_wait_ms, config.max_queue, config.max_queue_ms)
     stop_watching = threading.Event()
@@ -171,8 +184,9 @@ def create_app(model: ProductionModel, config: ServeConfig, prediction_log: Pred
         # uvicorn has already let the requests in flight finish (serve.drain_seconds).
         batcher.stop(timeout=config.drain_seconds)
         stop_watching.set()
-        if prediction_log is not None:
-            prediction_log.close()
+        for open_log in (prediction_log, feedback_log):
+            if open_log is not None:
+                open_log.close()
 
     app = FastAPI(title="textclf", description=__doc__, lifespan=lifespan)
     errors = {
@@ -200,6 +214,20 @@ def create_app(model: ProductionModel, config: ServeConfig, prediction_log: Pred
             status.update(status="unavailable", error="the batcher's worker thread has stopped")
         status["queue"] = queue.__dict__
         return _json(status, 503 if status["status"] in ("unavailable", "draining") else 200)
+
+    @app.post("/feedback", status_code=202, responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+    async def feedback(request: FeedbackRequest) -> Response:
+        """The true label of a text an answer classified; the monitoring report's live accuracy joins it."""
+        if feedback_log is None:
+            return _json({"detail": "feedback is not recorded here (monitor.log is false)"}, 503)
+        labels = model.status(refresh=False).get("labels") or []
+        if request.label not in labels:
+            return _json({"detail": f"label {request.label!r} is not one of {labels}"}, 422)
+        if not feedback_log.record(
+            Feedback(request.request_id, request.index, request.label, time.time(), model.version)
+        ):
+            return _json({"detail": "too much feedback waiting to be written; retry later"}, 429, {"Retry-After": "1"})
+        return _json({"request_id": request.request_id, "index": request.index, "label": request.label}, 202)
 
     @app.get("/metrics", response_class=Response)
     async def prometheus_metrics() -> Response:
@@ -467,10 +495,13 @@ def run(params: Params, host: str | None = None, port: int | None = None, **over
         config.variant,
     )
     print(f"serve: production model {model.status()}")
-    prediction_log = None
+    prediction_log = feedback_log = None
     if params.monitor.log:
         location = log_location(params.monitor, params.location("registry"))
         prediction_log = PredictionLog(location, params.monitor)
+        feedback_log = PredictionLog(
+            log_location(params.monitor, params.location("registry"), FEEDBACK), params.monitor
+        )
         texts = "with" if params.monitor.log_text else "without"
         print(f"serve: logging every prediction to {location} ({texts} the texts: monitor.log_text)")
     print(
@@ -480,7 +511,8 @@ def run(params: Params, host: str | None = None, port: int | None = None, **over
     )
     import uvicorn
 
-    uvicorn.Server(server_config(create_app(model, config, prediction_log), config, host, port)).run()
+    app = create_app(model, config, prediction_log, feedback_log)
+    uvicorn.Server(server_config(app, config, host, port)).run()
 
 
 def server_config(app: ASGIApp, config: ServeConfig, host: str | None = None, port: int | None = None) -> Any:

@@ -533,7 +533,7 @@ class ServeConfig(_Section):
 
 class MonitorConfig(_Section):
     log: bool
-    log_location: str | None
+    location: str | None
     log_text: bool
     flush_rows: Annotated[int, Field(ge=1)]
     flush_seconds: Annotated[float, Field(gt=0)]

@@ -29,21 +29,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from tasks.lib.config import MonitorConfig
 from tasks.lib.io import is_url
-from tasks.lib.object_store import ObjectStore
+from tasks.lib.object_store import ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
-LOG_FOLDER = "predictions"  # beside the registry when monitor.log_location is null
+PREDICTIONS, FEEDBACK = "predictions", "feedback"  # the two logs, folders of monitor.location
 
 
-def log_location(config: MonitorConfig, registry: Path | str) -> Path | str:
-    """Where the log goes: monitor.log_location, else a `predictions` folder (or prefix) beside the registry."""
-    if config.log_location is not None:
-        return config.log_location
+def log_location(config: MonitorConfig, registry: Path | str, kind: str = PREDICTIONS) -> Path | str:
+    """Where the log of `kind` (predictions, feedback) goes: a folder of that name in monitor.location,
+    else beside the registry (a folder, or a prefix of the same bucket)."""
+    if config.location is not None:
+        base = config.location.rstrip("/")
+        return f"{base}/{kind}" if is_url(base) else Path(base) / kind
     if isinstance(registry, str) and is_url(registry):
-        return registry.rstrip("/").rsplit("/", 1)[0] + "/" + LOG_FOLDER
-    return Path(registry).parent / LOG_FOLDER
+        return registry.rstrip("/").rsplit("/", 1)[0] + "/" + kind
+    return Path(registry).parent / kind
 
 
 def text_hash(text: str) -> str:
@@ -62,14 +66,69 @@ class Answer:
     labels: Sequence[str]
     probabilities: Sequence[dict[str, float]]
 
+    @property
+    def size(self) -> int:
+        return len(self.texts)
+
+    def rows(self, log_text: bool) -> list[dict[str, Any]]:
+        at = datetime.fromtimestamp(self.at, UTC)
+        rows = []
+        for index, (text, label, probabilities) in enumerate(
+            zip(self.texts, self.labels, self.probabilities, strict=True)
+        ):
+            row = {
+                "request_id": self.request_id,
+                "index": index,
+                "time": at,
+                "version": self.version,
+                "variant": self.variant,
+                "text_chars": len(text),
+                "text_hash": text_hash(text),
+                "label": label,
+                "confidence": probabilities[label],
+                "probabilities": json.dumps(probabilities, separators=(",", ":")),
+            }
+            if log_text:
+                row["text"] = text
+            rows.append(row)
+        return rows
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """The true label of one answered text (`POST /feedback`)."""
+
+    request_id: str
+    index: int
+    label: str
+    at: float
+    version: str | None  # serving when the feedback came
+
+    size = 1
+
+    def rows(self, log_text: bool) -> list[dict[str, Any]]:
+        at = datetime.fromtimestamp(self.at, UTC)
+        return [
+            {
+                "request_id": self.request_id,
+                "index": self.index,
+                "label": self.label,
+                "time": at,
+                "version": self.version,
+            }
+        ]
+
+
+Record = Answer | Feedback
+
 
 class PredictionLog:
-    """A bounded queue of answers and the thread that writes them as Parquet files."""
+    """A bounded queue of records (answers, or feedback) and the thread that writes them as Parquet files."""
 
     def __init__(self, location: Path | str, config: MonitorConfig):
         self.store = ObjectStore(location)
         self.config = config
-        self._queue: queue.Queue[Answer | None] = queue.Queue()
+        self._queue: queue.Queue[Record | None] = queue.Queue()
         self._pending = 0  # predictions queued or held, not written yet
         self._lock = threading.Lock()
         self.dropped = 0  # predictions not logged: the queue was full
@@ -78,14 +137,14 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def record(self, answer: Answer) -> bool:
-        """Queue `answer` for writing; False (and counted) when max_pending predictions already wait."""
+    def record(self, record: Record) -> bool:
+        """Queue `record` for writing; False (and counted) when max_pending rows already wait."""
         with self._lock:
-            if self._pending + len(answer.texts) > self.config.max_pending:
-                self.dropped += len(answer.texts)
+            if self._pending + record.size > self.config.max_pending:
+                self.dropped += record.size
                 return False
-            self._pending += len(answer.texts)
-        self._queue.put(answer)
+            self._pending += record.size
+        self._queue.put(record)
         return True
 
     def close(self, timeout: float = 30) -> None:
@@ -94,7 +153,7 @@ class PredictionLog:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        held: list[Answer] = []
+        held: list[Record] = []
         rows = 0
         deadline = time.monotonic() + self.config.flush_seconds
         while True:
@@ -105,7 +164,7 @@ class PredictionLog:
                     stop = True
                 else:
                     held.append(item)
-                    rows += len(item.texts)
+                    rows += item.size
             except queue.Empty:
                 pass
             if stop or rows >= self.config.flush_rows or time.monotonic() >= deadline:
@@ -115,11 +174,11 @@ class PredictionLog:
             if stop:
                 return
 
-    def _write(self, answers: list[Answer], rows: int) -> None:
-        if not answers:
+    def _write(self, records: list[Record], rows: int) -> None:
+        if not records:
             return
         try:
-            for day, data in self._files(answers).items():
+            for day, data in self._files(records).items():
                 self.store.put(f"date={day}/part-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet", data)
             self.written += rows
         except Exception:  # the log must never take the server down: counted in /metrics, logged here
@@ -129,37 +188,34 @@ class PredictionLog:
             with self._lock:
                 self._pending -= rows
 
-    def _files(self, answers: list[Answer]) -> dict[str, bytes]:
-        """One Parquet file's bytes per day the answers fall on."""
+    def _files(self, records: list[Record]) -> dict[str, bytes]:
+        """One Parquet file's bytes per day the records fall on."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        columns: dict[str, dict[str, list[Any]]] = {}
-        for answer in answers:
-            at = datetime.fromtimestamp(answer.at, UTC)
-            values = columns.setdefault(at.strftime("%Y-%m-%d"), {name: [] for name in self._columns()})
-            for index, (text, label, probabilities) in enumerate(
-                zip(answer.texts, answer.labels, answer.probabilities, strict=True)
-            ):
-                values["request_id"].append(answer.request_id)
-                values["index"].append(index)
-                values["time"].append(at)
-                values["version"].append(answer.version)
-                values["variant"].append(answer.variant)
-                values["text_chars"].append(len(text))
-                values["text_hash"].append(text_hash(text))
-                values["label"].append(label)
-                values["confidence"].append(probabilities[label])
-                values["probabilities"].append(json.dumps(probabilities, separators=(",", ":")))
-                if self.config.log_text:
-                    values["text"].append(text)
+        days: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            for row in record.rows(self.config.log_text):
+                days.setdefault(row["time"].strftime("%Y-%m-%d"), []).append(row)
         files = {}
-        for day, table in columns.items():
+        for day, rows in days.items():
             sink = io.BytesIO()
-            pq.write_table(pa.table(table), sink)
+            pq.write_table(pa.Table.from_pylist(rows), sink)
             files[day] = sink.getvalue()
         return files
 
-    def _columns(self) -> list[str]:
-        names = ["request_id", "index", "time", "version", "variant", "text_chars", "text_hash", "label"]
-        return [*names, "confidence", "probabilities", *(["text"] if self.config.log_text else [])]
+
+def read_log(location: Path | str) -> pd.DataFrame:
+    """Every row of a log (predictions or feedback) as one table, the `date` partition a column; empty if none."""
+    import pyarrow.dataset as ds
+
+    store = ObjectStore(location)
+    try:
+        if not store.fs.exists(store.root):
+            return pd.DataFrame()
+        dataset = ds.dataset(store.root, filesystem=store.fs, format="parquet", partitioning="hive")
+        return dataset.to_table().to_pandas()
+    except FileNotFoundError:
+        return pd.DataFrame()
+    except Exception as exc:  # the store's errors name it: unreachable, denied
+        raise StoreError(f"{store.url}: cannot read the log ({type(exc).__name__}: {exc})") from exc

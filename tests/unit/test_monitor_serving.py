@@ -7,17 +7,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.lib.config import MonitorConfig
-from tasks.lib.prediction_log import Answer, PredictionLog, log_location
+from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, Answer, PredictionLog, log_location, read_log
 from tests.unit.test_serving import free_port, registry, wait_for  # noqa: F401 - the registry fixture
 
-MONITOR = {"log": True, "log_location": None, "log_text": False, "flush_rows": 4, "flush_seconds": 60}
+MONITOR = {"log": True, "location": None, "log_text": False, "flush_rows": 4, "flush_seconds": 60}
 
 
 def logged(folder: Path) -> list[dict]:
@@ -36,32 +39,47 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_monitor_answers_have_request_ids_and_are_logged_and_counted(make_params, registry, tmp_path):  # noqa: F811
-    import httpx
+@contextmanager
+def serving(params, registry) -> Iterator[str]:  # noqa: F811
+    """`textclf serve`'s app with both logs, on a free port, in a thread; the logs are flushed at the end."""
     import uvicorn
 
     from tasks.apps.http_service import create_app, server_config
     from tasks.lib.production_model import ProductionModel
 
-    params = make_params({"serve": {"max_texts": 8, "max_chars": 100}, "monitor": MONITOR})
-    location = log_location(params.monitor, params.location("registry"))
-    assert location == params.root / "predictions"  # beside the registry
+    logs = [
+        PredictionLog(log_location(params.monitor, registry.root, kind), params.monitor)
+        for kind in (PREDICTIONS, FEEDBACK)
+    ]
     port = free_port()
-    app = create_app(ProductionModel(registry.root), params.serve, PredictionLog(location, params.monitor))
-    server = uvicorn.Server(server_config(app, params.serve, "127.0.0.1", port))
+    server = uvicorn.Server(
+        server_config(create_app(ProductionModel(registry.root), params.serve, *logs), params.serve, "127.0.0.1", port)
+    )
     server.config.log_level = "warning"
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    assert wait_for(lambda: _up(url), 30)
-    answers = [
-        httpx.post(f"{url}/predict", json={"texts": [f"a fine film {i}", "a dull one"]}).json() for i in range(5)
-    ]
-    assert httpx.post(f"{url}/predict", json={"texts": ["x" * 101]}).status_code == 413
-    assert httpx.post(f"{url}/predict", json={"texts": []}).status_code == 422
-    exposition = httpx.get(f"{url}/metrics").text
-    server.should_exit = True
-    thread.join(30)  # the lifespan's end flushes the log
+    try:
+        assert wait_for(lambda: _up(url), 30)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)  # the lifespan's end flushes the logs
+
+
+def test_monitor_answers_have_request_ids_and_are_logged_and_counted(make_params, registry):  # noqa: F811
+    import httpx
+
+    params = make_params({"serve": {"max_texts": 8, "max_chars": 100}, "monitor": MONITOR})
+    location = log_location(params.monitor, params.location("registry"))
+    assert location == params.root / "predictions"  # beside the registry
+    with serving(params, registry) as url:
+        answers = [
+            httpx.post(f"{url}/predict", json={"texts": [f"a fine film {i}", "a dull one"]}).json() for i in range(5)
+        ]
+        assert httpx.post(f"{url}/predict", json={"texts": ["x" * 101]}).status_code == 413
+        assert httpx.post(f"{url}/predict", json={"texts": []}).status_code == 422
+        exposition = httpx.get(f"{url}/metrics").text
 
     ids = [answer["request_id"] for answer in answers]
     assert len(set(ids)) == 5 and all(len(i) == 32 for i in ids)
@@ -134,3 +152,48 @@ def test_monitor_the_log_survives_a_sigkill_mid_traffic(make_params, registry, t
     assert visible and all(f.suffix == ".parquet" for f in visible)  # a write cut short is not visible
     rows = logged(folder)  # every written file reads
     assert 0 < len(rows) <= KILLED_SERVER_TRAFFIC and len({row["request_id"] for row in rows}) == len(rows)
+
+
+def test_monitor_feedback_is_recorded_and_the_review_queue_leaves_it_out(make_params, registry, capsys):  # noqa: F811
+    import httpx
+
+    from tasks.apps.cli import main
+    from tasks.apps.landing import check_file
+    from tasks.apps.review_queue import review_queue
+
+    params = make_params({"monitor": {**MONITOR, "log_text": True}})
+    texts = [f"review number {i}: a film" for i in range(6)]
+    with serving(params, registry) as url:
+        first = httpx.post(f"{url}/predict", json={"texts": texts[:3]}).json()
+        httpx.post(f"{url}/predict", json={"texts": [*texts[3:], texts[0]]})  # texts[0] answered twice
+        given = httpx.post(f"{url}/feedback", json={"request_id": first["request_id"], "index": 1, "label": "positive"})
+        assert given.status_code == 202
+        wrong = httpx.post(f"{url}/feedback", json={"request_id": first["request_id"], "label": "great"})
+        assert wrong.status_code == 422 and "not one of" in wrong.json()["detail"]
+        assert httpx.post(f"{url}/feedback", json={"request_id": "x", "label": "positive"}).status_code == 422
+    feedback = read_log(params.root / "feedback")
+    assert feedback[["request_id", "index", "label"]].values.tolist() == [[first["request_id"], 1, "positive"]]
+
+    queue = review_queue(params, n=10)
+    assert texts[1] not in set(queue["text"])  # labelled already
+    assert sorted(queue["text"]) == sorted(set(texts) - {texts[1]})  # one row per text
+    assert list(queue["confidence"]) == sorted(queue["confidence"]) and set(queue["label"]) == {""}
+    assert main(["--root", str(params.root), "review", "export", "--n", "2", "--out", str(params.root / "r.csv")]) == 0
+    assert "2 texts to label" in capsys.readouterr().out
+    # Labelled by a person, the file is new data like any other: the landing checks accept it.
+    labelled = params.root / "r.csv"
+    frame = pd.read_csv(labelled).assign(label="negative")
+    frame.to_csv(labelled, index=False)
+    assert check_file(labelled, params).reason is None
+
+
+def test_monitor_review_needs_logged_texts(make_params, registry):  # noqa: F811
+    import httpx
+
+    from tasks.apps.review_queue import ReviewError, review_queue
+
+    params = make_params({"monitor": MONITOR})  # log_text: false
+    with serving(params, registry) as url:
+        httpx.post(f"{url}/predict", json={"texts": ["a film"]})
+    with pytest.raises(ReviewError, match=r"holds no texts .*monitor\.log_text"):
+        review_queue(params, n=5)
