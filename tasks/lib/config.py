@@ -144,6 +144,8 @@ class RulesConfig(_Section):
     split_leakage: RowPolicy
     duplicate_exact: RowPolicy
     duplicate_normalised: RowPolicy
+    # Whole dataset only (not a batch on its own); off: not computed.
+    label_noise: Literal["off", "fail", "quarantine", "warn"]
     # Dataset rules, on the rows that remain.
     min_rows: DatasetPolicy
     min_class_share: DatasetPolicy
@@ -170,6 +172,14 @@ class DriftConfig(_Section):
     length: LengthDrift
 
 
+class LabelNoiseConfig(_Section):
+    folds: Annotated[int, Field(ge=2, le=20)]
+    repeats: Annotated[int, Field(ge=1, le=10)]
+    max_label_probability: Annotated[float, Field(gt=0.0, lt=0.5)]
+    max_rows: Annotated[int, Field(ge=100)]
+    seed: int
+
+
 class ValidateConfig(_Section):
     min_chars: Annotated[int, Field(ge=1)]
     max_chars: Annotated[int, Field(ge=1)]
@@ -180,6 +190,7 @@ class ValidateConfig(_Section):
     min_class_share: Fraction
     max_imbalance_ratio: Annotated[float, Field(ge=1.0)]
     drift: DriftConfig
+    label_noise: LabelNoiseConfig
     rules: RulesConfig
 
 

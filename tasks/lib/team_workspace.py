@@ -60,13 +60,14 @@ class TeamRemote:
 
 
 def team_remote(root: Path) -> TeamRemote | None:
-    """The workspace's DVC default remote, or None (one machine, or not a DVC repository)."""
-    from dvc.exceptions import NotDvcRepoError
+    """The workspace's DVC default remote, or None (one machine, or a folder DVC cannot open as a repository:
+    none, or one outside git, as the stages' unit tests make)."""
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     try:
         repo = Repo(str(root))
-    except NotDvcRepoError:
+    except DvcException:
         return None
     with repo:
         name = repo.config["core"].get("remote")

@@ -125,8 +125,9 @@ def promote(params: Params) -> Promotion:
         if current is not None and current.get("model_md5") == record.model_md5:
             return Promotion(**outcome, version=current["version"], reason="candidate already serves")
         judged = gate.production_version
-        if judged != outcome["previous"]:
+        if outcome["previous"] is not None and judged != outcome["previous"]:
             # Production moved since the gate compared (a person, or a verdict DVC's run-cache restored).
+            # With no production at all (a lost pointer) nothing can regress: the candidate is re-pointed.
             raise RegistryError(
                 f"the gate compared this candidate with production {judged or 'none (first model)'}, but production "
                 f"is now {outcome['previous']}: refusing to promote on a stale verdict; `dvc repro --force gate` "

@@ -107,6 +107,9 @@ def _dataset_case(id: str, rule: str, rows: list[tuple[str, str]], **validate: A
 
 
 good_utf8 = csv_bytes(GOOD)
+PREDICTABLE = [(f"a wonderful, delightful film, review {i}", "positive") for i in range(100)] + [
+    (f"an awful, boring film, review {i}", "negative") for i in range(100)
+]
 CASES = [
     # Reading: the file cannot be read as a table of texts and labels.
     Case(
@@ -231,6 +234,14 @@ CASES = [
         source="splits",
         rule="split_leakage",
         line=len(GOOD[:150]) + 2,
+    ),
+    # A label a model that never saw the row contradicts, among rows whose labels follow their words.
+    Case(
+        "label_noise",
+        {"broken.csv": csv_bytes([*PREDICTABLE, ("a wonderful, delightful film, review 999", "negative")])},
+        rule="label_noise",
+        line=len(PREDICTABLE) + 2,
+        overrides={"validate": {"rules": {**RELAXED_DATASET["validate"]["rules"], "label_noise": "fail"}}},
     ),
     # Dataset: every row is fine; the table is not.
     _dataset_case("too_few_rows", "min_rows", GOOD, min_rows=500),

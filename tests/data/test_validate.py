@@ -217,3 +217,27 @@ def test_texts_in_other_scripts_and_emoji_are_visible():
     from tasks.lib.text import has_visible_character
 
     assert [has_visible_character(text) for text in VISIBLE_TEXTS] == [True] * len(VISIBLE_TEXTS)
+
+
+def test_label_noise_finds_most_injected_flips_and_little_else(params):
+    """The demo generator flips 3% of its labels: the rule names most of those rows, few others."""
+    from tasks.lib.demo_data import generate_reviews
+
+    clean = generate_reviews(2400, 0.0, 13, ("negative", "positive"))
+    noisy = generate_reviews(2400, 0.03, 13, ("negative", "positive"))
+    flipped = {f"f.csv:{i + 2}" for i in np.flatnonzero(clean["label"].to_numpy() != noisy["label"].to_numpy())}
+    outcome = run_check(params, raw_frame(list(zip(noisy["text"], noisy["label"], strict=True))))
+    flagged = {row for row, reasons in outcome.reasons.items() if any(r.startswith("label_noise:") for r in reasons)}
+    assert outcome.rules["label_noise"].rows == len(flagged) and outcome.rules["label_noise"].policy == "warn"
+    precision, recall = len(flagged & flipped) / len(flagged), len(flagged & flipped) / len(flipped)
+    assert precision >= 0.75 and recall >= 0.5, (precision, recall)
+    assert len(outcome.kept) == 2400  # warn: reported, kept
+
+
+def test_label_noise_is_judged_on_whole_datasets_only_and_can_be_off(params, make_params):
+    rows = raw_frame([*good_rows(100), ("a great film, review 7", "negative")])
+    tokens = token_counts(rows["text"].tolist(), params.train.base_model, params.root)
+    batch = check(rows, params.data, params.validate_, tokens, dataset_rules=False)  # a landing file on its own
+    assert "label_noise" not in batch.rules
+    off = make_params({"validate": {"min_rows": 50, "rules": {"label_noise": "off"}}})
+    assert "label_noise" not in run_check(off, rows).rules

@@ -18,6 +18,7 @@ from tasks.lib.validation.features import (
     CONTROL,
     DERIVED,
     EXACT_COPY_OF,
+    LABEL_ISSUE,
     LEAK,
     MAPPED_LABEL,
     NEAR_COPY_OF,
@@ -97,6 +98,8 @@ def _detail(rule: str, row: dict[str, Any], data: DataConfig) -> str:
         return row[CONFLICT]
     if rule == "split_leakage":
         return row[LEAK]
+    if rule == "label_noise":
+        return str(row[LABEL_ISSUE])
     if rule == "duplicate_exact":
         return f"repeats {row[EXACT_COPY_OF]}"
     return f"repeats {row[NEAR_COPY_OF]} up to case, spacing or Unicode form"
@@ -140,10 +143,10 @@ def _class_note(classes: pd.DataFrame, minimum: float) -> str:
 
 
 def _judge_rows(
-    validator: Validator, rows: pd.DataFrame, data: DataConfig, config: ValidateConfig, outcome: Outcome
+    validator: Validator, rows: pd.DataFrame, data: DataConfig, config: ValidateConfig, outcome: Outcome, noise: bool
 ) -> None:
     """Row rules: record each rule's count and each flagged row's reasons; set aside per policy."""
-    checks = row_rules(validator.gx, data, config)
+    checks = row_rules(validator.gx, data, config, noise)
     results = validator.validate("rows", rows, checks, key=ROW_ID)
     by_id = rows.set_index(ROW_ID, drop=False)
     for rule in checks:
@@ -221,9 +224,11 @@ def check(
         dataset_rules: False judges rows only (a batch of new data on its own).
     """
     validator = Validator(import_gx(), docs)
-    rows = add_features(frame, data.label_map, tokens)
+    # Label noise is judged on a whole dataset only: a model learns nothing from one small batch.
+    noise = dataset_rules and config.rules.label_noise != "off"
+    rows = add_features(frame, data.label_map, tokens, (list(data.labels), config.label_noise) if noise else None)
     outcome = Outcome()
-    _judge_rows(validator, rows, data, config, outcome)
+    _judge_rows(validator, rows, data, config, outcome, noise)
     kept = rows[~rows[ROW_ID].isin(outcome.removed)]
     if dataset_rules:
         _judge_dataset(validator, kept, baseline, data, config, outcome)

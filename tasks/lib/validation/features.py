@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from tasks.lib.columns import LABEL, ROW_ID, SPLIT, TEXT
+from tasks.lib.config import LabelNoiseConfig
 from tasks.lib.text import normalise, not_language, visible_pattern
+from tasks.lib.validation.label_noise import suspected_labels
 
 NORMALISED = "_normalised"
 MAPPED_LABEL = "_label"
@@ -24,7 +26,8 @@ LEAK = "_leaks_into"
 EXACT_COPY_OF = "_duplicate_of"
 NEAR_COPY_OF = "_near_duplicate_of"
 NOT_LANGUAGE = "_not_language"
-DERIVED = (NORMALISED, MAPPED_LABEL, TOKENS, NOT_LANGUAGE, CONFLICT, LEAK, EXACT_COPY_OF, NEAR_COPY_OF)
+LABEL_ISSUE = "_label_issue"
+DERIVED = (NORMALISED, MAPPED_LABEL, TOKENS, NOT_LANGUAGE, CONFLICT, LEAK, EXACT_COPY_OF, NEAR_COPY_OF, LABEL_ISSUE)
 # When one text is in several source splits, the evaluation copy stays: the
 # test and validation sets are what runs are compared on.
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}
@@ -100,12 +103,18 @@ def _later_copies(frame: pd.DataFrame, candidates: pd.Series, key: str) -> pd.Se
     return result
 
 
-def add_features(frame: pd.DataFrame, label_map: dict[str, str], tokens: np.ndarray) -> pd.DataFrame:
+def add_features(
+    frame: pd.DataFrame,
+    label_map: dict[str, str],
+    tokens: np.ndarray,
+    noise: tuple[list[str], LabelNoiseConfig] | None = None,
+) -> pd.DataFrame:
     """The raw table with the derived columns the rules read.
 
     Each row gets at most one of the group findings, in this order: conflicting
     labels (every copy), split leakage (the lower-priority copies), exact
-    duplicate, normalised duplicate (the later copies).
+    duplicate, normalised duplicate (the later copies). With `noise` (the label set
+    and its settings), the rows with visible text whose label looks wrong get why.
     """
     frame = frame.reset_index(drop=True).copy()
     frame[NORMALISED] = frame[TEXT].map(normalise)
@@ -121,4 +130,11 @@ def add_features(frame: pd.DataFrame, label_map: dict[str, str], tokens: np.ndar
     frame[EXACT_COPY_OF] = _later_copies(frame, free, TEXT)
     free &= frame[EXACT_COPY_OF].isna()
     frame[NEAR_COPY_OF] = _later_copies(frame, free, NORMALISED)
+    frame[LABEL_ISSUE] = None
+    if noise is not None:
+        classes, config = noise
+        learnable = visible.fillna(False).astype(bool)
+        frame[LABEL_ISSUE] = suspected_labels(
+            frame.loc[learnable, TEXT], frame.loc[learnable, MAPPED_LABEL], classes, config
+        )
     return frame

@@ -26,6 +26,7 @@ from tasks.lib.validation.features import (
     CONFLICT,
     CONTROL,
     EXACT_COPY_OF,
+    LABEL_ISSUE,
     LEAK,
     MAPPED_LABEL,
     NEAR_COPY_OF,
@@ -68,8 +69,23 @@ def _rule(config: ValidateConfig, name: str, demands: str, expectation: Any, **a
     return Rule(name, demands, expectation(description=f"{name} ({policy}): {demands}", **arguments))
 
 
-def row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list[Rule]:
-    """The per-row rules, in the order params.yaml lists them."""
+def row_rules(gx: Any, data: DataConfig, config: ValidateConfig, label_noise: bool = False) -> list[Rule]:
+    """The per-row rules, in the order params.yaml lists them; `label_noise`: with that one (whole datasets)."""
+    e, c = gx.expectations, config
+    noise = [
+        _rule(
+            c,
+            "label_noise",
+            f"label agrees with a {c.label_noise.folds}-fold cross-validated text model (confident learning)",
+            e.ExpectColumnValuesToBeNull,
+            column=LABEL_ISSUE,
+        )
+    ]
+    return [*_single_row_rules(gx, data, c), *(noise if label_noise else [])]
+
+
+def _single_row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list[Rule]:
+    """The rules each row is judged by on its own or with its copies."""
     e, c = gx.expectations, config
     return [
         _rule(
