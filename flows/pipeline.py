@@ -49,7 +49,13 @@ from tasks.lib.errors import PipelineError
 from tasks.lib.incoming import incoming_lock
 from tasks.lib.notify import notify
 from tasks.lib.stage_runner import ERROR_PREFIX
-from tasks.lib.team_workspace import publish_workspace, pull_workspace, team_remote, workspace_identity
+from tasks.lib.team_workspace import (
+    TeamSyncError,
+    publish_workspace,
+    pull_workspace,
+    team_remote,
+    workspace_identity,
+)
 
 
 class StageFailed(PipelineError, RuntimeError):
@@ -376,7 +382,7 @@ def pipeline(root: str = ".") -> dict[str, str]:
                 results.append(_run_stage(workspace, spec, pull=team))
             if team:
                 task(name="team-publish", cache_policy=NO_CACHE, persist_result=False)(_publish)(workspace)
-        except StageFailed as exc:
+        except (StageFailed, TeamSyncError) as exc:
             failure = str(exc)
             raise
         finally:

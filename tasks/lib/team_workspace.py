@@ -218,10 +218,14 @@ def _fetch_run_cache(root: Path, remote: str) -> None:
 
     `dvc pull --run-cache` would download the outputs of every run ever pushed.
     """
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
-        repo.stage_cache.pull(remote)
+    try:
+        with Repo(str(root)) as repo:
+            repo.stage_cache.pull(remote)
+    except (DvcException, OSError) as exc:
+        raise TeamSyncError(f"the run-cache of DVC remote {remote} could not be read: {exc}") from exc
 
 
 def publish_workspace(root: Path, dvc: str, log: Callable[[str], object]) -> None:
