@@ -158,8 +158,12 @@ def test_sst2_passes_with_zero_false_alarms(make_params):
     flagged = {name: rule.rows for name, rule in outcome.rules.items() if not rule.passed}
     # SST-2's real repeats: phrases annotated twice with different labels, one test sentence
     # that is also a training phrase, and exact repeats; and ten parse-tree phrases without
-    # words ("(", "10", "1987", "pg-13", "3-d"...). Nothing else is flagged.
+    # words ("(", "10", "1987", "pg-13", "3-d"...). Nothing else is flagged by the data rules.
+    # label_noise (warn, kept) names rows a model that did not train on them contradicts: about
+    # 1% of SST-2's phrases (README "Validation" shows ten), advice for a person, not a defect.
+    noise = flagged.pop("label_noise")
     assert flagged == {"text_language": 10, "conflicting_labels": 10, "split_leakage": 1, "duplicate_exact": 366}
+    assert 0.005 * len(raw) < noise < 0.02 * len(raw) and outcome.rules["label_noise"].policy == "warn"
     assert len(outcome.kept) == len(raw) - 387
 
 

@@ -37,11 +37,13 @@ def suspected_labels(texts: pd.Series, labels: pd.Series, classes: list[str], co
     if np.bincount(given, minlength=len(classes)).min() < config.folds:
         return result
     features = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(rows.tolist())
+    # liblinear: 2.5x faster than lbfgs on SST-2, but two classes only.
+    solver = "liblinear" if len(classes) == 2 else "lbfgs"
     # Averaged over `repeats` shufflings of the folds: one split's luck moves a borderline row.
     probabilities = np.mean(
         [
             cross_val_predict(
-                LogisticRegression(max_iter=1000, C=4.0, solver="liblinear"),  # 2.5x lbfgs here
+                LogisticRegression(max_iter=1000, C=4.0, solver=solver),
                 features,
                 given,
                 cv=StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed + repeat),
