@@ -65,8 +65,12 @@ from tasks.lib.readers import read_file
 from tasks.lib.text import has_visible_character
 
 # Named configurations: extra `textclf serve` flags (flag -> value), nothing when the server's defaults.
-PRESETS: dict[str, dict[str, str]] = {"default": {}, "nobatch": {"--max-batch": "1"}}
-DESCRIPTIONS = {"default": "batching", "nobatch": "no batching"}
+PRESETS: dict[str, dict[str, str]] = {
+    "default": {},
+    "nobatch": {"--max-batch": "1"},
+    "nomonitoring": {"--no-monitoring": ""},
+}
+DESCRIPTIONS = {"default": "batching", "nobatch": "no batching", "nomonitoring": "no prediction log, no metrics"}
 HEALTH_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 LOG = "[serving]"
@@ -767,6 +771,25 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line, rule, *body])
 
 
+def monitoring_overhead(results: Sequence[ConfigResult]) -> list[str]:
+    """`default` (prediction log and /metrics, as params.yaml monitor says) against `nomonitoring`, per
+    connection count: the p50 and throughput ratios (nothing unless both ran)."""
+    by_name = {r.config.name: {run.connections: run for run in r.runs} for r in results}
+    if "default" not in by_name or "nomonitoring" not in by_name:
+        return []
+    lines = ["Cost of monitoring (the prediction log and /metrics; `default` against `nomonitoring`):"]
+    for connections, without in sorted(by_name["nomonitoring"].items()):
+        with_ = by_name["default"].get(connections)
+        if with_ is None or not without.p50_ms or not without.rps:
+            continue
+        lines.append(
+            f"- {connections} connections: p50 {with_.p50_ms:.2f} ms with, {without.p50_ms:.2f} ms without "
+            f"({(with_.p50_ms / without.p50_ms - 1) * 100:+.1f}%); {with_.rps:.1f} req/s with, {without.rps:.1f} "
+            f"without ({(with_.rps / without.rps - 1) * 100:+.1f}%)"
+        )
+    return [*lines, ""]
+
+
 def render(in_process: InProcess, results: Sequence[ConfigResult], duration_s: float) -> str:
     """The whole report: the table, the in-process figures, memory, overload and errors."""
     header = [
@@ -827,6 +850,7 @@ def render(in_process: InProcess, results: Sequence[ConfigResult], duration_s: f
         "",
         "Server memory (RSS, MiB), after /health answered and after the last run:",
     ]
+    lines[-1:-1] = monitoring_overhead(results)
     lines += [
         f"- {r.config.name}: {fmt(r.rss_before_mb)} -> {fmt(r.rss_after_mb)}"
         + (f" (delta {r.rss_after_mb - r.rss_before_mb:+.1f})" if r.rss_before_mb and r.rss_after_mb else "")

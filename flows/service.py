@@ -1,6 +1,6 @@
 """Running unattended: the deployments of prefect.yaml, filled in from params.yaml, and the landing watcher.
 
-`textclf service` serves both deployments and watches the landing folder from
+`textclf service` serves the deployments and watches the landing folder from
 one process (one machine); without a configured Prefect server it starts one
 on loopback. `textclf deploy` hands the same deployments to `prefect deploy`
 for a work pool, and `textclf watch` is then the watcher alone.
@@ -63,6 +63,7 @@ def template_environment(
         "TEXTCLF_WORKSPACE": "." if clone else str(params.root),
         "TEXTCLF_WORKSPACE_ID": workspace_identity(params.root),
         "TEXTCLF_CRON": params.retrain.cron,
+        "TEXTCLF_MONITOR_CRON": params.monitor.cron,
         "TEXTCLF_TIMEZONE": params.retrain.timezone,
         "TEXTCLF_DEBOUNCE": f"PT{params.retrain.debounce_seconds}S",
         "TEXTCLF_WORK_POOL": work_pool,
@@ -114,7 +115,7 @@ def runner_deployments(params: Params) -> list[Any]:
         try:
             schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in spec.get("schedules") or []]
         except ValueError as exc:
-            raise ConfigError(f"params.yaml retrain.cron / retrain.timezone: {exc}") from None
+            raise ConfigError(f"params.yaml retrain.cron / monitor.cron / retrain.timezone: {exc}") from None
         limit = spec.get("concurrency_limit")
         flow: Any = load_flow_from_entrypoint(str(params.root / spec["entrypoint"]))
         deployments.append(

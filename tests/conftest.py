@@ -106,6 +106,8 @@ def tiny_overrides(model_dir: Path) -> dict[str, Any]:
         "validate": {"min_rows": 50},
         "augment": {"synonym": {"ratio": 0.1}, "backtranslation": {"ratio": 0.05}},
         "train": {"base_model": str(model_dir), "epochs": 2, "batch_size": 16, "learning_rate": 1e-3},
+        # No scheduled monitoring run in the middle of a test that serves the deployments.
+        "monitor": {"cron": "0 0 1 1 *"},
         "gate": {
             "min_onnx_agreement": 0.95,
             "serving": {"min_agreement": 0.8, "max_accuracy_drop": 0.2},

@@ -7,7 +7,9 @@
     textclf registry list|show|history|promote|rollback|archive
                                       model versions, their stages and lineage
     textclf ingest-new FILE ...       check new labelled data and add it (then retraining runs)
-    textclf review export --n N       the least confident served texts, as a CSV to label
+    textclf monitor [--hours H]       judge the served traffic against the model's reference profile, once
+    textclf review export --n N       the served texts to label first (drifted, least confident), as a CSV
+    textclf feedback export           the feedback's labelled texts, as a new file in the landing folder
     textclf service                   serve the deployments and watch the landing folder
     textclf deploy --pool NAME        the same deployments on a work pool (prefect deploy);
               [--clone URL --ref REF]  workers on other hosts run them in a clone of URL at REF
@@ -25,6 +27,7 @@ import argparse
 import importlib
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +229,12 @@ def _registry_parser(sub: Any) -> None:
     archive.add_argument("--reason", required=True)
 
 
+def _utc_time(text: str) -> datetime:
+    """An ISO 8601 time; one without an offset is UTC."""
+    at = datetime.fromisoformat(text)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `textclf` argument parser: one subcommand per line of the usage above."""
     parser = argparse.ArgumentParser(
@@ -249,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-wait-ms", type=float, help="serve.max_wait_ms")
     serve.add_argument("--threads", type=int, help="serve.threads (ONNX Runtime intra-op threads)")
     serve.add_argument("--variant", help="serve.variant: gate, auto (fastest here) or a registered variant's name")
+    serve.add_argument(
+        "--no-monitoring",
+        action="store_true",
+        help="no prediction log, no counting in /metrics (to measure their cost)",
+    )
     _registry_parser(sub)
     ingest = sub.add_parser("ingest-new", help="check files of new labelled data and add them to the dataset")
     ingest.add_argument("files", nargs="+", type=Path)
@@ -260,9 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--pool", help="the work pool (prefect work-pool create); default: textclf")
     deploy.add_argument("--clone", metavar="URL", help="workers run each flow in a fresh clone of this git repository")
     deploy.add_argument("--ref", default="main", help="the branch or tag --clone checks out (default: main)")
+    monitor = sub.add_parser(
+        "monitor", help="run the monitoring flow once (deployment `monitor` runs it on a schedule)"
+    )
+    window = monitor.add_mutually_exclusive_group()
+    window.add_argument("--hours", type=float, help="the window, in hours back from now (default monitor.window_hours)")
+    window.add_argument("--since", type=_utc_time, help="the window: from this time (ISO 8601; UTC if no offset)")
+    monitor.add_argument("--registry", help=REGISTRY_HELP)
+    feedback = sub.add_parser("feedback", help="the true labels served texts received (POST /feedback)")
+    feedback_actions = feedback.add_subparsers(dest="action", required=True)
+    feedback_export = feedback_actions.add_parser("export", help="feedback not exported yet, as labelled new data")
+    feedback_export.add_argument("--out", type=Path, help="the CSV to write (default: a new file in paths.landing)")
+    feedback_export.add_argument("--registry", help=REGISTRY_HELP)
     review = sub.add_parser("review", help="the served texts to label first (from the prediction log)")
     review_actions = review.add_subparsers(dest="action", required=True)
-    export = review_actions.add_parser("export", help="the least confident served texts, one per text, as CSV")
+    export = review_actions.add_parser("export", help="drifted and least confident served texts, one per text, as CSV")
     export.add_argument("--n", type=int, default=200, help="how many texts (default 200)")
     export.add_argument("--out", type=Path, default=Path("review.csv"), help="the CSV to write (default review.csv)")
     export.add_argument("--days", type=float, help="only answers of the last DAYS days")
@@ -290,13 +316,6 @@ def prefect_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 
-def _with_registry(params: Params, location: str | None) -> Params:
-    """`params` with paths.registry replaced by --registry, when given."""
-    if location is None:
-        return params
-    return params.model_copy(update={"paths": params.paths.model_copy(update={"registry": location})})
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prefect_defaults()
@@ -305,28 +324,39 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "stage":
             return stage_command(args.name, root)
         elif args.command == "predict":
-            predict_command(_with_registry(load_params(root), args.registry), args.texts, args.file, args.json)
+            predict_command(load_params(root).with_registry(args.registry), args.texts, args.file, args.json)
         elif args.command == "registry":
-            registry_command(_with_registry(load_params(root), args.registry), args)
+            registry_command(load_params(root).with_registry(args.registry), args)
         elif args.command == "serve":
             from tasks.apps import http_service
 
             http_service.run(
-                _with_registry(load_params(root), args.registry),
+                load_params(root).with_registry(args.registry),
                 args.host,
                 args.port,
                 max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms,
                 threads=args.threads,
                 variant=args.variant,
+                monitoring=not args.no_monitoring,
             )
         elif args.command == "deps":
             return deps_command(root, args.verbose)
         elif args.command == "review":
             from tasks.apps.review_queue import export as export_review
 
-            rows = export_review(_with_registry(load_params(root), args.registry), args.n, args.out, args.days)
+            rows = export_review(load_params(root).with_registry(args.registry), args.n, args.out, args.days)
             print(f"{rows} texts to label in {args.out}: fill its label column, then `textclf ingest-new {args.out}`")
+        elif args.command == "monitor":
+            from flows.monitor import monitor as monitor_flow
+
+            run = monitor_flow(root=str(root), window_hours=args.hours, since=args.since, registry=args.registry)
+            print(run.summary())
+        elif args.command == "feedback":
+            from tasks.apps.feedback_export import export as export_feedback
+
+            written, rows = export_feedback(load_params(root).with_registry(args.registry), args.out)
+            print(f"{rows} labelled texts in {written}" if written else "no feedback since the last export")
         elif args.command == "remote":
             remote_command(root, args.url, args.endpoint_url, args.name)
         elif args.command == "prune":

@@ -134,6 +134,7 @@ def create_app(
     config: ServeConfig,
     prediction_log: PredictionLog | None = None,
     feedback_log: PredictionLog | None = None,
+    count_metrics: bool = True,
 ) -> ASGIApp:
     """The ASGI application: FastAPI routes behind the request guard (limits and timeouts).
 
@@ -159,7 +160,7 @@ def create_app(
             )
         return values
 
-    metrics = ServiceMetrics(state)
+    metrics = ServiceMetrics(state, count_metrics)
 
     def watch_pointer() -> None:
         while not stop_watching.wait(config.reload_check_seconds):
@@ -481,8 +482,14 @@ def protocol_with_header_timeout(seconds: float) -> type:
     return HeaderTimeoutProtocol
 
 
-def run(params: Params, host: str | None = None, port: int | None = None, **overrides: Any) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn), then drain; `overrides` replace serve: keys (e.g. max_batch)."""
+def run(
+    params: Params, host: str | None = None, port: int | None = None, monitoring: bool = True, **overrides: Any
+) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn), then drain; `overrides` replace serve: keys (e.g. max_batch).
+
+    `monitoring` False: no prediction log and no counting in /metrics (what benchmarks/serving.py
+    compares with, to measure their cost).
+    """
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
         config = ServeConfig.model_validate({**params.serve.model_dump(), **given})  # --max-batch 0 is refused
@@ -496,7 +503,9 @@ def run(params: Params, host: str | None = None, port: int | None = None, **over
     )
     print(f"serve: production model {model.status()}")
     prediction_log = feedback_log = None
-    if params.monitor.log:
+    if not monitoring:
+        print("serve: --no-monitoring: no prediction log, /metrics counts nothing")
+    elif params.monitor.log:
         location = log_location(params.monitor, params.location("registry"))
         prediction_log = PredictionLog(location, params.monitor)
         feedback_log = PredictionLog(
@@ -511,7 +520,7 @@ def run(params: Params, host: str | None = None, port: int | None = None, **over
     )
     import uvicorn
 
-    app = create_app(model, config, prediction_log, feedback_log)
+    app = create_app(model, config, prediction_log, feedback_log, monitoring)
     uvicorn.Server(server_config(app, config, host, port)).run()
 
 

@@ -1,7 +1,9 @@
 """`textclf review export`: the served texts a person should label first.
 
-The least confident answers of the prediction log, one per distinct text, leaving out those
-that already have feedback, as a CSV whose `text` and (empty) `label` columns are what the
+Two kinds, one per distinct text, leaving out those that already have feedback: the texts of
+the drifted region (the highest drift scores of the last monitoring run: the served texts most
+unlike the training texts; `monitor.review_drifted_share` of the queue) and the least
+confident answers (the rest). A CSV whose `text` and (empty) `label` columns are what the
 landing folder reads: labelled, the file goes through `textclf ingest-new` like any new data,
 validated as usual.
 """
@@ -16,7 +18,7 @@ from tasks.lib.config import Params
 from tasks.lib.errors import PipelineError
 from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, log_location, read_log
 
-COLUMNS = ["text", "label", "predicted", "confidence", "request_id", "index", "version", "time"]
+COLUMNS = ["text", "label", "predicted", "confidence", "reason", "request_id", "index", "version", "time"]
 
 
 class ReviewError(PipelineError, ValueError):
@@ -42,8 +44,27 @@ def review_queue(params: Params, n: int, days: float | None = None) -> pd.DataFr
         known = feedback[["request_id", "index"]].drop_duplicates().assign(_labelled=True)
         answers = answers.merge(known, on=["request_id", "index"], how="left")
         answers = answers[answers["_labelled"].isna()]
-    chosen = answers.dropna(subset=["text"]).sort_values(["confidence", "time"]).drop_duplicates("text_hash").head(n)
-    return chosen.assign(predicted=chosen["label"], label="")[COLUMNS].reset_index(drop=True)
+    answers = answers.dropna(subset=["text"]).sort_values(["confidence", "time"]).drop_duplicates("text_hash")
+    drifted = drifted_region(params, answers, round(n * params.monitor.review_drifted_share))
+    rest = answers[~answers["text_hash"].isin(drifted["text_hash"])].head(n - len(drifted))
+    chosen = pd.concat([drifted, rest.assign(reason="least confident")], ignore_index=True)
+    return chosen.assign(predicted=chosen["label"], label="")[COLUMNS]
+
+
+def drifted_region(params: Params, answers: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The `n` answers with the highest drift scores of the last monitoring run (none before one ran)."""
+    from tasks.lib.monitor_report import LATEST
+    from tasks.lib.traffic_monitor import DRIFTED_FILE
+
+    scores_file = params.path("monitoring") / LATEST / DRIFTED_FILE
+    if n == 0 or not scores_file.is_file():
+        return answers.head(0).assign(reason="")
+    scores = pd.read_parquet(scores_file).dropna(subset=["drift_score"])
+    scored = answers.merge(scores[["request_id", "index", "drift_score"]], on=["request_id", "index"])
+    top = scored.sort_values("drift_score", ascending=False).head(n)
+    return top.assign(reason=[f"drifted region (score {score:.2f})" for score in top["drift_score"]]).drop(
+        columns="drift_score"
+    )
 
 
 def export(params: Params, n: int, out: Path, days: float | None = None) -> int:

@@ -45,9 +45,11 @@ class _StateCollector(Collector):
 
 
 class ServiceMetrics:
-    """The service's Prometheus registry."""
+    """The service's Prometheus registry; with `counting` off (`textclf serve --no-monitoring`, to measure
+    what monitoring costs) requests and predictions are not counted."""
 
-    def __init__(self, state: Callable[[], dict[str, Any]]):
+    def __init__(self, state: Callable[[], dict[str, Any]], counting: bool = True):
+        self.counting = counting
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "textclf_requests",
@@ -71,11 +73,15 @@ class ServiceMetrics:
         self.registry.register(_StateCollector(state))
 
     def answered(self, path: str, status: int, seconds: float) -> None:
+        if not self.counting:
+            return
         route = path if path in ROUTES else "other"  # bounded label values, whatever clients ask for
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
 
     def classified(self, version: str, labels: list[str]) -> None:
+        if not self.counting:
+            return
         for label in labels:
             self.predictions.labels(label, version).inc()
 

@@ -13,6 +13,7 @@ from typing import Annotated, ClassVar, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -76,6 +77,10 @@ class PathsConfig(_Section):
     archive: Path
     rejected: Path
     notifications: Path
+    # The reference profile of the candidate (stage `reference`), registered with it.
+    reference: Path
+    # The monitoring flow's reports: one folder per run, and latest/.
+    monitoring: Path
 
 
 class DemoConfig(_Section):
@@ -542,6 +547,52 @@ class ServeConfig(_Section):
         return self.max_texts * (self.max_chars * 12 + 4) + 64
 
 
+_CRON_FIELDS = re.compile(r"[\w*/,\-?]+(\s+[\w*/,\-?]+){4}")
+_CRON_ALIAS = re.compile(r"@(hourly|daily|weekly|monthly|yearly|annually)")
+
+
+def _cron_shape(cron: str) -> str:
+    # The shape only: Prefect's parser checks the values when the deployment is built
+    # (importing it here would slow every stage's start by a second).
+    if not (_CRON_ALIAS.fullmatch(cron) or _CRON_FIELDS.fullmatch(cron.strip())):
+        raise ValueError(
+            "expected five cron fields (minute hour day-of-month month day-of-week), "
+            "e.g. '0 3 * * 1', or @hourly/@daily/@weekly/@monthly"
+        )
+    return cron
+
+
+Cron = Annotated[str, AfterValidator(_cron_shape)]
+# What a monitoring rule that fires does: a notification (and the report), the report only, or not computed.
+MonitorPolicy = Literal["notify", "warn", "off"]
+
+
+class MonitorRule(_Section):
+    threshold: Annotated[float, Field(ge=0)]
+    policy: MonitorPolicy
+
+
+class StatisticRule(MonitorRule):
+    statistic: Literal["linf", "js", "psi", "ks"]
+
+
+class MonitorRules(_Section):
+    length_drift: StatisticRule
+    label_drift: StatisticRule
+    confidence_shift: MonitorRule
+    unknown_tokens: MonitorRule
+    embedding_drift: MonitorRule
+    live_accuracy: MonitorRule
+
+    @model_validator(mode="after")
+    def _statistics_fit(self) -> MonitorRules:
+        if self.length_drift.statistic == "linf":
+            raise ValueError("length_drift.statistic: linf compares class shares; use ks, js or psi")
+        if self.label_drift.statistic == "ks":
+            raise ValueError("label_drift.statistic: ks compares numbers; use linf, js or psi")
+        return self
+
+
 class MonitorConfig(_Section):
     log: bool
     location: str | None
@@ -549,10 +600,15 @@ class MonitorConfig(_Section):
     flush_rows: Annotated[int, Field(ge=1)]
     flush_seconds: Annotated[float, Field(gt=0)]
     max_pending: Annotated[int, Field(ge=1)]
-
-
-_CRON_FIELDS = re.compile(r"[\w*/,\-?]+(\s+[\w*/,\-?]+){4}")
-_CRON_ALIAS = re.compile(r"@(hourly|daily|weekly|monthly|yearly|annually)")
+    cron: Cron
+    window_hours: Annotated[float, Field(gt=0)]
+    min_window: Annotated[int, Field(ge=1)]
+    reference_rows: Annotated[int, Field(ge=10)]
+    embedding_model: str | None
+    unknown_heavy: Fraction
+    min_feedback: Annotated[int, Field(ge=1)]
+    review_drifted_share: Fraction
+    rules: MonitorRules
 
 
 class WatchConfig(_Section):
@@ -563,7 +619,7 @@ class WatchConfig(_Section):
 
 
 class RetrainConfig(_Section):
-    cron: str
+    cron: Cron
     timezone: str
     debounce_seconds: Annotated[int, Field(ge=0)]
     watch: WatchConfig
@@ -572,18 +628,6 @@ class RetrainConfig(_Section):
     consolidate_after: Annotated[int, Field(ge=1)] | None
     # A Prefect notification block, "<block type slug>/<block name>" (None: the log file only).
     notify_block: str | None
-
-    @field_validator("cron")
-    @classmethod
-    def _cron_shape(cls, cron: str) -> str:
-        # The shape only: Prefect's parser checks the values when the deployment is built
-        # (importing it here would slow every stage's start by a second).
-        if not (_CRON_ALIAS.fullmatch(cron) or _CRON_FIELDS.fullmatch(cron.strip())):
-            raise ValueError(
-                "expected five cron fields (minute hour day-of-month month day-of-week), "
-                "e.g. '0 3 * * 1', or @hourly/@daily/@weekly/@monthly"
-            )
-        return cron
 
     @field_validator("timezone")
     @classmethod
@@ -668,6 +712,12 @@ class Params(_Section):
         """`paths.<name>` as a URL when it is one (paths.registry may be), else its absolute path."""
         value = getattr(self.paths, name)
         return str(value) if is_url(value) else self.path(name)
+
+    def with_registry(self, location: str | None) -> Params:
+        """These params with paths.registry replaced by `location` (a command's --registry), when given."""
+        if location is None:
+            return self
+        return self.model_copy(update={"paths": self.paths.model_copy(update={"registry": location})})
 
 
 def _format_errors(error: ValidationError, file: Path) -> str:

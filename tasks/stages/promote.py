@@ -148,7 +148,7 @@ def promote(params: Params) -> Promotion:
                 TOKENIZER_FILE,
                 CLASSIFIER_FILE,
             ],
-            attachments=[params.path("reports") / GATE_REPORT_FILE],
+            attachments=[params.path("reports") / GATE_REPORT_FILE, params.path("reference")],
             reason="passed the gate",
             texts=lambda version: {CARD_FILE: model_card(version, record, params)},
         )

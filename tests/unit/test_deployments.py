@@ -11,15 +11,22 @@ from tests.conftest import REPO
 
 
 def test_every_placeholder_of_prefect_yaml_is_filled_from_params(make_params):
-    params = make_params({"retrain": {"cron": "15 4 * * *", "timezone": "Europe/Paris", "debounce_seconds": 30}})
+    params = make_params(
+        {
+            "retrain": {"cron": "15 4 * * *", "timezone": "Europe/Paris", "debounce_seconds": 30},
+            "monitor": {"cron": "*/30 * * * *"},
+        }
+    )
     shutil.copy(REPO / "prefect.yaml", params.root)
     specs = {spec["name"]: spec for spec in deployment_specs(params)}
-    assert set(specs) == {"scheduled", "on-new-data"}
+    assert set(specs) == {"scheduled", "on-new-data", "monitor"}
     assert "{{" not in json.dumps(specs)
     assert specs["scheduled"]["schedules"] == [{"cron": "15 4 * * *", "timezone": "Europe/Paris"}]
     assert specs["scheduled"]["parameters"] == {"root": str(params.root)}
     trigger = specs["on-new-data"]["triggers"][0]
     assert trigger["within"] == trigger["schedule_after"] == "PT30S"
+    assert specs["monitor"]["schedules"] == [{"cron": "*/30 * * * *", "timezone": "Europe/Paris"}]
+    assert specs["monitor"]["entrypoint"] == "flows/monitor.py:monitor"
 
 
 def test_an_unknown_placeholder_is_named():

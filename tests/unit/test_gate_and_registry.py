@@ -231,7 +231,7 @@ def stage_candidate(params, model: Path, model_file: str) -> None:
     for name in ("tokenizer.json", "classifier.json"):
         shutil.copy(model.parent / name, quantized / name)
     shutil.copy(model, quantized / model_file)
-    for name in ("raw", "validated", "augmented", "test_split"):
+    for name in ("raw", "validated", "augmented", "test_split", "reference"):
         params.path(name).parent.mkdir(parents=True, exist_ok=True)
         params.path(name).write_bytes(name.encode())
     params.path("metrics").mkdir(parents=True, exist_ok=True)
@@ -305,6 +305,7 @@ def test_promote_bootstraps_then_records_lineage_and_the_gate_report(make_params
     assert record["data"]["version"] == "0002-0123456789ab"  # the landing archive folder of the newest data
     assert record["params"]["gate"]["change_test"] == "interval" and record["git_commit"]
     assert (Path(record["path"]) / "gate.md").read_text() == "## Gate: PASSED\n"
+    assert (Path(record["path"]) / "reference.parquet").read_bytes() == b"reference"  # the monitoring profile
     assert promote(params).reason == "candidate already serves"
 
 

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.lib.config import MonitorConfig
 from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, Answer, PredictionLog, log_location, read_log
+from tests.conftest import repo_params
 from tests.unit.test_serving import free_port, registry, wait_for  # noqa: F401 - the registry fixture
 
 MONITOR = {"log": True, "location": None, "log_text": False, "flush_rows": 4, "flush_seconds": 60}
@@ -117,7 +118,10 @@ def answer(request_id: str, texts: int) -> Answer:
 
 
 def test_monitor_a_full_log_queue_drops_and_counts_never_waits(tmp_path):
-    config = MonitorConfig.model_validate({**MONITOR, "flush_rows": 1000, "max_pending": 5, "log_text": True})
+    defaults = repo_params()["monitor"]
+    config = MonitorConfig.model_validate(
+        {**defaults, **MONITOR, "flush_rows": 1000, "max_pending": 5, "log_text": True}
+    )
     prediction_log = PredictionLog(tmp_path / "log", config)
     assert prediction_log.record(answer("r1", 2)) and prediction_log.record(answer("r2", 2))
     assert not prediction_log.record(answer("r3", 2))  # 6 > 5: not queued, counted
