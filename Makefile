@@ -63,7 +63,7 @@ serve: install
 repro: install
 	$(BIN)/dvc repro
 
-## The default suite (about 25 minutes on 2 cores).
+## The default suite (about 45 minutes on 2 cores).
 test: install chromium
 	$(BIN)/python -m pytest
 

@@ -27,13 +27,14 @@ from tasks.stages import (
     ingest,
     promote,
     quantize,
+    reference,
     split,
     train,
     validate,
 )
 from tests.conftest import deep_merge, repo_params, tiny_overrides
 
-MODEL_STAGES = (augment, train, evaluate, export, quantize, gate, promote)
+MODEL_STAGES = (augment, train, evaluate, export, quantize, gate, reference, promote)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from tasks.apps.cli import main
 from tasks.lib.config import load_params
 from tasks.lib.demo_data import DOMAINS, generate_reviews
 from tasks.lib.registry import Registry
-from tasks.stages import augment, evaluate, export, gate, ingest, promote, quantize, split, train, validate
+from tasks.stages import augment, evaluate, export, gate, ingest, promote, quantize, reference, split, train, validate
 from tests.conftest import deep_merge, repo_params, tiny_overrides
 
 TO_GATE = (validate, split, augment, train, evaluate, export, quantize, gate)
@@ -86,7 +86,7 @@ def test_renamed_labels_get_a_proposed_map_and_a_new_class_needs_an_explicit_all
     from tasks.lib.production_model import ProductionModel
 
     params = load_params(workspace)
-    for stage in (ingest, *TO_GATE, promote):
+    for stage in (ingest, *TO_GATE, reference, promote):
         stage.run(params)
     registry = Registry(params.path("registry"))
     assert registry.production()["version"] == "v0001" and registry.labels("v0001") == NAMED
@@ -122,7 +122,7 @@ def test_renamed_labels_get_a_proposed_map_and_a_new_class_needs_an_explicit_all
 
     # 3. The proposal confirmed (and longer training): compared with production as usual, promoted.
     params = update_params(workspace, {**the_map, "train": {"epochs": 8}})
-    for stage in (*TO_GATE, promote):
+    for stage in (*TO_GATE, reference, promote):
         stage.run(params)
     verdict = json.loads((params.path("metrics") / "gate.json").read_text())
     assert verdict["passed"] and verdict["label_set_change"] is None
@@ -159,6 +159,7 @@ def test_renamed_labels_get_a_proposed_map_and_a_new_class_needs_an_explicit_all
     rules = {"accuracy": {"min": 0.5, "change": {"min": -0.01}}, "recall.neutral": {"min": 0.8}}
     params = update_params(workspace, {"gate": {"metrics": rules}})
     gate.run(params)
+    reference.run(params)
     promote.run(params)
     verdict = json.loads((params.path("metrics") / "gate.json").read_text())
     status = {rule["name"]: rule["status"] for rule in verdict["rules"]}

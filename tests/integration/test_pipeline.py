@@ -50,6 +50,7 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
         "export",
         "quantize",
         "gate",
+        "reference",
         "promote",
     ]
     assert "Validation passed: 400 of 400 rows kept" in log and "data_docs/index.html" in log  # the run report
@@ -65,7 +66,15 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     assert record["serving_variants"][record["variant"]] == record["model_file"]
     version_files = {p.name for p in (repo / "registry" / "versions" / "v0001").iterdir()}
     graphs = {part for file in record["serving_variants"].values() for part in graph_files(file)}  # OpenVINO: .xml+.bin
-    assert version_files == {*graphs, "tokenizer.json", "classifier.json", "version.json", "gate.md", "README.md"}
+    assert version_files == {
+        *graphs,
+        "tokenizer.json",
+        "classifier.json",
+        "version.json",
+        "gate.md",
+        "README.md",
+        "reference.parquet",
+    }
     assert "Serving variants against PyTorch fp32" in log and "**serves**" in log
     curves = run([str(BIN / "prefect"), "artifact", "inspect", "training-curves", "--limit", "1", "-o", "json"], repo)
     assert "reports/train/report.html" in curves.stdout
@@ -79,7 +88,7 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
 
     # 3. A gate threshold re-runs the gate (and promotion) only; production is re-scored.
     set_params(repo, deep_merge(base, {"gate": {"metrics": {"accuracy": {"min": 0.35}}}}))
-    assert ran_stages(dvc(repo, "repro").stdout) == ["gate", "promote"]
+    assert ran_stages(dvc(repo, "repro").stdout) == ["gate", "reference", "promote"]
     gate = json.loads((repo / "metrics" / "gate.json").read_text())
     assert gate["production_version"] == "v0001"
     assert gate["overall"]["accuracy"]["change"] == 0  # the same model, scored twice
@@ -98,7 +107,7 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
 
     # 6. Editing a shared helper makes exactly the stages that run it stale: dvc.yaml's deps follow the imports.
     for helper, users in (
-        ("tasks/lib/models.py", {"validate", "augment", "train", "evaluate", "export", "promote"}),
+        ("tasks/lib/models.py", {"validate", "augment", "train", "evaluate", "export", "reference", "promote"}),
         ("tasks/lib/text.py", {"ingest", "validate", "split", "augment"}),
     ):
         source = repo / helper

@@ -245,5 +245,9 @@ def test_a_burst_of_files_is_one_run_and_a_concurrent_run_waits_without_lock_err
 
 def test_the_cron_schedule_from_params_queues_runs(served: Workspace):
     # params retrain.cron "0 3 * * 1" (UTC): Prefect's scheduler queues the next Mondays at 03:00.
-    queued = [r["expected_start"] for r in served.flow_runs() if r["auto_scheduled"]]
+    runs = [r for r in served.flow_runs() if r["auto_scheduled"]]
+    queued = [r["expected_start"] for r in runs if r["flow"] == PIPELINE]
     assert queued and all((t.weekday(), t.hour, t.minute) == (0, 3, 0) for t in queued)
+    # The monitoring deployment is served too, on monitor.cron (tiny_overrides: "0 0 1 1 *").
+    monitoring = [r["expected_start"] for r in runs if r["deployment"] == "monitor"]
+    assert monitoring and all((t.month, t.day, t.hour) == (1, 1, 0) for t in monitoring)
