@@ -204,6 +204,7 @@ class SplitConfig(_Section):
     test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)]
     seed: int
     max_train_rows: Annotated[int, Field(ge=10)] | None
+    max_test_rows: Annotated[int, Field(ge=10)] | None
 
 
 class SynonymConfig(_Section):

@@ -58,11 +58,20 @@ def _carve(frame: pd.DataFrame, fraction: float, seed: int, name: str) -> tuple[
     return rest, part
 
 
+def cap(part: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    """The `rows` rows of `part` whose text groups hash lowest: a uniform sample that changes least as data
+    grows (a row kept after rows were appended was kept before). Rows left out go to no other split."""
+    order = np.argsort(unit_hash(part[TEXT].map(normalise), f"{seed}:cap"), kind="stable")
+    return part.iloc[np.sort(order[:rows])]
+
+
 def split(frame: pd.DataFrame, config: SplitConfig) -> dict[str, pd.DataFrame]:
     """Return {'train', 'val', 'test'} frames.
 
     Rows the source already assigned to a split stay there; missing splits are
-    carved from the training rows (unsplit rows count as training rows).
+    carved from the training rows (unsplit rows count as training rows). With
+    `max_train_rows` the training split is a stratified sample; with `max_test_rows`
+    the test split is capped (`cap`), so evaluation and the gate stay affordable.
     """
     assigned = frame[SPLIT].fillna("train")
     parts = {name: frame[assigned == name] for name in SPLITS}
@@ -78,6 +87,8 @@ def split(frame: pd.DataFrame, config: SplitConfig) -> dict[str, pd.DataFrame]:
             train, train_size=config.max_train_rows, random_state=config.seed, stratify=train[LABEL]
         )
     parts["train"] = train
+    if config.max_test_rows is not None and len(parts["test"]) > config.max_test_rows:
+        parts["test"] = cap(parts["test"], config.max_test_rows, config.seed)
     return {name: part.assign(**{SPLIT: name}).reset_index(drop=True) for name, part in parts.items()}
 
 

@@ -43,6 +43,21 @@ def test_max_train_rows_subsamples_train_only(make_params):
     assert len(parts["train"]) == 100 and len(parts["test"]) > 100 and len(parts["val"]) > 50
 
 
+def test_max_test_rows_caps_test_stably_and_leaves_the_rest_out_of_training(make_params):
+    config = make_params({"split": {"max_test_rows": 100}}).split
+    uncapped = split(frame(4000), make_params().split)
+    before = split(frame(4000), config)
+    assert len(before["test"]) == 100 and set(before["test"]["row_id"]) < set(uncapped["test"]["row_id"])
+    assert abs((before["test"]["label"] == "b").mean() - 0.25) < 0.15  # a uniform sample of the test rows
+    left_out = set(uncapped["test"]["row_id"]) - set(before["test"]["row_id"])
+    assert not left_out & (set(before["train"]["row_id"]) | set(before["val"]["row_id"]))
+    # More data: a test row kept now was kept before; none moves to training.
+    after = split(pd.concat([frame(4000), frame(8000).iloc[4000:]], ignore_index=True), config)
+    old = set(frame(4000)["row_id"])
+    assert len(after["test"]) == 100 and set(after["test"]["row_id"]) & old <= set(before["test"]["row_id"])
+    assert not left_out & (set(after["train"]["row_id"]) | set(after["val"]["row_id"]))
+
+
 def test_texts_equal_after_normalisation_stay_in_one_split(make_params):
     # Duplicates that validation was told to keep (policy warn) must not leak into test.
     config = make_params().split
