@@ -220,7 +220,9 @@ def create_app(
     async def feedback(request: FeedbackRequest) -> Response:
         """The true label of a text an answer classified; the monitoring report's live accuracy joins it."""
         if feedback_log is None:
-            return _json({"detail": "feedback is not recorded here (monitor.log is false)"}, 503)
+            return _json(
+                {"detail": "feedback is not recorded here (monitor.log is false, or serve --no-monitoring)"}, 503
+            )
         labels = model.status(refresh=False).get("labels") or []
         if request.label not in labels:
             return _json({"detail": f"label {request.label!r} is not one of {labels}"}, 422)
