@@ -1,6 +1,6 @@
 """Data at scale: seconds and peak memory of ingest, validate and split as the data grows.
 
-    python benchmarks/scale.py [--sizes 67k 673k 6.7m] [--full] [--stop-after-gb 20]
+    python benchmarks/scale.py [--sizes 67k 673k 6.7m] [--full] [--stop-after-gb 20] [--stages ingest ...]
 
 Generates the data itself: SST-2's train file (67,349 rows) repeated, each copy's texts
 suffixed with the copy's number so every text stays unique, as a TSV per size. Each size
@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also 10 million rows")
     parser.add_argument("--stop-after-gb", type=float, default=20.0, help="skip a size projected past this peak")
     parser.add_argument("--keep", type=Path, help="keep the generated files and workspaces here")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="the first stages only")
     args = parser.parse_args()
     sizes = [rows_of(size) for size in [*args.sizes, *(["10m"] if args.full else [])]]
     base = args.keep or Path(tempfile.mkdtemp(prefix="scale-bench-"))
@@ -111,7 +112,7 @@ def main() -> None:
             generate(rows, base / f"sst2-{rows}.tsv")
         total = 0.0
         peak = 0.0
-        for name in STAGES:
+        for name in STAGES[: max(STAGES.index(stage) for stage in args.stages) + 1]:
             seconds, gigabytes = run_stage(name, folder)
             total += seconds
             peak = max(peak, gigabytes)

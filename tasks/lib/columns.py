@@ -4,3 +4,12 @@ TEXT, LABEL, SPLIT, ROW_ID = "text", "label", "split", "row_id"
 # Where a row was read: a person fixing it needs the file and line.
 SOURCE_FILE, SOURCE_LINE = "source_file", "source_line"
 SPLITS = ("train", "val", "test")
+# The raw table's columns and their Arrow types (ingest writes it batch by batch).
+RAW_COLUMNS = {
+    TEXT: "string",
+    LABEL: "string",
+    SPLIT: "string",
+    ROW_ID: "string",
+    SOURCE_FILE: "string",
+    SOURCE_LINE: "int64",
+}

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,25 @@ def read_json(path: Path) -> Any:
 def write_table(path: Path, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def write_batches(path: Path, batches: Iterable[pd.DataFrame], columns: dict[str, str]) -> int:
+    """Write `batches` as one Parquet file (a row group per batch), atomically; returns the rows written.
+
+    Args:
+        columns: name -> Arrow type name (`string`, `int64`), the file's schema: a batch whose
+            column is all null (a source without splits) is written with the same types as any other.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in columns.items()])
+    rows = 0
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for batch in batches:
+            writer.write_table(pa.Table.from_pandas(batch[list(columns)], schema=schema, preserve_index=False))
+            rows += len(batch)
+    return rows
 
 
 def read_table(path: Path) -> pd.DataFrame:

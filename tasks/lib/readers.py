@@ -17,10 +17,12 @@ import datetime as dt
 import difflib
 import gzip
 import io
+import itertools
 import json
 import lzma
 import math
 import os
+import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -94,6 +96,16 @@ FORBIDDEN_CHARACTERS = (
     ("\ufeff", "byte-order mark inside the file: were files concatenated?"),
 )
 DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+# Rows per batch a reader yields: the stages write and check data batch by batch, so memory
+# does not grow with the file.
+BATCH_ROWS = 100_000
+# A line and its ending (\r\n, \r or \n, kept), as a file opened with newline="" reads them.
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of `text` one at a time (io.StringIO would hold a copy at 4 bytes per character)."""
+    return (match.group(0) for match in _LINE.finditer(text))
 
 
 def _position(text: str, offset: int) -> tuple[int, int]:
@@ -123,8 +135,9 @@ def decode_bytes(data: bytes, path: Path) -> str:
             raise DataError(
                 path, f"{encoding} byte-order mark: the file is {encoding}-encoded; save it as UTF-8", line=1, column=1
             )
-    data = data.removeprefix(codecs.BOM_UTF8)
-    if not data.strip():
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    if not data or data.isspace():  # not data.strip(): that copies the whole file
         raise DataError(path, "empty file: expected a header row or records")
     try:
         text = data.decode("utf-8")
@@ -204,7 +217,7 @@ def sniff_delimiter(path: Path, text: str, columns: list[str] | None) -> str:
     Raises:
         DataError: none fits, or several do (the message lists them and names data.sep).
     """
-    lines = [line for line in text.splitlines()[:200] if line.strip()]
+    lines = [line.rstrip("\r\n") for line in itertools.islice(_lines(text), 200) if line.strip()]
     wanted = {len(columns)} if columns else None  # fields per line
     fits = []
     for delimiter in DELIMITER_NAMES:
@@ -235,7 +248,7 @@ def _records_delimited(
     # TSV is read without quote handling: SST-2 and most TSV exports use quotes
     # as ordinary characters. CSV follows RFC 4180 quoting (fields may span lines).
     quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    reader = csv.reader(_lines(text), delimiter=delimiter, quoting=quoting, strict=True)
     line = 0
     try:
         if columns is None:
@@ -262,7 +275,11 @@ def _records_delimited(
 
 
 def _records_jsonl(path: Path, text: str) -> Iterator[tuple[int, dict[str, object]]]:
-    for number, line in enumerate(text.split("\n"), start=1):  # JSON Lines ends lines with \n only
+    start, number = 0, 0
+    while start <= len(text):  # JSON Lines ends lines with \n only; one line at a time, not a list of them
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        line, start, number = text[start:end], end + 1, number + 1
         if not line.strip():
             continue
         try:
@@ -277,11 +294,20 @@ def _records_jsonl(path: Path, text: str) -> Iterator[tuple[int, dict[str, objec
 
 
 def _records_parquet(path: Path, content: Path | bytes) -> Iterator[tuple[int, dict[str, object]]]:
+    """Yield (row number, row), a row group's batch at a time (a few KB of Parquet can hold millions of rows)."""
+    import pyarrow.parquet as pq
+
+    number = 0
     try:
-        frame = pd.read_parquet(io.BytesIO(content) if isinstance(content, bytes) else content)
+        parquet = pq.ParquetFile(io.BytesIO(content) if isinstance(content, bytes) else content)
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a damaged file
         raise DataError(path, f"not a readable Parquet file ({type(exc).__name__}: {exc})") from None
-    yield from enumerate(frame.to_dict(orient="records"), start=1)
 
 
 def _spreadsheet_value(value: object, where: Path, cell: str) -> str:
@@ -350,13 +376,35 @@ def _cell(value: object, where: Path, line: int, field: str) -> str:
     raise DataError(where, f"expected text or a number, found {type(value).__name__}", line=line, field=field)
 
 
-def _raw_rows(
+def _raw_batches(
     records: Iterable[tuple[int, dict]], config: DataConfig, where: Path, name: str, split: str | None
-) -> pd.DataFrame:
-    """Turn (line, record) pairs into the raw schema (text, label, split, row id, file, line)."""
-    rows: list[dict[str, object]] = []
+) -> Iterator[pd.DataFrame]:
+    """Turn (line, record) pairs into the raw schema (text, label, split, row id, file, line), BATCH_ROWS rows
+    at a time."""
     sample: list[dict] = []  # the first records, to suggest columns when the text column is not text
     text_col = label_col = ""
+    file_name = str(where)
+    texts: list[str] = []
+    labels: list[str] = []
+    lines: list[int] = []
+    checked = False
+
+    def batch() -> pd.DataFrame:
+        nonlocal checked
+        if not checked:
+            _check_text_is_language(where, texts[:_SAMPLE], text_col, label_col, sample)
+            checked = True
+        return pd.DataFrame(
+            {
+                TEXT: texts,
+                LABEL: labels,
+                SPLIT: split,
+                ROW_ID: [f"{name}:{line}" for line in lines],
+                SOURCE_FILE: file_name,
+                SOURCE_LINE: lines,
+            }
+        )
+
     for line, record in records:
         if len(sample) < _SAMPLE:
             sample.append(record)
@@ -367,20 +415,16 @@ def _raw_rows(
         for column in (text_col, label_col):
             if column not in record:
                 raise DataError(where, "missing in this row", line=line, field=column)
-        rows.append(
-            {
-                TEXT: _cell(record[text_col], where, line, text_col),
-                LABEL: _cell(record[label_col], where, line, label_col),
-                SPLIT: split,
-                ROW_ID: f"{name}:{line}",
-                SOURCE_FILE: str(where),
-                SOURCE_LINE: line,
-            }
-        )
-    if not rows:
+        texts.append(_cell(record[text_col], where, line, text_col))
+        labels.append(_cell(record[label_col], where, line, label_col))
+        lines.append(line)
+        if len(lines) == BATCH_ROWS:
+            yield batch()
+            texts, labels, lines = [], [], []
+    if not checked and not lines:
         raise DataError(where, "no data rows (only a header, or empty)")
-    _check_text_is_language(where, [str(row[TEXT]) for row in rows[:_SAMPLE]], text_col, label_col, sample)
-    return pd.DataFrame.from_records(rows)
+    if lines:
+        yield batch()
 
 
 # Rows looked at to judge whether the text column holds language, and the share of them
@@ -459,8 +503,9 @@ def _zstd_open(path: Path, mode: str) -> Any:
 
 def _read_content(
     where: Path, kind: str, content: Path | bytes, config: DataConfig, name: str, split: str | None
-) -> pd.DataFrame:
-    """One file's content (a path, or bytes already read or expanded) of format `kind` in the raw schema."""
+) -> Iterator[pd.DataFrame]:
+    """One file's content (a path, or bytes already read or expanded) of format `kind` in the raw schema,
+    in batches."""
     records: Iterator[tuple[int, dict]]
     if kind == ".parquet":
         records = _records_parquet(where, content)
@@ -473,16 +518,15 @@ def _read_content(
         else:
             delimiter = SUFFIXES[kind] or config.sep or sniff_delimiter(where, text, config.columns)
             records = _records_delimited(where, text, delimiter, config.columns)
-    return _raw_rows(records, config, where, name, split)
+    return _raw_batches(records, config, where, name, split)
 
 
-def _read_archive(path: Path, config: DataConfig, split: str | None) -> pd.DataFrame:
-    """Every data file inside a `.zip` (named `archive.zip/member` in errors and row ids)."""
+def _read_archive(path: Path, config: DataConfig, split: str | None) -> Iterator[pd.DataFrame]:
+    """Every data file inside a `.zip` (named `archive.zip/member` in errors and row ids), in batches."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(path, f"not a readable .zip archive ({exc})") from None
-    frames = []
     with archive:
         members = sorted(
             (
@@ -506,12 +550,16 @@ def _read_archive(path: Path, config: DataConfig, split: str | None) -> pd.DataF
                 content = archive.read(member)
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
                 raise DataError(where, f"cannot be read from the archive ({exc})") from None
-            frames.append(_read_content(where, kind, content, config, f"{path.name}/{member.filename}", member_split))
-    return pd.concat(frames, ignore_index=True)
+            yield from _read_content(where, kind, content, config, f"{path.name}/{member.filename}", member_split)
 
 
 def read_file(path: Path, config: DataConfig, split: str | None = None) -> pd.DataFrame:
-    """Read one file (compressed, or a .zip of files) into the raw schema.
+    """Read one file (compressed, or a .zip of files) into the raw schema (`iter_file`, whole)."""
+    return _whole(iter_file(path, config, split))
+
+
+def iter_file(path: Path, config: DataConfig, split: str | None = None) -> Iterator[pd.DataFrame]:
+    """Read one file (compressed, or a .zip of files) into the raw schema, BATCH_ROWS rows at a time.
 
     Raises:
         DataError: unknown format, bad encoding, wrong or ambiguous delimiter, ragged
@@ -526,18 +574,24 @@ def read_file(path: Path, config: DataConfig, split: str | None = None) -> pd.Da
             f"optionally compressed ({', '.join(COMPRESSIONS)}) or in a {ARCHIVE}",
         )
     if kind[0] == ARCHIVE:
-        return _read_archive(path, config, split)
+        yield from _read_archive(path, config, split)
+        return
     content: Path | bytes = _expand(path, kind[1], config) if kind[1] else path
-    return _read_content(path, kind[0], content, config, path.name, split)
+    yield from _read_content(path, kind[0], content, config, path.name, split)
 
 
-def read_folder(folder: Path, config: DataConfig) -> pd.DataFrame:
-    """Read every supported file in a folder; stems like train/dev/test keep their split."""
+def _whole(batches: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    return pd.concat(list(batches), ignore_index=True)
+
+
+def iter_folder(folder: Path, config: DataConfig) -> Iterator[pd.DataFrame]:
+    """Every supported file in a folder, in batches; stems like train/dev/test keep their split."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and data_format(p.name) is not None)
     if not files:
         raise DataError(folder, f"no data files ({', '.join(sorted(SUFFIXES))}, compressed or zipped) in this folder")
     named = _splits(folder, [p.name for p in files])
-    return pd.concat([read_file(p, config, split) for p, split in zip(files, named, strict=True)], ignore_index=True)
+    for path, split in zip(files, named, strict=True):
+        yield from iter_file(path, config, split)
 
 
 def _splits(container: Path, names: list[str]) -> list[str | None]:
@@ -552,8 +606,8 @@ def _splits(container: Path, names: list[str]) -> list[str | None]:
     return named
 
 
-def read_hub(dataset_id: str, config: DataConfig) -> pd.DataFrame:
-    """Load a Hugging Face dataset; fails with a clear message without network."""
+def read_hub(dataset_id: str, config: DataConfig) -> Iterator[pd.DataFrame]:
+    """Load a Hugging Face dataset, in batches; fails with a clear message without network."""
     source = f"hf:{dataset_id}"
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise DataError(
@@ -572,21 +626,20 @@ def read_hub(dataset_id: str, config: DataConfig) -> pd.DataFrame:
             f"could not load from the Hugging Face Hub ({type(exc).__name__}: {exc}). "
             "This source needs network access; offline, point data.source at local files.",
         ) from None
-    frames = [
-        _raw_rows(
-            enumerate(part.to_pandas().to_dict(orient="records"), start=1),
-            config,
-            Path(f"{source}[{name}]"),
-            name,
-            SPLIT_NAMES.get(name.lower(), "train"),
+    for name, part in loaded.items():
+        yield from _raw_batches(
+            enumerate(part, start=1), config, Path(f"{source}[{name}]"), name, SPLIT_NAMES.get(name.lower(), "train")
         )
-        for name, part in loaded.items()
-    ]
-    return pd.concat(frames, ignore_index=True)
 
 
 def read_source(config: DataConfig, root: Path) -> pd.DataFrame:
-    """Read `config.source` into the raw schema.
+    """Read `config.source` into the raw schema, whole (`iter_source`)."""
+    return _whole(iter_source(config, root))
+
+
+def iter_source(config: DataConfig, root: Path) -> Iterator[pd.DataFrame]:
+    """Read `config.source` into the raw schema, BATCH_ROWS rows at a time (a file's errors may come after
+    some of its batches: write them somewhere the failure discards).
 
     Args:
         config: the `data` section.
@@ -603,12 +656,16 @@ def read_source(config: DataConfig, root: Path) -> pd.DataFrame:
         frame[ROW_ID] = [f"demo:{i + 1}" for i in range(len(frame))]
         frame[SOURCE_FILE] = "demo"
         frame[SOURCE_LINE] = range(1, len(frame) + 1)
-        return frame
+        yield frame
+        return
     if source.startswith("hf:"):
-        return read_hub(source[3:], config)
+        yield from read_hub(source[3:], config)
+        return
     path = (Path(source) if Path(source).is_absolute() else root / source).resolve()
     if path.is_dir():
-        return read_folder(path, config)
+        yield from iter_folder(path, config)
+        return
     if path.is_file():
-        return read_file(path, config)
+        yield from iter_file(path, config)
+        return
     raise DataError(path, "data.source: no such file or folder (use a path, `demo` or `hf:<id>`)")

@@ -1,40 +1,56 @@
-"""Stage `ingest`: the configured source plus every accepted batch of new data, as one raw table."""
+"""Stage `ingest`: the configured source plus every accepted batch of new data, as one raw table.
+
+Read and written a batch at a time (tasks.lib.readers.iter_source, a Parquet row group per
+batch), so memory does not grow with the data; a reader error stops the stage before the
+previous raw table is replaced.
+"""
 
 from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
 
 import pandas as pd
 
 from tasks.lib.artifacts import IngestMetrics
-from tasks.lib.columns import SPLIT
+from tasks.lib.columns import RAW_COLUMNS, SPLIT
 from tasks.lib.config import Params
-from tasks.lib.incoming import accepted_names, batch_files, data_version, read_batches
-from tasks.lib.io import write_table
-from tasks.lib.readers import read_source
+from tasks.lib.incoming import accepted_names, batch_files, data_version
+from tasks.lib.io import read_table, write_batches
+from tasks.lib.readers import iter_source
 from tasks.lib.stage_runner import run_as_script
 
 
 def run(params: Params) -> None:
     """Stage entry point: the source plus every accepted batch of new data -> `paths.raw`; metrics/ingest.json."""
-    frame = read_source(params.data, params.root)
-    source_rows = len(frame)
     incoming = params.path("incoming")
     batches = batch_files(incoming)
-    added = read_batches(batches)
-    if added is not None:
-        frame = pd.concat([frame, added], ignore_index=True)
-    write_table(params.path("raw"), frame)
+    counted = {"source": 0}
+    splits: Counter[str] = Counter()
+
+    def rows() -> Iterator[pd.DataFrame]:
+        for batch in iter_source(params.data, params.root):
+            counted["source"] += len(batch)
+            splits.update(batch[SPLIT].fillna("unsplit"))
+            yield batch
+        for path in batches:
+            added = read_table(path)
+            splits.update(added[SPLIT].fillna("unsplit"))
+            yield added
+
+    total = write_batches(params.path("raw"), rows(), RAW_COLUMNS)
+    source_rows = counted["source"]
     version, accepted = data_version(incoming), len(accepted_names(incoming))
     IngestMetrics(
-        rows=len(frame),
+        rows=total,
         source_rows=source_rows,
         batches=accepted,
-        batch_rows=len(frame) - source_rows,
+        batch_rows=total - source_rows,
         data_version=version,
     ).write(params)
-    splits = frame[SPLIT].fillna("unsplit").value_counts().to_dict()
     print(
-        f"ingest: {len(frame)} rows: {source_rows} from {params.data.source}, {len(frame) - source_rows} "
-        f"from {accepted} batches of new data (data version {version}) ({splits})"
+        f"ingest: {total} rows: {source_rows} from {params.data.source}, {total - source_rows} "
+        f"from {accepted} batches of new data (data version {version}) ({dict(splits)})"
     )
 
 
