@@ -42,22 +42,28 @@ def map_labels(labels: pd.Series, mapping: dict[str, str]) -> pd.Series:
     return labels.map(mapping).fillna(labels) if mapping else labels
 
 
-def token_counts(texts: list[str], base_model: str, root: Path) -> np.ndarray:
-    """Tokens per text in `train.base_model`'s tokenizer, special tokens not counted."""
+def token_counts(texts: list[str], base_model: str, root: Path, batch_size: int = 20_000) -> np.ndarray:
+    """Tokens per text in `train.base_model`'s tokenizer, special tokens not counted.
+
+    In batches: the token ids of every text at once would cost hundreds of bytes per row.
+    """
     from transformers import AutoTokenizer
 
     from tasks.lib.models import resolve_base_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model(base_model, root))
-    ids = tokenizer(
-        texts,
-        add_special_tokens=False,
-        truncation=False,
-        verbose=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-    )["input_ids"]
-    return np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(texts))
+    counts = np.zeros(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), batch_size):
+        ids = tokenizer(
+            texts[start : start + batch_size],
+            add_special_tokens=False,
+            truncation=False,
+            verbose=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
+        counts[start : start + len(ids)] = [len(row) for row in ids]
+    return counts
 
 
 def _listing(row_ids: list[str]) -> str:
