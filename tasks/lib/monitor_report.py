@@ -35,6 +35,18 @@ tr.fired td { background: #fde2e1; }
 """
 
 
+def _spec(title: str, rows: list[dict[str, Any]], height: int = 200, **body: Any) -> dict[str, Any]:
+    """A Vega-Lite chart of `rows`, 360 pixels wide."""
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": title,
+        "width": 360,
+        "height": height,
+        "data": {"values": rows},
+        **body,
+    }
+
+
 def _histogram(name: str, groups: dict[str, np.ndarray], title: str, x: str) -> dict[str, Any]:
     """A Vega-Lite spec of normalised histograms of each group, over shared bins."""
     values = np.concatenate([v for v in groups.values() if len(v)]) if groups else np.array([0.0])
@@ -46,21 +58,18 @@ def _histogram(name: str, groups: dict[str, np.ndarray], title: str, x: str) -> 
             {"group": group, "start": float(a), "end": float(b), "share": float(c)}
             for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True)
         ]
-    return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": title,
-        "name": name,
-        "width": 360,
-        "height": 200,
-        "data": {"values": rows},
-        "mark": {"type": "bar", "opacity": 0.55},
-        "encoding": {
+    return _spec(
+        title,
+        rows,
+        name=name,
+        mark={"type": "bar", "opacity": 0.55},
+        encoding={
             "x": {"field": "start", "type": "quantitative", "title": x, "bin": {"binned": True}},
             "x2": {"field": "end"},
             "y": {"field": "share", "type": "quantitative", "stack": None, "title": "share of texts"},
             "color": {"field": "group", "type": "nominal", "title": None},
         },
-    }
+    )
 
 
 def _label_shares(served: pd.Series, reference: pd.Series, labels: list[str]) -> dict[str, Any]:
@@ -69,20 +78,17 @@ def _label_shares(served: pd.Series, reference: pd.Series, labels: list[str]) ->
         for group, data in (("served", served), ("test split", reference))
         for label in labels
     ]
-    return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": "Predicted labels",
-        "width": 360,
-        "height": 200,
-        "data": {"values": rows},
-        "mark": "bar",
-        "encoding": {
+    return _spec(
+        "Predicted labels",
+        rows,
+        mark="bar",
+        encoding={
             "x": {"field": "label", "type": "nominal"},
             "xOffset": {"field": "group"},
             "y": {"field": "share", "type": "quantitative"},
             "color": {"field": "group", "type": "nominal", "title": None},
         },
-    }
+    )
 
 
 def _embedding_map(reference: np.ndarray, served: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
@@ -98,20 +104,18 @@ def _embedding_map(reference: np.ndarray, served: np.ndarray, scores: np.ndarray
         )
         for (a, b), s in zip(pca.transform(points) if len(points) else [], score, strict=False)
     ]
-    return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": "Sentence embeddings (principal components of the training texts)",
-        "width": 360,
-        "height": 300,
-        "data": {"values": rows},
-        "mark": {"type": "circle", "size": 12, "opacity": 0.5},
-        "encoding": {
+    return _spec(
+        "Sentence embeddings (principal components of the training texts)",
+        rows,
+        300,
+        mark={"type": "circle", "size": 12, "opacity": 0.5},
+        encoding={
             "x": {"field": "pc1", "type": "quantitative"},
             "y": {"field": "pc2", "type": "quantitative"},
             "color": {"field": "group", "type": "nominal", "title": None},
             "tooltip": [{"field": "score", "title": "drift score"}],
         },
-    }
+    )
 
 
 def _live_accuracy(run: MonitorRun) -> dict[str, Any] | None:
@@ -121,13 +125,11 @@ def _live_accuracy(run: MonitorRun) -> dict[str, Any] | None:
     rows = [{"what": "live (feedback)", "accuracy": live.accuracy, "low": live.low, "high": live.high}]
     if live.test_accuracy is not None:
         rows.append({"what": "gate test split", "accuracy": live.test_accuracy, "low": None, "high": None})
-    return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": f"Accuracy ({live.labelled} labelled served texts, {live.confidence:.0%} interval)",
-        "width": 360,
-        "height": 120,
-        "data": {"values": rows},
-        "layer": [
+    return _spec(
+        f"Accuracy ({live.labelled} labelled served texts, {live.confidence:.0%} interval)",
+        rows,
+        120,
+        layer=[
             {
                 "mark": "rule",
                 "encoding": {
@@ -144,7 +146,7 @@ def _live_accuracy(run: MonitorRun) -> dict[str, Any] | None:
                 },
             },
         ],
-    }
+    )
 
 
 def charts(run: MonitorRun, compared: Comparison) -> list[dict[str, Any]]:
