@@ -19,7 +19,7 @@ from tasks.apps.review_queue import ReviewError
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import Params
 from tasks.lib.io import read_json, write_json
-from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, log_location, read_log
+from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, latest_feedback, log_location, read_log
 
 MARK_FILE = "feedback_exported.json"
 
@@ -38,8 +38,9 @@ def labelled_feedback(params: Params, since: datetime | None) -> pd.DataFrame:
             "the prediction log holds no texts (monitor.log_text is false), so the feedback has no text to "
             "label; set monitor.log_text: true where the texts may be kept"
         )
-    latest = feedback.sort_values("time").drop_duplicates(["request_id", "index"], keep="last")
-    joined = latest.merge(answers[["request_id", "index", "text"]].dropna(), on=["request_id", "index"], how="inner")
+    joined = latest_feedback(feedback).merge(
+        answers[["request_id", "index", "text"]].dropna(), on=["request_id", "index"], how="inner"
+    )
     return joined[[TEXT, LABEL, "time"]]
 
 

@@ -205,6 +205,11 @@ class PredictionLog:
         return files
 
 
+def latest_feedback(feedback: pd.DataFrame) -> pd.DataFrame:
+    """One row per answered text: the newest label sent for it (a person may correct one)."""
+    return feedback.sort_values("time").drop_duplicates(["request_id", "index"], keep="last")
+
+
 def read_log(location: Path | str) -> pd.DataFrame:
     """Every row of a log (predictions or feedback) as one table, the `date` partition a column; empty if none."""
     import pyarrow.dataset as ds

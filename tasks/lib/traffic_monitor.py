@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from tasks.lib.artifacts import TOKENIZER_FILE
 from tasks.lib.config import MonitorRule, Params, StatisticRule
 from tasks.lib.models import resolve_base_model
-from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, log_location, read_log
+from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, latest_feedback, log_location, read_log
 from tasks.lib.reference_profile import (
     REFERENCE_FILE,
     ReferenceProfile,
@@ -193,7 +193,7 @@ def live_accuracy(params: Params, answers: pd.DataFrame, test_accuracy: float | 
     feedback = read_log(log_location(params.monitor, params.location("registry"), FEEDBACK))
     if feedback.empty or answers.empty:
         return empty
-    truth = feedback.sort_values("time").drop_duplicates(["request_id", "index"], keep="last")
+    truth = latest_feedback(feedback)
     joined = answers.merge(truth[["request_id", "index", "label"]], on=["request_id", "index"], suffixes=("", "_true"))
     correct = (joined["label"] == joined["label_true"]).to_numpy(dtype=float)
     live = empty.model_copy(update={"labelled": len(correct)})
@@ -293,7 +293,6 @@ def monitor_traffic(
     if record is None:
         raise RegistryError(f"{registry.url}: no production version to monitor (promote one first)")
     version = record["version"]
-    folder = registry.fetch(version)
     end = datetime.now(UTC)
     start = since or end - timedelta(hours=window_hours or params.monitor.window_hours)
     gate_accuracy = ((record.get("metrics") or {}).get("gate") or {}).get("overall", {}).get("accuracy", {})
@@ -312,6 +311,7 @@ def monitor_traffic(
         )
         run = MonitorRun(**base, predictions=len(answers), judged=False, note=note, findings=[], live_accuracy=live)
         return run, Comparison()
+    folder = registry.fetch(version)  # only when judged: from object storage it downloads the version
     reference = read_profile(folder / REFERENCE_FILE)
     window = Window(answers, registry.labels(version) or sorted(reference.test["label"].unique()))
     findings, compared = judge(params, window, reference, folder)

@@ -31,11 +31,11 @@ def run(params: Params) -> None:
     def rows() -> Iterator[pd.DataFrame]:
         for batch in iter_source(params.data, params.root):
             counted["source"] += len(batch)
-            splits.update(batch[SPLIT].fillna("unsplit"))
+            splits.update(batch[SPLIT].fillna("unsplit").value_counts().to_dict())
             yield batch
         for path in batches:
             added = read_table(path)
-            splits.update(added[SPLIT].fillna("unsplit"))
+            splits.update(added[SPLIT].fillna("unsplit").value_counts().to_dict())
             yield added
 
     total = write_batches(params.path("raw"), rows(), RAW_COLUMNS)
