@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.lib.columns import ROW_ID, SOURCE_FILE, TEXT
+from tasks.lib.columns import ROW_ID, SOURCE_FILE
 from tasks.lib.config import Params
 from tasks.lib.errors import PipelineError
 from tasks.lib.incoming import accepted_names, batch_id, consolidate, data_version, incoming_lock, next_number
@@ -113,8 +113,8 @@ def _rows_in_metadata(path: Path) -> int | None:
 def check_file(path: Path, params: Params) -> Verdict:
     """Read and judge one file with the row rules of `validate`, within `retrain.max_file_rows`."""
     from tasks.lib.validation.checks import check
-    from tasks.lib.validation.features import token_counts
-    from tasks.lib.validation.report import quarantine_records, render, summary
+    from tasks.lib.validation.features import TokenCounter
+    from tasks.lib.validation.report import render, summary
 
     limit = params.retrain.max_file_rows
     declared = _rows_in_metadata(path)
@@ -130,12 +130,11 @@ def check_file(path: Path, params: Params) -> Verdict:
     if len(frame) > limit:
         reason = f"{len(frame)} rows, over retrain.max_file_rows {limit}"
         return Verdict(None, reason, f"## {path.name}: too large\n\n{reason}.\n")
-    tokens = token_counts(frame[TEXT].tolist(), params.train.base_model, params.root)
-    outcome = check(frame, params.data, params.validate_, tokens, dataset_rules=False)
+    counter = TokenCounter(params.train.base_model, params.root)
+    outcome = check(frame, params.data, params.validate_, counter, dataset_rules=False)
     if outcome.passed:
         return Verdict(frame)
-    records = quarantine_records(frame, outcome)
-    report = summary(outcome, records, len(frame), params.validate_.report_text)
+    report = summary(outcome, len(frame), params.validate_.report_text)
     failed = ", ".join(f"{name} ({report['rules'][name]['rows']} rows)" for name in report["failed_rules"])
     text = render(report, Path(FLAGGED_ROWS)) + "\n"
     if outcome.rules["label_in_set"].rows:
@@ -143,7 +142,7 @@ def check_file(path: Path, params: Params) -> Verdict:
 
         advice = unknown_labels_advice(frame, params.data, params.location("registry"), params.split.seed)
         text += f"\n{advice}\n" if advice else ""
-    return Verdict(frame, f"failed validation: {failed}", text, records)
+    return Verdict(frame, f"failed validation: {failed}", text, outcome.records)
 
 
 def display_name(name: str) -> str:

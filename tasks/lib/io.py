@@ -113,23 +113,42 @@ def write_table(path: Path, frame: pd.DataFrame) -> None:
         frame.to_parquet(tmp, index=False)
 
 
-def write_batches(path: Path, batches: Iterable[pd.DataFrame], columns: dict[str, str]) -> int:
-    """Write `batches` as one Parquet file (a row group per batch), atomically; returns the rows written.
+class TableWriter:
+    """Writes DataFrames to one Parquet file, a row group per `write`, with a fixed schema.
 
     Args:
         columns: name -> Arrow type name (`string`, `int64`), the file's schema: a batch whose
             column is all null (a source without splits) is written with the same types as any other.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in columns.items()])
-    rows = 0
-    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+    def __init__(self, path: Path, columns: dict[str, str]):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.columns = list(columns)
+        self.schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in columns.items()])
+        self.writer = pq.ParquetWriter(path, self.schema)
+        self.rows = 0
+
+    def write(self, batch: pd.DataFrame) -> None:
+        import pyarrow as pa
+
+        self.writer.write_table(pa.Table.from_pandas(batch[self.columns], schema=self.schema, preserve_index=False))
+        self.rows += len(batch)
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.writer.close()
+
+
+def write_batches(path: Path, batches: Iterable[pd.DataFrame], columns: dict[str, str]) -> int:
+    """Write `batches` as one Parquet file (a row group per batch, TableWriter), atomically; returns the rows."""
+    with atomic_path(path) as tmp, TableWriter(tmp, columns) as writer:
         for batch in batches:
-            writer.write_table(pa.Table.from_pandas(batch[list(columns)], schema=schema, preserve_index=False))
-            rows += len(batch)
-    return rows
+            writer.write(batch)
+    return writer.rows
 
 
 def read_table(path: Path) -> pd.DataFrame:

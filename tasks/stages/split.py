@@ -14,16 +14,19 @@ The price: class shares per split match the data's only up to sampling noise
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from tasks.lib.columns import LABEL, SPLIT, SPLITS, TEXT
+from tasks.lib.batches import FrameTable, ParquetTable, Table, Vocabulary
+from tasks.lib.columns import LABEL, RAW_COLUMNS, SPLIT, SPLITS, TEXT
 from tasks.lib.config import Params, SplitConfig
 from tasks.lib.errors import PipelineError
-from tasks.lib.io import read_table, write_table
+from tasks.lib.io import TableWriter, atomic_path
 from tasks.lib.stage_runner import run_as_script
 from tasks.lib.text import normalise
 
@@ -44,61 +47,123 @@ def unit_hash(keys: pd.Series, salt: str) -> np.ndarray:
     )
 
 
-def _carve(frame: pd.DataFrame, fraction: float, seed: int, name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split `frame` into (rest, part): each text group is in `part` with probability `fraction`."""
-    in_part = unit_hash(frame[TEXT].map(normalise), f"{seed}:{name}") < fraction
-    rest, part = frame[~in_part], frame[in_part]
-    for side, rows in ((name, part), ("remaining training", rest)):
-        missing = sorted(set(frame[LABEL]) - set(rows[LABEL]))
+@dataclass
+class SplitKeys:
+    """What the split needs of every row, read batch by batch (about 20 bytes a row)."""
+
+    source: np.ndarray  # int8: index into SPLITS of the source's split; unsplit rows are training rows
+    label: np.ndarray  # int32 label codes (labels.values)
+    labels: Vocabulary
+    hashes: dict[str, np.ndarray]  # salt -> unit_hash of the normalised text (only the salts asked for)
+
+
+def split_keys(table: Table, salts: list[str]) -> SplitKeys:
+    """Read the text, label and split columns of `table`, hashing each normalised text with `salts`."""
+    labels = Vocabulary()
+    source: list[np.ndarray] = []
+    label: list[np.ndarray] = []
+    hashes: dict[str, list[np.ndarray]] = {salt: [] for salt in salts}
+    for batch in table.batches([TEXT, LABEL, SPLIT]):
+        source.append(batch[SPLIT].fillna("train").map({name: i for i, name in enumerate(SPLITS)}).to_numpy(np.int8))
+        label.append(labels.codes(batch[LABEL]))
+        normalised = batch[TEXT].map(normalise) if salts else None
+        for salt in salts:
+            hashes[salt].append(unit_hash(normalised, salt))
+    return SplitKeys(
+        np.concatenate(source) if source else np.zeros(0, np.int8),
+        np.concatenate(label) if label else np.zeros(0, np.int32),
+        labels,
+        {salt: np.concatenate(parts) if parts else np.zeros(0) for salt, parts in hashes.items()},
+    )
+
+
+def _salts(present: set[str], config: SplitConfig) -> list[str]:
+    """The hashes the split will need, given the source splits `present`."""
+    salts = [] if "test" in present else [f"{config.seed}:test"]
+    salts += [] if "val" in present else [f"{config.seed + 1}:val"]
+    return salts + ([f"{config.seed}:cap"] if config.max_test_rows is not None else [])
+
+
+def _carve(keys: SplitKeys, rows: np.ndarray, fraction: float, salt: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split `rows` (positions) into (rest, part): each text group is in `part` with probability `fraction`."""
+    in_part = keys.hashes[salt][rows] < fraction
+    rest, part = rows[~in_part], rows[in_part]
+    present = set(keys.label[rows])
+    for side, chosen in ((name, part), ("remaining training", rest)):
+        missing = sorted(keys.labels.values[code] for code in present - set(keys.label[chosen]))
         if missing:
             raise SplitError(
-                f"the {side} split has no rows of labels {missing} ({len(frame)} rows to carve "
+                f"the {side} split has no rows of labels {missing} ({len(rows)} rows to carve "
                 f"{fraction:.0%} from): too few of them; add data or change split.seed"
             )
     return rest, part
 
 
-def cap(part: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
-    """The `rows` rows of `part` whose text groups hash lowest: a uniform sample that changes least as data
-    grows (a row kept after rows were appended was kept before). Rows left out go to no other split."""
-    order = np.argsort(unit_hash(part[TEXT].map(normalise), f"{seed}:cap"), kind="stable")
-    return part.iloc[np.sort(order[:rows])]
+def assign(keys: SplitKeys, config: SplitConfig) -> dict[str, np.ndarray]:
+    """{'train', 'val', 'test'}: the positions of each split's rows, in the order they were read.
+
+    Rows the source already assigned to a split stay there; missing splits are carved from the
+    training rows (unsplit rows count as training rows). With `max_train_rows` the training split
+    is a stratified sample; with `max_test_rows` the test split is capped to the rows whose text
+    groups hash lowest (a uniform sample that changes least as data grows: a row kept after rows
+    were appended was kept before; rows left out go to no other split).
+    """
+    parts = {name: np.flatnonzero(keys.source == index) for index, name in enumerate(SPLITS)}
+    train = parts["train"]
+    if not len(parts["test"]):
+        share = config.test_fraction if not len(parts["val"]) else config.test_fraction / (1 - config.val_fraction)
+        train, parts["test"] = _carve(keys, train, share, f"{config.seed}:test", "test")
+    if not len(parts["val"]):
+        share = config.val_fraction / (1 - config.test_fraction)
+        train, parts["val"] = _carve(keys, train, share, f"{config.seed + 1}:val", "val")
+    if config.max_train_rows is not None and len(train) > config.max_train_rows:
+        train, _ = train_test_split(
+            train, train_size=config.max_train_rows, random_state=config.seed, stratify=keys.label[train]
+        )
+        train = np.sort(train)
+    parts["train"] = train
+    test = parts["test"]
+    if config.max_test_rows is not None and len(test) > config.max_test_rows:
+        order = np.argsort(keys.hashes[f"{config.seed}:cap"][test], kind="stable")
+        parts["test"] = np.sort(test[order[: config.max_test_rows]])
+    return parts
+
+
+def _present(table: Table) -> set[str]:
+    found: set[str] = set()
+    for batch in table.batches([SPLIT]):
+        found |= set(batch[SPLIT].fillna("train").unique())
+    return found
 
 
 def split(frame: pd.DataFrame, config: SplitConfig) -> dict[str, pd.DataFrame]:
-    """Return {'train', 'val', 'test'} frames.
-
-    Rows the source already assigned to a split stay there; missing splits are
-    carved from the training rows (unsplit rows count as training rows). With
-    `max_train_rows` the training split is a stratified sample; with `max_test_rows`
-    the test split is capped (`cap`), so evaluation and the gate stay affordable.
-    """
-    assigned = frame[SPLIT].fillna("train")
-    parts = {name: frame[assigned == name] for name in SPLITS}
-    train = parts["train"]
-    if parts["test"].empty:
-        share = config.test_fraction if parts["val"].empty else config.test_fraction / (1 - config.val_fraction)
-        train, parts["test"] = _carve(train, share, config.seed, "test")
-    if parts["val"].empty:
-        share = config.val_fraction / (1 - config.test_fraction)
-        train, parts["val"] = _carve(train, share, config.seed + 1, "val")
-    if config.max_train_rows is not None and len(train) > config.max_train_rows:
-        train, _ = train_test_split(
-            train, train_size=config.max_train_rows, random_state=config.seed, stratify=train[LABEL]
-        )
-    parts["train"] = train
-    if config.max_test_rows is not None and len(parts["test"]) > config.max_test_rows:
-        parts["test"] = cap(parts["test"], config.max_test_rows, config.seed)
-    return {name: part.assign(**{SPLIT: name}).reset_index(drop=True) for name, part in parts.items()}
+    """Return {'train', 'val', 'test'} frames of an in-memory table (`assign`)."""
+    table = FrameTable(frame)
+    parts = assign(split_keys(table, _salts(_present(table), config)), config)
+    return {name: frame.iloc[rows].assign(**{SPLIT: name}).reset_index(drop=True) for name, rows in parts.items()}
 
 
 def run(params: Params) -> None:
-    """Stage entry point: write the three splits."""
-    parts = split(read_table(params.path("validated")), params.split)
-    for name, part in parts.items():
-        write_table(params.path(f"{name}_split"), part)
-    sizes = {name: len(part) for name, part in parts.items()}
-    print(f"split: {sizes}")
+    """Stage entry point: write the three splits, reading the validated rows in batches."""
+    table = ParquetTable(params.path("validated"))
+    parts = assign(split_keys(table, _salts(_present(table), params.split)), params.split)
+    destination = np.full(table.rows, -1, dtype=np.int8)  # rows in no split: left out by max_test_rows
+    for index, name in enumerate(SPLITS):
+        destination[parts[name]] = index
+    with contextlib.ExitStack() as stack:
+        writers = [
+            stack.enter_context(
+                TableWriter(stack.enter_context(atomic_path(params.path(f"{name}_split"))), RAW_COLUMNS)
+            )
+            for name in SPLITS
+        ]
+        start = 0
+        for batch in table.batches():
+            where = destination[start : start + len(batch)]
+            for index, name in enumerate(SPLITS):
+                writers[index].write(batch[where == index].assign(**{SPLIT: name}))
+            start += len(batch)
+    print(f"split: { {name: len(rows) for name, rows in parts.items()} }")
 
 
 if __name__ == "__main__":

@@ -10,24 +10,22 @@ remains. The previous validated data stays in place when this fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
+import pandas as pd
+
 from tasks.lib.artifacts import VALIDATION_REPORT_FILE, ValidateMetrics
-from tasks.lib.columns import TEXT
+from tasks.lib.batches import ParquetTable
+from tasks.lib.columns import LABEL, RAW_COLUMNS, TEXT
 from tasks.lib.config import Params
 from tasks.lib.errors import PipelineError
-from tasks.lib.io import (
-    atomic_dir,
-    atomic_path,
-    read_table,
-    write_table,
-    write_text,
-)
+from tasks.lib.io import TableWriter, atomic_dir, atomic_path, write_text
 from tasks.lib.stage_runner import run_as_script
 from tasks.lib.unknown_labels import unknown_labels_advice
 from tasks.lib.validation.checks import check
-from tasks.lib.validation.features import token_counts
-from tasks.lib.validation.report import quarantine_records, render, summary
+from tasks.lib.validation.features import TokenCounter
+from tasks.lib.validation.report import render, summary
 
 
 class ValidationFailed(PipelineError, RuntimeError):
@@ -35,31 +33,37 @@ class ValidationFailed(PipelineError, RuntimeError):
 
 
 def run(params: Params) -> None:
-    """Stage entry point: write validated rows, quarantine, summary, report and Data Docs; raise if unfit."""
-    frame = read_table(params.path("raw"))
+    """Stage entry point: write validated rows, quarantine, summary, report and Data Docs; raise if unfit.
+
+    The raw table is read in batches (tasks.lib.validation.checks), and the accepted rows are
+    written batch by batch to a staging file that replaces the validated data only on success.
+    """
+    raw = ParquetTable(params.path("raw"))
     accepted = params.path("validated")
-    baseline = read_table(accepted) if accepted.exists() else None
-    tokens = token_counts(frame[TEXT].tolist(), params.train.base_model, params.root)
+    baseline = ParquetTable(accepted) if accepted.exists() else None
+    counter = TokenCounter(params.train.base_model, params.root)
     reports = params.path("reports")
-    with atomic_dir(reports / "data_docs") as staging:
-        outcome = check(frame, params.data, params.validate_, tokens, baseline, staging)
-    outcome.docs = reports / "data_docs" / "index.html"  # published by the rename
-    records = quarantine_records(frame, outcome)
-    quarantine = params.path("quarantine")
-    with atomic_path(quarantine) as tmp:
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    report = summary(outcome, records, len(frame), params.validate_.report_text)
-    ValidateMetrics.parse(report, "validate summary").write(params)
-    text = render(report, quarantine)
-    if outcome.rules["label_in_set"].rows:
-        advice = unknown_labels_advice(frame, params.data, params.location("registry"), params.split.seed)
-        text += f"\n\n{advice}" if advice else ""
-    write_text(reports / VALIDATION_REPORT_FILE, text + "\n")
-    if not outcome.passed:
-        # The validated output is declared `persist` in dvc.yaml and only
-        # written on success, so the last good data (and the drift baseline) stays.
-        raise ValidationFailed(text)
-    write_table(accepted, outcome.kept)
+    # The validated output is declared `persist` in dvc.yaml and only replaced on success,
+    # so the last good data (and the drift baseline) stays.
+    with contextlib.ExitStack() as stack:
+        staging = stack.enter_context(atomic_path(accepted))
+        writer = stack.enter_context(TableWriter(staging, RAW_COLUMNS))
+        with atomic_dir(reports / "data_docs") as docs:
+            outcome = check(raw, params.data, params.validate_, counter, baseline, docs, keep=writer.write)
+        outcome.docs = reports / "data_docs" / "index.html"  # published by the rename
+        quarantine = params.path("quarantine")
+        with atomic_path(quarantine) as tmp:
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in outcome.records), encoding="utf-8")
+        report = summary(outcome, raw.rows, params.validate_.report_text)
+        ValidateMetrics.parse(report, "validate summary").write(params)
+        text = render(report, quarantine)
+        if outcome.rules["label_in_set"].rows:
+            flagged = pd.DataFrame(outcome.records, columns=[TEXT, LABEL])
+            advice = unknown_labels_advice(flagged, params.data, params.location("registry"), params.split.seed)
+            text += f"\n\n{advice}" if advice else ""
+        write_text(reports / VALIDATION_REPORT_FILE, text + "\n")
+        if not outcome.passed:
+            raise ValidationFailed(text)
     print(text)
 
 

@@ -10,7 +10,7 @@ from tasks.lib.io import write_table
 from tasks.lib.readers import read_source
 from tasks.lib.validation.checks import check
 from tasks.lib.validation.drift import label_drift, length_drift
-from tasks.lib.validation.features import token_counts
+from tasks.lib.validation.features import TokenCounter
 from tasks.stages.validate import ValidationFailed, run
 from tests.data.corpus import good_rows
 
@@ -29,8 +29,8 @@ def raw_frame(rows: list[tuple[str, str]], splits: list[str] | None = None) -> p
 
 
 def run_check(params, frame, baseline=None):
-    tokens = token_counts(frame["text"].tolist(), params.train.base_model, params.root)
-    return check(frame, params.data, params.validate_, tokens, baseline)
+    counter = TokenCounter(params.train.base_model, params.root)
+    return check(frame, params.data, params.validate_, counter, baseline)
 
 
 GOOD = good_rows(120)
@@ -179,14 +179,14 @@ def test_failed_run_keeps_the_last_good_data(params):
 
 @pytest.mark.parametrize("report_text", ["excerpt", "hash", "none"])
 def test_report_text_decides_how_flagged_rows_appear_in_reports(make_params, report_text):
-    from tasks.lib.validation.report import quarantine_records, render, summary
+    from tasks.lib.validation.report import render, summary
 
     params = make_params({"validate": {"min_rows": 50, "report_text": report_text}})
     secret = "call me at jane.doe@example.com about the refund"
     frame = raw_frame([*GOOD, (secret, "positive"), (secret, "positive")])
     outcome = run_check(params, frame)
-    records = quarantine_records(frame, outcome)
-    report = summary(outcome, records, len(frame), params.validate_.report_text)
+    records = outcome.records
+    report = summary(outcome, len(frame), params.validate_.report_text)
     shown = json.dumps(report) + render(report, params.path("quarantine"))
     (example,) = report["rules"]["duplicate_exact"]["examples"]
     assert example.startswith("f.csv:123: ")  # always where the row is
@@ -240,8 +240,8 @@ def test_label_noise_finds_most_injected_flips_and_little_else(params):
 
 def test_label_noise_is_judged_on_whole_datasets_only_and_can_be_off(params, make_params):
     rows = raw_frame([*good_rows(100), ("a great film, review 7", "negative")])
-    tokens = token_counts(rows["text"].tolist(), params.train.base_model, params.root)
-    batch = check(rows, params.data, params.validate_, tokens, dataset_rules=False)  # a landing file on its own
+    counter = TokenCounter(params.train.base_model, params.root)
+    batch = check(rows, params.data, params.validate_, counter, dataset_rules=False)  # a landing file on its own
     assert "label_noise" not in batch.rules
     off = make_params({"validate": {"min_rows": 50, "rules": {"label_noise": "off"}}})
     assert "label_noise" not in run_check(off, rows).rules

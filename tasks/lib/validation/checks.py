@@ -1,8 +1,21 @@
-"""Run every rule on a raw table and decide: which rows stay, which go, whether the run stops."""
+"""Run every rule on a raw table and decide: which rows stay, which go, whether the run stops.
+
+The table is read in batches, three times, so memory does not grow with the rows:
+
+1. the text, label and split columns, into compact per-row keys (tasks.lib.validation.groups):
+   text hashes, label and split codes, lengths;
+2. the row ids the group findings name, and the texts label noise checks (a sample of at
+   most `label_noise.max_rows`);
+3. every column, batch by batch: the derived columns, the Great Expectations row suite, the
+   quarantine records and the accepted rows (handed to `keep`).
+
+The dataset rules then judge the accepted rows from the keys: counts, class shares, drift.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.lib.columns import LABEL, ROW_ID, TEXT
+from tasks.lib.batches import Table, Vocabulary, as_table, gather
+from tasks.lib.columns import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, SPLIT, TEXT
 from tasks.lib.config import DataConfig, ValidateConfig
 from tasks.lib.validation import drift
 from tasks.lib.validation.features import (
@@ -23,9 +37,13 @@ from tasks.lib.validation.features import (
     MAPPED_LABEL,
     NEAR_COPY_OF,
     NOT_LANGUAGE,
+    SPLIT_PRIORITY,
     TOKENS,
+    TokenCounter,
     add_features,
 )
+from tasks.lib.validation.groups import GroupFindings, RowKeys, group_findings, listing, row_keys
+from tasks.lib.validation.label_noise import rows_to_check, suspected_labels
 from tasks.lib.validation.suite import (
     DRIFT_RULES,
     Validator,
@@ -37,6 +55,7 @@ from tasks.lib.validation.suite import (
 )
 
 _CONTROL = re.compile(CONTROL)
+SPLIT_NAMES = {priority: name for name, priority in SPLIT_PRIORITY.items()}
 
 
 @dataclass
@@ -64,7 +83,9 @@ class Outcome:
     rules: dict[str, RuleOutcome] = field(default_factory=dict)
     reasons: dict[str, list[str]] = field(default_factory=dict)  # row id -> ["rule: detail"]
     removed: set[str] = field(default_factory=set)  # row ids that do not go on
-    kept: pd.DataFrame = field(default_factory=pd.DataFrame)
+    records: list[dict[str, Any]] = field(default_factory=list)  # the quarantine file's rows
+    kept_rows: int = 0
+    kept: pd.DataFrame = field(default_factory=pd.DataFrame)  # the rows that go on, unless handed to `keep`
     docs: Path | None = None  # the Data Docs index page, once published
 
     @property
@@ -105,34 +126,70 @@ def _detail(rule: str, row: dict[str, Any], data: DataConfig) -> str:
     return f"repeats {row[NEAR_COPY_OF]} up to case, spacing or Unicode form"
 
 
-def _class_table(kept: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
-    counts = kept[MAPPED_LABEL].value_counts().reindex(labels, fill_value=0)
-    return pd.DataFrame({"label": labels, "rows": counts.to_numpy(), "share": counts.to_numpy() / max(len(kept), 1)})
+def _records(batch: pd.DataFrame, outcome: Outcome) -> list[dict[str, Any]]:
+    """Every flagged row of `batch` as it was read, where it came from, why, and whether it went on."""
+    flagged = batch[batch[ROW_ID].isin(outcome.reasons)]
+    return [
+        {
+            "row_id": row[ROW_ID],
+            "file": row[SOURCE_FILE],
+            "line": int(row[SOURCE_LINE]),
+            "split": row[SPLIT],
+            "text": row[TEXT],
+            "label": row[LABEL],
+            "reasons": outcome.reasons[row[ROW_ID]],
+            "kept": row[ROW_ID] not in outcome.removed,
+        }
+        for row in flagged.to_dict(orient="records")
+    ]
+
+
+@dataclass
+class Profile:
+    """The labels (after data.label_map) and text lengths of a set of rows, for drift."""
+
+    labels: pd.Series  # categorical
+    lengths: np.ndarray
+
+    @property
+    def rows(self) -> int:
+        return len(self.lengths)
+
+
+def profile(table: Table) -> Profile:
+    """An accepted dataset's labels and lengths, read batch by batch."""
+    vocabulary, labels, lengths = Vocabulary(), [], []
+    for batch in table.batches([TEXT, LABEL]):
+        labels.append(vocabulary.codes(batch[LABEL]))
+        lengths.append(batch[TEXT].str.len().to_numpy(np.int32))
+    codes = np.concatenate(labels) if labels else np.zeros(0, np.int32)
+    return Profile(vocabulary.series(codes), np.concatenate(lengths) if lengths else np.zeros(0, np.int32))
+
+
+def _class_table(kept: Profile, labels: list[str]) -> pd.DataFrame:
+    counts = kept.labels.value_counts().reindex(labels, fill_value=0)
+    return pd.DataFrame({"label": labels, "rows": counts.to_numpy(), "share": counts.to_numpy() / max(kept.rows, 1)})
 
 
 def _drift(
-    kept: pd.DataFrame, baseline: pd.DataFrame | None, data: DataConfig, config: ValidateConfig
+    kept: Profile, baseline: Profile | None, data: DataConfig, config: ValidateConfig
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Drift statistics against the accepted dataset, and per drift rule what it was measured
     against or why it was not."""
-    if baseline is None or baseline.empty:
+    if baseline is None or baseline.rows == 0:
         why = "not checked: no accepted dataset yet (the first successful run sets the baseline)"
         return {}, dict.fromkeys(DRIFT_RULES, why)
-    if kept.empty:
+    if kept.rows == 0:
         return {}, dict.fromkeys(DRIFT_RULES, "not checked: no rows remain after the row rules")
-    against = f"measured against the accepted dataset ({len(baseline)} rows)"
-    statistics = {
-        "length_drift": drift.length_drift(
-            baseline[TEXT].str.len().to_numpy(), kept[TEXT].str.len().to_numpy(), config.drift.length.statistic
-        )
-    }
-    accepted = sorted(set(baseline[LABEL]))
+    against = f"measured against the accepted dataset ({baseline.rows} rows)"
+    statistics = {"length_drift": drift.length_drift(baseline.lengths, kept.lengths, config.drift.length.statistic)}
+    accepted = sorted(baseline.labels.dropna().unique())
     if accepted != sorted(data.labels):
         # A class added or removed on purpose shifts the shares by design; the gate guards the change.
         why = f"not checked: the accepted dataset has labels {accepted}, data.labels is {list(data.labels)}"
         return statistics, {"label_drift": why, "length_drift": against}
     statistics["label_drift"] = drift.label_drift(
-        baseline[LABEL], kept[MAPPED_LABEL], list(data.labels), config.drift.labels.statistic
+        baseline.labels, kept.labels, list(data.labels), config.drift.labels.statistic
     )
     return statistics, dict.fromkeys(DRIFT_RULES, against)
 
@@ -142,27 +199,104 @@ def _class_note(classes: pd.DataFrame, minimum: float) -> str:
     return "; ".join(f"label {r.label!r}: {r.rows} rows ({r.share:.1%})" for r in low.itertuples())
 
 
+@dataclass
+class _Findings:
+    """What the whole table says about each row: group findings, label noise, and the row ids they name."""
+
+    keys: RowKeys
+    groups: GroupFindings
+    noise: dict[int, str]  # position -> why its label looks wrong
+    row_ids: pd.Series  # position -> row id, for the positions the findings name
+
+    def columns(self, start: int, rows: int) -> dict[str, list[str | None]]:
+        """The finding columns (detail or None) of rows `start` to `start + rows`."""
+        end, groups, ids = start + rows, self.groups, self.row_ids
+        found: dict[str, list[str | None]] = {
+            name: [None] * rows for name in (CONFLICT, LEAK, EXACT_COPY_OF, NEAR_COPY_OF, LABEL_ISSUE)
+        }
+        for position in np.flatnonzero(groups.conflict[start:end] >= 0):
+            conflict = groups.conflicts[groups.conflict[start + position]]
+            named = listing([ids[p] for p in conflict.first], conflict.rows)
+            found[CONFLICT][position] = f"labels {conflict.labels} on {conflict.rows} rows: {named}"
+        for position in np.flatnonzero(groups.leak_into[start:end] >= 0):
+            copy = groups.leak_into[start + position]
+            found[LEAK][position] = f"also in {SPLIT_NAMES[int(self.keys.split[copy])]} as {ids[copy]}"
+        for name, copies in ((EXACT_COPY_OF, groups.exact_copy_of), (NEAR_COPY_OF, groups.near_copy_of)):
+            for position in np.flatnonzero(copies[start:end] >= 0):
+                found[name][position] = ids[copies[start + position]]
+        for row, why in self.noise.items():
+            if start <= row < end:
+                found[LABEL_ISSUE][row - start] = why
+        return found
+
+
+def _findings(table: Table, keys: RowKeys, labels: list[str], noise: ValidateConfig | None) -> _Findings:
+    """Group findings over all rows; with `noise` (the validate section), label noise on the learnable rows."""
+    groups = group_findings(keys)
+    codes = [keys.labels.values.index(label) for label in labels if label in keys.labels.values]
+    checked = np.zeros(0, np.int64)
+    if noise is not None:
+        learnable = np.flatnonzero(keys.visible & np.isin(keys.label, codes))
+        checked = rows_to_check(learnable, keys.label[learnable], noise.label_noise)
+    rows = gather(table, np.union1d(groups.referenced(), checked), [ROW_ID, TEXT])
+    suspected: dict[int, str] = {}
+    if noise is not None and len(checked):
+        texts = rows[TEXT].loc[checked]
+        named = keys.labels.series(keys.label[checked]).astype(str).set_axis(checked)
+        found = suspected_labels(texts, named, labels, noise.label_noise, population=len(learnable))
+        suspected = {int(p): why for p, why in found.dropna().items()}
+    return _Findings(keys, groups, suspected, rows[ROW_ID])
+
+
 def _judge_rows(
-    validator: Validator, rows: pd.DataFrame, data: DataConfig, config: ValidateConfig, outcome: Outcome, noise: bool
-) -> None:
-    """Row rules: record each rule's count and each flagged row's reasons; set aside per policy."""
+    validator: Validator,
+    table: Table,
+    findings: _Findings,
+    counter: TokenCounter,
+    data: DataConfig,
+    config: ValidateConfig,
+    noise: bool,
+    keep: Callable[[pd.DataFrame], None],
+) -> tuple[Outcome, np.ndarray]:
+    """The row suite, batch by batch: each rule's count, each flagged row's reasons, the rows set aside
+    per policy, the quarantine records; the rows that go on are handed to `keep`. Returns the outcome
+    and the mask of the rows that went on."""
     checks = row_rules(validator.gx, data, config, noise)
-    results = validator.validate("rows", rows, checks, key=ROW_ID)
-    by_id = rows.set_index(ROW_ID, drop=False)
+    judge = validator.suite("rows", checks, key=ROW_ID)
+    outcome = Outcome()
+    flagged_rows = dict.fromkeys((rule.name for rule in checks), 0)
+    went_on = np.ones(table.rows, dtype=bool)
+    start = 0
+    for batch in table.batches():
+        rows = add_features(batch, data.label_map, counter, findings.columns(start, len(batch)))
+        results = judge(rows)
+        by_id = rows.set_index(ROW_ID, drop=False)
+        for rule in checks:
+            policy = getattr(config.rules, rule.name)
+            flagged = flagged_keys(results[rule.name])
+            flagged_rows[rule.name] += len(flagged)
+            for row in by_id.loc[flagged].to_dict(orient="records"):
+                outcome.reasons.setdefault(row[ROW_ID], []).append(f"{rule.name}: {_detail(rule.name, row, data)}")
+            if policy != "warn":
+                outcome.removed.update(flagged)
+        removed = rows[ROW_ID].isin(outcome.removed).to_numpy()
+        went_on[start : start + len(batch)] = ~removed
+        kept = rows[~removed]
+        keep(kept.assign(**{LABEL: kept[MAPPED_LABEL]}).drop(columns=list(DERIVED)).reset_index(drop=True))
+        outcome.kept_rows += len(kept)
+        outcome.records += _records(batch, outcome)
+        start += len(batch)
     for rule in checks:
+        count = flagged_rows[rule.name]
         policy = getattr(config.rules, rule.name)
-        flagged = flagged_keys(results[rule.name])
-        outcome.rules[rule.name] = RuleOutcome(rule.name, "row", policy, rule.demands, not flagged, rows=len(flagged))
-        for row in by_id.loc[flagged].to_dict(orient="records"):
-            outcome.reasons.setdefault(row[ROW_ID], []).append(f"{rule.name}: {_detail(rule.name, row, data)}")
-        if policy != "warn":
-            outcome.removed.update(flagged)
+        outcome.rules[rule.name] = RuleOutcome(rule.name, "row", policy, rule.demands, not count, rows=count)
+    return outcome, went_on
 
 
 def _judge_dataset(
     validator: Validator,
-    kept: pd.DataFrame,
-    baseline: pd.DataFrame | None,
+    kept: Profile,
+    baseline: Profile | None,
     data: DataConfig,
     config: ValidateConfig,
     outcome: Outcome,
@@ -173,7 +307,7 @@ def _judge_dataset(
     present = classes["rows"][classes["rows"] > 0]
     statistics, drift_notes = _drift(kept, baseline, data, config)
     values = {
-        "min_rows": len(kept),
+        "min_rows": kept.rows,
         "min_class_share": float(classes["share"].min()),
         "max_imbalance_ratio": float(present.max() / present.min()) if len(present) else 0.0,
         **statistics,
@@ -181,8 +315,8 @@ def _judge_dataset(
     table = pd.DataFrame([{"rows": values["min_rows"], "imbalance_ratio": values["max_imbalance_ratio"], **statistics}])
     class_checks = class_rules(gx, config)
     results = {
-        **validator.validate("classes", classes, class_checks, key="label"),
-        **validator.validate("dataset", table, dataset_rules(gx, config, measured=statistics)),
+        **validator.suite("classes", class_checks, key="label")(classes),
+        **validator.suite("dataset", dataset_rules(gx, config, measured=statistics))(table),
     }
     notes = {
         "min_class_share": _class_note(classes, config.min_class_share),
@@ -204,34 +338,42 @@ def _judge_dataset(
 
 
 def check(
-    frame: pd.DataFrame,
+    source: Table | pd.DataFrame,
     data: DataConfig,
     config: ValidateConfig,
-    tokens: np.ndarray,
-    baseline: pd.DataFrame | None = None,
+    counter: TokenCounter,
+    baseline: Table | pd.DataFrame | None = None,
     docs: Path | None = None,
     dataset_rules: bool = True,
+    keep: Callable[[pd.DataFrame], None] | None = None,
 ) -> Outcome:
     """Run the row rules, apply their policies, then the dataset rules on the rows that remain.
 
     Args:
-        frame: the raw table (tasks.lib.readers schema).
+        source: the raw table (tasks.lib.readers schema), in memory or as a Table read in batches.
         data: the `data` section (label set and map).
         config: the `validate` section (bounds, policies, dataset limits, drift).
-        tokens: tokens per row of `frame` (features.token_counts).
+        counter: counts each text's tokens (features.TokenCounter).
         baseline: the last accepted (validated) dataset, for drift; None on a first run.
         docs: where to build the Data Docs site (None: no docs).
         dataset_rules: False judges rows only (a batch of new data on its own).
+        keep: takes the accepted rows, batch by batch; None collects them in `Outcome.kept`.
     """
+    table = as_table(source)
     validator = Validator(import_gx(), docs)
     # Label noise is judged on a whole dataset only: a model learns nothing from one small batch.
     noise = dataset_rules and config.rules.label_noise != "off"
-    rows = add_features(frame, data.label_map, tokens, (list(data.labels), config.label_noise) if noise else None)
-    outcome = Outcome()
-    _judge_rows(validator, rows, data, config, outcome, noise)
-    kept = rows[~rows[ROW_ID].isin(outcome.removed)]
+    keys = row_keys(table, data.label_map)
+    findings = _findings(table, keys, list(data.labels), config if noise else None)
+    kept_batches: list[pd.DataFrame] = []
+    outcome, went_on = _judge_rows(
+        validator, table, findings, counter, data, config, noise, keep or kept_batches.append
+    )
+    if keep is None:
+        outcome.kept = pd.concat(kept_batches, ignore_index=True) if kept_batches else pd.DataFrame()
     if dataset_rules:
-        _judge_dataset(validator, kept, baseline, data, config, outcome)
-    outcome.kept = kept.assign(**{LABEL: kept[MAPPED_LABEL]}).drop(columns=list(DERIVED)).reset_index(drop=True)
+        kept = Profile(keys.labels.series(keys.label[went_on]), keys.length[went_on])
+        accepted = None if baseline is None else profile(as_table(baseline))
+        _judge_dataset(validator, kept, accepted, data, config, outcome)
     validator.build_docs()
     return outcome

@@ -17,26 +17,38 @@ import pandas as pd
 from tasks.lib.config import LabelNoiseConfig
 
 
-def suspected_labels(texts: pd.Series, labels: pd.Series, classes: list[str], config: LabelNoiseConfig) -> pd.Series:
-    """Per row (same index): why its label looks wrong, or None. Rows are those a model can learn from:
-    labels in `classes` (others are label_in_set's finding). Empty when a class has fewer rows than folds."""
-    result = pd.Series(None, index=texts.index, dtype=object)
-    usable = labels.isin(classes)
-    counts = labels[usable].value_counts()
+def rows_to_check(positions: np.ndarray, labels: np.ndarray, config: LabelNoiseConfig) -> np.ndarray:
+    """Of the rows a model can learn from (`positions`, their class codes `labels`), those to check:
+    all, or over `max_rows` a seeded sample (pandas' `Series.sample` draw, in its order). none
+    when fewer than two classes are present or one has fewer rows than folds."""
+    counts = np.bincount(labels)
+    counts = counts[counts > 0]
     if len(counts) < 2 or counts.min() < config.folds:
-        return result
-    rows = texts[usable]
-    if len(rows) > config.max_rows:
-        rows = rows.sample(n=config.max_rows, random_state=config.seed)
+        return np.zeros(0, dtype=np.int64)
+    if len(positions) <= config.max_rows:
+        return positions
+    return positions[np.random.RandomState(config.seed).choice(len(positions), size=config.max_rows, replace=False)]
+
+
+def suspected_labels(
+    texts: pd.Series, labels: pd.Series, classes: list[str], config: LabelNoiseConfig, population: int
+) -> pd.Series:
+    """Per row (same index): why its label looks wrong, or None.
+
+    Args:
+        texts, labels: the rows `rows_to_check` chose; their labels are in `classes`.
+        population: how many rows they were chosen from (the report says when it sampled).
+    """
+    result = pd.Series(None, index=texts.index, dtype=object)
     from cleanlab.filter import find_label_issues
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    given = np.array([classes.index(label) for label in labels[rows.index]])
+    given = np.array([classes.index(label) for label in labels])
     if np.bincount(given, minlength=len(classes)).min() < config.folds:
         return result
-    features = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(rows.tolist())
+    features = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(texts.tolist())
     # liblinear: 2.5x faster than lbfgs on SST-2, but two classes only.
     solver = "liblinear" if len(classes) == 2 else "lbfgs"
     # Averaged over `repeats` shufflings of the folds: one split's luck moves a borderline row.
@@ -61,10 +73,10 @@ def suspected_labels(texts: pd.Series, labels: pd.Series, classes: list[str], co
     bound = config.max_label_probability
     flagged = find_label_issues(labels=given, pred_probs=probabilities, filter_by="prune_by_noise_rate")
     flagged = (flagged | (own <= bound / 2)) & (own <= bound)
-    sampled = "" if len(rows) == usable.sum() else f"; {len(rows)} of {int(usable.sum())} rows checked"
+    sampled = "" if len(texts) == population else f"; {len(texts)} of {population} rows checked"
     for position in np.flatnonzero(flagged):
         best = int(probabilities[position].argmax())
-        result[rows.index[position]] = (
+        result[texts.index[position]] = (
             f"a model that did not train on this row says {classes[best]!r} ({probabilities[position][best]:.0%}), "
             f"{classes[given[position]]!r} {probabilities[position][given[position]]:.0%}{sampled}"
         )

@@ -1,4 +1,4 @@
-"""What validation tells people and machines: quarantine records, JSON summary, Markdown."""
+"""What validation tells people and machines: JSON summary, Markdown."""
 
 from __future__ import annotations
 
@@ -6,32 +6,11 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from tasks.lib.columns import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, SPLIT, TEXT
 from tasks.lib.config import ReportText
 from tasks.lib.validation.checks import Outcome, RuleOutcome
 
 EXAMPLES = 5
 ACTIONS = {"fail": "stops the run", "quarantine": "quarantined", "warn": "kept, reported"}
-
-
-def quarantine_records(frame: pd.DataFrame, outcome: Outcome) -> list[dict[str, Any]]:
-    """Every flagged row as it was read, where it came from, why, and whether it went on."""
-    flagged = frame[frame[ROW_ID].isin(outcome.reasons)]
-    return [
-        {
-            "row_id": row[ROW_ID],
-            "file": row[SOURCE_FILE],
-            "line": int(row[SOURCE_LINE]),
-            "split": row[SPLIT],
-            "text": row[TEXT],
-            "label": row[LABEL],
-            "reasons": outcome.reasons[row[ROW_ID]],
-            "kept": row[ROW_ID] not in outcome.removed,
-        }
-        for row in flagged.to_dict(orient="records")
-    ]
 
 
 def shown_text(text: str, report_text: ReportText) -> str:
@@ -68,16 +47,16 @@ def _rule_summary(rule: RuleOutcome, records: list[dict[str, Any]], report_text:
     return entry
 
 
-def summary(outcome: Outcome, records: list[dict[str, Any]], rows_read: int, report_text: ReportText) -> dict[str, Any]:
+def summary(outcome: Outcome, rows_read: int, report_text: ReportText) -> dict[str, Any]:
     """Machine-readable summary (dvc.yaml metrics): verdict, counts per rule, first examples."""
     return {
         "passed": outcome.passed,
         "rows_read": rows_read,
-        "rows_kept": len(outcome.kept),
+        "rows_kept": outcome.kept_rows,
         "rows_quarantined": len(outcome.removed),
-        "rows_warned": sum(r["kept"] for r in records),
+        "rows_warned": sum(r["kept"] for r in outcome.records),
         "failed_rules": [r.name for r in outcome.rules.values() if r.blocks],
-        "rules": {name: _rule_summary(rule, records, report_text) for name, rule in outcome.rules.items()},
+        "rules": {name: _rule_summary(rule, outcome.records, report_text) for name, rule in outcome.rules.items()},
         "data_docs": str(outcome.docs) if outcome.docs else None,
     }
 

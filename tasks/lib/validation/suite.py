@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,8 +232,9 @@ class Validator:
                 },
             )
 
-    def validate(self, table: str, frame: pd.DataFrame, rules: list[Rule], key: str | None = None) -> dict[str, Any]:
-        """Run `rules` on `frame` as the suite `table`; returns {rule name: GX result}.
+    def suite(self, table: str, rules: list[Rule], key: str | None = None) -> Callable[[pd.DataFrame], dict[str, Any]]:
+        """The suite `table` of `rules`, as a function that runs it on a DataFrame (as often as there are
+        batches; each run is a page of the Data Docs) and returns {rule name: GX result}.
 
         Args:
             key: the column that identifies a failing row in results (row id, label).
@@ -249,10 +250,14 @@ class Validator:
         result_format: dict[str, Any] = {"result_format": "COMPLETE"}
         if key is not None:
             result_format["unexpected_index_column_names"] = [key]
-        results = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format).results
-        # By the id the suite gave each expectation: GX does not return results in the order they were added.
-        by_id = {result.expectation_config.id: result for result in results}
-        return {rule.name: by_id[rule.expectation.id] for rule in rules}
+
+        def run(frame: pd.DataFrame) -> dict[str, Any]:
+            results = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format).results
+            # By the id the suite gave each expectation: GX does not return results in the order they were added.
+            by_id = {result.expectation_config.id: result for result in results}
+            return {rule.name: by_id[rule.expectation.id] for rule in rules}
+
+        return run
 
     def build_docs(self) -> None:
         """Render the Data Docs site (index.html and a page per suite run) into `docs`, self-contained."""
