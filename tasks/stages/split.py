@@ -58,23 +58,20 @@ class SplitKeys:
 
 
 def split_keys(table: Table, salts: list[str]) -> SplitKeys:
-    """Read the text, label and split columns of `table`, hashing each normalised text with `salts`."""
-    labels = Vocabulary()
-    source: list[np.ndarray] = []
-    label: list[np.ndarray] = []
-    hashes: dict[str, list[np.ndarray]] = {salt: [] for salt in salts}
+    """Read the text, label and split columns of `table`, hashing each normalised text with `salts`
+    (into arrays of the table's size, filled batch by batch)."""
+    n, indices = table.rows, {name: i for i, name in enumerate(SPLITS)}
+    keys = SplitKeys(np.zeros(n, np.int8), np.zeros(n, np.int32), Vocabulary(), {salt: np.zeros(n) for salt in salts})
+    start = 0
     for batch in table.batches([TEXT, LABEL, SPLIT]):
-        source.append(batch[SPLIT].fillna("train").map({name: i for i, name in enumerate(SPLITS)}).to_numpy(np.int8))
-        label.append(labels.codes(batch[LABEL]))
+        end = start + len(batch)
+        keys.source[start:end] = batch[SPLIT].fillna("train").map(indices).to_numpy(np.int8)
+        keys.label[start:end] = keys.labels.codes(batch[LABEL])
         normalised = batch[TEXT].map(normalise) if salts else None
         for salt in salts:
-            hashes[salt].append(unit_hash(normalised, salt))
-    return SplitKeys(
-        np.concatenate(source) if source else np.zeros(0, np.int8),
-        np.concatenate(label) if label else np.zeros(0, np.int32),
-        labels,
-        {salt: np.concatenate(parts) if parts else np.zeros(0) for salt, parts in hashes.items()},
-    )
+            keys.hashes[salt][start:end] = unit_hash(normalised, salt)
+        start = end
+    return keys
 
 
 def _salts(present: set[str], config: SplitConfig) -> list[str]:

@@ -233,6 +233,7 @@ class _Findings:
 def _findings(table: Table, keys: RowKeys, labels: list[str], noise: ValidateConfig | None) -> _Findings:
     """Group findings over all rows; with `noise` (the validate section), label noise on the learnable rows."""
     groups = group_findings(keys)
+    keys.drop_hashes()
     codes = [keys.labels.values.index(label) for label in labels if label in keys.labels.values]
     checked = np.zeros(0, np.int64)
     if noise is not None:

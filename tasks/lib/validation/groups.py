@@ -46,31 +46,36 @@ class RowKeys:
 
     @property
     def rows(self) -> int:
-        return len(self.exact)
+        return len(self.length)
+
+    def drop_hashes(self) -> None:
+        """Free the hashes once the group findings are made (16 bytes a row)."""
+        self.exact = self.normalised = np.zeros(0, np.uint64)
 
 
 def row_keys(table: Table, label_map: dict[str, str]) -> RowKeys:
-    """Read `table`'s text, label and split columns batch by batch into RowKeys."""
-    labels = Vocabulary()
-    parts: dict[str, list[np.ndarray]] = {
-        name: [] for name in ("exact", "normalised", "label", "split", "length", "visible")
-    }
-    visible = visible_pattern()
+    """Read `table`'s text, label and split columns batch by batch into RowKeys (filled in place:
+    collecting per-batch arrays and joining them would hold the keys twice)."""
+    n = table.rows
+    keys = RowKeys(
+        exact=np.zeros(n, np.uint64),
+        normalised=np.zeros(n, np.uint64),
+        label=np.zeros(n, np.int32),
+        split=np.zeros(n, np.int8),
+        length=np.zeros(n, np.int32),
+        visible=np.zeros(n, bool),
+    )
+    visible, start = visible_pattern(), 0
     for batch in table.batches([TEXT, LABEL, SPLIT]):
-        texts = batch[TEXT]
-        parts["exact"].append(text_hash(texts))
-        parts["normalised"].append(text_hash(texts.map(normalise)))
-        parts["label"].append(labels.codes(map_labels(batch[LABEL], label_map)))
-        parts["split"].append(batch[SPLIT].map(SPLIT_PRIORITY).fillna(NONE).to_numpy(np.int8))
-        parts["length"].append(texts.str.len().to_numpy(np.int32))
-        parts["visible"].append(texts.str.contains(visible).fillna(False).to_numpy(bool))
-    joined = {
-        name: np.concatenate(arrays) if arrays else np.zeros(0, dtype)
-        for (name, arrays), dtype in zip(
-            parts.items(), (np.uint64, np.uint64, np.int32, np.int8, np.int32, bool), strict=True
-        )
-    }
-    return RowKeys(**joined, labels=labels)
+        texts, end = batch[TEXT], start + len(batch)
+        keys.exact[start:end] = text_hash(texts)
+        keys.normalised[start:end] = text_hash(texts.map(normalise))
+        keys.label[start:end] = keys.labels.codes(map_labels(batch[LABEL], label_map))
+        keys.split[start:end] = batch[SPLIT].map(SPLIT_PRIORITY).fillna(NONE).to_numpy(np.int8)
+        keys.length[start:end] = texts.str.len().to_numpy(np.int32)
+        keys.visible[start:end] = texts.str.contains(visible).fillna(False).to_numpy(bool)
+        start = end
+    return keys
 
 
 @dataclass
@@ -102,51 +107,62 @@ class GroupFindings:
 LISTED = 3
 
 
-def _first_copy(keys: pd.Series, positions: np.ndarray) -> np.ndarray:
-    """Per row (of `positions`), the position of the first row with the same key."""
-    return pd.Series(positions).groupby(keys.to_numpy(), sort=False).transform("first").to_numpy()
+def _repeated(hashes: np.ndarray) -> np.ndarray:
+    """Per row, whether another row has the same hash (by sorting: about 17 bytes a row, no hash table)."""
+    order = np.argsort(hashes, kind="stable")
+    same = hashes[order[1:]] == hashes[order[:-1]]
+    repeated = np.zeros(len(hashes), dtype=bool)
+    repeated[order[1:][same]] = True
+    repeated[order[:-1][same]] = True
+    return repeated
+
+
+def _first_of_group(keys: np.ndarray, values: np.ndarray, how: str) -> np.ndarray:
+    """Per row, `how` ("first", "min", "nunique") of `values` over the rows with the same key."""
+    return pd.Series(values).groupby(keys, sort=False).transform(how).to_numpy()
 
 
 def group_findings(keys: RowKeys) -> GroupFindings:
-    """Conflicting labels, split leakage and duplicates, by hashed text."""
+    """Conflicting labels, split leakage and duplicates, by hashed text.
+
+    Only rows whose normalised text another row shares can have a finding (equal texts are
+    equal once normalised), so the groups are formed among those rows only: on data without
+    repeats that is almost none, whatever the size of the table.
+    """
     n = keys.rows
-    positions = np.arange(n, dtype=np.int64)
-    normalised = pd.Series(keys.normalised)
+    found = {name: np.full(n, NONE, dtype=np.int32) for name in ("conflict", "leak", "exact", "near")}
+    rows = np.flatnonzero(_repeated(keys.normalised))  # positions; below, arrays are indexed like `rows`
+    normalised, labels = keys.normalised[rows], keys.label[rows]
     # Conflicts: more than one label in a group (a missing label is label_in_set's finding, not a label).
-    label = pd.Series(np.where(keys.label >= 0, keys.label, np.nan))
-    label_counts = label.groupby(keys.normalised, sort=False).transform("nunique")
-    conflicting = label_counts.to_numpy() > 1
-    conflict = np.full(n, NONE, dtype=np.int64)
+    conflicting = _first_of_group(normalised, np.where(labels >= 0, labels, np.nan), "nunique") > 1
     conflicts: list[Conflict] = []
     if conflicting.any():
-        members = pd.DataFrame({"key": keys.normalised[conflicting], "position": positions[conflicting]})
+        members = pd.DataFrame({"key": normalised[conflicting], "position": rows[conflicting]})
         for index, (_, group) in enumerate(members.groupby("key", sort=False)):
-            rows = group["position"].to_numpy()
-            names = sorted({keys.labels.values[code] for code in keys.label[rows] if code >= 0})
-            conflicts.append(Conflict(names, len(rows), list(rows[:LISTED])))
-            conflict[rows] = index
+            positions = group["position"].to_numpy()
+            names = sorted({keys.labels.values[code] for code in keys.label[positions] if code >= 0})
+            conflicts.append(Conflict(names, len(positions), list(positions[:LISTED])))
+            found["conflict"][positions] = index
     free = ~conflicting
-    leak_into = np.full(n, NONE, dtype=np.int64)
-    if (keys.split >= 0).any():
+    split = keys.split[rows]
+    if (split >= 0).any():
         # Of a text in several source splits, the evaluation copy stays (test before val before train).
-        candidates = positions[free]
-        priority = np.where(keys.split[free] < 0, UNSPLIT, keys.split[free])
-        group_keys = normalised[free].to_numpy()
-        best = pd.Series(priority).groupby(group_keys, sort=False).transform("min").to_numpy()
-        leaking = priority > best
+        candidates = np.flatnonzero(free)
+        priority = np.where(split[candidates] < 0, UNSPLIT, split[candidates])
+        group_keys = normalised[candidates]
+        best = priority == _first_of_group(group_keys, priority, "min")
+        leaking = ~best
         if leaking.any():
-            kept = pd.Series(candidates[priority == best]).groupby(group_keys[priority == best], sort=False).first()
-            leak_into[candidates[leaking]] = kept.reindex(group_keys[leaking]).to_numpy()
+            kept = pd.Series(rows[candidates[best]]).groupby(group_keys[best], sort=False).first()
+            found["leak"][rows[candidates[leaking]]] = kept.reindex(group_keys[leaking]).to_numpy()
             free[candidates[leaking]] = False
-    exact_copy_of = np.full(n, NONE, dtype=np.int64)
-    near_copy_of = np.full(n, NONE, dtype=np.int64)
-    for target, hashes in ((exact_copy_of, keys.exact), (near_copy_of, keys.normalised)):
-        candidates = positions[free]
-        first = _first_copy(pd.Series(hashes[free]), candidates)
-        repeats = first != candidates
-        target[candidates[repeats]] = first[repeats]
+    for name, hashes in (("exact", keys.exact[rows]), ("near", normalised)):
+        candidates = np.flatnonzero(free)
+        first = _first_of_group(hashes[candidates], rows[candidates], "first")
+        repeats = first != rows[candidates]
+        found[name][rows[candidates[repeats]]] = first[repeats]
         free[candidates[repeats]] = False
-    return GroupFindings(conflict, leak_into, exact_copy_of, near_copy_of, conflicts)
+    return GroupFindings(found["conflict"], found["leak"], found["exact"], found["near"], conflicts)
 
 
 def listing(row_ids: list[str], rows: int) -> str:
