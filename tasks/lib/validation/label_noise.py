@@ -19,7 +19,7 @@ from tasks.lib.config import LabelNoiseConfig
 
 def rows_to_check(positions: np.ndarray, labels: np.ndarray, config: LabelNoiseConfig) -> np.ndarray:
     """Of the rows a model can learn from (`positions`, their class codes `labels`), those to check:
-    all, or over `max_rows` a seeded sample (pandas' `Series.sample` draw, in its order). none
+    all, or over `max_rows` a seeded sample (pandas' `Series.sample` draw, in its order); none
     when fewer than two classes are present or one has fewer rows than folds."""
     counts = np.bincount(labels)
     counts = counts[counts > 0]
