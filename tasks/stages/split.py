@@ -126,24 +126,25 @@ def assign(keys: SplitKeys, config: SplitConfig) -> dict[str, np.ndarray]:
     return parts
 
 
-def _present(table: Table) -> set[str]:
-    found: set[str] = set()
+def _parts(table: Table, config: SplitConfig) -> dict[str, np.ndarray]:
+    """`assign` on `table`, hashing only what the splits the source lacks need."""
+    present: set[str] = set()
     for batch in table.batches([SPLIT]):
-        found |= set(batch[SPLIT].fillna("train").unique())
-    return found
+        present |= set(batch[SPLIT].fillna("train").unique())
+    return assign(split_keys(table, _salts(present, config)), config)
 
 
 def split(frame: pd.DataFrame, config: SplitConfig) -> dict[str, pd.DataFrame]:
     """Return {'train', 'val', 'test'} frames of an in-memory table (`assign`)."""
     table = FrameTable(frame)
-    parts = assign(split_keys(table, _salts(_present(table), config)), config)
+    parts = _parts(table, config)
     return {name: frame.iloc[rows].assign(**{SPLIT: name}).reset_index(drop=True) for name, rows in parts.items()}
 
 
 def run(params: Params) -> None:
     """Stage entry point: write the three splits, reading the validated rows in batches."""
     table = ParquetTable(params.path("validated"))
-    parts = assign(split_keys(table, _salts(_present(table), params.split)), params.split)
+    parts = _parts(table, params.split)
     destination = np.full(table.rows, -1, dtype=np.int8)  # rows in no split: left out by max_test_rows
     for index, name in enumerate(SPLITS):
         destination[parts[name]] = index

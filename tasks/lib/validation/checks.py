@@ -157,13 +157,14 @@ class Profile:
 
 
 def profile(table: Table) -> Profile:
-    """An accepted dataset's labels and lengths, read batch by batch."""
-    vocabulary, labels, lengths = Vocabulary(), [], []
+    """An accepted dataset's labels and lengths, read batch by batch into arrays of its size."""
+    vocabulary, codes, lengths, start = Vocabulary(), np.zeros(table.rows, np.int32), np.zeros(table.rows, np.int32), 0
     for batch in table.batches([TEXT, LABEL]):
-        labels.append(vocabulary.codes(batch[LABEL]))
-        lengths.append(batch[TEXT].str.len().to_numpy(np.int32))
-    codes = np.concatenate(labels) if labels else np.zeros(0, np.int32)
-    return Profile(vocabulary.series(codes), np.concatenate(lengths) if lengths else np.zeros(0, np.int32))
+        end = start + len(batch)
+        codes[start:end] = vocabulary.codes(batch[LABEL])
+        lengths[start:end] = batch[TEXT].str.len().to_numpy(np.int32)
+        start = end
+    return Profile(vocabulary.series(codes), lengths)
 
 
 def _class_table(kept: Profile, labels: list[str]) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from tasks.lib.validation.features import SPLIT_PRIORITY, map_labels
 
 NONE = -1  # no finding, no split, no label
 UNSPLIT = SPLIT_PRIORITY["train"]  # an unsplit row counts as a training row
+LISTED = 3  # rows a conflict's detail names
 
 
 def text_hash(texts: pd.Series) -> np.ndarray:
@@ -101,10 +102,7 @@ class GroupFindings:
         """Positions whose row ids the findings' details name."""
         named = [a[a >= 0] for a in (self.leak_into, self.exact_copy_of, self.near_copy_of)]
         named += [np.array(c.first, dtype=np.int64) for c in self.conflicts]
-        return np.unique(np.concatenate(named)) if named else np.zeros(0, np.int64)
-
-
-LISTED = 3
+        return np.unique(np.concatenate(named))
 
 
 def _repeated(hashes: np.ndarray) -> np.ndarray:
@@ -117,7 +115,7 @@ def _repeated(hashes: np.ndarray) -> np.ndarray:
     return repeated
 
 
-def _first_of_group(keys: np.ndarray, values: np.ndarray, how: str) -> np.ndarray:
+def _per_group(keys: np.ndarray, values: np.ndarray, how: str) -> np.ndarray:
     """Per row, `how` ("first", "min", "nunique") of `values` over the rows with the same key."""
     return pd.Series(values).groupby(keys, sort=False).transform(how).to_numpy()
 
@@ -134,7 +132,7 @@ def group_findings(keys: RowKeys) -> GroupFindings:
     rows = np.flatnonzero(_repeated(keys.normalised))  # positions; below, arrays are indexed like `rows`
     normalised, labels = keys.normalised[rows], keys.label[rows]
     # Conflicts: more than one label in a group (a missing label is label_in_set's finding, not a label).
-    conflicting = _first_of_group(normalised, np.where(labels >= 0, labels, np.nan), "nunique") > 1
+    conflicting = _per_group(normalised, np.where(labels >= 0, labels, np.nan), "nunique") > 1
     conflicts: list[Conflict] = []
     if conflicting.any():
         members = pd.DataFrame({"key": normalised[conflicting], "position": rows[conflicting]})
@@ -150,7 +148,7 @@ def group_findings(keys: RowKeys) -> GroupFindings:
         candidates = np.flatnonzero(free)
         priority = np.where(split[candidates] < 0, UNSPLIT, split[candidates])
         group_keys = normalised[candidates]
-        best = priority == _first_of_group(group_keys, priority, "min")
+        best = priority == _per_group(group_keys, priority, "min")
         leaking = ~best
         if leaking.any():
             kept = pd.Series(rows[candidates[best]]).groupby(group_keys[best], sort=False).first()
@@ -158,7 +156,7 @@ def group_findings(keys: RowKeys) -> GroupFindings:
             free[candidates[leaking]] = False
     for name, hashes in (("exact", keys.exact[rows]), ("near", normalised)):
         candidates = np.flatnonzero(free)
-        first = _first_of_group(hashes[candidates], rows[candidates], "first")
+        first = _per_group(hashes[candidates], rows[candidates], "first")
         repeats = first != rows[candidates]
         found[name][rows[candidates[repeats]]] = first[repeats]
         free[candidates[repeats]] = False
