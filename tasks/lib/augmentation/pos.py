@@ -71,8 +71,11 @@ class ApertiumTagger:
         return [_align(text, chunk) for text, chunk in zip(texts, chunks[: len(texts)], strict=True)]
 
 
+_ESCAPED = re.compile(r"\\(.)")
+
+
 def _unescape(value: str) -> str:
-    return re.sub(r"\\(.)", r"\1", value)
+    return _ESCAPED.sub(r"\1", value) if "\\" in value else value
 
 
 def _align(text: str, stream: str) -> list[Word]:
