@@ -14,6 +14,10 @@ installed = [ "$$(dpkg-query -W -f='$${Status}\n' $(1) 2>/dev/null | grep -c ' i
 LOCK := requirements.lock
 # The stamp changes with pyproject.toml and the lock, so editing dependencies reinstalls.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
+SPARK_LOCK := spark.lock
+SPARK_STAMP := $(VENV)/.spark-$(shell cat $(SPARK_LOCK) | sha1sum | cut -c1-12)
+# `spark` when params.yaml sets validate.engine: spark (run and repro then install it).
+SPARK_IF_NEEDED := $(shell grep -qE '^ +engine: *spark\b' params.yaml 2>/dev/null && echo spark)
 # The scripts, styles and fonts the HTML reports load, pinned npm packages (README "Reports that render offline").
 WEB_LOCK := web-assets.lock
 WEB_STAMP := $(VENV)/share/textclf/.fetched-$(shell cat $(WEB_LOCK) | sha1sum | cut -c1-12)
@@ -22,7 +26,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install apt chromium run repro serve test lint lock clean-venv bench-serving
+.PHONY: install apt chromium spark run repro serve test lint lock clean-venv bench-serving
 
 install: apt $(STAMP) $(WEB_STAMP)
 
@@ -45,6 +49,18 @@ $(WEB_STAMP): $(WEB_LOCK) | $(STAMP)
 	@rm -f $(VENV)/share/textclf/.fetched-*
 	@mkdir -p $(@D) && touch $@
 
+# Apache Spark for validate.engine: spark (README "Validation on Spark"): spark.lock's pyspark into the
+# venv and, where no Java 17 or later runs, Debian's openjdk-17-jre-headless. `make test` installs it;
+# `make run` and `make repro` only when params.yaml asks for the Spark engine.
+spark: install $(SPARK_STAMP)
+	@java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends openjdk-17-jre-headless; }
+
+$(SPARK_STAMP): $(SPARK_LOCK) | $(STAMP)
+	$(BIN)/python -m pip install -q -r $(SPARK_LOCK)
+	@rm -f $(VENV)/.spark-*
+	@touch $@
+
 # Debian's chromium, for the browser test of the HTML reports (tests/integration/test_reports_offline.py):
 # only `make test` installs it, not `make install`.
 chromium:
@@ -52,7 +68,7 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
 
 ## Run the whole DAG as a Prefect flow (offline default: the demo data set).
-run: install
+run: install $(SPARK_IF_NEEDED)
 	$(BIN)/python -m tasks run
 
 ## Unattended: serve the deployments of prefect.yaml and watch landing/ (README "Run it as a service").
@@ -60,11 +76,11 @@ serve: install
 	$(BIN)/python -m tasks service
 
 ## The same DAG through DVC alone.
-repro: install
+repro: install $(SPARK_IF_NEEDED)
 	$(BIN)/dvc repro
 
 ## The default suite (about 45 minutes on 2 cores).
-test: install chromium
+test: install chromium spark
 	$(BIN)/python -m pytest
 
 ## The serving load benchmark (README "Serving under load"): wrk from Debian against `textclf serve`.

@@ -131,6 +131,7 @@ def check_file(path: Path, params: Params) -> Verdict:
         reason = f"{len(frame)} rows, over retrain.max_file_rows {limit}"
         return Verdict(None, reason, f"## {path.name}: too large\n\n{reason}.\n")
     counter = TokenCounter(params.train.base_model, params.root)
+    # In this process whatever validate.engine says: a landing file is at most retrain.max_file_rows.
     outcome = check(frame, params.data, params.validate_, counter, dataset_rules=False)
     if outcome.passed:
         return Verdict(frame)

@@ -185,7 +185,15 @@ class LabelNoiseConfig(_Section):
     seed: int
 
 
+class SparkConfig(_Section):
+    master: Annotated[str, Field(min_length=1)]
+    raw_url: str | None
+    conf: dict[str, str]
+
+
 class ValidateConfig(_Section):
+    engine: Literal["pandas", "spark"]
+    spark: SparkConfig
     min_chars: Annotated[int, Field(ge=1)]
     max_chars: Annotated[int, Field(ge=1)]
     min_tokens: Annotated[int, Field(ge=0)]

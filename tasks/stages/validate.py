@@ -26,6 +26,7 @@ from tasks.lib.unknown_labels import unknown_labels_advice
 from tasks.lib.validation.checks import check
 from tasks.lib.validation.features import TokenCounter
 from tasks.lib.validation.report import render, summary
+from tasks.lib.validation.spark import raw_url
 
 
 class ValidationFailed(PipelineError, RuntimeError):
@@ -42,6 +43,8 @@ def run(params: Params) -> None:
     accepted = params.path("validated")
     baseline = ParquetTable(accepted) if accepted.exists() else None
     counter = TokenCounter(params.train.base_model, params.root)
+    spark = params.validate_.spark
+    spark_url = raw_url(spark, raw.path) if params.validate_.engine == "spark" else None
     reports = params.path("reports")
     # The validated output is declared `persist` in dvc.yaml and only replaced on success,
     # so the last good data (and the drift baseline) stays.
@@ -49,7 +52,9 @@ def run(params: Params) -> None:
         staging = stack.enter_context(atomic_path(accepted))
         writer = stack.enter_context(TableWriter(staging, RAW_COLUMNS))
         with atomic_dir(reports / "data_docs") as docs:
-            outcome = check(raw, params.data, params.validate_, counter, baseline, docs, keep=writer.write)
+            outcome = check(
+                raw, params.data, params.validate_, counter, baseline, docs, keep=writer.write, spark_url=spark_url
+            )
         outcome.docs = reports / "data_docs" / "index.html"  # published by the rename
         quarantine = params.path("quarantine")
         with atomic_path(quarantine) as tmp:

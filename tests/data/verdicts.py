@@ -96,8 +96,12 @@ def sst2_verdicts(workspace: Path) -> dict[str, Any]:
     return {"sst2 first run": _validate(params), "sst2 rerun": _validate(params)}
 
 
-def corpus_verdicts(root: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Each corpus case the reader accepts, after a good run, with strict policies and with the project's."""
+def corpus_verdicts(root: Path, *engine: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each corpus case the reader accepts, after a good run, with strict policies and with the project's.
+
+    Args:
+        engine: params overrides for the case's run (the good run before it sets the baseline as shipped).
+    """
     for case in CASES:
         if case.read_error:
             continue
@@ -109,7 +113,8 @@ def corpus_verdicts(root: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             for name, content in case.files.items():
                 (workspace / name).parent.mkdir(parents=True, exist_ok=True)
                 (workspace / name).write_bytes(content)
-            params = _configure(workspace, CORPUS_BASE, strict, {"data": {"source": case.source}}, case.overrides)
+            source = {"data": {"source": case.source}}
+            params = _configure(workspace, CORPUS_BASE, strict, source, case.overrides, *engine)
             try:
                 yield f"{case.id} {policies}", _validate(params)
             except DataError as exc:  # a case whose policies the reader enforces

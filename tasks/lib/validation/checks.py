@@ -15,7 +15,7 @@ The dataset rules then judge the accepted rows from the keys: counts, class shar
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,11 @@ import pandas as pd
 
 from tasks.lib.batches import Table, Vocabulary, as_table, gather
 from tasks.lib.columns import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, SPLIT, TEXT
-from tasks.lib.config import DataConfig, ValidateConfig
+from tasks.lib.config import DataConfig, SparkConfig, ValidateConfig
 from tasks.lib.validation import drift
 from tasks.lib.validation.features import (
     CONFLICT,
     CONTROL,
-    DERIVED,
     EXACT_COPY_OF,
     LABEL_ISSUE,
     LEAK,
@@ -41,11 +40,13 @@ from tasks.lib.validation.features import (
     TOKENS,
     TokenCounter,
     add_features,
+    map_labels,
 )
 from tasks.lib.validation.groups import GroupFindings, RowKeys, group_findings, listing, row_keys
 from tasks.lib.validation.label_noise import rows_to_check, suspected_labels
 from tasks.lib.validation.suite import (
     DRIFT_RULES,
+    Rule,
     Validator,
     class_rules,
     dataset_rules,
@@ -211,24 +212,35 @@ class _Findings:
 
     def columns(self, start: int, rows: int) -> dict[str, list[str | None]]:
         """The finding columns (detail or None) of rows `start` to `start + rows`."""
-        end, groups, ids = start + rows, self.groups, self.row_ids
+        return self.at(np.arange(start, start + rows))
+
+    def at(self, positions: np.ndarray) -> dict[str, list[str | None]]:
+        """The finding columns (detail or None) of the rows at `positions` (sorted)."""
+        groups, ids = self.groups, self.row_ids
         found: dict[str, list[str | None]] = {
-            name: [None] * rows for name in (CONFLICT, LEAK, EXACT_COPY_OF, NEAR_COPY_OF, LABEL_ISSUE)
+            name: [None] * len(positions) for name in (CONFLICT, LEAK, EXACT_COPY_OF, NEAR_COPY_OF, LABEL_ISSUE)
         }
-        for position in np.flatnonzero(groups.conflict[start:end] >= 0):
-            conflict = groups.conflicts[groups.conflict[start + position]]
+        for i in np.flatnonzero(groups.conflict[positions] >= 0):
+            conflict = groups.conflicts[groups.conflict[positions[i]]]
             named = listing([ids[p] for p in conflict.first], conflict.rows)
-            found[CONFLICT][position] = f"labels {conflict.labels} on {conflict.rows} rows: {named}"
-        for position in np.flatnonzero(groups.leak_into[start:end] >= 0):
-            copy = groups.leak_into[start + position]
-            found[LEAK][position] = f"also in {SPLIT_NAMES[int(self.keys.split[copy])]} as {ids[copy]}"
+            found[CONFLICT][i] = f"labels {conflict.labels} on {conflict.rows} rows: {named}"
+        for i in np.flatnonzero(groups.leak_into[positions] >= 0):
+            copy = groups.leak_into[positions[i]]
+            found[LEAK][i] = f"also in {SPLIT_NAMES[int(self.keys.split[copy])]} as {ids[copy]}"
         for name, copies in ((EXACT_COPY_OF, groups.exact_copy_of), (NEAR_COPY_OF, groups.near_copy_of)):
-            for position in np.flatnonzero(copies[start:end] >= 0):
-                found[name][position] = ids[copies[start + position]]
-        for row, why in self.noise.items():
-            if start <= row < end:
-                found[LABEL_ISSUE][row - start] = why
+            for i in np.flatnonzero(copies[positions] >= 0):
+                found[name][i] = ids[copies[positions[i]]]
+        noisy = np.fromiter(self.noise, np.int64, len(self.noise))
+        for i in np.flatnonzero(np.isin(positions, noisy)):
+            found[LABEL_ISSUE][i] = self.noise[int(positions[i])]
         return found
+
+    def positions(self) -> np.ndarray:
+        """The positions of the rows that have a finding."""
+        groups = self.groups
+        arrays = (groups.conflict, groups.leak_into, groups.exact_copy_of, groups.near_copy_of)
+        found = [np.flatnonzero(a >= 0) for a in arrays]
+        return np.unique(np.concatenate([*found, np.fromiter(self.noise, np.int64, len(self.noise))]))
 
 
 def _findings(table: Table, keys: RowKeys, labels: list[str], noise: ValidateConfig | None) -> _Findings:
@@ -250,41 +262,86 @@ def _findings(table: Table, keys: RowKeys, labels: list[str], noise: ValidateCon
     return _Findings(keys, groups, suspected, rows[ROW_ID])
 
 
-def _judge_rows(
-    validator: Validator,
-    table: Table,
-    findings: _Findings,
-    counter: TokenCounter,
-    data: DataConfig,
-    config: ValidateConfig,
-    noise: bool,
-    keep: Callable[[pd.DataFrame], None],
-) -> tuple[Outcome, np.ndarray]:
-    """The row suite, batch by batch: each rule's count, each flagged row's reasons, the rows set aside
-    per policy, the quarantine records; the rows that go on are handed to `keep`. Returns the outcome
-    and the mask of the rows that went on."""
-    checks = row_rules(validator.gx, data, config, noise)
+@dataclass
+class _BatchVerdict:
+    """What the row suite said about one batch of the raw table."""
+
+    batch: pd.DataFrame  # the rows as read
+    flagged: dict[str, list[str]]  # rule -> ids of the rows it flagged, in read order
+    rows: pd.DataFrame  # at least the flagged rows with their derived columns, indexed by row id
+
+
+def _pandas_verdicts(
+    validator: Validator, checks: list[Rule], table: Table, findings: _Findings, counter: TokenCounter, data: DataConfig
+) -> Iterator[_BatchVerdict]:
+    """The row suite on each batch in this process: one Data Docs page per batch."""
     judge = validator.suite("rows", checks, key=ROW_ID)
-    outcome = Outcome()
-    flagged_rows = dict.fromkeys((rule.name for rule in checks), 0)
-    went_on = np.ones(table.rows, dtype=bool)
     start = 0
     for batch in table.batches():
         rows = add_features(batch, data.label_map, counter, findings.columns(start, len(batch)))
         results = judge(rows)
-        by_id = rows.set_index(ROW_ID, drop=False)
+        flagged = {rule.name: flagged_keys(results[rule.name]) for rule in checks}
+        yield _BatchVerdict(batch, flagged, rows.set_index(ROW_ID, drop=False))
+        start += len(batch)
+
+
+def _spark_verdicts(
+    validator: Validator,
+    checks: list[Rule],
+    table: Table,
+    findings: _Findings,
+    counter: TokenCounter,
+    data: DataConfig,
+    spark: SparkConfig,
+    url: str,
+) -> Iterator[_BatchVerdict]:
+    """The row suite on Spark, over the whole table at once (one Data Docs page); then, batch by batch,
+    the flagged rows' derived columns for their reasons, by the same code on the driver."""
+    from tasks.lib.validation.spark import flagged_on_spark
+
+    named = findings.positions()
+    ids = gather(table, named, [ROW_ID])[ROW_ID]
+    found = pd.DataFrame(findings.at(named), index=pd.Index(ids.to_numpy(), name=ROW_ID))
+    flagged = flagged_on_spark(validator, checks, url, table.rows, found, counter, data, spark)
+    start = 0
+    for batch in table.batches():
+        mine = {name: batch[ROW_ID][batch[ROW_ID].isin(rule_ids)].tolist() for name, rule_ids in flagged.items()}
+        at = np.flatnonzero(batch[ROW_ID].isin(set().union(*mine.values())).to_numpy())
+        picked = batch.iloc[at]
+        rows = add_features(picked, data.label_map, counter, findings.at(start + at))
+        yield _BatchVerdict(batch, mine, rows.set_index(ROW_ID, drop=False))
+        start += len(batch)
+
+
+def _judge_rows(
+    checks: list[Rule],
+    verdicts: Iterator[_BatchVerdict],
+    rows_in_table: int,
+    data: DataConfig,
+    config: ValidateConfig,
+    keep: Callable[[pd.DataFrame], None],
+) -> tuple[Outcome, np.ndarray]:
+    """The row suite's verdicts, batch by batch: each rule's count, each flagged row's reasons, the rows
+    set aside per policy, the quarantine records; the rows that go on are handed to `keep`. Returns the
+    outcome and the mask of the rows that went on."""
+    outcome = Outcome()
+    flagged_rows = dict.fromkeys((rule.name for rule in checks), 0)
+    went_on = np.ones(rows_in_table, dtype=bool)
+    start = 0
+    for verdict in verdicts:
+        batch = verdict.batch
         for rule in checks:
             policy = getattr(config.rules, rule.name)
-            flagged = flagged_keys(results[rule.name])
+            flagged = verdict.flagged[rule.name]
             flagged_rows[rule.name] += len(flagged)
-            for row in by_id.loc[flagged].to_dict(orient="records"):
+            for row in verdict.rows.loc[flagged].to_dict(orient="records"):
                 outcome.reasons.setdefault(row[ROW_ID], []).append(f"{rule.name}: {_detail(rule.name, row, data)}")
             if policy != "warn":
                 outcome.removed.update(flagged)
-        removed = rows[ROW_ID].isin(outcome.removed).to_numpy()
+        removed = batch[ROW_ID].isin(outcome.removed).to_numpy()
         went_on[start : start + len(batch)] = ~removed
-        kept = rows[~removed]
-        keep(kept.assign(**{LABEL: kept[MAPPED_LABEL]}).drop(columns=list(DERIVED)).reset_index(drop=True))
+        kept = batch[~removed]
+        keep(kept.assign(**{LABEL: map_labels(kept[LABEL], data.label_map)}).reset_index(drop=True))
         outcome.kept_rows += len(kept)
         outcome.records += _records(batch, outcome)
         start += len(batch)
@@ -348,6 +405,7 @@ def check(
     docs: Path | None = None,
     dataset_rules: bool = True,
     keep: Callable[[pd.DataFrame], None] | None = None,
+    spark_url: str | None = None,
 ) -> Outcome:
     """Run the row rules, apply their policies, then the dataset rules on the rows that remain.
 
@@ -360,6 +418,8 @@ def check(
         docs: where to build the Data Docs site (None: no docs).
         dataset_rules: False judges rows only (a batch of new data on its own).
         keep: takes the accepted rows, batch by batch; None collects them in `Outcome.kept`.
+        spark_url: where Spark's executors read `source` (the same rows, in a file they can reach):
+            the row suite runs on Spark (`validate.spark`); None runs it in this process.
     """
     table = as_table(source)
     validator = Validator(import_gx(), docs)
@@ -367,10 +427,13 @@ def check(
     noise = dataset_rules and config.rules.label_noise != "off"
     keys = row_keys(table, data.label_map)
     findings = _findings(table, keys, list(data.labels), config if noise else None)
+    checks = row_rules(validator.gx, data, config, noise, dialect="python" if spark_url is None else "java")
+    if spark_url is not None:
+        verdicts = _spark_verdicts(validator, checks, table, findings, counter, data, config.spark, spark_url)
+    else:
+        verdicts = _pandas_verdicts(validator, checks, table, findings, counter, data)
     kept_batches: list[pd.DataFrame] = []
-    outcome, went_on = _judge_rows(
-        validator, table, findings, counter, data, config, noise, keep or kept_batches.append
-    )
+    outcome, went_on = _judge_rows(checks, verdicts, table.rows, data, config, keep or kept_batches.append)
     if keep is None:
         outcome.kept = pd.concat(kept_batches, ignore_index=True) if kept_batches else pd.DataFrame()
     if dataset_rules:

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from tasks.lib.columns import ROW_ID, TEXT
 from tasks.lib.config import DataConfig, ValidateConfig
+from tasks.lib.errors import PipelineError
 from tasks.lib.offline_html import make_site_offline
 from tasks.lib.text import visible_pattern
 from tasks.lib.validation.features import (
@@ -46,6 +45,10 @@ GX_IMAGES = {
 }
 
 
+class GXError(PipelineError, RuntimeError):
+    """An expectation raised instead of judging (a broken engine, a missing column)."""
+
+
 @dataclass(frozen=True)
 class Rule:
     """One rule: its params name, what it demands (for people), and its GX expectation."""
@@ -69,8 +72,14 @@ def _rule(config: ValidateConfig, name: str, demands: str, expectation: Any, **a
     return Rule(name, demands, expectation(description=f"{name} ({policy}): {demands}", **arguments))
 
 
-def row_rules(gx: Any, data: DataConfig, config: ValidateConfig, label_noise: bool = False) -> list[Rule]:
-    """The per-row rules, in the order params.yaml lists them; `label_noise`: with that one (whole datasets)."""
+def row_rules(
+    gx: Any, data: DataConfig, config: ValidateConfig, label_noise: bool = False, dialect: str = "python"
+) -> list[Rule]:
+    """The per-row rules, in the order params.yaml lists them; `label_noise`: with that one (whole datasets).
+
+    Args:
+        dialect: the regular expressions' syntax, `python` (pandas) or `java` (Spark).
+    """
     e, c = gx.expectations, config
     noise = [
         _rule(
@@ -81,10 +90,10 @@ def row_rules(gx: Any, data: DataConfig, config: ValidateConfig, label_noise: bo
             column=LABEL_ISSUE,
         )
     ]
-    return [*_single_row_rules(gx, data, c), *(noise if label_noise else [])]
+    return [*_single_row_rules(gx, data, c, dialect), *(noise if label_noise else [])]
 
 
-def _single_row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list[Rule]:
+def _single_row_rules(gx: Any, data: DataConfig, config: ValidateConfig, dialect: str) -> list[Rule]:
     """The rules each row is judged by on its own or with its copies."""
     e, c = gx.expectations, config
     return [
@@ -94,7 +103,7 @@ def _single_row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list
             "text has a visible character",
             e.ExpectColumnValuesToMatchRegex,
             column=TEXT,
-            regex=visible_pattern(),
+            regex=visible_pattern(dialect),
         ),
         _rule(
             c,
@@ -220,7 +229,7 @@ class Validator:
         self.gx = gx
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        self.source = self.context.data_sources.add_pandas("pipeline")
+        self.sources: dict[str, Any] = {"pandas": self.context.data_sources.add_pandas("pipeline")}
         self.docs = docs
         if docs is not None:
             self.context.add_data_docs_site(
@@ -232,15 +241,20 @@ class Validator:
                 },
             )
 
-    def suite(self, table: str, rules: list[Rule], key: str | None = None) -> Callable[[pd.DataFrame], dict[str, Any]]:
+    def suite(
+        self, table: str, rules: list[Rule], key: str | None = None, engine: str = "pandas"
+    ) -> Callable[[Any], dict[str, Any]]:
         """The suite `table` of `rules`, as a function that runs it on a DataFrame (as often as there are
         batches; each run is a page of the Data Docs) and returns {rule name: GX result}.
 
         Args:
             key: the column that identifies a failing row in results (row id, label).
+            engine: `pandas` (pandas DataFrames) or `spark` (Spark DataFrames, GX's Spark execution engine).
         """
         gx = self.gx
-        batch = self.source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
+        if engine not in self.sources:
+            self.sources[engine] = self.context.data_sources.add_spark(engine)
+        batch = self.sources[engine].add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
         suite = self.context.suites.add(gx.ExpectationSuite(name=table))
         for rule in rules:
             suite.add_expectation(rule.expectation)
@@ -251,10 +265,17 @@ class Validator:
         if key is not None:
             result_format["unexpected_index_column_names"] = [key]
 
-        def run(frame: pd.DataFrame) -> dict[str, Any]:
+        def run(frame: Any) -> dict[str, Any]:
             results = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format).results
             # By the id the suite gave each expectation: GX does not return results in the order they were added.
             by_id = {result.expectation_config.id: result for result in results}
+            for result in results:
+                # GX reports an expectation that could not run as a failed one; it must stop the run instead.
+                raised = _raised(result.exception_info)
+                if raised:
+                    raise GXError(
+                        f"Great Expectations could not run {result.expectation_config.type} on {table}: {raised[0]}"
+                    )
             return {rule.name: by_id[rule.expectation.id] for rule in rules}
 
         return run
@@ -282,6 +303,15 @@ def repair_favicon_links(site: Path) -> None:
         fixed = _FAVICON.sub(rf"\g<1>{up}\g<2>", text)
         if fixed != text:
             page.write_text(fixed, encoding="utf-8")
+
+
+def _raised(info: Any) -> list[str]:
+    """The messages of the exceptions in a GX result's exception_info (flat, or one entry per metric)."""
+    if not isinstance(info, dict):
+        return []
+    if "raised_exception" in info:
+        return [str(info.get("exception_message"))] if info["raised_exception"] else []
+    return [message for value in info.values() for message in _raised(value)]
 
 
 def flagged_keys(result: Any, key: str = ROW_ID) -> list[Any]:

@@ -1,0 +1,118 @@
+"""The row rules on Apache Spark (`validate.engine: spark`).
+
+The executors read the raw table, add the derived columns with the pandas engine's own code
+(`add_features` in `mapInPandas`: the same tokenizer, the same language test, the same
+group findings, which the driver computed from the whole table's keys and broadcasts), and
+Great Expectations' Spark execution engine runs the same row suite on the whole table. What
+comes back to the driver is, per rule, the ids of the rows it flagged; the driver then
+writes reasons, quarantine records and accepted rows as the pandas engine does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tasks.lib.columns import ROW_ID
+from tasks.lib.config import DataConfig, SparkConfig
+from tasks.lib.errors import PipelineError
+from tasks.lib.validation.features import DERIVED, TOKENS, TokenCounter, add_features
+from tasks.lib.validation.suite import Rule, Validator, flagged_keys
+
+# Arrow between the JVM and the Python workers; the session's own UI and its port are of no use here.
+DEFAULTS = {
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.ui.enabled": "false",
+    "spark.sql.session.timeZone": "UTC",
+}
+
+
+class SparkUnavailable(PipelineError, RuntimeError):
+    """validate.engine is spark but pyspark or Java is missing."""
+
+
+def session(config: SparkConfig) -> Any:
+    """The Spark session `validate.spark` describes (one per process: Spark reuses it)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise SparkUnavailable(
+            "validate.engine is spark, but pyspark is not installed: `make spark` installs it and Java 17"
+        ) from exc
+    # The Python workers run this interpreter (its environment has the project), unless told otherwise;
+    # local mode reads the environment variable, not the spark.pyspark.python setting.
+    os.environ.setdefault("PYSPARK_PYTHON", config.conf.get("spark.pyspark.python", sys.executable))
+    builder = SparkSession.builder.master(config.master).appName("textclf-validate")
+    for name, value in {**DEFAULTS, **config.conf}.items():
+        builder = builder.config(name, value)
+    try:
+        return builder.getOrCreate()
+    except Exception as exc:  # py4j raises a bare Exception when no JVM starts
+        raise SparkUnavailable(
+            f"validate.engine is spark, but Spark did not start ({exc}): it needs Java 17 or later "
+            "(`make spark` installs Debian's openjdk-17-jre-headless) and, for a cluster, a reachable "
+            f"validate.spark.master ({config.master})"
+        ) from exc
+
+
+def flagged_on_spark(
+    validator: Validator,
+    rules: list[Rule],
+    url: str,
+    expected_rows: int,
+    findings: pd.DataFrame,
+    counter: TokenCounter,
+    data: DataConfig,
+    config: SparkConfig,
+) -> dict[str, set[str]]:
+    """Per row rule, the ids of the rows it flags, judged on Spark.
+
+    Args:
+        url: the raw table where the executors read it (a path or a Hadoop filesystem URL).
+        expected_rows: the rows of paths.raw, which the table at `url` must hold.
+        findings: the group and label-noise columns of the rows that have one, indexed by row id.
+        counter: the token counter (pickled to the executors).
+    """
+    from pyspark import StorageLevel
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    spark = session(config)
+    raw = spark.read.parquet(url)
+    rows = raw.count()
+    if rows != expected_rows:
+        raise PipelineError(
+            f"validate.spark.raw_url {url}: {rows} rows where paths.raw has {expected_rows}; "
+            "it must be a copy of paths.raw (copy it again after ingest)"
+        )
+    derived = [StructField(name, DoubleType() if name == TOKENS else StringType()) for name in DERIVED]
+    schema = StructType([*raw.schema.fields, *derived])
+    shared = spark.sparkContext.broadcast(findings)
+    label_map = dict(data.label_map)
+
+    def featured(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        found = shared.value
+        for batch in batches:
+            columns = {
+                name: [value if isinstance(value, str) else None for value in found[name].reindex(batch[ROW_ID])]
+                for name in found.columns
+            }
+            yield add_features(batch, label_map, counter, columns)
+
+    # Kept on the executors (memory, then disk): the suite's expectations each read the table.
+    judged = raw.mapInPandas(featured, schema).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        results = validator.suite("rows", rules, key=ROW_ID, engine="spark")(judged)
+    finally:
+        judged.unpersist()
+        shared.destroy()
+    return {rule.name: set(flagged_keys(results[rule.name])) for rule in rules}
+
+
+def raw_url(config: SparkConfig, raw: Path) -> str:
+    """Where the executors read the raw table: validate.spark.raw_url, or paths.raw itself."""
+    return config.raw_url or raw.resolve().as_uri()
