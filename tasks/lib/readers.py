@@ -114,31 +114,72 @@ def _position(text: str, offset: int) -> tuple[int, int]:
     return text.count("\n", 0, offset) + 1, offset - line_start + 1
 
 
-def decode_file(path: Path) -> str:
-    """The text of a UTF-8 file; a leading UTF-8 byte-order mark is dropped (see `decode_bytes`)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(path, f"cannot read the file: {exc.strerror}") from None
-    return decode_bytes(data, path)
+# Lines of a `.txt` file its delimiter is guessed from.
+SNIFFED_LINES = 200
+# Bytes decoded at a time: a file is read in pieces that end at a line break, so a 10 GB file
+# needs no more memory than a small one.
+PIECE_BYTES = 1 << 23
 
 
-def decode_bytes(data: bytes, path: Path) -> str:
-    """`data` (the content of `path`) as UTF-8 text; a leading UTF-8 byte-order mark is dropped.
+def decoded_pieces(content: Path | bytes, path: Path) -> Iterator[str]:
+    """The UTF-8 text of a file (or of bytes already read from `path`), in pieces of whole lines;
+    a leading UTF-8 byte-order mark is dropped.
+
+    Each piece but the last ends with a newline: a newline byte never falls inside a UTF-8
+    sequence, so each piece decodes on its own and errors can name their line.
 
     Raises:
         DataError: empty file, UTF-16/32, bytes that are not UTF-8, NUL characters,
             a byte-order mark mid-file; with the line and column of the first one.
     """
+    chunks = _byte_chunks(content, path)
+    head = b""
+    for chunk in chunks:  # the start of the file, up to its first visible byte
+        head += chunk
+        if not _blank(head):
+            break
     for bom, encoding in FOREIGN_BOMS:
-        if data.startswith(bom):
+        if head.startswith(bom):
             raise DataError(
                 path, f"{encoding} byte-order mark: the file is {encoding}-encoded; save it as UTF-8", line=1, column=1
             )
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
-    if not data or data.isspace():  # not data.strip(): that copies the whole file
+    if _blank(head):
         raise DataError(path, "empty file: expected a header row or records")
+    head = head.removeprefix(codecs.BOM_UTF8)
+    lines_before, carry = 0, b""
+    for chunk in itertools.chain([head], chunks):
+        data = carry + chunk
+        cut = data.rfind(b"\n") + 1
+        if not cut:
+            carry = data
+            continue
+        piece, carry = data[:cut], data[cut:]
+        yield _decode_piece(piece, path, lines_before)
+        lines_before += piece.count(b"\n")
+    if carry:
+        yield _decode_piece(carry, path, lines_before)
+
+
+def _blank(data: bytes) -> bool:
+    """Whether `data` holds nothing but a UTF-8 byte-order mark and whitespace."""
+    data = data.removeprefix(codecs.BOM_UTF8)
+    return not data or data.isspace()  # not data.strip(): that copies
+
+
+def _byte_chunks(content: Path | bytes, path: Path) -> Iterator[bytes]:
+    if isinstance(content, bytes):
+        yield from (content[i : i + PIECE_BYTES] for i in range(0, len(content), PIECE_BYTES))
+        return
+    try:
+        with content.open("rb") as stream:
+            while chunk := stream.read(PIECE_BYTES):
+                yield chunk
+    except OSError as exc:
+        raise DataError(path, f"cannot read the file: {exc.strerror}") from None
+
+
+def _decode_piece(data: bytes, path: Path, lines_before: int) -> str:
+    """`data` (whole lines of `path`, after `lines_before` lines) as text, or the DataError of its first problem."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -147,15 +188,21 @@ def decode_bytes(data: bytes, path: Path) -> str:
         raise DataError(
             path,
             f"not UTF-8: byte 0x{data[exc.start]:02X} cannot be decoded ({exc.reason}); re-save the file as UTF-8",
-            line=line,
+            line=lines_before + line,
             column=column,
         ) from None
     for character, problem in FORBIDDEN_CHARACTERS:
         offset = text.find(character)
         if offset >= 0:
             line, column = _position(text, offset)
-            raise DataError(path, problem, line=line, column=column)
+            raise DataError(path, problem, line=lines_before + line, column=column)
     return text
+
+
+def _text_lines(pieces: Iterable[str]) -> Iterator[str]:
+    """The lines of decoded pieces, each with its ending (`_lines` of their concatenation)."""
+    for piece in pieces:
+        yield from _lines(piece)
 
 
 def _pick_column(columns: list[str], candidates: list[str], file: Path, role: str) -> str:
@@ -210,14 +257,14 @@ def _ragged(path: Path, header: list[str], fields: list[str], line: int) -> Data
     )
 
 
-def sniff_delimiter(path: Path, text: str, columns: list[str] | None) -> str:
+def sniff_delimiter(path: Path, first_lines: list[str], columns: list[str] | None) -> str:
     """The delimiter of a `.txt` file: the one of tab, comma, semicolon and pipe that splits every
-    line of the first 200 into the same number of fields (that of `columns` when given).
+    one of its first lines (SNIFFED_LINES) into the same number of fields (that of `columns` when given).
 
     Raises:
         DataError: none fits, or several do (the message lists them and names data.sep).
     """
-    lines = [line.rstrip("\r\n") for line in itertools.islice(_lines(text), 200) if line.strip()]
+    lines = [line.rstrip("\r\n") for line in first_lines[:SNIFFED_LINES] if line.strip()]
     wanted = {len(columns)} if columns else None  # fields per line
     fits = []
     for delimiter in DELIMITER_NAMES:
@@ -241,14 +288,14 @@ def sniff_delimiter(path: Path, text: str, columns: list[str] | None) -> str:
 
 
 def _records_delimited(
-    path: Path, text: str, delimiter: str, columns: list[str] | None = None
+    path: Path, lines: Iterable[str], delimiter: str, columns: list[str] | None = None
 ) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield (line number where the row starts, row) from delimited text, with a header row
-    unless `columns` names the fields."""
+    """Yield (line number where the row starts, row) from the lines of delimited text, with a header
+    row unless `columns` names the fields."""
     # TSV is read without quote handling: SST-2 and most TSV exports use quotes
     # as ordinary characters. CSV follows RFC 4180 quoting (fields may span lines).
     quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(_lines(text), delimiter=delimiter, quoting=quoting, strict=True)
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True)
     line = 0
     try:
         if columns is None:
@@ -274,23 +321,28 @@ def _records_delimited(
         raise DataError(path, problem, line=line + 1) from None
 
 
-def _records_jsonl(path: Path, text: str) -> Iterator[tuple[int, dict[str, object]]]:
-    start, number = 0, 0
-    while start <= len(text):  # JSON Lines ends lines with \n only; one line at a time, not a list of them
-        end = text.find("\n", start)
-        end = len(text) if end < 0 else end
-        line, start, number = text[start:end], end + 1, number + 1
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, f"not valid JSON: {exc.msg}", line=number, column=exc.colno) from None
-        except RecursionError:
-            raise DataError(path, "not valid JSON: nested too deeply", line=number) from None
-        if not isinstance(record, dict):
-            raise DataError(path, f"expected a JSON object per line, found {type(record).__name__}", line=number)
-        yield number, record
+def _records_jsonl(path: Path, pieces: Iterable[str]) -> Iterator[tuple[int, dict[str, object]]]:
+    """Yield (line number, record) from decoded pieces of JSON Lines (lines end with \\n only)."""
+    number = 0
+    for piece in pieces:
+        # A piece ends with its last line's newline, which starts no line of its own.
+        for line in piece.removesuffix("\n").split("\n"):
+            number += 1
+            if line.strip():
+                yield number, _json_record(path, line, number)
+
+
+def _json_record(path: Path, line: str, number: int) -> dict[str, object]:
+    """One JSON Lines record, or the DataError that names its line and column."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"not valid JSON: {exc.msg}", line=number, column=exc.colno) from None
+    except RecursionError:
+        raise DataError(path, "not valid JSON: nested too deeply", line=number) from None
+    if not isinstance(record, dict):
+        raise DataError(path, f"expected a JSON object per line, found {type(record).__name__}", line=number)
+    return record
 
 
 def _records_parquet(path: Path, content: Path | bytes) -> Iterator[tuple[int, dict[str, object]]]:
@@ -512,12 +564,17 @@ def _read_content(
     elif kind == ".xlsx":
         records = _records_spreadsheet(where, content, config.sheet, config.columns)
     else:
-        text = decode_file(content) if isinstance(content, Path) else decode_bytes(content, where)
+        pieces = decoded_pieces(content, where)
         if kind in (".jsonl", ".json"):
-            records = _records_jsonl(where, text)
+            records = _records_jsonl(where, pieces)
         else:
-            delimiter = SUFFIXES[kind] or config.sep or sniff_delimiter(where, text, config.columns)
-            records = _records_delimited(where, text, delimiter, config.columns)
+            lines = _text_lines(pieces)
+            delimiter = SUFFIXES[kind] or config.sep
+            if delimiter is None:
+                first = list(itertools.islice(lines, SNIFFED_LINES))
+                delimiter = sniff_delimiter(where, first, config.columns)
+                lines = itertools.chain(first, lines)
+            records = _records_delimited(where, lines, delimiter, config.columns)
     return _raw_batches(records, config, where, name, split)
 
 

@@ -6,6 +6,10 @@ import functools
 import re
 import unicodedata
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import regex
 
 _SPACE = re.compile(r"\s+")
@@ -92,3 +96,73 @@ def not_language(text: str) -> str | None:
 
 def _has_letter_or_symbol(token: str) -> bool:
     return _LETTER_OR_PICTOGRAPH.search(token) is not None
+
+
+# Column-wise forms of normalise, not_language and has_visible_character. Most texts are
+# pure ASCII, where the Unicode steps do nothing (NFKC leaves ASCII as it is, casefold is
+# lower): Arrow's string kernels judge those a batch at a time, and the others go through the
+# functions above one by one. The results are the same (tests/unit/test_text_columns.py
+# compares them on SST-2 and on random text); benchmarks/scale.py measures the stages.
+# What `\s` and str.split() take for white space in ASCII, as an RE2 class body (RE2's own `\s`
+# leaves out \x0b and \x1c-\x1f); the space itself apart.
+_ASCII_SPACE_BUT_SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f"
+_ASCII_SPACE = _ASCII_SPACE_BUT_SPACE + " "
+# An ASCII text holding a token like this one is language: a letter, and no digit, @, : or /
+# (so it is no URL, address, hash or code, whatever wraps it), unless it holds `www.`.
+_ASCII_WORD = f"(?:^|[{_ASCII_SPACE}])[^{_ASCII_SPACE}0-9@:/]*[A-Za-z][^{_ASCII_SPACE}0-9@:/]*(?:[{_ASCII_SPACE}]|$)"
+
+
+def _ascii(texts: pd.Series) -> tuple[pa.Array, np.ndarray]:
+    """The texts as an Arrow array, and which of them are pure ASCII."""
+    array = pa.array(texts.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
+    return array, pc.fill_null(pc.string_is_ascii(array), False).to_numpy(zero_copy_only=False)
+
+
+def _numpy(array: pa.Array) -> np.ndarray:
+    return array.to_numpy(zero_copy_only=False)
+
+
+def normalise_column(texts: pd.Series) -> np.ndarray:
+    """`normalise` of every text (an object array)."""
+    array, ascii_ = _ascii(texts)
+    out = np.empty(len(texts), dtype=object)
+    plain = array.filter(ascii_)
+    forms = _numpy(pc.ascii_lower(plain))
+    # Only texts with a space run, a space at either end or another white-space character need more.
+    odd = _numpy(pc.match_substring_regex(plain, f"[{_ASCII_SPACE_BUT_SPACE}]|  |^ | $"))
+    if odd.any():
+        collapsed = pc.replace_substring_regex(pa.array(forms[odd], pa.large_string()), f"[{_ASCII_SPACE}]+", " ")
+        forms[odd] = _numpy(pc.utf8_trim(collapsed, " "))
+    out[ascii_] = forms
+    rest = np.flatnonzero(~ascii_)
+    out[rest] = [normalise(text) for text in texts.to_numpy(dtype=object)[rest]]
+    return out
+
+
+def not_language_column(texts: pd.Series) -> np.ndarray:
+    """`not_language` of every text (an object array, None where it is language)."""
+    array, ascii_ = _ascii(texts)
+    word = pc.and_(
+        pc.match_substring_regex(array, _ASCII_WORD), pc.invert(pc.match_substring(array, "www.", ignore_case=True))
+    )
+    sure = ascii_ & pc.fill_null(word, False).to_numpy(zero_copy_only=False)
+    out = np.full(len(texts), None, dtype=object)
+    rest = np.flatnonzero(~sure)
+    out[rest] = [not_language(text) for text in texts.to_numpy(dtype=object)[rest]]
+    return out
+
+
+def visible_column(texts: pd.Series) -> np.ndarray:
+    """`has_visible_character` of every text (a bool array; a missing text shows nothing)."""
+    array, ascii_ = _ascii(texts)
+    out = ascii_ & pc.fill_null(pc.match_substring_regex(array, "[!-~]"), False).to_numpy(zero_copy_only=False)
+    rest = np.flatnonzero(~ascii_)
+    values = texts.to_numpy(dtype=object)[rest]
+    out[rest] = [isinstance(text, str) and has_visible_character(text) for text in values]
+    return out
+
+
+def ascii_with_alphanumeric(texts: pd.Series) -> np.ndarray:
+    """Per text, whether it is pure ASCII and holds a letter or digit (a bool array)."""
+    array, ascii_ = _ascii(texts)
+    return ascii_ & pc.fill_null(pc.match_substring_regex(array, "[A-Za-z0-9]"), False).to_numpy(zero_copy_only=False)

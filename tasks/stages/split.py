@@ -28,14 +28,14 @@ from tasks.lib.config import Params, SplitConfig
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import TableWriter, atomic_path
 from tasks.lib.stage_runner import run_as_script
-from tasks.lib.text import normalise
+from tasks.lib.text import normalise_column
 
 
 class SplitError(PipelineError, ValueError):
     """The data cannot be split as configured."""
 
 
-def unit_hash(keys: pd.Series, salt: str) -> np.ndarray:
+def unit_hash(keys: pd.Series | np.ndarray, salt: str) -> np.ndarray:
     """A number in [0, 1) per key, uniform over keys, the same for the same key and salt in any data."""
     return np.fromiter(
         (
@@ -67,7 +67,7 @@ def split_keys(table: Table, salts: list[str]) -> SplitKeys:
         end = start + len(batch)
         keys.source[start:end] = batch[SPLIT].fillna("train").map(indices).to_numpy(np.int8)
         keys.label[start:end] = keys.labels.codes(batch[LABEL])
-        normalised = batch[TEXT].map(normalise) if salts else None
+        normalised = normalise_column(batch[TEXT]) if salts else None
         for salt in salts:
             keys.hashes[salt][start:end] = unit_hash(normalised, salt)
         start = end

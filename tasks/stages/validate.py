@@ -42,7 +42,8 @@ def run(params: Params) -> None:
     raw = ParquetTable(params.path("raw"))
     accepted = params.path("validated")
     baseline = ParquetTable(accepted) if accepted.exists() else None
-    counter = TokenCounter(params.train.base_model, params.root)
+    bounds = (params.validate_.min_tokens, params.validate_.max_tokens)
+    counter = TokenCounter(params.train.base_model, params.root, bounds)
     spark = params.validate_.spark
     spark_url = raw_url(spark, raw.path) if params.validate_.engine == "spark" else None
     reports = params.path("reports")

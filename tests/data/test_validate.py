@@ -245,3 +245,29 @@ def test_label_noise_is_judged_on_whole_datasets_only_and_can_be_off(params, mak
     assert "label_noise" not in batch.rules
     off = make_params({"validate": {"min_rows": 50, "rules": {"label_noise": "off"}}})
     assert "label_noise" not in run_check(off, rows).rules
+
+
+def test_tokens_are_counted_where_they_could_break_the_bounds_once_the_tokenizer_is_checked(params):
+    texts = pd.Series(["a short review", "x" * 600, "naïve café", "word " * 600, "12"], dtype="str")
+    base, root = params.train.base_model, params.root
+    exact = TokenCounter(base, root)(texts.tolist()).astype(float)
+    assert exact[3] > 512  # a long ASCII text can break max_tokens
+    counter = TokenCounter(base, root, bounds=(1, 512))
+    # The first batch is counted whole, to check the bound on it; every batch then leaves out the
+    # texts that cannot break it (short ASCII with a letter or digit), and counts the others.
+    for _ in range(2):
+        counted = counter.where_needed(texts)
+        assert counter.shortcut is True
+        assert np.isnan(counted[[0, 4]]).all() and np.array_equal(counted[[1, 2, 3]], exact[[1, 2, 3]])
+    # A tokenizer that gives more tokens than characters (a normalizer that spells `a` five times)
+    # fails the check: every text is counted from then on.
+    from tokenizers import normalizers
+
+    broken = TokenCounter(base, root, bounds=(1, 512))
+    broken.tokenizer.normalizer = normalizers.Replace("a", "a a a a a ")
+    assert broken.where_needed(pd.Series(["aaaa", "bb"], dtype="str"))[0] > 5 and broken.shortcut is False
+    assert not np.isnan(broken.where_needed(texts)).any()
+    # min_tokens above 1: no text is sure to reach it, all are counted.
+    strict = TokenCounter(base, root, bounds=(2, 512))
+    strict.where_needed(texts)
+    assert not np.isnan(strict.where_needed(texts)).any()

@@ -3,6 +3,7 @@ import json
 import pandas as pd
 import pytest
 
+from tasks.lib import readers
 from tasks.lib.readers import DataError, read_source
 from tests.conftest import SST2
 
@@ -88,4 +89,30 @@ def test_hub_source_offline_fails_clearly(make_params, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     params = make_params({"data": {"source": "hf:stanfordnlp/sst2"}})
     with pytest.raises(DataError, match=r"hf:stanfordnlp/sst2: .*network"):
+        read_source(params.data, params.root)
+
+
+@pytest.mark.parametrize("piece_bytes", [3, 7, 1 << 23])
+def test_files_are_decoded_in_pieces_with_the_rows_and_lines_of_the_whole(
+    tmp_path, make_params, monkeypatch, piece_bytes
+):
+    # Pieces of a few bytes put boundaries inside CRLF pairs, quoted newlines and multi-byte characters.
+    monkeypatch.setattr(readers, "PIECE_BYTES", piece_bytes)
+    csv_file = '\ufefftext,label\r\n"two\r\nlines",pos\r\nnaïve café ☕,neg\r\n\r\nlast,pos'.encode()
+    (tmp_path / "a.csv").write_bytes(csv_file)
+    jsonl = '{"text": "é one", "label": "pos"}\n\n{"text": "two", "label": "neg"}\n'.encode()
+    (tmp_path / "b.jsonl").write_bytes(jsonl)
+    params = make_params({"data": {"source": "a.csv", "labels": ["neg", "pos"]}})
+    raw = read_source(params.data, params.root)
+    assert list(raw["text"]) == ["two\r\nlines", "naïve café ☕", "last"]
+    assert list(raw["source_line"]) == [2, 4, 6]
+    params = make_params({"data": {"source": "b.jsonl", "labels": ["neg", "pos"]}})
+    assert list(read_source(params.data, params.root)["source_line"]) == [1, 3]
+    (tmp_path / "bad.tsv").write_bytes(b"text\tlabel\nfine\tpos\nok\tneg\nbro\xffken\tpos\n")
+    params = make_params({"data": {"source": "bad.tsv", "labels": ["neg", "pos"]}})
+    with pytest.raises(DataError, match=r"bad\.tsv:4:4: not UTF-8: byte 0xFF"):
+        read_source(params.data, params.root)
+    (tmp_path / "blank.csv").write_bytes(b"\xef\xbb\xbf \n\r\n  \n")
+    params = make_params({"data": {"source": "blank.csv"}})
+    with pytest.raises(DataError, match="empty file"):
         read_source(params.data, params.root)

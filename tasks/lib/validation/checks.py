@@ -30,6 +30,7 @@ from tasks.lib.validation import drift
 from tasks.lib.validation.features import (
     CONFLICT,
     CONTROL,
+    DERIVED,
     EXACT_COPY_OF,
     LABEL_ISSUE,
     LEAK,
@@ -127,9 +128,9 @@ def _detail(rule: str, row: dict[str, Any], data: DataConfig) -> str:
     return f"repeats {row[NEAR_COPY_OF]} up to case, spacing or Unicode form"
 
 
-def _records(batch: pd.DataFrame, outcome: Outcome) -> list[dict[str, Any]]:
-    """Every flagged row of `batch` as it was read, where it came from, why, and whether it went on."""
-    flagged = batch[batch[ROW_ID].isin(outcome.reasons)]
+def _records(batch: pd.DataFrame, flagged_ids: set[str], outcome: Outcome) -> list[dict[str, Any]]:
+    """Every flagged row of `batch` (`flagged_ids`) as it was read, where it came from, why, and whether it went on."""
+    flagged = batch[batch[ROW_ID].isin(flagged_ids)]
     return [
         {
             "row_id": row[ROW_ID],
@@ -279,7 +280,8 @@ def _pandas_verdicts(
     start = 0
     for batch in table.batches():
         rows = add_features(batch, data.label_map, counter, findings.columns(start, len(batch)))
-        results = judge(rows)
+        # Only the columns the rules read: GX fingerprints every column of each batch it is given.
+        results = judge(rows[[ROW_ID, TEXT, *DERIVED]])
         flagged = {rule.name: flagged_keys(results[rule.name]) for rule in checks}
         yield _BatchVerdict(batch, flagged, rows.set_index(ROW_ID, drop=False))
         start += len(batch)
@@ -330,20 +332,26 @@ def _judge_rows(
     start = 0
     for verdict in verdicts:
         batch = verdict.batch
+        # The ids this batch's rules flagged, and of those the rows that do not go on: row ids are
+        # matched against these, not against every id flagged so far.
+        flagged_here: set[str] = set()
+        removed_here: set[str] = set()
         for rule in checks:
             policy = getattr(config.rules, rule.name)
             flagged = verdict.flagged[rule.name]
             flagged_rows[rule.name] += len(flagged)
             for row in verdict.rows.loc[flagged].to_dict(orient="records"):
                 outcome.reasons.setdefault(row[ROW_ID], []).append(f"{rule.name}: {_detail(rule.name, row, data)}")
+            flagged_here.update(flagged)
             if policy != "warn":
-                outcome.removed.update(flagged)
-        removed = batch[ROW_ID].isin(outcome.removed).to_numpy()
+                removed_here.update(flagged)
+        outcome.removed |= removed_here
+        removed = batch[ROW_ID].isin(removed_here).to_numpy() if removed_here else np.zeros(len(batch), bool)
         went_on[start : start + len(batch)] = ~removed
         kept = batch[~removed]
         keep(kept.assign(**{LABEL: map_labels(kept[LABEL], data.label_map)}).reset_index(drop=True))
         outcome.kept_rows += len(kept)
-        outcome.records += _records(batch, outcome)
+        outcome.records += _records(batch, flagged_here, outcome) if flagged_here else []
         start += len(batch)
     for rule in checks:
         count = flagged_rows[rule.name]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.lib.columns import LABEL, TEXT
-from tasks.lib.text import not_language, visible_pattern
+from tasks.lib.text import ascii_with_alphanumeric, not_language_column, visible_column
 
 MAPPED_LABEL = "_label"
 TOKENS = "_tokens"
@@ -45,9 +45,17 @@ class TokenCounter:
     Counted by the Rust tokenizer itself, without truncation or padding (a sentence-transformers
     tokenizer file truncates at 128): the transformers wrapper would first turn every row's
     token ids into a Python list, 1.7x slower on SST-2.
+
+    With `bounds` (validate's min_tokens, max_tokens), `where_needed` counts only the texts
+    that could break them, the costliest step of validation otherwise. A WordPiece, BPE or
+    Unigram tokenizer gives an ASCII text with a letter or digit at least one token and at most
+    one more than its characters (each token covers a character or more; a word-start marker
+    may add one), so such a text of at most max_tokens - 1 characters cannot break the bounds
+    when min_tokens is at most 1. The first batch is counted whole to check that this holds
+    for the configured tokenizer; if any text breaks it, every text is counted from then on.
     """
 
-    def __init__(self, base_model: str, root: Path):
+    def __init__(self, base_model: str, root: Path, bounds: tuple[int, int] | None = None):
         import copy
 
         from transformers import AutoTokenizer
@@ -58,6 +66,8 @@ class TokenCounter:
         self.tokenizer = copy.deepcopy(wrapper.backend_tokenizer)
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
+        self.bounds = bounds
+        self.shortcut: bool | None = None if bounds is not None else False  # None: not checked yet
 
     def __call__(self, texts: list[str], chunk: int = 10_000) -> np.ndarray:
         counts = np.zeros(len(texts), dtype=np.int64)
@@ -65,6 +75,24 @@ class TokenCounter:
         for start in range(0, len(texts), chunk):
             encodings = self.tokenizer.encode_batch(texts[start : start + chunk], add_special_tokens=False)
             counts[start : start + len(encodings)] = [len(encoding) for encoding in encodings]
+        return counts
+
+    def where_needed(self, texts: pd.Series) -> np.ndarray:
+        """Token counts (floats) of the texts that could break `bounds`; NaN for the others."""
+        if self.bounds is None or self.shortcut is False:
+            return self(texts.tolist()).astype(float)
+        lowest, highest = self.bounds
+        lengths = texts.str.len().fillna(0).to_numpy(np.int64)
+        safe = ascii_with_alphanumeric(texts) & (lengths + 1 <= highest) & (lowest <= 1)
+        if self.shortcut is None:  # the first batch: count every text, and check the bound on them
+            counts = self(texts.tolist()).astype(float)
+            self.shortcut = bool(((counts[safe] >= 1) & (counts[safe] <= lengths[safe] + 1)).all())
+            if self.shortcut:
+                counts[safe] = np.nan
+            return counts
+        counts = np.full(len(texts), np.nan)
+        needed = np.flatnonzero(~safe)
+        counts[needed] = self(texts.iloc[needed].tolist())
         return counts
 
 
@@ -80,9 +108,9 @@ def add_features(
     frame = batch.reset_index(drop=True).copy()
     frame[MAPPED_LABEL] = map_labels(frame[LABEL], label_map)
     # A text with nothing visible is text_present's finding; judging it again would repeat it.
-    visible = frame[TEXT].str.contains(visible_pattern()).fillna(False).astype(bool)
-    frame[TOKENS] = pd.Series(counter(frame[TEXT].tolist()), index=frame.index, dtype=float).where(visible)
-    frame[NOT_LANGUAGE] = frame[TEXT].map(not_language).where(visible)
+    visible = visible_column(frame[TEXT])
+    frame[TOKENS] = pd.Series(counter.where_needed(frame[TEXT]), index=frame.index, dtype=float).where(visible)
+    frame[NOT_LANGUAGE] = pd.Series(not_language_column(frame[TEXT]), index=frame.index, dtype=object).where(visible)
     for name, values in findings.items():
         frame[name] = pd.Series(values, index=frame.index, dtype=object)
     return frame

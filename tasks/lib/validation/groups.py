@@ -20,7 +20,7 @@ import pandas as pd
 
 from tasks.lib.batches import Table, Vocabulary
 from tasks.lib.columns import LABEL, SPLIT, TEXT
-from tasks.lib.text import normalise, visible_pattern
+from tasks.lib.text import normalise_column, visible_column
 from tasks.lib.validation.features import SPLIT_PRIORITY, map_labels
 
 NONE = -1  # no finding, no split, no label
@@ -28,9 +28,9 @@ UNSPLIT = SPLIT_PRIORITY["train"]  # an unsplit row counts as a training row
 LISTED = 3  # rows a conflict's detail names
 
 
-def text_hash(texts: pd.Series) -> np.ndarray:
+def text_hash(texts: pd.Series | np.ndarray) -> np.ndarray:
     """A 64-bit hash per text (pandas' SipHash), equal for equal texts in any batch."""
-    return pd.util.hash_array(texts.to_numpy(dtype=object), categorize=False)
+    return pd.util.hash_array(np.asarray(texts, dtype=object), categorize=False)
 
 
 @dataclass
@@ -66,15 +66,15 @@ def row_keys(table: Table, label_map: dict[str, str]) -> RowKeys:
         length=np.zeros(n, np.int32),
         visible=np.zeros(n, bool),
     )
-    visible, start = visible_pattern(), 0
+    start = 0
     for batch in table.batches([TEXT, LABEL, SPLIT]):
         texts, end = batch[TEXT], start + len(batch)
         keys.exact[start:end] = text_hash(texts)
-        keys.normalised[start:end] = text_hash(texts.map(normalise))
+        keys.normalised[start:end] = text_hash(normalise_column(texts))
         keys.label[start:end] = keys.labels.codes(map_labels(batch[LABEL], label_map))
         keys.split[start:end] = batch[SPLIT].map(SPLIT_PRIORITY).fillna(NONE).to_numpy(np.int8)
         keys.length[start:end] = texts.str.len().to_numpy(np.int32)
-        keys.visible[start:end] = texts.str.contains(visible).fillna(False).to_numpy(bool)
+        keys.visible[start:end] = visible_column(texts)
         start = end
     return keys
 
