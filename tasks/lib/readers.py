@@ -167,6 +167,7 @@ def _blank(data: bytes) -> bool:
 
 
 def _byte_chunks(content: Path | bytes, path: Path) -> Iterator[bytes]:
+    """`content` (a file, or bytes already read) in chunks of PIECE_BYTES."""
     if isinstance(content, bytes):
         yield from (content[i : i + PIECE_BYTES] for i in range(0, len(content), PIECE_BYTES))
         return
