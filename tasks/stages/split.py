@@ -36,15 +36,19 @@ class SplitError(PipelineError, ValueError):
 
 
 def unit_hash(keys: pd.Series | np.ndarray, salt: str) -> np.ndarray:
-    """A number in [0, 1) per key, uniform over keys, the same for the same key and salt in any data."""
-    return np.fromiter(
-        (
-            int.from_bytes(hashlib.blake2b(f"{salt}\0{key}".encode(), digest_size=8).digest(), "big") / 2.0**64
-            for key in keys
-        ),
-        dtype=np.float64,
-        count=len(keys),
-    )
+    """A number in [0, 1) per key, uniform over keys, the same for the same key and salt in any data.
+
+    The first 8 bytes of BLAKE2b over `salt`, a NUL and the key, as a big-endian integer over 2**64:
+    the hasher fed the salt once is copied for each key (the same digest as hashing both together).
+    """
+    salted = hashlib.blake2b(f"{salt}\0".encode(), digest_size=8)
+
+    def digest(key: str) -> bytes:
+        hasher = salted.copy()
+        hasher.update(key.encode())
+        return hasher.digest()
+
+    return np.frombuffer(b"".join(map(digest, keys)), dtype=">u8") / 2.0**64
 
 
 @dataclass
@@ -60,12 +64,12 @@ class SplitKeys:
 def split_keys(table: Table, salts: list[str]) -> SplitKeys:
     """Read the text, label and split columns of `table`, hashing each normalised text with `salts`
     (into arrays of the table's size, filled batch by batch)."""
-    n, indices = table.rows, {name: i for i, name in enumerate(SPLITS)}
+    n = table.rows
     keys = SplitKeys(np.zeros(n, np.int8), np.zeros(n, np.int32), Vocabulary(), {salt: np.zeros(n) for salt in salts})
     start = 0
     for batch in table.batches([TEXT, LABEL, SPLIT]):
         end = start + len(batch)
-        keys.source[start:end] = batch[SPLIT].fillna("train").map(indices).to_numpy(np.int8)
+        keys.source[start:end] = pd.Categorical(batch[SPLIT].fillna("train"), categories=SPLITS).codes
         keys.label[start:end] = keys.labels.codes(batch[LABEL])
         normalised = normalise_column(batch[TEXT]) if salts else None
         for salt in salts:
