@@ -69,7 +69,11 @@ def split_keys(table: Table, salts: list[str]) -> SplitKeys:
     start = 0
     for batch in table.batches([TEXT, LABEL, SPLIT]):
         end = start + len(batch)
-        keys.source[start:end] = pd.Categorical(batch[SPLIT].fillna("train"), categories=SPLITS).codes
+        source = pd.Index(SPLITS).get_indexer(batch[SPLIT].fillna("train"))
+        if (source < 0).any():  # a row in none of the splits would be lost
+            unknown = sorted(set(batch[SPLIT].dropna()) - set(SPLITS))
+            raise SplitError(f"split values {unknown} in the validated data: expected {list(SPLITS)} or empty")
+        keys.source[start:end] = source
         keys.label[start:end] = keys.labels.codes(batch[LABEL])
         normalised = normalise_column(batch[TEXT]) if salts else None
         for salt in salts:

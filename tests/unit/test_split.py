@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.lib.config import SplitConfig
 from tasks.stages.split import SplitError, split, unit_hash
 
 
@@ -101,3 +102,9 @@ def test_the_split_hash_never_changes():
         for key in keys
     ]
     assert list(unit_hash(np.array(keys, dtype=object), "7:val")) == reference
+
+
+def test_an_unknown_source_split_is_an_error_not_a_lost_row():
+    frame = pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"], "split": ["train", "dev"]})
+    with pytest.raises(SplitError, match=r"split values \['dev'\]"):
+        split(frame, SplitConfig(val_fraction=0.1, test_fraction=0.1, seed=1, max_train_rows=None, max_test_rows=None))
