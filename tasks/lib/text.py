@@ -112,57 +112,60 @@ _ASCII_SPACE = _ASCII_SPACE_BUT_SPACE + " "
 _ASCII_WORD = f"(?:^|[{_ASCII_SPACE}])[^{_ASCII_SPACE}0-9@:/]*[A-Za-z][^{_ASCII_SPACE}0-9@:/]*(?:[{_ASCII_SPACE}]|$)"
 
 
-def _ascii(texts: pd.Series) -> tuple[pa.Array, np.ndarray]:
-    """The texts as an Arrow array, and which of them are pure ASCII."""
-    array = pa.array(texts.to_numpy(dtype=object), type=pa.large_string(), from_pandas=True)
-    return array, pc.fill_null(pc.string_is_ascii(array), False).to_numpy(zero_copy_only=False)
+def _ascii(texts: pd.Series) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """The texts as an object array and as an Arrow array, and which of them are pure ASCII."""
+    values = texts.to_numpy(dtype=object)
+    array = pa.array(values, type=pa.large_string(), from_pandas=True)
+    return values, array, _numpy(pc.fill_null(pc.string_is_ascii(array), False))
 
 
 def _numpy(array: pa.Array) -> np.ndarray:
     return array.to_numpy(zero_copy_only=False)
 
 
+def _matches(array: pa.Array, pattern: str) -> np.ndarray:
+    """Per text, whether RE2 `pattern` matches somewhere in it (a missing text: no)."""
+    return _numpy(pc.fill_null(pc.match_substring_regex(array, pattern), False))
+
+
 def normalise_column(texts: pd.Series) -> np.ndarray:
     """`normalise` of every text (an object array)."""
-    array, ascii_ = _ascii(texts)
+    values, array, ascii_ = _ascii(texts)
     out = np.empty(len(texts), dtype=object)
     plain = array.filter(ascii_)
     forms = _numpy(pc.ascii_lower(plain))
     # Only texts with a space run, a space at either end or another white-space character need more.
-    odd = _numpy(pc.match_substring_regex(plain, f"[{_ASCII_SPACE_BUT_SPACE}]|  |^ | $"))
+    odd = _matches(plain, f"[{_ASCII_SPACE_BUT_SPACE}]|  |^ | $")
     if odd.any():
         collapsed = pc.replace_substring_regex(pa.array(forms[odd], pa.large_string()), f"[{_ASCII_SPACE}]+", " ")
         forms[odd] = _numpy(pc.utf8_trim(collapsed, " "))
     out[ascii_] = forms
     rest = np.flatnonzero(~ascii_)
-    out[rest] = [normalise(text) for text in texts.to_numpy(dtype=object)[rest]]
+    out[rest] = [normalise(text) for text in values[rest]]
     return out
 
 
 def not_language_column(texts: pd.Series) -> np.ndarray:
     """`not_language` of every text (an object array, None where it is language)."""
-    array, ascii_ = _ascii(texts)
-    word = pc.and_(
-        pc.match_substring_regex(array, _ASCII_WORD), pc.invert(pc.match_substring(array, "www.", ignore_case=True))
-    )
-    sure = ascii_ & pc.fill_null(word, False).to_numpy(zero_copy_only=False)
+    values, array, ascii_ = _ascii(texts)
+    web = _numpy(pc.fill_null(pc.match_substring(array, "www.", ignore_case=True), False))
+    sure = ascii_ & _matches(array, _ASCII_WORD) & ~web
     out = np.full(len(texts), None, dtype=object)
     rest = np.flatnonzero(~sure)
-    out[rest] = [not_language(text) for text in texts.to_numpy(dtype=object)[rest]]
+    out[rest] = [not_language(text) for text in values[rest]]
     return out
 
 
 def visible_column(texts: pd.Series) -> np.ndarray:
     """`has_visible_character` of every text (a bool array; a missing text shows nothing)."""
-    array, ascii_ = _ascii(texts)
-    out = ascii_ & pc.fill_null(pc.match_substring_regex(array, "[!-~]"), False).to_numpy(zero_copy_only=False)
+    values, array, ascii_ = _ascii(texts)
+    out = ascii_ & _matches(array, "[!-~]")
     rest = np.flatnonzero(~ascii_)
-    values = texts.to_numpy(dtype=object)[rest]
-    out[rest] = [isinstance(text, str) and has_visible_character(text) for text in values]
+    out[rest] = [isinstance(text, str) and has_visible_character(text) for text in values[rest]]
     return out
 
 
 def ascii_with_alphanumeric(texts: pd.Series) -> np.ndarray:
     """Per text, whether it is pure ASCII and holds a letter or digit (a bool array)."""
-    array, ascii_ = _ascii(texts)
-    return ascii_ & pc.fill_null(pc.match_substring_regex(array, "[A-Za-z0-9]"), False).to_numpy(zero_copy_only=False)
+    _, array, ascii_ = _ascii(texts)
+    return ascii_ & _matches(array, "[A-Za-z0-9]")

@@ -346,12 +346,12 @@ def _judge_rows(
             if policy != "warn":
                 removed_here.update(flagged)
         outcome.removed |= removed_here
-        removed = batch[ROW_ID].isin(removed_here).to_numpy() if removed_here else np.zeros(len(batch), bool)
+        removed = batch[ROW_ID].isin(removed_here).to_numpy()
         went_on[start : start + len(batch)] = ~removed
         kept = batch[~removed]
         keep(kept.assign(**{LABEL: map_labels(kept[LABEL], data.label_map)}).reset_index(drop=True))
         outcome.kept_rows += len(kept)
-        outcome.records += _records(batch, flagged_here, outcome) if flagged_here else []
+        outcome.records += _records(batch, flagged_here, outcome)
         start += len(batch)
     for rule in checks:
         count = flagged_rows[rule.name]
