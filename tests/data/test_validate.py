@@ -214,7 +214,28 @@ def test_texts_of_invisible_code_points_fail_text_present(family):
 
     text = INVISIBLE[family]
     assert not has_visible_character(text), family
-    assert pd.Series([text]).str.contains(visible_pattern()).tolist() == [False]  # what GX runs
+    assert pd.Series([text]).astype(str).str.contains(visible_pattern("braced")).tolist() == [False]  # what GX runs
+
+
+def test_the_suites_patterns_match_what_pythons_match_on_every_code_point():
+    """The suite's regular expressions run on RE2 (pandas on Arrow strings) and Spark: written in
+    their syntax, they must match exactly the code points the `re` patterns match."""
+    import re
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from tasks.lib.text import visible_pattern
+    from tasks.lib.validation.features import CONTROL
+
+    characters = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    column = pd.Series([*characters, "a\nb", "\n", "", " \u200b\r\n"])
+    for python, suite in ((visible_pattern(), visible_pattern("braced")), (CONTROL, CONTROL)):
+        expected = np.array([re.search(python, text) is not None for text in column])
+        on_arrow = pc.match_substring_regex(pa.array(column), suite).to_numpy(zero_copy_only=False)
+        assert (on_arrow == expected).all(), python
+        assert (column.astype(str).str.contains(suite).to_numpy() == expected).all()  # what GX runs
+    assert 0 < expected.sum() < 100  # the control characters and U+FFFD, not nothing
 
 
 def test_texts_in_other_scripts_and_emoji_are_visible():

@@ -435,7 +435,7 @@ def check(
     noise = dataset_rules and config.rules.label_noise != "off"
     keys = row_keys(table, data.label_map)
     findings = _findings(table, keys, list(data.labels), config if noise else None)
-    checks = row_rules(validator.gx, data, config, noise, dialect="python" if spark_url is None else "java")
+    checks = row_rules(validator.gx, data, config, noise)
     if spark_url is not None:
         verdicts = _spark_verdicts(validator, checks, table, findings, counter, data, config.spark, spark_url)
     else:

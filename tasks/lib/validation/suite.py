@@ -72,13 +72,11 @@ def _rule(config: ValidateConfig, name: str, demands: str, expectation: Any, **a
     return Rule(name, demands, expectation(description=f"{name} ({policy}): {demands}", **arguments))
 
 
-def row_rules(
-    gx: Any, data: DataConfig, config: ValidateConfig, label_noise: bool = False, dialect: str = "python"
-) -> list[Rule]:
+def row_rules(gx: Any, data: DataConfig, config: ValidateConfig, label_noise: bool = False) -> list[Rule]:
     """The per-row rules, in the order params.yaml lists them; `label_noise`: with that one (whole datasets).
 
-    Args:
-        dialect: the regular expressions' syntax, `python` (pandas) or `java` (Spark).
+    Their regular expressions run on RE2 (pandas with Arrow strings) and java.util.regex (Spark),
+    and are written in the syntax both read.
     """
     e, c = gx.expectations, config
     noise = [
@@ -90,10 +88,10 @@ def row_rules(
             column=LABEL_ISSUE,
         )
     ]
-    return [*_single_row_rules(gx, data, c, dialect), *(noise if label_noise else [])]
+    return [*_single_row_rules(gx, data, c), *(noise if label_noise else [])]
 
 
-def _single_row_rules(gx: Any, data: DataConfig, config: ValidateConfig, dialect: str) -> list[Rule]:
+def _single_row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list[Rule]:
     """The rules each row is judged by on its own or with its copies."""
     e, c = gx.expectations, config
     return [
@@ -103,7 +101,7 @@ def _single_row_rules(gx: Any, data: DataConfig, config: ValidateConfig, dialect
             "text has a visible character",
             e.ExpectColumnValuesToMatchRegex,
             column=TEXT,
-            regex=visible_pattern(dialect),
+            regex=visible_pattern("braced"),
         ),
         _rule(
             c,
