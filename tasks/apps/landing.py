@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.lib.columns import ROW_ID, SOURCE_FILE
-from tasks.lib.config import Params
+from tasks.lib.config import Params, require_task_support
 from tasks.lib.errors import PipelineError
 from tasks.lib.incoming import accepted_names, batch_id, consolidate, data_version, incoming_lock, next_number
 from tasks.lib.io import (
@@ -116,6 +116,7 @@ def check_file(path: Path, params: Params) -> Verdict:
     from tasks.lib.validation.features import TokenCounter
     from tasks.lib.validation.report import render, summary
 
+    require_task_support(params, "landing")
     limit = params.retrain.max_file_rows
     declared = _rows_in_metadata(path)
     if declared is not None and declared > limit:

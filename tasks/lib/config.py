@@ -105,6 +105,10 @@ class DataConfig(_Section):
     sheet: Annotated[str, Field(min_length=1)] | None
     # What a compressed file or archive member may expand to (a zip bomb stops here).
     max_expanded_bytes: Annotated[int, Field(ge=1)]
+    # Token classification: the word and tag columns of CoNLL files, and the tag scheme.
+    word_field: int
+    tag_field: int
+    tag_scheme: Literal["iob2", "iob1"]
     demo: DemoConfig
 
     @field_validator("columns")
@@ -669,7 +673,11 @@ class RetentionConfig(_Section):
     notification_lines: Annotated[int, Field(ge=1)] | None
 
 
+Task = Literal["sequence_classification", "token_classification"]
+
+
 class Params(_Section):
+    task: Task
     paths: PathsConfig
     data: DataConfig
     validate_: Annotated[ValidateConfig, Field(alias="validate")]
@@ -767,3 +775,21 @@ def load_params(root: Path | str = ".", file: str = PARAMS_FILE) -> Params:
         return Params.model_validate({**raw, "root": root})
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, path)) from None
+
+
+# The parts of the DAG that handle `task: token_classification` so far (issue 23 brings the
+# rest): any other stops rather than read a sentence's tags as one class label.
+TOKEN_CLASSIFICATION_READY = frozenset({"ingest"})
+
+
+def require_task_support(params: Params, part: str) -> None:
+    """Stop when `part` (a stage or app) cannot handle `params.task` yet.
+
+    Raises:
+        ConfigError: naming the part and the ones that can.
+    """
+    if params.task == "token_classification" and part not in TOKEN_CLASSIFICATION_READY:
+        raise ConfigError(
+            f"{part}: task token_classification is not supported here yet; so far only "
+            f"{', '.join(sorted(TOKEN_CLASSIFICATION_READY))} (README 'Named entities')"
+        )

@@ -36,9 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tasks.lib.columns import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, SPLIT, TEXT
-from tasks.lib.config import DataConfig
+from tasks.lib.config import DataConfig, Task
 from tasks.lib.demo_data import generate_reviews
-from tasks.lib.errors import PipelineError
+from tasks.lib.errors import DataError
+from tasks.lib.sentences import Sentence, conll_sentences, iob1_to_iob2, jsonl_sentence
 from tasks.lib.text import not_language
 
 # Formats by suffix, with the delimiter of the delimited ones (`.txt`: sniffed, or data.sep).
@@ -50,6 +51,7 @@ SUFFIXES = {
     ".json": None,
     ".parquet": None,
     ".xlsx": None,
+    ".conll": None,  # token classification
 }
 # Compression around any format (`reviews.csv.gz`), and archives of such files.
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
@@ -64,26 +66,6 @@ SPLIT_NAMES = {
     "validation": "val",
     "test": "test",
 }
-
-
-class DataError(PipelineError, ValueError):
-    """The source cannot be read as a labelled text dataset.
-
-    The message names the file, and where it applies the line, column and field.
-    """
-
-    def __init__(
-        self,
-        file: Path | str,
-        message: str,
-        line: int | None = None,
-        field: str | None = None,
-        column: int | None = None,
-    ):
-        where = str(file) + (f":{line}" if line is not None else "") + (f":{column}" if column is not None else "")
-        what = f" field '{field}':" if field else ""
-        super().__init__(f"{where}:{what} {message}")
-        self.file, self.line, self.column, self.field = str(file), line, column, field
 
 
 # UTF-32 first: its little-endian mark starts with UTF-16's.
@@ -689,12 +671,39 @@ def _zstd_open(path: Path, mode: str) -> Any:
     return zstandard.open(path, mode)
 
 
+def _sentence_records(
+    where: Path, kind: str, content: Path | bytes, config: DataConfig
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line, {text, label}) per sentence of a CoNLL column file or of JSON Lines with token and tag lists."""
+    if kind not in (".txt", ".conll", ".jsonl", ".json"):
+        raise DataError(
+            where,
+            f"token classification reads CoNLL column files (.txt, .conll) and JSON Lines "
+            f'({{"tokens": [...], "tags": [...]}} per line), not {kind} files',
+        )
+    pieces = decoded_pieces(content, where)
+    sentences: Iterator[Sentence]
+    if kind in (".jsonl", ".json"):
+        sentences = (jsonl_sentence(where, record, number) for number, record in _records_jsonl(where, pieces))
+    else:
+        sentences = conll_sentences(where, _text_lines(pieces), config.word_field, config.tag_field)
+    for sentence in sentences:
+        if config.tag_scheme == "iob1":
+            sentence.tags = iob1_to_iob2(sentence.tags)
+        yield sentence.line, sentence.record()
+
+
 def _read_content(
-    where: Path, kind: str, content: Path | bytes, config: DataConfig, name: str, split: str | None
+    where: Path, kind: str, content: Path | bytes, config: DataConfig, name: str, split: str | None, task: Task
 ) -> Iterator[pd.DataFrame]:
     """One file's content (a path, or bytes already read or expanded) of format `kind` in the raw schema,
     in batches."""
     records: Iterator[tuple[int, dict]]
+    if task == "token_classification":
+        sentences = config.model_copy(update={"text_column": ["text"], "label_column": "label"})
+        return _raw_batches(_sentence_records(where, kind, content, config), sentences, where, name, split)
+    if kind == ".conll":
+        raise DataError(where, "a CoNLL file holds tags per word: set `task: token_classification` to read it")
     if kind == ".parquet":
         records = _records_parquet(where, content)
     elif kind == ".xlsx":
@@ -718,7 +727,7 @@ def _read_content(
     return _raw_batches(records, config, where, name, split)
 
 
-def _read_archive(path: Path, config: DataConfig, split: str | None) -> Iterator[pd.DataFrame]:
+def _read_archive(path: Path, config: DataConfig, split: str | None, task: Task) -> Iterator[pd.DataFrame]:
     """Every data file inside a `.zip` (named `archive.zip/member` in errors and row ids), in batches."""
     try:
         archive = zipfile.ZipFile(path)
@@ -747,15 +756,19 @@ def _read_archive(path: Path, config: DataConfig, split: str | None) -> Iterator
                 content = archive.read(member)
             except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
                 raise DataError(where, f"cannot be read from the archive ({exc})") from None
-            yield from _read_content(where, kind, content, config, f"{path.name}/{member.filename}", member_split)
+            yield from _read_content(where, kind, content, config, f"{path.name}/{member.filename}", member_split, task)
 
 
-def read_file(path: Path, config: DataConfig, split: str | None = None) -> pd.DataFrame:
+def read_file(
+    path: Path, config: DataConfig, split: str | None = None, task: Task = "sequence_classification"
+) -> pd.DataFrame:
     """Read one file (compressed, or a .zip of files) into the raw schema (`iter_file`, whole)."""
-    return _whole(iter_file(path, config, split))
+    return _whole(iter_file(path, config, split, task))
 
 
-def iter_file(path: Path, config: DataConfig, split: str | None = None) -> Iterator[pd.DataFrame]:
+def iter_file(
+    path: Path, config: DataConfig, split: str | None = None, task: Task = "sequence_classification"
+) -> Iterator[pd.DataFrame]:
     """Read one file (compressed, or a .zip of files) into the raw schema, BATCH_ROWS rows at a time.
 
     Raises:
@@ -771,24 +784,24 @@ def iter_file(path: Path, config: DataConfig, split: str | None = None) -> Itera
             f"optionally compressed ({', '.join(COMPRESSIONS)}) or in a {ARCHIVE}",
         )
     if kind[0] == ARCHIVE:
-        yield from _read_archive(path, config, split)
+        yield from _read_archive(path, config, split, task)
         return
     content: Path | bytes = _expand(path, kind[1], config) if kind[1] else path
-    yield from _read_content(path, kind[0], content, config, path.name, split)
+    yield from _read_content(path, kind[0], content, config, path.name, split, task)
 
 
 def _whole(batches: Iterable[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(list(batches), ignore_index=True)
 
 
-def iter_folder(folder: Path, config: DataConfig) -> Iterator[pd.DataFrame]:
+def iter_folder(folder: Path, config: DataConfig, task: Task = "sequence_classification") -> Iterator[pd.DataFrame]:
     """Every supported file in a folder, in batches; stems like train/dev/test keep their split."""
     files = sorted(p for p in folder.iterdir() if p.is_file() and data_format(p.name) is not None)
     if not files:
         raise DataError(folder, f"no data files ({', '.join(sorted(SUFFIXES))}, compressed or zipped) in this folder")
     named = _splits(folder, [p.name for p in files])
     for path, split in zip(files, named, strict=True):
-        yield from iter_file(path, config, split)
+        yield from iter_file(path, config, split, task)
 
 
 def _splits(container: Path, names: list[str]) -> list[str | None]:
@@ -829,18 +842,19 @@ def read_hub(dataset_id: str, config: DataConfig) -> Iterator[pd.DataFrame]:
         )
 
 
-def read_source(config: DataConfig, root: Path) -> pd.DataFrame:
+def read_source(config: DataConfig, root: Path, task: Task = "sequence_classification") -> pd.DataFrame:
     """Read `config.source` into the raw schema, whole (`iter_source`)."""
-    return _whole(iter_source(config, root))
+    return _whole(iter_source(config, root, task))
 
 
-def iter_source(config: DataConfig, root: Path) -> Iterator[pd.DataFrame]:
+def iter_source(config: DataConfig, root: Path, task: Task = "sequence_classification") -> Iterator[pd.DataFrame]:
     """Read `config.source` into the raw schema, BATCH_ROWS rows at a time (a file's errors may come after
     some of its batches: write them somewhere the failure discards).
 
     Args:
         config: the `data` section.
         root: the repo root, against which a relative source path is resolved.
+        task: `token_classification` reads sentences of tagged words (tasks.lib.sentences).
     """
     source = config.source
     if source == "demo":
@@ -860,9 +874,9 @@ def iter_source(config: DataConfig, root: Path) -> Iterator[pd.DataFrame]:
         return
     path = (Path(source) if Path(source).is_absolute() else root / source).resolve()
     if path.is_dir():
-        yield from iter_folder(path, config)
+        yield from iter_folder(path, config, task)
         return
     if path.is_file():
-        yield from iter_file(path, config)
+        yield from iter_file(path, config, task=task)
         return
     raise DataError(path, "data.source: no such file or folder (use a path, `demo` or `hf:<id>`)")

@@ -29,7 +29,7 @@ def run(params: Params) -> None:
     splits: Counter[str] = Counter()
 
     def rows() -> Iterator[pd.DataFrame]:
-        for batch in iter_source(params.data, params.root):
+        for batch in iter_source(params.data, params.root, params.task):
             counted["source"] += len(batch)
             splits.update(batch[SPLIT].fillna("unsplit").value_counts().to_dict())
             yield batch

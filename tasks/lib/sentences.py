@@ -1,0 +1,113 @@
+"""Token-classification data: sentences of words and their tags, from CoNLL column files and JSON Lines.
+
+A sentence is one row of the raw schema: its words joined by single spaces as the text, its
+tags joined the same way as the label (words hold no white space, so both split back exactly,
+and the streaming stages, hashes and quarantine treat a sentence like any other text). The
+row's line is the line of its first word.
+
+CoNLL files hold a word per line in white-space separated columns (`data.word_field`,
+`data.tag_field`), a blank line between sentences, and may hold `-DOCSTART-` lines between
+documents. Tags are IOB2 (`B-` starts every entity) or, with `data.tag_scheme: iob1`, IOB1 (an
+entity starts with `I-` unless it follows one of the same type), converted to IOB2 on read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.lib.errors import DataError
+
+DOCUMENT_START = "-DOCSTART-"
+TOKENS_FIELD, TAGS_FIELD = "tokens", "tags"
+
+
+@dataclass
+class Sentence:
+    line: int  # the line of its first word (JSON Lines: of its record)
+    words: list[str]
+    tags: list[str]
+
+    def record(self) -> dict[str, str]:
+        """The sentence as the raw schema's text and label (words and tags joined by single spaces)."""
+        return {"text": " ".join(self.words), "label": " ".join(self.tags)}
+
+
+def iob1_to_iob2(tags: list[str]) -> list[str]:
+    """IOB2 tags of IOB1 ones: an `I-X` that does not follow an `X` starts an entity, so becomes `B-X`."""
+    converted = []
+    previous = "O"
+    for tag in tags:
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            tag = "B-" + tag[2:]
+        converted.append(tag)
+        previous = tag
+    return converted
+
+
+def conll_sentences(path: Path, lines: Iterable[str], word_field: int, tag_field: int) -> Iterator[Sentence]:
+    """The sentences of a CoNLL column file, from its lines (each with or without its line ending).
+
+    Raises:
+        DataError: a line with too few columns for `word_field` and `tag_field`, naming the line.
+    """
+    words: list[str] = []
+    tags: list[str] = []
+    first = 0
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields or fields[0] == DOCUMENT_START:  # a sentence (or document) ends here
+            if words:
+                yield Sentence(first, words, tags)
+            words, tags = [], []
+            continue
+        needed = max(_position(word_field), _position(tag_field)) + 1
+        if len(fields) < needed:
+            raise DataError(
+                path,
+                f"{len(fields)} white-space separated columns where the word (data.word_field {word_field}) "
+                f"and the tag (data.tag_field {tag_field}) need {needed}",
+                line=number,
+            )
+        if not words:
+            first = number
+        words.append(fields[word_field])
+        tags.append(fields[tag_field])
+    if words:
+        yield Sentence(first, words, tags)
+
+
+def _position(field: int) -> int:
+    """How many columns a line needs, less one, for the 0-based or negative index `field`."""
+    return field if field >= 0 else -field - 1
+
+
+def jsonl_sentence(path: Path, record: dict[str, object], number: int) -> Sentence:
+    """A JSON Lines record `{"tokens": [...], "tags": [...]}` as a sentence.
+
+    The lists may differ in length (validation flags it); a token must be non-empty text
+    without white space, a tag text.
+
+    Raises:
+        DataError: a missing or ill-typed field, an empty token or one with white space, naming
+            the line and field.
+    """
+    values = {}
+    for field in (TOKENS_FIELD, TAGS_FIELD):
+        value = record.get(field)
+        if value is None:
+            raise DataError(
+                path, f"no {field!r} list in this record (found {sorted(record)})", line=number, field=field
+            )
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise DataError(
+                path, f"expected a list of strings, found {json.dumps(value)[:60]}", line=number, field=field
+            )
+        values[field] = value
+    for position, token in enumerate(values[TOKENS_FIELD], start=1):
+        if not token or len(token.split()) != 1 or token != token.strip():
+            problem = "is empty" if not token.strip() else f"{token!r} holds white space; split it into tokens"
+            raise DataError(path, f"token {position} {problem}", line=number, field=TOKENS_FIELD)
+    return Sentence(number, values[TOKENS_FIELD], values[TAGS_FIELD])
