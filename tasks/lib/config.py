@@ -149,6 +149,10 @@ class RulesConfig(_Section):
     text_length: RowPolicy
     text_tokens: RowPolicy
     label_in_set: Literal["fail", "quarantine"]  # a label outside the set cannot be trained on
+    # Token classification only (in place of label_in_set).
+    tags_aligned: Literal["fail", "quarantine"]
+    tags_in_set: Literal["fail", "quarantine"]
+    tags_iob: Literal["fail", "quarantine", "warn", "repair"]
     conflicting_labels: RowPolicy
     split_leakage: RowPolicy
     duplicate_exact: RowPolicy
@@ -779,7 +783,7 @@ def load_params(root: Path | str = ".", file: str = PARAMS_FILE) -> Params:
 
 # The parts of the DAG that handle `task: token_classification` so far (issue 23 brings the
 # rest): any other stops rather than read a sentence's tags as one class label.
-TOKEN_CLASSIFICATION_READY = frozenset({"ingest"})
+TOKEN_CLASSIFICATION_READY = frozenset({"ingest", "validate"})
 
 
 def require_task_support(params: Params, part: str) -> None:

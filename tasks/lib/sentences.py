@@ -63,25 +63,20 @@ def conll_sentences(path: Path, lines: Iterable[str], word_field: int, tag_field
                 yield Sentence(first, words, tags)
             words, tags = [], []
             continue
-        needed = max(_position(word_field), _position(tag_field)) + 1
-        if len(fields) < needed:
+        word, tag = (field if field >= 0 else len(fields) + field for field in (word_field, tag_field))
+        if word == tag or not (0 <= word < len(fields) and 0 <= tag < len(fields)):
             raise DataError(
                 path,
-                f"{len(fields)} white-space separated columns where the word (data.word_field {word_field}) "
-                f"and the tag (data.tag_field {tag_field}) need {needed}",
+                f"{len(fields)} white-space separated columns: the word (data.word_field {word_field}) and its "
+                f"tag (data.tag_field {tag_field}) need two different columns",
                 line=number,
             )
         if not words:
             first = number
-        words.append(fields[word_field])
-        tags.append(fields[tag_field])
+        words.append(fields[word])
+        tags.append(fields[tag])
     if words:
         yield Sentence(first, words, tags)
-
-
-def _position(field: int) -> int:
-    """How many columns a line needs, less one, for the 0-based or negative index `field`."""
-    return field if field >= 0 else -field - 1
 
 
 def jsonl_sentence(path: Path, record: dict[str, object], number: int) -> Sentence:
@@ -111,3 +106,50 @@ def jsonl_sentence(path: Path, record: dict[str, object], number: int) -> Senten
             problem = "is empty" if not token.strip() else f"{token!r} holds white space; split it into tokens"
             raise DataError(path, f"token {position} {problem}", line=number, field=TOKENS_FIELD)
     return Sentence(number, values[TOKENS_FIELD], values[TAGS_FIELD])
+
+
+def tag_set(types: list[str]) -> set[str]:
+    """The IOB2 tags of entity `types`: O, and B-/I- of each type."""
+    return {"O", *(f"{prefix}-{kind}" for kind in types for prefix in "BI")}
+
+
+def entity_types(tags: list[str]) -> list[str]:
+    """The type of each entity in IOB2 `tags`, in order; an `I-X` that does not continue an X
+    starts one (as IOB1 would read it, and seqeval does)."""
+    found, previous = [], "O"
+    for tag in tags:
+        if tag.startswith("B-") or (tag.startswith("I-") and previous[2:] != tag[2:]):
+            found.append(tag[2:])
+        previous = tag if tag[:2] in ("B-", "I-") else "O"
+    return found
+
+
+def misaligned(text: str, label: str) -> str | None:
+    """Why a sentence's tags do not pair with its words, or None."""
+    words, tags = len(text.split(" ")) if text else 0, len(label.split(" ")) if label else 0
+    return None if words == tags else f"{words} words, {tags} tags"
+
+
+def unknown_tag(label: str, tags: set[str]) -> str | None:
+    """The first tag not in `tags` (and how many there are), or None."""
+    unknown = [(position, tag) for position, tag in enumerate(label.split(" ") if label else [], 1) if tag not in tags]
+    if not unknown:
+        return None
+    position, tag = unknown[0]
+    more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+    return f"tag {tag!r} at word {position}{more}"
+
+
+def broken_iob(label: str) -> str | None:
+    """Where an `I-X` does not continue an X (IOB2 starts every entity with B-), or None."""
+    previous = "O"
+    for position, tag in enumerate(label.split(" ") if label else [], 1):
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            return f"{tag} at word {position} follows {previous}: the entity has no B-{tag[2:]}"
+        previous = tag if tag[:2] in ("B-", "I-") else "O"
+    return None
+
+
+def repair_iob(label: str) -> str:
+    """`label` with each `I-X` that does not continue an X made `B-X`."""
+    return " ".join(iob1_to_iob2(label.split(" "))) if label else label

@@ -54,7 +54,15 @@ def run(params: Params) -> None:
         writer = stack.enter_context(TableWriter(staging, RAW_COLUMNS))
         with atomic_dir(reports / "data_docs") as docs:
             outcome = check(
-                raw, params.data, params.validate_, counter, baseline, docs, keep=writer.write, spark_url=spark_url
+                raw,
+                params.data,
+                params.validate_,
+                counter,
+                baseline,
+                docs,
+                keep=writer.write,
+                spark_url=spark_url,
+                task=params.task,
             )
         outcome.docs = reports / "data_docs" / "index.html"  # published by the rename
         quarantine = params.path("quarantine")
@@ -63,7 +71,8 @@ def run(params: Params) -> None:
         report = summary(outcome, raw.rows, params.validate_.report_text)
         ValidateMetrics.parse(report, "validate summary").write(params)
         text = render(report, quarantine)
-        if outcome.rules["label_in_set"].rows:
+        unknown = outcome.rules.get("label_in_set")  # sequence classification only
+        if unknown is not None and unknown.rows:
             flagged = pd.DataFrame(outcome.records, columns=[TEXT, LABEL])
             advice = unknown_labels_advice(flagged, params.data, params.location("registry"), params.split.seed)
             text += f"\n\n{advice}" if advice else ""

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.conftest import deep_merge
+
 ADJECTIVES = ["great", "dull", "moving", "tedious", "clever", "clumsy", "warm", "cold", "sharp", "flat"]
 
 
@@ -249,4 +251,156 @@ CASES = [
     _dataset_case("class_imbalance", "max_imbalance_ratio", good_rows(200, positive_share=0.93), min_class_share=0.01),
     _dataset_case("label_drift", "label_drift", good_rows(200, positive_share=0.7)),
     _dataset_case("length_drift", "length_drift", good_rows(200, words=6)),
+]
+
+
+# Token classification: sentences of tagged words, each with a person, an organisation, a place
+# and a miscellaneous entity (IOB2), distinct by their number.
+PEOPLE = ["Anna Berg", "Tom Hale", "Ines Lund", "Omar Sy", "Lea Wu"]
+ORGANISATIONS = ["Acme Corp", "Nordbank", "Blue Line", "Vega Labs"]
+PLACES = ["Paris", "Oslo", "Lima", "Kyoto", "Accra", "Quito"]
+EVENTS = ["Olympic", "Nobel", "Davos"]
+
+
+def _tagged(phrase: str, kind: str) -> list[tuple[str, str]]:
+    words = phrase.split(" ")
+    return [(word, f"{'B' if i == 0 else 'I'}-{kind}") for i, word in enumerate(words)]
+
+
+def good_sentences(count: int = 200) -> list[list[tuple[str, str]]]:
+    """Distinct sentences of (word, tag), one entity of each type in each."""
+    return [
+        [
+            *_tagged(PEOPLE[i % 5], "PER"),
+            ("met", "O"),
+            *_tagged(ORGANISATIONS[i % 4], "ORG"),
+            ("staff", "O"),
+            ("in", "O"),
+            *_tagged(PLACES[i % 6], "LOC"),
+            ("before", "O"),
+            ("the", "O"),
+            *_tagged(EVENTS[i % 3], "MISC"),
+            ("talks", "O"),
+            (",", "O"),
+            ("report", "O"),
+            (str(i), "O"),
+        ]
+        for i in range(count)
+    ]
+
+
+def conll_bytes(sentences: list[list[tuple[str, str]]]) -> bytes:
+    """A CoNLL file: `word tag` per line, a blank line after each sentence."""
+    return "".join("".join(f"{word} {tag}\n" for word, tag in sentence) + "\n" for sentence in sentences).encode()
+
+
+def first_lines(sentences: list[list[tuple[str, str]]]) -> list[int]:
+    """The line of each sentence's first word in `conll_bytes(sentences)`."""
+    lines, line = [], 1
+    for sentence in sentences:
+        lines.append(line)
+        line += len(sentence) + 1
+    return lines
+
+
+SENTENCES = good_sentences()
+AFTER = first_lines([*SENTENCES, []])[-1]  # the line a sentence appended after the good ones starts on
+NER = {
+    "task": "token_classification",
+    "data": {"labels": ["PER", "ORG", "LOC", "MISC"]},
+    # The accepted dataset the corpus starts from holds reviews: drift against it is not the point.
+    "validate": {
+        "rules": {
+            "tags_aligned": "fail",
+            "tags_in_set": "fail",
+            "tags_iob": "fail",
+            **RELAXED_DATASET["validate"]["rules"],
+        }
+    },
+}
+
+
+def _ner(id: str, files: dict[str, bytes], source: str = "broken.conll", overrides: Any = None, **case: Any) -> Case:
+    return Case(id, files, source=source, overrides=deep_merge(NER, overrides or {}), **case)
+
+
+def _ner_with(sentence: list[tuple[str, str]]) -> bytes:
+    return conll_bytes([*SENTENCES, sentence])
+
+
+def _sentence_records(sentences: list[list[tuple[str, str]]]) -> list[dict[str, list[str]]]:
+    return [{"tokens": [w for w, _ in s], "tags": [t for _, t in s]} for s in sentences]
+
+
+NER_CASES = [
+    _ner(
+        "ner_missing_tag_column",
+        {"broken.conll": conll_bytes(SENTENCES) + b"Oslo\n"},
+        read_error=rf"broken\.conll:{AFTER}: 1 white-space separated columns",
+    ),
+    _ner(
+        "ner_token_with_space",
+        {"broken.jsonl": _jsonl([*_sentence_records(SENTENCES), {"tokens": ["New York"], "tags": ["B-LOC"]}])},
+        source="broken.jsonl",
+        read_error=rf"broken\.jsonl:{len(SENTENCES) + 1}: field 'tokens': token 1 'New York' holds white space",
+    ),
+    _ner(
+        "ner_misaligned_tags",
+        {"broken.jsonl": _jsonl([*_sentence_records(SENTENCES), {"tokens": ["Oslo", "rain"], "tags": ["B-LOC"]}])},
+        source="broken.jsonl",
+        rule="tags_aligned",
+        line=len(SENTENCES) + 1,
+    ),
+    _ner(
+        "ner_unknown_tag",
+        {"broken.conll": _ner_with([("Oslo", "B-CITY"), ("rain", "O")])},
+        rule="tags_in_set",
+        line=AFTER,
+    ),
+    _ner("ner_broken_iob", {"broken.conll": _ner_with([("in", "O"), ("Oslo", "I-LOC")])}, rule="tags_iob", line=AFTER),
+    _ner(
+        "ner_empty_sentence",
+        {"broken.jsonl": _jsonl([*_sentence_records(SENTENCES), {"tokens": [], "tags": []}])},
+        source="broken.jsonl",
+        rule="text_present",
+        line=len(SENTENCES) + 1,
+        overrides={"validate": {"rules": {"text_length": "warn"}}},  # 0 characters: text_length finds it too
+    ),
+    _ner(
+        "ner_control_character", {"broken.conll": _ner_with([("Oslo\x07", "B-LOC")])}, rule="text_charset", line=AFTER
+    ),
+    _ner(
+        "ner_sentence_too_long",
+        {"broken.conll": _ner_with([("Oslo", "B-LOC")] + [("rain", "O")] * 60)},
+        rule="text_tokens",
+        line=AFTER,
+        overrides={"validate": {"max_tokens": 50}},
+    ),
+    _ner(
+        "ner_conflicting_tags",
+        {"broken.conll": _ner_with([(word, "O") for word, _ in SENTENCES[0]])},
+        rule="conflicting_labels",
+        line=AFTER,
+    ),
+    _ner("ner_duplicate_sentence", {"broken.conll": _ner_with(SENTENCES[3])}, rule="duplicate_exact", line=AFTER),
+    _ner(
+        "ner_split_leakage",
+        {
+            "ner/train.conll": conll_bytes([*SENTENCES[:150], SENTENCES[160]]),
+            "ner/test.conll": conll_bytes(SENTENCES[150:]),
+        },
+        source="ner",
+        rule="split_leakage",
+        line=first_lines([*SENTENCES[:150], SENTENCES[160]])[-1],
+    ),
+    _ner(
+        "ner_rare_entity_type",
+        {
+            "broken.conll": conll_bytes(
+                [[(w, "O" if t.endswith("MISC") else t) for w, t in s] if i > 5 else s for i, s in enumerate(SENTENCES)]
+            )
+        },
+        rule="min_class_share",
+        overrides={"validate": {"rules": {"min_class_share": "fail"}}},
+    ),
 ]

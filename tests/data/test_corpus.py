@@ -18,7 +18,7 @@ from tasks.lib.readers import DataError
 from tasks.lib.registry import Registry
 from tasks.stages import ingest, validate
 from tests.conftest import deep_merge, repo_params
-from tests.data.corpus import CASES, STRICT, Case, csv_bytes, good_rows
+from tests.data.corpus import CASES, NER_CASES, STRICT, Case, csv_bytes, good_rows
 
 BASE = {"data": {"source": "good.csv"}, "validate": {"min_rows": 50}}
 
@@ -58,7 +58,7 @@ def workspace(accepted: Path, tmp_path: Path) -> Path:
     return copy
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+@pytest.mark.parametrize("case", CASES + NER_CASES, ids=[case.id for case in CASES + NER_CASES])
 def test_broken_input_is_named_and_loses_nothing(workspace: Path, case: Case):
     for name, content in case.files.items():
         (workspace / name).parent.mkdir(parents=True, exist_ok=True)
@@ -89,4 +89,6 @@ def test_broken_input_is_named_and_loses_nothing(workspace: Path, case: Case):
 
 def test_the_corpus_covers_at_least_fifteen_kinds():
     assert len({case.id for case in CASES}) >= 15
-    assert {case.rule for case in CASES if case.rule} == set(RulesConfig.model_fields)  # every rule has a broken input
+    assert len({case.id for case in NER_CASES}) >= 8  # token classification
+    cases = CASES + NER_CASES
+    assert {case.rule for case in cases if case.rule} == set(RulesConfig.model_fields)  # every rule has a broken input

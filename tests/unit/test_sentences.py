@@ -11,7 +11,7 @@ import pytest
 from tasks.lib.readers import DataError, read_file, read_source
 from tasks.lib.sentences import iob1_to_iob2
 from tasks.lib.stage_runner import run_stage
-from tasks.stages import validate
+from tasks.stages import split
 
 REPO = Path(__file__).resolve().parents[2]
 CONLL = REPO.parent / "shared" / "data" / "conll2003"
@@ -55,7 +55,7 @@ def test_conll_documents_sentences_and_columns(tmp_path, make_params):
 def test_a_conll_line_without_its_tag_column_names_the_line(tmp_path, make_params):
     (tmp_path / "train.txt").write_text("EU NNP B-NP B-ORG\nrejects\n", encoding="utf-8")
     params = make_params({**NER, "data": {**NER["data"], "source": "train.txt", "tag_field": 3}})
-    with pytest.raises(DataError, match=r"train\.txt:2: 1 white-space separated columns .* need 4"):
+    with pytest.raises(DataError, match=r"train\.txt:2: 1 white-space separated columns: .* need two different"):
         read_source(params.data, params.root, params.task)
 
 
@@ -145,12 +145,12 @@ def test_formats_that_hold_no_tags_per_word_are_refused(tmp_path, make_params):
 
 def test_a_stage_that_cannot_handle_the_task_yet_stops_and_says_so(tmp_path, make_params, capsys):
     make_params(NER)
-    assert run_stage(validate.run, tmp_path) == 1
-    expected = "validate: task token_classification is not supported here yet; so far only ingest"
+    assert run_stage(split.run, tmp_path) == 1
+    expected = "split: task token_classification is not supported here yet; so far only ingest, validate"
     assert expected in capsys.readouterr().err
     # As DVC runs it: the stage module is __main__.
     done = subprocess.run(
-        [sys.executable, "-m", "tasks.stages.validate"],
+        [sys.executable, "-m", "tasks.stages.split"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,

@@ -15,6 +15,7 @@ The dataset rules then judge the accepted rows from the keys: counts, class shar
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,12 @@ import pandas as pd
 
 from tasks.lib.batches import Table, Vocabulary, as_table, gather
 from tasks.lib.columns import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, SPLIT, TEXT
-from tasks.lib.config import DataConfig, SparkConfig, ValidateConfig
+from tasks.lib.config import DataConfig, SparkConfig, Task, ValidateConfig
+from tasks.lib.errors import PipelineError
+from tasks.lib.sentences import entity_types, repair_iob
 from tasks.lib.validation import drift
 from tasks.lib.validation.features import (
+    BROKEN_IOB,
     CONFLICT,
     CONTROL,
     DERIVED,
@@ -35,10 +39,13 @@ from tasks.lib.validation.features import (
     LABEL_ISSUE,
     LEAK,
     MAPPED_LABEL,
+    MISALIGNED,
     NEAR_COPY_OF,
     NOT_LANGUAGE,
     SPLIT_PRIORITY,
+    TAG_DERIVED,
     TOKENS,
+    UNKNOWN_TAG,
     TokenCounter,
     add_features,
     map_labels,
@@ -117,6 +124,12 @@ def _detail(rule: str, row: dict[str, Any], data: DataConfig) -> str:
             else ""
         )
         return f"label {row[LABEL]!r}{mapped} is not one of {list(data.labels)}{hint}"
+    if rule == "tags_aligned":
+        return str(row[MISALIGNED])
+    if rule == "tags_in_set":
+        return f"{row[UNKNOWN_TAG]} is not one of O, B-/I- of {list(data.labels)}"
+    if rule == "tags_iob":
+        return str(row[BROKEN_IOB])
     if rule == "conflicting_labels":
         return row[CONFLICT]
     if rule == "split_leakage":
@@ -148,7 +161,8 @@ def _records(batch: pd.DataFrame, flagged_ids: set[str], outcome: Outcome) -> li
 
 @dataclass
 class Profile:
-    """The labels (after data.label_map) and text lengths of a set of rows, for drift."""
+    """The labels (after data.label_map) and text lengths of a set of rows, for the class rules and
+    drift; for token classification, one label per entity (its type) instead of one per row."""
 
     labels: pd.Series  # categorical
     lengths: np.ndarray
@@ -158,7 +172,7 @@ class Profile:
         return len(self.lengths)
 
 
-def profile(table: Table) -> Profile:
+def profile(table: Table, task: Task = "sequence_classification") -> Profile:
     """An accepted dataset's labels and lengths, read batch by batch into arrays of its size."""
     vocabulary, codes, lengths, start = Vocabulary(), np.zeros(table.rows, np.int32), np.zeros(table.rows, np.int32), 0
     for batch in table.batches([TEXT, LABEL]):
@@ -166,12 +180,31 @@ def profile(table: Table) -> Profile:
         codes[start:end] = vocabulary.codes(batch[LABEL])
         lengths[start:end] = batch[TEXT].str.len().to_numpy(np.int32)
         start = end
-    return Profile(vocabulary.series(codes), lengths)
+    return _profile(vocabulary, codes, lengths, task)
+
+
+def _profile(vocabulary: Vocabulary, codes: np.ndarray, lengths: np.ndarray, task: Task) -> Profile:
+    """The Profile of rows with label `codes` (into `vocabulary`; -1: none) and text `lengths`."""
+    if task == "sequence_classification":
+        return Profile(vocabulary.series(codes), lengths)
+    # A sentence's label is its tag sequence: count each distinct one's entities once, times its rows.
+    rows = np.bincount(codes[codes >= 0], minlength=len(vocabulary.values))
+    per_type: Counter[str] = Counter()
+    for sequence, count in zip(vocabulary.values, rows, strict=True):
+        if count:
+            per_type.update(
+                {kind: found * int(count) for kind, found in Counter(entity_types(sequence.split(" "))).items()}
+            )
+    types = sorted(per_type)
+    mentions = pd.Categorical.from_codes(np.repeat(np.arange(len(types)), [per_type[t] for t in types]), types)
+    return Profile(pd.Series(mentions), lengths)
 
 
 def _class_table(kept: Profile, labels: list[str]) -> pd.DataFrame:
     counts = kept.labels.value_counts().reindex(labels, fill_value=0)
-    return pd.DataFrame({"label": labels, "rows": counts.to_numpy(), "share": counts.to_numpy() / max(kept.rows, 1)})
+    # Of the labels: one per row, or (token classification) one per entity.
+    share = counts.to_numpy() / max(len(kept.labels), 1)
+    return pd.DataFrame({"label": labels, "rows": counts.to_numpy(), "share": share})
 
 
 def _drift(
@@ -273,15 +306,22 @@ class _BatchVerdict:
 
 
 def _pandas_verdicts(
-    validator: Validator, checks: list[Rule], table: Table, findings: _Findings, counter: TokenCounter, data: DataConfig
+    validator: Validator,
+    checks: list[Rule],
+    table: Table,
+    findings: _Findings,
+    counter: TokenCounter,
+    data: DataConfig,
+    task: Task,
 ) -> Iterator[_BatchVerdict]:
     """The row suite on each batch in this process: one Data Docs page per batch."""
     judge = validator.suite("rows", checks, key=ROW_ID)
+    types, tag_columns = (None, []) if task == "sequence_classification" else (list(data.labels), list(TAG_DERIVED))
     start = 0
     for batch in table.batches():
-        rows = add_features(batch, data.label_map, counter, findings.columns(start, len(batch)))
+        rows = add_features(batch, data.label_map, counter, findings.columns(start, len(batch)), types)
         # Only the columns the rules read: GX fingerprints every column of each batch it is given.
-        results = judge(rows[[ROW_ID, TEXT, *DERIVED]])
+        results = judge(rows[[ROW_ID, TEXT, *DERIVED, *tag_columns]])
         flagged = {rule.name: flagged_keys(results[rule.name]) for rule in checks}
         yield _BatchVerdict(batch, flagged, rows.set_index(ROW_ID, drop=False))
         start += len(batch)
@@ -336,20 +376,28 @@ def _judge_rows(
         # matched against these, not against every id flagged so far.
         flagged_here: set[str] = set()
         removed_here: set[str] = set()
+        repaired_here: set[str] = set()
         for rule in checks:
             policy = getattr(config.rules, rule.name)
             flagged = verdict.flagged[rule.name]
             flagged_rows[rule.name] += len(flagged)
+            done = "; repaired" if policy == "repair" else ""
             for row in verdict.rows.loc[flagged].to_dict(orient="records"):
-                outcome.reasons.setdefault(row[ROW_ID], []).append(f"{rule.name}: {_detail(rule.name, row, data)}")
+                reason = f"{rule.name}: {_detail(rule.name, row, data)}{done}"
+                outcome.reasons.setdefault(row[ROW_ID], []).append(reason)
             flagged_here.update(flagged)
-            if policy != "warn":
+            if policy == "repair":
+                repaired_here.update(flagged)
+            elif policy != "warn":
                 removed_here.update(flagged)
         outcome.removed |= removed_here
         removed = batch[ROW_ID].isin(removed_here).to_numpy()
         went_on[start : start + len(batch)] = ~removed
         kept = batch[~removed]
-        keep(kept.assign(**{LABEL: map_labels(kept[LABEL], data.label_map)}).reset_index(drop=True))
+        labels = map_labels(kept[LABEL], data.label_map)
+        if repaired_here:  # tags_iob: repair (the only rule with that policy)
+            labels = labels.where(~kept[ROW_ID].isin(repaired_here), kept[LABEL].map(repair_iob))
+        keep(kept.assign(**{LABEL: labels}).reset_index(drop=True))
         outcome.kept_rows += len(kept)
         outcome.records += _records(batch, flagged_here, outcome)
         start += len(batch)
@@ -367,6 +415,7 @@ def _judge_dataset(
     data: DataConfig,
     config: ValidateConfig,
     outcome: Outcome,
+    task: Task,
 ) -> None:
     """Dataset rules on the rows that remain: size, class shares, imbalance, drift."""
     gx = validator.gx
@@ -380,7 +429,7 @@ def _judge_dataset(
         **statistics,
     }
     table = pd.DataFrame([{"rows": values["min_rows"], "imbalance_ratio": values["max_imbalance_ratio"], **statistics}])
-    class_checks = class_rules(gx, config)
+    class_checks = class_rules(gx, config, task)
     results = {
         **validator.suite("classes", class_checks, key="label")(classes),
         **validator.suite("dataset", dataset_rules(gx, config, measured=statistics))(table),
@@ -414,6 +463,7 @@ def check(
     dataset_rules: bool = True,
     keep: Callable[[pd.DataFrame], None] | None = None,
     spark_url: str | None = None,
+    task: Task = "sequence_classification",
 ) -> Outcome:
     """Run the row rules, apply their policies, then the dataset rules on the rows that remain.
 
@@ -428,25 +478,30 @@ def check(
         keep: takes the accepted rows, batch by batch; None collects them in `Outcome.kept`.
         spark_url: where Spark's executors read `source` (the same rows, in a file they can reach):
             the row suite runs on Spark (`validate.spark`); None runs it in this process.
+        task: `token_classification` judges each row's tags against its words and the entity types
+            (data.labels), and the class rules and drift count entities.
     """
+    if spark_url is not None and task != "sequence_classification":
+        raise PipelineError("validate.engine spark judges sequence classification only so far; use pandas")
     table = as_table(source)
     validator = Validator(import_gx(), docs)
     # Label noise is judged on a whole dataset only: a model learns nothing from one small batch.
-    noise = dataset_rules and config.rules.label_noise != "off"
+    # Its model predicts one label per text: a sentence's tags need a tagger (not built yet).
+    noise = dataset_rules and config.rules.label_noise != "off" and task == "sequence_classification"
     keys = row_keys(table, data.label_map)
     findings = _findings(table, keys, list(data.labels), config if noise else None)
-    checks = row_rules(validator.gx, data, config, noise)
+    checks = row_rules(validator.gx, data, config, noise, task)
     if spark_url is not None:
         verdicts = _spark_verdicts(validator, checks, table, findings, counter, data, config.spark, spark_url)
     else:
-        verdicts = _pandas_verdicts(validator, checks, table, findings, counter, data)
+        verdicts = _pandas_verdicts(validator, checks, table, findings, counter, data, task)
     kept_batches: list[pd.DataFrame] = []
     outcome, went_on = _judge_rows(checks, verdicts, table.rows, data, config, keep or kept_batches.append)
     if keep is None:
         outcome.kept = pd.concat(kept_batches, ignore_index=True) if kept_batches else pd.DataFrame()
     if dataset_rules:
-        kept = Profile(keys.labels.series(keys.label[went_on]), keys.length[went_on])
-        accepted = None if baseline is None else profile(as_table(baseline))
-        _judge_dataset(validator, kept, accepted, data, config, outcome)
+        kept = _profile(keys.labels, keys.label[went_on], keys.length[went_on], task)
+        accepted = None if baseline is None else profile(as_table(baseline), task)
+        _judge_dataset(validator, kept, accepted, data, config, outcome, task)
     validator.build_docs()
     return outcome

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.lib.columns import LABEL, TEXT
+from tasks.lib.sentences import broken_iob, misaligned, tag_set, unknown_tag
 from tasks.lib.text import ascii_with_alphanumeric, not_language_column, visible_column
 
 MAPPED_LABEL = "_label"
@@ -26,6 +27,12 @@ NEAR_COPY_OF = "_near_duplicate_of"
 NOT_LANGUAGE = "_not_language"
 LABEL_ISSUE = "_label_issue"
 DERIVED = (MAPPED_LABEL, TOKENS, NOT_LANGUAGE, CONFLICT, LEAK, EXACT_COPY_OF, NEAR_COPY_OF, LABEL_ISSUE)
+# Token classification: why a sentence's tags do not pair with its words, the tag outside the
+# set, the I-X that continues no X (each a detail or None).
+MISALIGNED = "_misaligned_tags"
+UNKNOWN_TAG = "_unknown_tag"
+BROKEN_IOB = "_broken_iob"
+TAG_DERIVED = (MISALIGNED, UNKNOWN_TAG, BROKEN_IOB)
 # When one text is in several source splits, the evaluation copy stays: the
 # test and validation sets are what runs are compared on.
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}
@@ -98,13 +105,18 @@ class TokenCounter:
 
 
 def add_features(
-    batch: pd.DataFrame, label_map: dict[str, str], counter: TokenCounter, findings: dict[str, list[str | None]]
+    batch: pd.DataFrame,
+    label_map: dict[str, str],
+    counter: TokenCounter,
+    findings: dict[str, list[str | None]],
+    entity_types: list[str] | None = None,
 ) -> pd.DataFrame:
     """A batch of the raw table with the derived columns the row rules read.
 
     Args:
         findings: the group and label-noise columns of these rows (a detail or None each),
             which only the whole table can tell (tasks.lib.validation.groups).
+        entity_types: token classification's entity types (data.labels): adds TAG_DERIVED.
     """
     frame = batch.reset_index(drop=True).copy()
     frame[MAPPED_LABEL] = map_labels(frame[LABEL], label_map)
@@ -114,4 +126,10 @@ def add_features(
     frame[NOT_LANGUAGE] = pd.Series(not_language_column(frame[TEXT]), index=frame.index, dtype=object).where(visible)
     for name, values in findings.items():
         frame[name] = pd.Series(values, index=frame.index, dtype=object)
+    if entity_types is not None:
+        tags = tag_set(entity_types)
+        pairs = list(zip(frame[TEXT], frame[LABEL], strict=True))
+        frame[MISALIGNED] = pd.Series([misaligned(text, label) for text, label in pairs], dtype=object)
+        frame[UNKNOWN_TAG] = pd.Series([unknown_tag(label, tags) for _, label in pairs], dtype=object)
+        frame[BROKEN_IOB] = pd.Series([broken_iob(label) for _, label in pairs], dtype=object)
     return frame

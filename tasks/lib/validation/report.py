@@ -10,7 +10,7 @@ from tasks.lib.config import ReportText
 from tasks.lib.validation.checks import Outcome, RuleOutcome
 
 EXAMPLES = 5
-ACTIONS = {"fail": "stops the run", "quarantine": "quarantined", "warn": "kept, reported"}
+ACTIONS = {"fail": "stops the run", "quarantine": "quarantined", "warn": "kept, reported", "repair": "repaired, kept"}
 
 
 def shown_text(text: str, report_text: ReportText) -> str:
@@ -73,7 +73,7 @@ def _found(rule: dict[str, Any]) -> str:
 def _verdict(rule: dict[str, Any]) -> str:
     if rule["passed"]:
         return "ok" if rule["kind"] == "row" or rule["checked"] else "–"  # noqa: RUF001 - an en dash: not checked
-    return {"fail": "**FAILED**", "quarantine": "quarantined", "warn": "warning"}[rule["policy"]]
+    return {"fail": "**FAILED**", "quarantine": "quarantined", "warn": "warning", "repair": "repaired"}[rule["policy"]]
 
 
 def render(report: dict[str, Any], quarantine: Path) -> str:

@@ -17,20 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from tasks.lib.columns import ROW_ID, TEXT
-from tasks.lib.config import DataConfig, ValidateConfig
+from tasks.lib.config import DataConfig, Task, ValidateConfig
 from tasks.lib.errors import PipelineError
 from tasks.lib.offline_html import make_site_offline
 from tasks.lib.text import visible_pattern
 from tasks.lib.validation.features import (
+    BROKEN_IOB,
     CONFLICT,
     CONTROL,
     EXACT_COPY_OF,
     LABEL_ISSUE,
     LEAK,
     MAPPED_LABEL,
+    MISALIGNED,
     NEAR_COPY_OF,
     NOT_LANGUAGE,
     TOKENS,
+    UNKNOWN_TAG,
 )
 from tasks.lib.web_assets import installed
 
@@ -72,8 +75,11 @@ def _rule(config: ValidateConfig, name: str, demands: str, expectation: Any, **a
     return Rule(name, demands, expectation(description=f"{name} ({policy}): {demands}", **arguments))
 
 
-def row_rules(gx: Any, data: DataConfig, config: ValidateConfig, label_noise: bool = False) -> list[Rule]:
-    """The per-row rules, in the order params.yaml lists them; `label_noise`: with that one (whole datasets).
+def row_rules(
+    gx: Any, data: DataConfig, config: ValidateConfig, label_noise: bool = False, task: Task = "sequence_classification"
+) -> list[Rule]:
+    """The per-row rules, in the order params.yaml lists them; `label_noise`: with that one (whole datasets);
+    token classification judges tags (tags_aligned, tags_in_set, tags_iob) where the other judges the label.
 
     Their regular expressions run on RE2 (pandas with Arrow strings) and java.util.regex (Spark),
     and are written in the syntax both read.
@@ -88,12 +94,31 @@ def row_rules(gx: Any, data: DataConfig, config: ValidateConfig, label_noise: bo
             column=LABEL_ISSUE,
         )
     ]
-    return [*_single_row_rules(gx, data, c), *(noise if label_noise else [])]
+    return [*_single_row_rules(gx, data, c, task), *(noise if label_noise else [])]
 
 
-def _single_row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list[Rule]:
+def _single_row_rules(gx: Any, data: DataConfig, config: ValidateConfig, task: Task) -> list[Rule]:
     """The rules each row is judged by on its own or with its copies."""
     e, c = gx.expectations, config
+    types = ", ".join(data.labels)
+    label_rules = (
+        [
+            _rule(
+                c,
+                "label_in_set",
+                f"label in {list(data.labels)} (after data.label_map)",
+                e.ExpectColumnValuesToBeInSet,
+                column=MAPPED_LABEL,
+                value_set=list(data.labels),
+            )
+        ]
+        if task == "sequence_classification"
+        else [
+            _rule(c, "tags_aligned", "one tag per word", e.ExpectColumnValuesToBeNull, column=MISALIGNED),
+            _rule(c, "tags_in_set", f"tags O or B-/I- of {types}", e.ExpectColumnValuesToBeNull, column=UNKNOWN_TAG),
+            _rule(c, "tags_iob", "each I-X continues an X (IOB2)", e.ExpectColumnValuesToBeNull, column=BROKEN_IOB),
+        ]
+    )
     return [
         _rule(
             c,
@@ -136,14 +161,7 @@ def _single_row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list
             min_value=c.min_tokens,
             max_value=c.max_tokens,
         ),
-        _rule(
-            c,
-            "label_in_set",
-            f"label in {list(data.labels)} (after data.label_map)",
-            e.ExpectColumnValuesToBeInSet,
-            column=MAPPED_LABEL,
-            value_set=list(data.labels),
-        ),
+        *label_rules,
         _rule(c, "conflicting_labels", "one label per normalised text", e.ExpectColumnValuesToBeNull, column=CONFLICT),
         _rule(
             c,
@@ -163,12 +181,14 @@ def _single_row_rules(gx: Any, data: DataConfig, config: ValidateConfig) -> list
     ]
 
 
-def class_rules(gx: Any, config: ValidateConfig) -> list[Rule]:
+def class_rules(gx: Any, config: ValidateConfig, task: Task = "sequence_classification") -> list[Rule]:
+    """The class-share rule: of the rows, or (token classification) of the entities."""
+    counted = "rows" if task == "sequence_classification" else "entities"
     return [
         _rule(
             config,
             "min_class_share",
-            f"each label at least {config.min_class_share:.1%} of the rows",
+            f"each label at least {config.min_class_share:.1%} of the {counted}",
             gx.expectations.ExpectColumnValuesToBeBetween,
             column="share",
             min_value=config.min_class_share,
