@@ -10,6 +10,10 @@ data therefore never moves a row the production model trained on into the
 test split the gate scores it on, and never moves a test row into training.
 The price: class shares per split match the data's only up to sampling noise
 (a few rows on hundreds), and a label too rare to reach a split is an error.
+
+Token classification splits sentences the same way; there each entity type (not each tag
+sequence) must reach every carved split, and `max_train_rows` stratifies by the sentence's
+first entity type (or none).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tasks.lib.columns import LABEL, RAW_COLUMNS, SPLIT, SPLITS, TEXT
 from tasks.lib.config import Params, SplitConfig
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import TableWriter, atomic_path
+from tasks.lib.sentences import entity_types as sentence_types
 from tasks.lib.stage_runner import run_as_script
 from tasks.lib.text import normalise_column
 
@@ -56,16 +61,22 @@ class SplitKeys:
     """What the split needs of every row, read batch by batch (about 20 bytes a row)."""
 
     source: np.ndarray  # int8: index into SPLITS of the source's split; unsplit rows are training rows
-    label: np.ndarray  # int32 label codes (labels.values)
+    label: np.ndarray  # int32 label codes (labels.values); token classification: the first entity type or O
     labels: Vocabulary
     hashes: dict[str, np.ndarray]  # salt -> unit_hash of the normalised text (only the salts asked for)
+    # Token classification: which entity types (type_names) each sentence holds, rows x types.
+    types: np.ndarray | None = None
+    type_names: list[str] | None = None
 
 
-def split_keys(table: Table, salts: list[str]) -> SplitKeys:
+def split_keys(table: Table, salts: list[str], entity_types: list[str] | None = None) -> SplitKeys:
     """Read the text, label and split columns of `table`, hashing each normalised text with `salts`
-    (into arrays of the table's size, filled batch by batch)."""
+    (into arrays of the table's size, filled batch by batch); with `entity_types` (token
+    classification), which of them each sentence holds."""
     n = table.rows
     keys = SplitKeys(np.zeros(n, np.int8), np.zeros(n, np.int32), Vocabulary(), {salt: np.zeros(n) for salt in salts})
+    if entity_types is not None:
+        keys.types, keys.type_names = np.zeros((n, len(entity_types)), bool), entity_types
     start = 0
     for batch in table.batches([TEXT, LABEL, SPLIT]):
         end = start + len(batch)
@@ -74,7 +85,14 @@ def split_keys(table: Table, salts: list[str]) -> SplitKeys:
             unknown = sorted(set(batch[SPLIT].dropna()) - set(SPLITS))
             raise SplitError(f"split values {unknown} in the validated data: expected {list(SPLITS)} or empty")
         keys.source[start:end] = source
-        keys.label[start:end] = keys.labels.codes(batch[LABEL])
+        if keys.types is None or entity_types is None:
+            keys.label[start:end] = keys.labels.codes(batch[LABEL])
+        else:
+            found = [sentence_types(tags.split(" ")) for tags in batch[LABEL]]
+            keys.label[start:end] = keys.labels.codes(pd.Series([kinds[0] if kinds else "O" for kinds in found]))
+            column = {kind: i for i, kind in enumerate(entity_types)}
+            for row, kinds in enumerate(found, start):
+                keys.types[row, [column[k] for k in kinds if k in column]] = True
         normalised = normalise_column(batch[TEXT]) if salts else None
         for salt in salts:
             keys.hashes[salt][start:end] = unit_hash(normalised, salt)
@@ -93,12 +111,18 @@ def _carve(keys: SplitKeys, rows: np.ndarray, fraction: float, salt: str, name: 
     """Split `rows` (positions) into (rest, part): each text group is in `part` with probability `fraction`."""
     in_part = keys.hashes[salt][rows] < fraction
     rest, part = rows[~in_part], rows[in_part]
-    present = set(keys.label[rows])
     for side, chosen in ((name, part), ("remaining training", rest)):
-        missing = sorted(keys.labels.values[code] for code in present - set(keys.label[chosen]))
+        if keys.types is None or keys.type_names is None:
+            present = set(keys.label[rows])
+            missing = sorted(keys.labels.values[code] for code in present - set(keys.label[chosen]))
+            what = "rows of labels"
+        else:  # every entity type in both parts, whatever the sentences' tag sequences
+            lacking = keys.types[rows].any(axis=0) & ~keys.types[chosen].any(axis=0)
+            missing = [keys.type_names[i] for i in np.flatnonzero(lacking)]
+            what = "sentences with entities of types"
         if missing:
             raise SplitError(
-                f"the {side} split has no rows of labels {missing} ({len(rows)} rows to carve "
+                f"the {side} split has no {what} {missing} ({len(rows)} rows to carve "
                 f"{fraction:.0%} from): too few of them; add data or change split.seed"
             )
     return rest, part
@@ -134,25 +158,26 @@ def assign(keys: SplitKeys, config: SplitConfig) -> dict[str, np.ndarray]:
     return parts
 
 
-def _parts(table: Table, config: SplitConfig) -> dict[str, np.ndarray]:
+def _parts(table: Table, config: SplitConfig, entity_types: list[str] | None = None) -> dict[str, np.ndarray]:
     """`assign` on `table`, hashing only what the splits the source lacks need."""
     present: set[str] = set()
     for batch in table.batches([SPLIT]):
         present |= set(batch[SPLIT].fillna("train").unique())
-    return assign(split_keys(table, _salts(present, config)), config)
+    return assign(split_keys(table, _salts(present, config), entity_types), config)
 
 
-def split(frame: pd.DataFrame, config: SplitConfig) -> dict[str, pd.DataFrame]:
-    """Return {'train', 'val', 'test'} frames of an in-memory table (`assign`)."""
+def split(frame: pd.DataFrame, config: SplitConfig, entity_types: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Return {'train', 'val', 'test'} frames of an in-memory table (`assign`); `entity_types`: of
+    token classification (data.labels)."""
     table = FrameTable(frame)
-    parts = _parts(table, config)
+    parts = _parts(table, config, entity_types)
     return {name: frame.iloc[rows].assign(**{SPLIT: name}).reset_index(drop=True) for name, rows in parts.items()}
 
 
 def run(params: Params) -> None:
     """Stage entry point: write the three splits, reading the validated rows in batches."""
     table = ParquetTable(params.path("validated"))
-    parts = _parts(table, params.split)
+    parts = _parts(table, params.split, None if params.task == "sequence_classification" else list(params.data.labels))
     destination = np.full(table.rows, -1, dtype=np.int8)  # rows in no split: left out by max_test_rows
     for index, name in enumerate(SPLITS):
         destination[parts[name]] = index

@@ -108,3 +108,29 @@ def test_an_unknown_source_split_is_an_error_not_a_lost_row():
     frame = pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"], "split": ["train", "dev"]})
     with pytest.raises(SplitError, match=r"split values \['dev'\]"):
         split(frame, SplitConfig(val_fraction=0.1, test_fraction=0.1, seed=1, max_train_rows=None, max_test_rows=None))
+
+
+def sentences(n: int, rare_every: int = 1) -> pd.DataFrame:
+    """Sentences with a person each, a place in every other one, an event in every `rare_every`-th."""
+    rows = []
+    for i in range(n):
+        words, tags = [f"Name{i}", "met"], ["B-PER", "O"]
+        if i % 2:
+            words, tags = [*words, "in", "Oslo"], [*tags, "O", "B-LOC"]
+        if i % rare_every == 0:
+            words, tags = [*words, "at", "Davos"], [*tags, "O", "B-MISC"]
+        rows.append((" ".join(words), " ".join(tags)))
+    texts, labels = zip(*rows, strict=True)
+    return pd.DataFrame({"text": texts, "label": labels, "split": None, "row_id": [str(i) for i in range(n)]})
+
+
+def test_sentences_are_carved_so_every_entity_type_reaches_every_split(make_params):
+    config = make_params({"split": {"max_train_rows": 300}}).split
+    parts = split(sentences(1000, rare_every=7), config, ["PER", "LOC", "MISC"])
+    for name, part in parts.items():
+        for kind in ("PER", "LOC", "MISC"):
+            assert part["label"].str.contains(f"B-{kind}").any(), (name, kind)
+    assert len(parts["train"]) == 300  # stratified by the first entity type: every sentence's is PER
+    # An entity type in three sentences of a thousand cannot reach the 10% val split and the rest.
+    with pytest.raises(SplitError, match=r"no sentences with entities of types \['MISC'\]"):
+        split(sentences(1000, rare_every=400), make_params().split, ["PER", "LOC", "MISC"])
