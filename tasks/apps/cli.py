@@ -16,6 +16,8 @@
     textclf remote URL                the team's DVC remote (data, models, run-cache, workspace state)
     textclf watch                     the landing watcher alone (with `deploy`)
     textclf deps                      check that dvc.yaml's deps name all the code each stage runs
+    textclf recipe [NAME] [--dvc-args] merge recipes/NAME.yaml into params.yaml (no NAME: list them);
+                                      --dvc-args: print it as `dvc exp run` -S arguments instead
     textclf prune                     remove what params.yaml `retention` says is old (also after every run)
 
 (`textclf` is `python -m tasks`.)
@@ -301,7 +303,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("prune", help="remove old archives, rejected files, versions, log lines (params retention)")
     deps = sub.add_parser("deps", help="check that dvc.yaml's deps name all the code each stage runs")
     deps.add_argument("-v", "--verbose", action="store_true", help="also list the files each stage runs")
+    recipe = sub.add_parser("recipe", help="merge a params overlay (recipes/NAME.yaml) into params.yaml")
+    recipe.add_argument("name", nargs="?", help="the recipe (none: list the recipes)")
+    recipe.add_argument(
+        "--dvc-args", action="store_true", help="print the change as -S arguments of `dvc exp run`; change nothing"
+    )
     return parser
+
+
+def recipe_command(root: Path, name: str | None, dvc_args: bool) -> None:
+    """List the recipes, merge one into params.yaml, or print it as `dvc exp run` arguments."""
+    import shlex
+
+    from tasks.lib.recipes import apply_recipe, load_recipe, recipe_arguments, recipe_names
+
+    if name is None:
+        for found in recipe_names(root):
+            print(found)
+    elif dvc_args:
+        print(shlex.join(recipe_arguments(load_recipe(root, name))))
+    else:
+        changes = apply_recipe(root, name)
+        print(f"params.yaml: recipe {name!r} " + (f"changed {len(changes)} keys:" if changes else "changed nothing"))
+        for change in changes:
+            print(f"  {change}")
 
 
 def prefect_defaults() -> None:
@@ -342,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "deps":
             return deps_command(root, args.verbose)
+        elif args.command == "recipe":
+            recipe_command(root, args.name, args.dvc_args)
         elif args.command == "review":
             from tasks.apps.review_queue import export as export_review
 
