@@ -1,0 +1,141 @@
+"""Entity-level scores of token classification: exact span match, counted as seqeval counts them.
+
+An entity is a (type, first word, last word) span read from IOB2 tags the way seqeval and
+conlleval read them: `B-X` starts one, so does an `I-X` that does not continue an X; it ends
+before `O`, `B-`, or a tag of another type. A predicted entity counts only when a gold entity
+has the same type and the same span. Counts are kept per sentence and per type, so scores over
+any resample of the sentences (bootstrap intervals) are sums, not a rescan of the tags; seqeval
+itself is the reference the tests check these against (`tests/unit/test_entity_metrics.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+Span = tuple[str, int, int]  # (type, first word, last word)
+NONE = "(none)"  # no entity there: the row of a spurious prediction, the column of a missed entity
+
+
+def spans(tags: list[str]) -> list[Span]:
+    """The entities of IOB2 `tags`, in order."""
+    found: list[Span] = []
+    kind, start = "", -1
+    for position, tag in enumerate([*tags, "O"]):
+        prefix, current = (tag[:2], tag[2:]) if tag[:2] in ("B-", "I-") else ("O", "")
+        if kind and (prefix != "I-" or current != kind):  # the open entity ends before this tag
+            found.append((kind, start, position - 1))
+            kind = ""
+        if prefix == "B-" or (prefix == "I-" and not kind):
+            kind, start = current, position
+    return found
+
+
+@dataclass
+class EntityCounts:
+    """Per sentence (rows) and entity type (columns): correct, predicted and gold entities; and per
+    sentence the words tagged right and the words."""
+
+    types: list[str]
+    correct: np.ndarray
+    predicted: np.ndarray
+    gold: np.ndarray
+    words_right: np.ndarray
+    words: np.ndarray
+
+    def take(self, sentences: np.ndarray) -> EntityCounts:
+        """The counts of `sentences` (positions; repeats allowed, as a bootstrap draws them)."""
+        return EntityCounts(
+            self.types,
+            *(a[sentences] for a in (self.correct, self.predicted, self.gold, self.words_right, self.words)),
+        )
+
+
+def entity_counts(gold: list[list[str]], predicted: list[list[str]], types: list[str]) -> EntityCounts:
+    """Count each sentence's entities by type; entities of other types are not counted (validation
+    keeps their tags out of the data, and a model predicts only the tags it was trained on).
+
+    Raises:
+        ValueError: a sentence's gold and predicted tags differ in length.
+    """
+    column = {kind: i for i, kind in enumerate(types)}
+    per_type, per_sentence = (len(gold), len(types)), len(gold)
+    counts = EntityCounts(
+        types,
+        correct=np.zeros(per_type, np.int64),
+        predicted=np.zeros(per_type, np.int64),
+        gold=np.zeros(per_type, np.int64),
+        words_right=np.zeros(per_sentence, np.int64),
+        words=np.zeros(per_sentence, np.int64),
+    )
+    for row, (truth, guess) in enumerate(zip(gold, predicted, strict=True)):
+        if len(truth) != len(guess):
+            raise ValueError(f"sentence {row}: {len(truth)} gold tags, {len(guess)} predicted")
+        true_spans, guessed = set(spans(truth)), set(spans(guess))
+        for target, found in (
+            (counts.gold, true_spans),
+            (counts.predicted, guessed),
+            (counts.correct, true_spans & guessed),
+        ):
+            for kind, _, _ in found:
+                if kind in column:
+                    target[row, column[kind]] += 1
+        counts.words_right[row] = sum(t == g for t, g in zip(truth, guess, strict=True))
+        counts.words[row] = len(truth)
+    return counts
+
+
+def _ratio(top: np.ndarray | float, bottom: np.ndarray | float) -> np.ndarray:
+    top, bottom = np.asarray(top, float), np.asarray(bottom, float)
+    return np.divide(top, bottom, out=np.zeros_like(top), where=bottom > 0)
+
+
+def scores(counts: EntityCounts) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 and support per type and micro-averaged over all entities (`micro`,
+    seqeval's default average), and the share of words tagged right (`accuracy`)."""
+    correct, predicted, gold = (a.sum(axis=0) for a in (counts.correct, counts.predicted, counts.gold))
+    result = {}
+    rows = [
+        *zip(counts.types, correct, predicted, gold, strict=True),
+        ("micro", correct.sum(), predicted.sum(), gold.sum()),
+    ]
+    for name, right, said, true in rows:
+        precision, recall = float(_ratio(right, said)), float(_ratio(right, true))
+        f1 = float(_ratio(2 * precision * recall, precision + recall))
+        result[name] = {"precision": precision, "recall": recall, "f1": f1, "support": float(true)}
+    result["accuracy"] = {"value": float(_ratio(counts.words_right.sum(), counts.words.sum()))}
+    return result
+
+
+def micro_f1(counts: EntityCounts) -> float:
+    """F1 over all entities (2 x correct / (predicted + gold))."""
+    return float(_ratio(2 * counts.correct.sum(), counts.predicted.sum() + counts.gold.sum()))
+
+
+def bootstrap_f1(counts: EntityCounts, draws: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """The `level` interval of micro F1 over `draws` resamples of the sentences (with replacement)."""
+    rng = np.random.default_rng(seed)
+    n = len(counts.words)
+    correct, said = counts.correct.sum(axis=1), counts.predicted.sum(axis=1) + counts.gold.sum(axis=1)
+    picks = rng.integers(0, n, size=(draws, n))
+    values = _ratio(2 * correct[picks].sum(axis=1), said[picks].sum(axis=1))
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def type_confusion(gold: list[list[str]], predicted: list[list[str]], types: list[str]) -> np.ndarray:
+    """Gold entity type (rows, then NONE) against the type predicted on the same span (columns,
+    then NONE): the diagonal is correct, the last column missed entities, the last row spurious
+    ones. Spans that overlap without matching count as one missed and one spurious."""
+    index = {kind: i for i, kind in enumerate([*types, NONE])}
+    matrix = np.zeros((len(index), len(index)), np.int64)
+    for truth, guess in zip(gold, predicted, strict=True):
+        true_by_span = {(s, e): kind for kind, s, e in spans(truth) if kind in index}
+        guessed_by_span = {(s, e): kind for kind, s, e in spans(guess) if kind in index}
+        for span, kind in true_by_span.items():
+            matrix[index[kind], index[guessed_by_span.get(span, NONE)]] += 1
+        for span, kind in guessed_by_span.items():
+            if span not in true_by_span:
+                matrix[index[NONE], index[kind]] += 1
+    return matrix
