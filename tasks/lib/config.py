@@ -265,11 +265,17 @@ class AugmentFilterConfig(_Section):
         return self
 
 
+class MentionConfig(_Section):
+    ratio: Fraction
+
+
 class AugmentConfig(_Section):
     seed: int
     classes: Literal["share", "balance"]
     cache: bool
     synonym: SynonymConfig
+    # Token classification only: entities replaced by other mentions of their type.
+    mentions: MentionConfig
     backtranslation: BackTranslationConfig
     filters: AugmentFilterConfig
 
@@ -783,7 +789,7 @@ def load_params(root: Path | str = ".", file: str = PARAMS_FILE) -> Params:
 
 # The parts of the DAG that handle `task: token_classification` so far (issue 23 brings the
 # rest): any other stops rather than read a sentence's tags as one class label.
-TOKEN_CLASSIFICATION_READY = frozenset({"ingest", "validate", "split"})
+TOKEN_CLASSIFICATION_READY = frozenset({"ingest", "validate", "split", "augment"})
 
 
 def require_task_support(params: Params, part: str) -> None:

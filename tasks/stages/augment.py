@@ -6,6 +6,7 @@ from typing import Any
 
 from tasks.lib.augmentation.backtranslate import BackTranslator, make_translator
 from tasks.lib.augmentation.synonym import SynonymSwapper
+from tasks.lib.augmentation.tagged import augment_sentences
 from tasks.lib.augmentation.variants import augment
 from tasks.lib.config import Params
 from tasks.lib.io import read_table, write_json, write_table
@@ -14,7 +15,8 @@ from tasks.lib.stage_runner import run_as_script
 
 
 def engines(params: Params) -> tuple[SynonymSwapper | None, BackTranslator | None, Any]:
-    """The engines the `augment` params turn on (a configured engine that is missing fails here)."""
+    """The engines the `augment` params turn on (a configured engine that is missing fails here).
+    Token classification translates nothing (tasks.lib.augmentation.tagged says why)."""
     from tasks.lib.augmentation.similarity import SentenceEmbedder
 
     config = params.augment
@@ -37,12 +39,14 @@ def engines(params: Params) -> tuple[SynonymSwapper | None, BackTranslator | Non
                 )
             }
         )
+    sentences = params.task == "token_classification"
+    translating = not sentences and bt.ratio > 0
     translator = (
         make_translator(bt, config.seed, params.path("cache") / "augment" if config.cache else None)
-        if bt.ratio > 0
+        if translating
         else None
     )
-    active = config.synonym.ratio > 0 or bt.ratio > 0
+    active = config.synonym.ratio > 0 or translating or (sentences and config.mentions.ratio > 0)
     embedder = (
         SentenceEmbedder(resolve_base_model(config.filters.similarity_model, params.root))
         if active and config.filters.min_similarity is not None
@@ -53,7 +57,12 @@ def engines(params: Params) -> tuple[SynonymSwapper | None, BackTranslator | Non
 
 def run(params: Params) -> None:
     """Stage entry point: write the augmented training set and its report."""
-    frame, report = augment(read_table(params.path("train_split")), params.augment, *engines(params))
+    train = read_table(params.path("train_split"))
+    if params.task == "token_classification":
+        swapper, _, embedder = engines(params)
+        frame, report = augment_sentences(train, params.augment, swapper, embedder)
+    else:
+        frame, report = augment(train, params.augment, *engines(params))
     write_table(params.path("augmented"), frame)
     write_json(params.path("metrics") / "augment.json", report)
     print(f"augment: {report}")

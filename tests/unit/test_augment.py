@@ -351,3 +351,42 @@ def test_stage_with_apertium_on_real_rows(make_params, tmp_path):
     again = json.loads((params.path("metrics") / "augment.json").read_text())
     assert again["backtranslation"]["cache_hit_rate"] == 1.0
     pd.testing.assert_frame_equal(pd.read_parquet(params.path("augmented")), out)
+
+
+def test_tagged_sentences_keep_their_tags_in_every_variant(make_params, swapper):
+    from tasks.lib.augmentation.tagged import augment_sentences, mention_pool
+    from tasks.lib.entity_metrics import spans
+    from tests.data.corpus import SENTENCES
+
+    train = pd.DataFrame(
+        {
+            "text": [" ".join(w for w, _ in s) for s in SENTENCES[:60]],
+            "label": [" ".join(t for _, t in s) for s in SENTENCES[:60]],
+            "split": "train",
+            "row_id": [f"ner.conll:{i}" for i in range(60)],
+        }
+    )
+    config = make_params(
+        {"augment": {"synonym": {"ratio": 0.5}, "mentions": {"ratio": 0.5}, "filters": {"min_similarity": None}}}
+    ).augment
+    augmented, report = augment_sentences(train, config, swapper)
+    assert report["synonym"]["kept"] > 0 and report["mention"]["kept"] > 0
+    sources = dict(zip(train["row_id"], zip(train["text"], train["label"], strict=True), strict=True))
+    pool = mention_pool(train)
+    for row in augmented[augmented["origin"] != "original"].itertuples():
+        text, label = sources[row.source_id]
+        new_words, new_tags = row.text.split(" "), row.label.split(" ")
+        assert len(new_words) == len(new_tags)
+        if row.origin == "synonym":  # only words outside entities change; the tags are the source's
+            assert row.label == label
+            assert [w for w, t in zip(new_words, new_tags, strict=True) if t != "O"] == [
+                w for w, t in zip(text.split(" "), label.split(" "), strict=True) if t != "O"
+            ]
+        else:  # every entity is another mention of its own type, tagged B- then I-
+            before, after = spans(label.split(" ")), spans(new_tags)
+            assert [kind for kind, _, _ in after] == [kind for kind, _, _ in before]
+            for kind, first, last in after:
+                assert tuple(new_words[first : last + 1]) in pool[kind]
+            assert row.text != text
+    again, _ = augment_sentences(train, config, swapper)
+    assert again.equals(augmented)  # seeded
