@@ -108,9 +108,14 @@ def jsonl_sentence(path: Path, record: dict[str, object], number: int) -> Senten
     return Sentence(number, values[TOKENS_FIELD], values[TAGS_FIELD])
 
 
+def tag_list(types: list[str]) -> list[str]:
+    """The IOB2 tags of entity `types` in a fixed order: O, then B-/I- of each type (a tagger's labels)."""
+    return ["O", *(f"{prefix}-{kind}" for kind in types for prefix in "BI")]
+
+
 def tag_set(types: list[str]) -> set[str]:
     """The IOB2 tags of entity `types`: O, and B-/I- of each type."""
-    return {"O", *(f"{prefix}-{kind}" for kind in types for prefix in "BI")}
+    return set(tag_list(types))
 
 
 def entity_types(tags: list[str]) -> list[str]:

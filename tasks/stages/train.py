@@ -59,6 +59,7 @@ def run(params: Params) -> None:
         params.path("model"),
         run_dir,
         curves_dir=params.path("reports") / "train",
+        task=params.task,
     )
     if not distributed.is_main_worker():
         return

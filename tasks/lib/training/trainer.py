@@ -1,5 +1,10 @@
 """Fine-tuning a pretrained encoder with a classification head: the Hugging Face Trainer, set up from `train`.
 
+A sequence classifier (one label per text) or, for `task: token_classification`, a token
+classifier (one tag per word): words go to the tokenizer as they are (`is_split_into_words`),
+each word's tag labels its first subword and the other subwords are not scored (-100), and the
+best checkpoint is the one with the highest entity F1 on the validation split.
+
 AdamW with weight decay, warmup then linear or cosine decay, dropout from
 params, dynamic padding with length-grouped batches, gradient accumulation,
 validation and a checkpoint every epoch or every `eval_steps`, early stopping
@@ -21,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from tasks.lib.columns import LABEL, TEXT
-from tasks.lib.config import TrainConfig
+from tasks.lib.config import Task, TrainConfig
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import atomic_dir
+from tasks.lib.sentences import tag_list
 from tasks.lib.training import checkpoints, distributed
 from tasks.lib.training.lora import add_lora, merge_lora, parameter_counts
 
@@ -71,6 +77,24 @@ def _set_dropout(config: Any, dropout: float) -> None:
             setattr(config, key, dropout)
 
 
+def encode_words(tokenizer: Any, frame: pd.DataFrame, tag2id: dict[str, int], max_length: int) -> list[dict[str, Any]]:
+    """Token ids per sentence, unpadded, with each word's tag on its first subword (-100 elsewhere:
+    other subwords and special tokens are not scored). Words past `max_length` subwords are cut."""
+    sentences = [text.split(" ") for text in frame[TEXT]]
+    encoded = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_length)
+    rows = []
+    for row, (ids, mask, label) in enumerate(
+        zip(encoded["input_ids"], encoded["attention_mask"], frame[LABEL], strict=True)
+    ):
+        tags = label.split(" ")
+        targets, previous = [], None
+        for word in encoded.word_ids(row):
+            targets.append(-100 if word is None or word == previous else tag2id[tags[word]])
+            previous = word
+        rows.append({"input_ids": ids, "attention_mask": mask, "labels": targets})
+    return rows
+
+
 def encode(tokenizer: Any, frame: pd.DataFrame, label2id: dict[str, int], max_length: int) -> list[dict[str, Any]]:
     """Token ids per row, unpadded (the collator pads each batch to its longest row)."""
     encoded = tokenizer(list(frame[TEXT]), truncation=True, max_length=max_length)
@@ -81,9 +105,10 @@ def encode(tokenizer: Any, frame: pd.DataFrame, label2id: dict[str, int], max_le
     ]
 
 
-def load_model(base_model: str, labels: list[str], config: TrainConfig) -> Any:
-    """The pretrained encoder with a fresh classification head (seeded), LoRA-wrapped if configured."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, set_seed
+def load_model(base_model: str, labels: list[str], config: TrainConfig, task: Task = "sequence_classification") -> Any:
+    """The pretrained encoder with a fresh classification head (seeded; per token for token
+    classification, `labels` then being its tags), LoRA-wrapped if configured."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, set_seed
 
     set_seed(config.seed)  # the head's initial weights
     label2id = {label: i for i, label in enumerate(labels)}
@@ -93,16 +118,24 @@ def load_model(base_model: str, labels: list[str], config: TrainConfig) -> Any:
     _set_dropout(model_config, config.dropout)
     # A base checkpoint that has a head for another number of labels (a fine-tuned model,
     # or a label set that changed) gets a fresh one instead of an error.
-    model = AutoModelForSequenceClassification.from_pretrained(
+    head = AutoModelForSequenceClassification if task == "sequence_classification" else AutoModelForTokenClassification
+    model = head.from_pretrained(
         base_model, config=model_config, use_safetensors=True, trust_remote_code=False, ignore_mismatched_sizes=True
     )
     return add_lora(model, config.lora) if config.lora.enabled else model
 
 
 def training_arguments(
-    config: TrainConfig, output_dir: Path, batch_size: int, accumulation: int, precision: Precision, **overrides: Any
+    config: TrainConfig,
+    output_dir: Path,
+    batch_size: int,
+    accumulation: int,
+    precision: Precision,
+    best: str = "accuracy",
+    **overrides: Any,
 ) -> Any:
-    """The Trainer settings of the stage (benchmarks build theirs from here too)."""
+    """The Trainer settings of the stage (benchmarks build theirs from here too); `best`: the
+    validation metric that picks the checkpoint kept."""
     import torch
     from transformers import TrainingArguments
 
@@ -131,7 +164,7 @@ def training_arguments(
         **schedule,
         save_total_limit=2,
         load_best_model_at_end=True,
-        metric_for_best_model="accuracy",
+        metric_for_best_model=best,
         greater_is_better=True,
         restore_callback_states_from_checkpoint=True,  # early stopping's patience count survives a resume
         logging_strategy="steps",
@@ -160,6 +193,23 @@ def _accuracy(prediction: Any) -> dict[str, float]:
     return {"accuracy": float((np.argmax(prediction.predictions, axis=-1) == prediction.label_ids).mean())}
 
 
+def _entity_scores(tags: list[str]) -> Any:
+    """compute_metrics of a token classifier: entity F1 (micro) and word accuracy on the scored words."""
+    from tasks.lib.entity_metrics import entity_counts, scores
+
+    types = sorted({tag[2:] for tag in tags if tag != "O"})
+
+    def compute(prediction: Any) -> dict[str, float]:
+        guessed, gold = np.argmax(prediction.predictions, axis=-1), prediction.label_ids
+        scored = [row >= 0 for row in gold]
+        truth = [[tags[i] for i in row[keep]] for row, keep in zip(gold, scored, strict=True)]
+        said = [[tags[i] for i in row[keep]] for row, keep in zip(guessed, scored, strict=True)]
+        result = scores(entity_counts(truth, said, types))
+        return {"f1": result["micro"]["f1"], "accuracy": result["accuracy"]["value"]}
+
+    return compute
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
     import torch
 
@@ -184,8 +234,12 @@ def train(
     run_dir: Path,
     curves_dir: Path | None = None,
     callbacks: list[Any] | None = None,
+    task: Task = "sequence_classification",
 ) -> dict[str, Any]:
     """Fine-tune `base_model` and save the best model (safetensors + tokenizer) to `output_dir`.
+
+    Token classification: `labels` are the entity types (data.labels); the model's labels are
+    their IOB2 tags (tasks.lib.sentences.tag_list).
 
     Resumes from the newest complete checkpoint in `run_dir` (see
     tasks/lib/training/checkpoints.py); on GPU out-of-memory halves the batch and
@@ -198,6 +252,7 @@ def train(
     """
     from transformers import (
         AutoTokenizer,
+        DataCollatorForTokenClassification,
         DataCollatorWithPadding,
         EarlyStoppingCallback,
     )
@@ -206,9 +261,13 @@ def train(
     from tasks.lib.training.sampler import ResumableTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    label2id = {label: i for i, label in enumerate(labels)}
-    train_set = encode(tokenizer, train_rows, label2id, config.max_length)
-    val_set = encode(tokenizer, val_rows, label2id, config.max_length)
+    words = task == "token_classification"
+    classes = tag_list(labels) if words else labels
+    label2id = {label: i for i, label in enumerate(classes)}
+    encoder = encode_words if words else encode
+    train_set = encoder(tokenizer, train_rows, label2id, config.max_length)
+    val_set = encoder(tokenizer, val_rows, label2id, config.max_length)
+    best_metric = "f1" if words else "accuracy"
     precision = choose_precision(config)
     resume = checkpoints.latest(run_dir)
     batch, accumulation = (
@@ -216,17 +275,24 @@ def train(
     )
     backoffs = 0
     while True:
-        model = load_model(base_model, labels, config)
+        model = load_model(base_model, classes, config, task)
         trainer = ResumableTrainer(
             model=model,
             args=training_arguments(
-                config, checkpoints.layout_folder(run_dir, batch, accumulation), batch, accumulation, precision
+                config,
+                checkpoints.layout_folder(run_dir, batch, accumulation),
+                batch,
+                accumulation,
+                precision,
+                best=best_metric,
             ),
             train_dataset=train_set,
             eval_dataset=val_set,
-            data_collator=DataCollatorWithPadding(tokenizer),
+            data_collator=DataCollatorForTokenClassification(tokenizer)
+            if words
+            else DataCollatorWithPadding(tokenizer),
             processing_class=tokenizer,
-            compute_metrics=_accuracy,
+            compute_metrics=_entity_scores(classes) if words else _accuracy,
             callbacks=[
                 EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience),
                 *([LiveCurves(curves_dir)] if curves_dir else []),
@@ -266,7 +332,8 @@ def train(
     best = trainer.evaluate()
     trainable, total = parameter_counts(trainer.model)
     metrics = {
-        "best_val_accuracy": round(float(best["eval_accuracy"]), 6),
+        "best_val_accuracy": round(float(best["eval_accuracy"]), 6),  # of words, for token classification
+        **({"best_val_f1": round(float(best["eval_f1"]), 6)} if words else {}),
         "epochs_run": round(float(trainer.state.epoch or 0), 3),
         "steps": int(trainer.state.global_step),
         "resumed_from_step": resume.step if resume else None,
