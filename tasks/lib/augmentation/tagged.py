@@ -17,18 +17,17 @@ filter) and keep their source's id.
 
 from __future__ import annotations
 
+import functools
 import random
-import time
 from typing import Any
 
 import pandas as pd
 
 from tasks.lib.augmentation.synonym import SynonymSwapper
-from tasks.lib.augmentation.variants import ORIGIN, SOURCE_ID, quality_filter
+from tasks.lib.augmentation.variants import ORIGIN, SOURCE_ID, filtered_variants, with_variants
 from tasks.lib.columns import LABEL, ROW_ID, TEXT
 from tasks.lib.config import AugmentConfig
 from tasks.lib.entity_metrics import spans
-from tasks.lib.text import normalise
 
 METHODS = ("synonym", "mention")
 
@@ -119,24 +118,11 @@ def augment_sentences(
     for method, rows in sources.items():
         if rows.empty:
             continue
-        started = time.perf_counter()
-        candidates = generate(method, rows, train, config, swapper)
-        seconds = time.perf_counter() - started
         # A new name moves a short sentence's embedding far while its words keep their roles: the
         # similarity filter is for the synonym swap's meaning drift only.
         filters = config.filters if method == "synonym" else config.filters.model_copy(update={"min_similarity": None})
-        kept, dropped = quality_filter(original, candidates, filters, embedder)
+        kept, report[method] = filtered_variants(
+            original, rows, functools.partial(generate, method, rows, train, config, swapper), filters, embedder
+        )
         kept_parts.append(kept)
-        report[method] = {
-            "source_rows": len(rows),
-            "variants": len(candidates),
-            "kept": len(kept),
-            "dropped": dropped,
-            "seconds": round(seconds, 3),
-        }
-    combined = pd.concat([original, *kept_parts], ignore_index=True)
-    before = len(combined)
-    combined = combined[~combined[TEXT].map(normalise).duplicated()].reset_index(drop=True)
-    report["cross_method_duplicates"] = before - len(combined)
-    report["total_rows"] = len(combined)
-    return combined, report
+    return with_variants(original, kept_parts, report), report

@@ -12,9 +12,11 @@ give the same rows.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -143,27 +145,50 @@ def augment(
     for method, rows in plan(train, config).items():
         if rows.empty:
             continue
-        started = time.perf_counter()
-        candidates = generate(method, rows, config, swapper, translator)
-        seconds = time.perf_counter() - started
-        kept, dropped = quality_filter(original, candidates, config.filters, embedder)
+        kept, report[method] = filtered_variants(
+            original,
+            rows,
+            functools.partial(generate, method, rows, config, swapper, translator),
+            config.filters,
+            embedder,
+        )
         kept_parts.append(kept)
-        report[method] = {
-            "source_rows": len(rows),
-            "variants": len(candidates),
-            "kept": len(kept),
-            "dropped": dropped,
-            "seconds": round(seconds, 3),
-            "rows_per_s": round(len(rows) / max(seconds, 1e-9), 1),
-            "kept_per_class": kept[LABEL].value_counts().sort_index().to_dict(),
-        }
+        report[method]["kept_per_class"] = kept[LABEL].value_counts().sort_index().to_dict()
         if method == "backtranslation" and isinstance(translator, CachedTranslator):
             report[method]["cache_hit_rate"] = translator.hit_rate
+    combined = with_variants(original, kept_parts, report)
+    report["total_per_class"] = combined[LABEL].value_counts().sort_index().to_dict()
+    return combined, report
+
+
+def filtered_variants(
+    original: pd.DataFrame,
+    rows: pd.DataFrame,
+    generate_variants: Callable[[], pd.DataFrame],
+    filters: AugmentFilterConfig,
+    embedder: Any,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One method's variants of `rows`, generated (timed) and filtered: the kept rows and the method's report."""
+    started = time.perf_counter()
+    candidates = generate_variants()
+    seconds = time.perf_counter() - started
+    kept, dropped = quality_filter(original, candidates, filters, embedder)
+    return kept, {
+        "source_rows": len(rows),
+        "variants": len(candidates),
+        "kept": len(kept),
+        "dropped": dropped,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(len(rows) / max(seconds, 1e-9), 1),
+    }
+
+
+def with_variants(original: pd.DataFrame, kept_parts: list[pd.DataFrame], report: dict[str, Any]) -> pd.DataFrame:
+    """The original rows and every method's kept variants, less the variants that collide with another
+    method's variant of the same text (counted in `report`, with the total)."""
     combined = pd.concat([original, *kept_parts], ignore_index=True)
-    # A variant may collide with another method's variant of the same text.
     before = len(combined)
     combined = combined[~combined[TEXT].map(normalise).duplicated()].reset_index(drop=True)
     report["cross_method_duplicates"] = before - len(combined)
     report["total_rows"] = len(combined)
-    report["total_per_class"] = combined[LABEL].value_counts().sort_index().to_dict()
-    return combined, report
+    return combined
