@@ -708,6 +708,13 @@ class Params(_Section):
     root: Annotated[Path, Field(exclude=True)] = Path(".")
 
     @model_validator(mode="after")
+    def _label_map_renames_labels(self) -> Params:
+        """data.label_map renames a row's whole label; a sentence's label is its tag sequence."""
+        if self.task == "token_classification" and self.data.label_map:
+            raise ValueError("data.label_map: with task token_classification, name the tags in the source files")
+        return self
+
+    @model_validator(mode="after")
     def _gate_names_exist(self) -> Params:
         """Every metric and slice a gate rule names is one that evaluation measures."""
         from tasks.lib.metrics import PER_CLASS_METRICS, metric_names

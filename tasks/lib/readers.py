@@ -329,7 +329,7 @@ _LINE_END = r"\r\n|\r|\n"
 
 def _rows_tab_separated(path: Path, pieces: Iterable[str], columns: list[str] | None) -> Iterator[_Rows]:
     """The rows of tab-separated text, a decoded piece at a time, by Arrow's string kernels: the rows
-    and errors of `_records_delimited`, 4x faster.
+    and errors of `_records_delimited` (ingest of 6.7 million rows: 47.5 s before, 16 s after).
 
     Tab-separated text has no quoting, so each line is a row and each tab a field boundary. A piece
     with anything else in it (a row with another number of fields, a field over the csv module's

@@ -160,3 +160,10 @@ def test_a_stage_that_cannot_handle_the_task_yet_stops_and_says_so(tmp_path, mak
         check=False,
     )
     assert done.returncode == 1 and expected in done.stderr
+
+
+def test_a_label_map_is_refused_with_tags(make_params):
+    from tasks.lib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.label_map: with task token_classification, name the tags"):
+        make_params({**NER, "data": {**NER["data"], "label_map": {"PERS": "PER"}}})

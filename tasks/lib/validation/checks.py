@@ -191,10 +191,8 @@ def _profile(vocabulary: Vocabulary, codes: np.ndarray, lengths: np.ndarray, tas
     rows = np.bincount(codes[codes >= 0], minlength=len(vocabulary.values))
     per_type: Counter[str] = Counter()
     for sequence, count in zip(vocabulary.values, rows, strict=True):
-        if count:
-            per_type.update(
-                {kind: found * int(count) for kind, found in Counter(entity_types(sequence.split(" "))).items()}
-            )
+        for kind in entity_types(sequence.split(" ")) if count else []:
+            per_type[kind] += int(count)
     types = sorted(per_type)
     mentions = pd.Categorical.from_codes(np.repeat(np.arange(len(types)), [per_type[t] for t in types]), types)
     return Profile(pd.Series(mentions), lengths)
