@@ -1,9 +1,8 @@
 """Entity-level scores of token classification: exact span match, counted as seqeval counts them.
 
-An entity is a (type, first word, last word) span read from IOB2 tags the way seqeval and
-conlleval read them: `B-X` starts one, so does an `I-X` that does not continue an X; it ends
-before `O`, `B-`, or a tag of another type. A predicted entity counts only when a gold entity
-has the same type and the same span. Counts are kept per sentence and per type, so scores over
+An entity is a (type, first word, last word) span of IOB2 tags (tasks.lib.sentences.spans, read
+as seqeval reads them). A predicted entity counts only when a gold entity has the same type and
+the same span. Counts are kept per sentence and per type, so scores over
 any resample of the sentences (bootstrap intervals) are sums, not a rescan of the tags; seqeval
 itself is the reference the tests check these against (`tests/unit/test_entity_metrics.py`).
 """
@@ -14,22 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Span = tuple[str, int, int]  # (type, first word, last word)
+from tasks.lib.sentences import spans
+
 NONE = "(none)"  # no entity there: the row of a spurious prediction, the column of a missed entity
-
-
-def spans(tags: list[str]) -> list[Span]:
-    """The entities of IOB2 `tags`, in order."""
-    found: list[Span] = []
-    kind, start = "", -1
-    for position, tag in enumerate([*tags, "O"]):
-        prefix, current = (tag[:2], tag[2:]) if tag[:2] in ("B-", "I-") else ("O", "")
-        if kind and (prefix != "I-" or current != kind):  # the open entity ends before this tag
-            found.append((kind, start, position - 1))
-            kind = ""
-        if prefix == "B-" or (prefix == "I-" and not kind):
-            kind, start = current, position
-    return found
 
 
 @dataclass

@@ -118,15 +118,28 @@ def tag_set(types: list[str]) -> set[str]:
     return set(tag_list(types))
 
 
-def entity_types(tags: list[str]) -> list[str]:
-    """The type of each entity in IOB2 `tags`, in order; an `I-X` that does not continue an X
-    starts one (as IOB1 would read it, and seqeval does)."""
-    found, previous = [], "O"
-    for tag in tags:
-        if tag.startswith("B-") or (tag.startswith("I-") and previous[2:] != tag[2:]):
-            found.append(tag[2:])
-        previous = tag if tag[:2] in ("B-", "I-") else "O"
+Span = tuple[str, int, int]  # (type, first word, last word)
+
+
+def spans(tags: list[str]) -> list[Span]:
+    """The entities of IOB2 `tags`, in order: `B-X` starts one, so does an `I-X` that does not
+    continue an X; it ends before `O`, `B-` or a tag of another type (as seqeval and conlleval read
+    tags: tests/unit/test_entity_metrics.py checks it against seqeval)."""
+    found: list[Span] = []
+    kind, start = "", -1
+    for position, tag in enumerate([*tags, "O"]):
+        prefix, current = (tag[:2], tag[2:]) if tag[:2] in ("B-", "I-") else ("O", "")
+        if kind and (prefix != "I-" or current != kind):  # the open entity ends before this tag
+            found.append((kind, start, position - 1))
+            kind = ""
+        if prefix == "B-" or (prefix == "I-" and not kind):
+            kind, start = current, position
     return found
+
+
+def entity_types(tags: list[str]) -> list[str]:
+    """The type of each entity in `tags`, in order (`spans`)."""
+    return [kind for kind, _, _ in spans(tags)]
 
 
 def misaligned(text: str, label: str) -> str | None:
@@ -147,11 +160,11 @@ def unknown_tag(label: str, tags: set[str]) -> str | None:
 
 def broken_iob(label: str) -> str | None:
     """Where an `I-X` does not continue an X (IOB2 starts every entity with B-), or None."""
-    previous = "O"
-    for position, tag in enumerate(label.split(" ") if label else [], 1):
-        if tag.startswith("I-") and previous[2:] != tag[2:]:
-            return f"{tag} at word {position} follows {previous}: the entity has no B-{tag[2:]}"
-        previous = tag if tag[:2] in ("B-", "I-") else "O"
+    tags = label.split(" ") if label else []
+    for kind, first, _ in spans(tags):
+        if tags[first].startswith("I-"):
+            previous = tags[first - 1] if first and tags[first - 1][:2] in ("B-", "I-") else "O"
+            return f"{tags[first]} at word {first + 1} follows {previous}: the entity has no B-{kind}"
     return None
 
 

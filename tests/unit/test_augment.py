@@ -355,7 +355,7 @@ def test_stage_with_apertium_on_real_rows(make_params, tmp_path):
 
 def test_tagged_sentences_keep_their_tags_in_every_variant(make_params, swapper):
     from tasks.lib.augmentation.tagged import augment_sentences, mention_pool
-    from tasks.lib.entity_metrics import spans
+    from tasks.lib.sentences import spans
     from tests.data.corpus import SENTENCES
 
     train = pd.DataFrame(

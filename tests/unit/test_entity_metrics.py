@@ -8,7 +8,8 @@ import pytest
 from seqeval.metrics import accuracy_score, classification_report
 from seqeval.metrics.sequence_labeling import get_entities
 
-from tasks.lib.entity_metrics import NONE, bootstrap_f1, entity_counts, micro_f1, scores, spans, type_confusion
+from tasks.lib.entity_metrics import NONE, bootstrap_f1, entity_counts, micro_f1, scores, type_confusion
+from tasks.lib.sentences import spans
 
 CONLL_TEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "conll2003" / "test.txt"
 TYPES = ["PER", "ORG", "LOC", "MISC"]

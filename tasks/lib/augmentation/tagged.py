@@ -27,7 +27,7 @@ from tasks.lib.augmentation.synonym import SynonymSwapper
 from tasks.lib.augmentation.variants import ORIGIN, SOURCE_ID, filtered_variants, with_variants
 from tasks.lib.columns import LABEL, ROW_ID, TEXT
 from tasks.lib.config import AugmentConfig
-from tasks.lib.entity_metrics import spans
+from tasks.lib.sentences import spans
 
 METHODS = ("synonym", "mention")
 
