@@ -38,6 +38,8 @@ import pyarrow.compute as pc
 from tasks.lib.columns import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, SPLIT, TEXT
 from tasks.lib.config import DataConfig, Task
 from tasks.lib.demo_data import generate_reviews
+from tasks.lib.demo_sentences import TYPES as DEMO_TYPES
+from tasks.lib.demo_sentences import generate_sentences
 from tasks.lib.errors import DataError
 from tasks.lib.sentences import Sentence, conll_sentences, iob1_to_iob2, jsonl_sentence
 from tasks.lib.text import not_language
@@ -857,12 +859,18 @@ def iter_source(config: DataConfig, root: Path, task: Task = "sequence_classific
         task: `token_classification` reads sentences of tagged words (tasks.lib.sentences).
     """
     source = config.source
-    if source == "demo":
+    if source == "demo" and task == "token_classification":
+        unknown = sorted(set(config.labels) - set(DEMO_TYPES))
+        if unknown:
+            raise DataError("demo", f"the demo source tags {list(DEMO_TYPES)}; data.labels also has {unknown}")
+        frame = generate_sentences(config.demo.rows, config.demo.seed, list(config.labels))
+    elif source == "demo":
         if len(config.labels) != 2:
             raise DataError("demo", f"the demo source makes binary data; data.labels has {config.labels}")
         frame = generate_reviews(
             config.demo.rows, config.demo.label_noise, config.demo.seed, (config.labels[0], config.labels[1])
         )
+    if source == "demo":
         frame[SPLIT] = None
         frame[ROW_ID] = [f"demo:{i + 1}" for i in range(len(frame))]
         frame[SOURCE_FILE] = "demo"

@@ -69,7 +69,7 @@ def test_a_recipe_that_does_not_fit_leaves_params_yaml_alone(workspace: Path):
     ):
         apply_recipe(workspace, "typo")
     assert (workspace / "params.yaml").read_text() == before
-    with pytest.raises(ConfigError, match=r"no such recipe; there are \['conll2003', 'typo'\]"):
+    with pytest.raises(ConfigError, match=r"no such recipe; there are \['conll2003', 'demo-entities', 'typo'\]"):
         apply_recipe(workspace, "conll2004")
 
 

@@ -167,3 +167,32 @@ def test_a_label_map_is_refused_with_tags(make_params):
 
     with pytest.raises(ConfigError, match=r"data\.label_map: with task token_classification, name the tags"):
         make_params({**NER, "data": {**NER["data"], "label_map": {"PERS": "PER"}}})
+
+
+def test_the_demo_source_makes_tagged_sentences_that_pass_validation(tmp_path, make_params):
+    import shutil
+
+    from tasks.lib.demo_sentences import generate_sentences
+    from tasks.lib.recipes import apply_recipe
+    from tasks.stages import ingest, validate
+
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(REPO / "recipes", tmp_path / "recipes")
+    apply_recipe(tmp_path, "demo-entities")
+    for stage in (ingest, validate):
+        assert run_stage(stage.run, tmp_path) == 0
+    summary = json.loads((tmp_path / "metrics" / "validate.json").read_text())
+    assert summary["rows_read"] == summary["rows_kept"] == 2400  # nothing flagged
+    raw = read_source(
+        make_params({**NER, "data": {**NER["data"], "source": "demo"}}).data, tmp_path, "token_classification"
+    )
+    pairs = {
+        pair
+        for text, label in zip(raw["text"], raw["label"], strict=True)
+        for pair in zip(text.split(" "), label.split(" "), strict=True)
+    }
+    assert {("Jordan", "B-LOC"), ("Jordan", "I-PER")} <= pairs  # a name whose type the context decides
+    assert generate_sentences(50, 13, ["PER"]).equals(generate_sentences(50, 13, ["PER"]))
+    assert not generate_sentences(50, 13, ["PER"])["label"].str.contains("LOC").any()
+    with pytest.raises(DataError, match=r"demo: the demo source tags .*data.labels also has \['PRODUCT'\]"):
+        read_source(make_params({**NER, "data": {"labels": ["PER", "PRODUCT"]}}).data, tmp_path, "token_classification")
