@@ -63,6 +63,40 @@ def torch_logits(model_dir: Path, texts: Sequence[str], batch_size: int, max_len
     return np.concatenate(out)
 
 
+def torch_word_logits(
+    model_dir: Path, sentences: Sequence[list[str]], batch_size: int, max_length: int
+) -> list[np.ndarray]:
+    """Per sentence, the logits of a saved token classifier for each word (words x tags): those of the
+    word's first subword, as it was trained; NaN rows for words past `max_length` subwords."""
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True).eval()
+    out: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in range(0, len(sentences), batch_size):
+            words = [list(sentence) for sentence in sentences[start : start + batch_size]]
+            batch = tokenizer(
+                words,
+                is_split_into_words=True,
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
+            logits = model(**batch).logits.float().numpy()
+            for row, sentence in enumerate(words):
+                per_word = np.full((len(sentence), logits.shape[-1]), np.nan, dtype=np.float32)
+                seen: set[int] = set()
+                for position, word in enumerate(batch.word_ids(row)):
+                    if word is not None and word not in seen:
+                        per_word[word] = logits[row, position]
+                        seen.add(word)
+                out.append(per_word)
+    return out
+
+
 def model_labels(model_dir: Path) -> list[str]:
     """The label names of a saved classifier, in the order of its logits."""
     from transformers import AutoConfig

@@ -4,9 +4,12 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from transformers import AutoConfig, AutoTokenizer
 
 from tasks.lib.config import load_params
+from tasks.lib.entity_metrics import entity_counts, scores
+from tasks.lib.models import torch_word_logits
 from tasks.lib.sentences import tag_list
 from tasks.lib.training.trainer import encode_words
 from tasks.stages import augment, ingest, split, train, validate
@@ -51,3 +54,11 @@ def test_the_stages_train_a_tagger_that_finds_the_entities(tiny_model_dir: Path,
     saved = AutoConfig.from_pretrained(params.path("model"))
     assert [saved.id2label[i] for i in range(len(TAGS))] == TAGS
     assert saved.architectures == ["BertForTokenClassification"]
+    # The saved tagger, asked word by word, scores the validation split as training did.
+    val = pd.read_parquet(params.path("val_split"))
+    sentences = [text.split(" ") for text in val["text"]]
+    logits = torch_word_logits(params.path("model"), sentences, batch_size=7, max_length=params.train.max_length)
+    predicted = [[TAGS[i] for i in sentence.argmax(axis=1)] for sentence in logits]
+    gold = [label.split(" ") for label in val["label"]]
+    f1 = scores(entity_counts(gold, predicted, ["PER", "ORG", "LOC", "MISC"]))["micro"]["f1"]
+    assert f1 == pytest.approx(metrics["best_val_f1"], abs=1e-6)
