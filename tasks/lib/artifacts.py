@@ -140,6 +140,24 @@ class EvaluateMetrics(StageRecord):
         return low, high
 
 
+class EntityEvaluateMetrics(StageRecord):
+    """A token classifier on the test split: entity-level scores (exact spans), word accuracy and
+    calibration, per type and per slice."""
+
+    file: ClassVar[str] = "evaluate.json"
+    n: int  # sentences
+    words: int
+    words_cut: int  # past train.max_length subwords: predicted O
+    f1: float
+    precision: float
+    recall: float
+    accuracy: float  # of words
+    ece: float  # of words' tag confidences
+    interval: dict[str, Any]  # "confidence" and "f1" -> [low, high] (bootstrap over sentences)
+    per_type: dict[str, dict[str, float]]
+    slices: dict[str, dict[str, float]]
+
+
 class Agreement(Record):
     """How closely one model's logits follow PyTorch's on the same rows."""
 

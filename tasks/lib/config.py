@@ -796,7 +796,7 @@ def load_params(root: Path | str = ".", file: str = PARAMS_FILE) -> Params:
 
 # The parts of the DAG that handle `task: token_classification` so far (issue 23 brings the
 # rest): any other stops rather than read a sentence's tags as one class label.
-TOKEN_CLASSIFICATION_READY = frozenset({"ingest", "validate", "split", "augment", "train"})
+TOKEN_CLASSIFICATION_READY = frozenset({"ingest", "validate", "split", "augment", "train", "evaluate"})
 
 
 def require_task_support(params: Params, part: str) -> None:

@@ -110,18 +110,48 @@ def bootstrap_f1(counts: EntityCounts, draws: int, seed: int, level: float = 0.9
     return float(low), float(high)
 
 
+def entity_pairs(gold: list[list[str]], predicted: list[list[str]], types: list[str]) -> list[tuple[str, str]]:
+    """(gold type, predicted type) per entity, matched by span: a missed entity's predicted type and a
+    spurious one's gold type are NONE; spans that overlap without matching are one missed and one
+    spurious entity."""
+    pairs: list[tuple[str, str]] = []
+    known = set(types)
+    for truth, guess in zip(gold, predicted, strict=True):
+        true_by_span = {(s, e): kind for kind, s, e in spans(truth) if kind in known}
+        guessed_by_span = {(s, e): kind for kind, s, e in spans(guess) if kind in known}
+        pairs += [(kind, guessed_by_span.get(span, NONE)) for span, kind in true_by_span.items()]
+        pairs += [(NONE, kind) for span, kind in guessed_by_span.items() if span not in true_by_span]
+    return pairs
+
+
 def type_confusion(gold: list[list[str]], predicted: list[list[str]], types: list[str]) -> np.ndarray:
     """Gold entity type (rows, then NONE) against the type predicted on the same span (columns,
-    then NONE): the diagonal is correct, the last column missed entities, the last row spurious
-    ones. Spans that overlap without matching count as one missed and one spurious."""
+    then NONE), from `entity_pairs`: the diagonal is correct, the last column missed entities, the
+    last row spurious ones."""
     index = {kind: i for i, kind in enumerate([*types, NONE])}
     matrix = np.zeros((len(index), len(index)), np.int64)
-    for truth, guess in zip(gold, predicted, strict=True):
-        true_by_span = {(s, e): kind for kind, s, e in spans(truth) if kind in index}
-        guessed_by_span = {(s, e): kind for kind, s, e in spans(guess) if kind in index}
-        for span, kind in true_by_span.items():
-            matrix[index[kind], index[guessed_by_span.get(span, NONE)]] += 1
-        for span, kind in guessed_by_span.items():
-            if span not in true_by_span:
-                matrix[index[NONE], index[kind]] += 1
+    for actual, said in entity_pairs(gold, predicted, types):
+        matrix[index[actual], index[said]] += 1
     return matrix
+
+
+# Sentence-length slices of a tagger's evaluation, in words: (name, shortest, longest).
+LENGTH_SLICES = (("length:1-10", 1, 10), ("length:11-25", 11, 25), ("length:26+", 26, None))
+
+
+def slice_scores(counts: EntityCounts, gold: list[list[str]]) -> dict[str, dict[str, float]]:
+    """Micro precision/recall/F1 and sentences (`n`) of each slice of the sentences: by length in
+    words (LENGTH_SLICES) and with or without a gold entity (without one only precision means
+    anything: each predicted entity there is spurious)."""
+    lengths = np.array([len(tags) for tags in gold])
+    has_entity = counts.gold.sum(axis=1) > 0
+    masks = {
+        **{name: (lengths >= low) & (lengths <= (high or lengths.max(initial=0))) for name, low, high in LENGTH_SLICES},
+        "entities:some": has_entity,
+        "entities:none": ~has_entity,
+    }
+    found = {}
+    for name, mask in masks.items():
+        micro = scores(counts.take(np.flatnonzero(mask)))["micro"]
+        found[name] = {"n": int(mask.sum()), **{k: micro[k] for k in ("precision", "recall", "f1")}}
+    return found

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tasks.lib.artifacts import EvaluateMetrics
+from tasks.lib.artifacts import EntityEvaluateMetrics, EvaluateMetrics
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import Params
+from tasks.lib.entity_metrics import bootstrap_f1, entity_counts, entity_pairs, scores, slice_scores
 from tasks.lib.io import atomic_path, read_table, write_json
 from tasks.lib.metrics import (
     classification_report,
+    expected_calibration_error,
     label_indices,
     reliability_bins,
     softmax,
 )
-from tasks.lib.models import model_labels, save_predictions, torch_logits
+from tasks.lib.models import model_labels, save_predictions, torch_logits, torch_word_logits
 from tasks.lib.scoring import OVERALL, score
 from tasks.lib.stage_runner import run_as_script
 
@@ -41,9 +44,65 @@ def candidate_report(
     return report
 
 
+def evaluate_tagger(params: Params, test: pd.DataFrame) -> EntityEvaluateMetrics:
+    """A token classifier on the test sentences: entity scores with a bootstrap interval of F1,
+    per type and per slice; the word logits (reference for parity); entity pairs for the confusion
+    plot; the words' calibration."""
+    config = params.evaluate
+    model_dir = params.path("model")
+    tags = model_labels(model_dir)
+    sentences = [text.split(" ") for text in test[TEXT]]
+    gold = [label.split(" ") for label in test[LABEL]]
+    per_sentence = torch_word_logits(model_dir, sentences, config.batch_size, params.train.max_length)
+    logits = np.concatenate(per_sentence) if per_sentence else np.zeros((0, len(tags)), np.float32)
+    cut = np.isnan(logits).any(axis=1)
+    logits[cut] = 0.0
+    logits[cut, tags.index("O")] = 1.0  # a word the model never saw is predicted O
+    flat = logits.argmax(axis=1)
+    bounds = np.cumsum([0, *map(len, sentences)])
+    predicted = [[tags[i] for i in flat[start:end]] for start, end in itertools.pairwise(bounds)]
+    types = list(params.data.labels)
+    counts = entity_counts(gold, predicted, types)
+    scored = scores(counts)
+    low, high = bootstrap_f1(counts, config.bootstrap.resamples, config.bootstrap.seed, config.bootstrap.confidence)
+    words = [tag for sentence in gold for tag in sentence]
+    probabilities = softmax(logits)
+    truth = np.array([tags.index(tag) if tag in tags else -1 for tag in words])
+    reports = params.path("reports")
+    save_predictions(params.path("predictions"), logits, words)
+    pairs = pd.DataFrame(entity_pairs(gold, predicted, types), columns=["actual", "predicted"])
+    with atomic_path(reports / "confusion.csv") as tmp:
+        pairs.to_csv(tmp, index=False)
+    write_json(reports / "calibration.json", reliability_bins(truth, probabilities, config.calibration_bins))
+    micro, confidence = scored["micro"], probabilities.max(axis=1)
+    return EntityEvaluateMetrics(
+        n=len(sentences),
+        words=len(words),
+        words_cut=int(cut.sum()),
+        f1=micro["f1"],
+        precision=micro["precision"],
+        recall=micro["recall"],
+        accuracy=scored["accuracy"]["value"],
+        ece=float(expected_calibration_error(confidence[None], (flat == truth)[None], config.calibration_bins)[0]),
+        interval={"confidence": config.bootstrap.confidence, "f1": [low, high]},
+        per_type={kind: scored[kind] for kind in types},
+        slices=slice_scores(counts, gold),
+    )
+
+
 def run(params: Params) -> None:
     """Stage entry point: test metrics, the PyTorch logits (reference for parity), confusion and calibration data."""
     test = read_table(params.path("test_split"))
+    if params.task == "token_classification":
+        tagger = evaluate_tagger(params, test)
+        tagger.write(params)
+        low, high = tagger.interval["f1"]
+        print(
+            f"evaluate: entity F1 {tagger.f1:.4f} ({tagger.interval['confidence']:.0%} interval {low:.4f}-{high:.4f}), "
+            f"word accuracy {tagger.accuracy:.4f} on {tagger.n} sentences; "
+            + ", ".join(f"{kind} F1 {found['f1']:.4f}" for kind, found in tagger.per_type.items())
+        )
+        return
     model_dir = params.path("model")
     labels = model_labels(model_dir)
     texts = list(test[TEXT])

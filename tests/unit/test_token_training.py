@@ -10,9 +10,9 @@ from transformers import AutoConfig, AutoTokenizer
 from tasks.lib.config import load_params
 from tasks.lib.entity_metrics import entity_counts, scores
 from tasks.lib.models import torch_word_logits
-from tasks.lib.sentences import tag_list
+from tasks.lib.sentences import spans, tag_list
 from tasks.lib.training.trainer import encode_words
-from tasks.stages import augment, ingest, split, train, validate
+from tasks.stages import augment, evaluate, ingest, split, train, validate
 from tests.conftest import deep_merge, repo_params, tiny_overrides
 from tests.data.corpus import NER, SENTENCES, conll_bytes
 
@@ -62,3 +62,15 @@ def test_the_stages_train_a_tagger_that_finds_the_entities(tiny_model_dir: Path,
     gold = [label.split(" ") for label in val["label"]]
     f1 = scores(entity_counts(gold, predicted, ["PER", "ORG", "LOC", "MISC"]))["micro"]["f1"]
     assert f1 == pytest.approx(metrics["best_val_f1"], abs=1e-6)
+    # Evaluation on the test sentences the split carved.
+    evaluate.run(params)
+    report = json.loads((params.path("metrics") / "evaluate.json").read_text())
+    low, high = report["interval"]["f1"]
+    assert low <= report["f1"] <= high and report["f1"] > 0.8 and report["accuracy"] > 0.9
+    assert set(report["per_type"]) == {"PER", "ORG", "LOC", "MISC"} and report["words_cut"] == 0
+    test = pd.read_parquet(params.path("test_split"))
+    assert report["n"] == len(test) == report["slices"]["entities:some"]["n"] + report["slices"]["entities:none"]["n"]
+    pairs = pd.read_csv(params.path("reports") / "confusion.csv")  # one row per entity, as the plot draws it
+    gold_entities = sum(len(spans(label.split(" "))) for label in test["label"])
+    assert (pairs["actual"] != "(none)").sum() == gold_entities
+    assert (pairs["actual"] == pairs["predicted"]).mean() > 0.8
