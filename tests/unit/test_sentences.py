@@ -54,7 +54,7 @@ def test_conll_documents_sentences_and_columns(tmp_path, make_params):
 
 
 def test_a_conll_line_without_its_tag_column_names_the_line(tmp_path, make_params):
-    (tmp_path / "train.txt").write_text("EU NNP B-NP B-ORG\nrejects\n", encoding="utf-8")
+    (tmp_path / "train.txt").write_text("Nordbank NNP B-NP B-ORG\nsaid\n", encoding="utf-8")
     params = make_params({**NER, "data": {**NER["data"], "source": "train.txt", "tag_field": 3}})
     with pytest.raises(DataError, match=r"train\.txt:2: 1 white-space separated columns: .* need two different"):
         read_source(params.data, params.root, params.task)
