@@ -94,11 +94,6 @@ def scores(counts: EntityCounts) -> dict[str, dict[str, float]]:
     return result
 
 
-def micro_f1(counts: EntityCounts) -> float:
-    """F1 over all entities (2 x correct / (predicted + gold))."""
-    return float(_ratio(2 * counts.correct.sum(), counts.predicted.sum() + counts.gold.sum()))
-
-
 def bootstrap_f1(counts: EntityCounts, draws: int, seed: int, level: float = 0.95) -> tuple[float, float]:
     """The `level` interval of micro F1 over `draws` resamples of the sentences (with replacement)."""
     rng = np.random.default_rng(seed)
@@ -122,17 +117,6 @@ def entity_pairs(gold: list[list[str]], predicted: list[list[str]], types: list[
         pairs += [(kind, guessed_by_span.get(span, NONE)) for span, kind in true_by_span.items()]
         pairs += [(NONE, kind) for span, kind in guessed_by_span.items() if span not in true_by_span]
     return pairs
-
-
-def type_confusion(gold: list[list[str]], predicted: list[list[str]], types: list[str]) -> np.ndarray:
-    """Gold entity type (rows, then NONE) against the type predicted on the same span (columns,
-    then NONE), from `entity_pairs`: the diagonal is correct, the last column missed entities, the
-    last row spurious ones."""
-    index = {kind: i for i, kind in enumerate([*types, NONE])}
-    matrix = np.zeros((len(index), len(index)), np.int64)
-    for actual, said in entity_pairs(gold, predicted, types):
-        matrix[index[actual], index[said]] += 1
-    return matrix
 
 
 # Sentence-length slices of a tagger's evaluation, in words: (name, shortest, longest).
