@@ -49,7 +49,8 @@ def remove_stale(run: Path) -> list[Path]:
     return stale
 
 
-def _complete(checkpoint: Path) -> bool:
+def complete(checkpoint: Path) -> bool:
+    """Whether a checkpoint was written to the end."""
     # The Trainer writes trainer_state.json last: a checkpoint without a
     # readable one was cut off mid-write.
     try:
@@ -70,7 +71,7 @@ def latest(run: Path) -> Resume | None:
             step = _CHECKPOINT.match(checkpoint.name)
             if not step:
                 continue
-            if _complete(checkpoint):
+            if complete(checkpoint):
                 found.append(Resume(checkpoint, int(step.group(1)), int(shape.group(1)), int(shape.group(2))))
             else:
                 shutil.rmtree(checkpoint, ignore_errors=True)
