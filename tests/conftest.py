@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.seaweedfs import SeaweedFS
+from tests.seaweedfs import SeaweedFS, free_port
+
+__all__ = ["free_port"]  # a free loopback port, for the tests that start servers
 
 REPO = Path(__file__).resolve().parent.parent
 SST2 = REPO.parent / "shared" / "data" / "sst2"
@@ -93,7 +95,7 @@ def onnx_folder(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) 
     from tasks.stages.export import export_onnx
 
     folder = tmp_path_factory.mktemp("onnx")
-    export_onnx(tiny_model_dir, folder / "model.onnx", 17)
+    export_onnx(tiny_model_dir, folder / "model.onnx", 17, "sequence_classification")
     shutil.copy(tiny_model_dir / "tokenizer.json", folder)
     ClassifierInfo(["negative", "positive"], 64).save(folder)
     return folder

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
+from tests.conftest import free_port
+
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_textclf_deploys_an_automation_that_reports_crashed_runs(make_params, tmp_path, webhook):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 import yaml
 
 from tasks.lib.demo_data import generate_reviews
-from tests.conftest import copy_repo, deep_merge, repo_params, tiny_overrides
+from tests.conftest import copy_repo, deep_merge, free_port, repo_params, tiny_overrides
 
 pytestmark = pytest.mark.slow
 # Seconds: longer than the watcher takes to check three files, a child process each (16 to 30 s
@@ -29,12 +28,6 @@ DEBOUNCE = 75
 PIPELINE = "retraining-pipeline"
 INGEST = "ingest-new-data"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Workspace:

@@ -22,6 +22,7 @@ from tasks.lib.production_model import (
     predict,
 )
 from tasks.lib.registry import Registry
+from tests.conftest import free_port
 
 LABELS = ["negative", "positive"]
 
@@ -94,12 +95,6 @@ def test_truncated_model_fails_with_the_file_named(onnx_folder, tmp_path):
 def test_no_production_model_is_a_clear_error(tmp_path):
     with pytest.raises(ModelLoadError, match="no production model yet"):
         ProductionModel(tmp_path / "registry").current()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
