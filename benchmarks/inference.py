@@ -54,7 +54,13 @@ def main() -> None:
             "map them with data.label_map in params.yaml (e.g. {0: negative, 1: positive} for SST-2)"
         )
     report = measure_variants(
-        params.path("model"), folder, variants, params.path("onnx") / MODEL_FILE, list(rows[TEXT]), labels, config
+        params.path("model"),
+        folder,
+        variants,
+        params.path("onnx") / MODEL_FILE,
+        list(rows[TEXT]),
+        [[label] for label in labels],
+        config,
     )
     print(render(report))
     chosen, _ = choose_variant(params.gate.serving, report)

@@ -40,6 +40,7 @@ from tasks.lib.artifacts import (
     GATE_REPORT_FILE,
     QUANTIZE_REPORT_FILE,
     VALIDATION_REPORT_FILE,
+    EntityEvaluateMetrics,
     EvaluateMetrics,
     Promotion,
     ValidateMetrics,
@@ -254,7 +255,16 @@ def report_markdown(root: Path, results: list[StageResult], failure: str | None)
             f"Validation {verdict}: {validation.rows_kept} of {validation.rows_read} rows kept, "
             f"{validation.rows_quarantined} quarantined. Report: `{reports / VALIDATION_REPORT_FILE}`{docs}",
         ]
-    if EvaluateMetrics.path(params).exists():
+    if EvaluateMetrics.path(params).exists() and params.task == "token_classification":
+        tagger = EntityEvaluateMetrics.read(params)
+        low, high = tagger.interval["f1"]
+        lines += [
+            "",
+            f"Test split, PyTorch: entity F1 {tagger.f1:.4f} ({low:.4f}-{high:.4f}), "
+            + ", ".join(f"{kind} {found['f1']:.4f}" for kind, found in tagger.per_type.items())
+            + f"; word accuracy {tagger.accuracy:.4f}.",
+        ]
+    elif EvaluateMetrics.path(params).exists():
         evaluate = EvaluateMetrics.read(params)
         low, high = evaluate.accuracy_interval()
         lines += [

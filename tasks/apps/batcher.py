@@ -32,11 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from tasks.lib.metrics import softmax
-from tasks.lib.onnx_classifier import OnnxClassifier
-from tasks.lib.production_model import Prediction, predictions_from
+from tasks.lib.production_model import Reply, Served, replies
 
 # How many recent batches the admission estimate is the median of.
 _RECENT_BATCHES = 15
@@ -59,11 +55,11 @@ class _Request:
     """One HTTP request: its texts' answers, filled in by batches, and the future its handler awaits."""
 
     version: str
-    classifier: OnnxClassifier
+    model: Served
     texts: list[str]
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[tuple[str, list[Prediction]]]
-    answers: list[Prediction | None] = field(default_factory=list)
+    future: asyncio.Future[tuple[str, list[Reply]]]
+    answers: list[Reply | None] = field(default_factory=list)
     remaining: int = 0
     cancelled: bool = False
 
@@ -128,7 +124,7 @@ class Batcher:
             worker_alive=self._thread.is_alive(),
         )
 
-    async def predict(self, version: str, classifier: OnnxClassifier, texts: list[str]) -> tuple[str, list[Prediction]]:
+    async def predict(self, version: str, model: Served, texts: list[str]) -> tuple[str, list[Reply]]:
         """Queue `texts` for `version` and wait for their answers (in the order of `texts`).
 
         Raises:
@@ -136,7 +132,7 @@ class Batcher:
             Stopped: the service is draining.
         """
         loop = asyncio.get_running_loop()
-        request = _Request(version, classifier, texts, loop, loop.create_future())
+        request = _Request(version, model, texts, loop, loop.create_future())
         with self._ready:
             if self._draining:
                 raise Stopped("the service is shutting down")
@@ -201,15 +197,15 @@ class Batcher:
 
     def _run(self, batch: list[tuple[_Request, int]]) -> None:
         started = time.perf_counter()
-        classifier = batch[0][0].classifier
+        model = batch[0][0].model
         try:
             # One length-sorted pass: each inference pads only to its own longest text.
             texts = [request.texts[i] for request, i in batch]
-            probabilities = softmax(classifier.logits(texts, self.max_batch, cut=True))
+            answered = replies(model, texts, self.max_batch, cut=True)
         except Exception as exc:  # noqa: BLE001 - any failure belongs to these requests, not to the worker
             self._fail({request for request, _ in batch}, exc)
             return
-        finished = _fill(batch, classifier.info.labels, probabilities)
+        finished = _fill(batch, answered)
         # Resolve every finished request in one hand-off per event loop.
         for loop, requests in _by_loop(finished).items():
             _call_soon(loop, _resolve, requests)
@@ -236,10 +232,10 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> No
         loop.call_soon_threadsafe(callback, *args)
 
 
-def _fill(batch: list[tuple[_Request, int]], labels: list[str], probabilities: np.ndarray) -> list[_Request]:
-    """Store each text's prediction in its request; returns the requests now complete."""
+def _fill(batch: list[tuple[_Request, int]], answered: list[Reply]) -> list[_Request]:
+    """Store each text's reply in its request; returns the requests now complete."""
     finished = []
-    for (request, i), prediction in zip(batch, predictions_from(labels, probabilities), strict=True):
+    for (request, i), prediction in zip(batch, answered, strict=True):
         request.answers[i] = prediction
         request.remaining -= 1
         if request.remaining == 0:

@@ -2,7 +2,7 @@
 
     textclf stage <name>              run one stage (as dvc.yaml's `python -m tasks.stages.<name>` does)
     textclf run                       run the whole DAG as a Prefect flow
-    textclf predict [TEXT ...]        classify with the production model (or --file F, or stdin)
+    textclf predict [TEXT ...]        classify (or tag) with the production model (or --file F, or stdin)
     textclf serve                     HTTP service over the production model
     textclf registry list|show|history|promote|rollback|archive
                                       model versions, their stages and lineage
@@ -65,10 +65,10 @@ def _read_texts(texts: list[str], file: Path | None) -> list[str]:
 
 
 def predict_command(params: Params, texts: list[str], file: Path | None, as_json: bool) -> None:
-    """Print a label and its probability per text (or JSON lines)."""
+    """Print a label and its probability per text, or a tagger's entities (or JSON lines)."""
     import json
 
-    from tasks.lib.production_model import ProductionModel
+    from tasks.lib.production_model import Prediction, ProductionModel, reply_record
 
     texts = _read_texts(texts, file)
     if not texts:
@@ -78,9 +78,12 @@ def predict_command(params: Params, texts: list[str], file: Path | None, as_json
     ).predict(texts, params.serve.batch_size)
     for text, prediction in zip(texts, predictions, strict=True):
         if as_json:
-            print(json.dumps({"text": text, "version": version, **prediction.as_dict()}, ensure_ascii=False))
-        else:
+            print(json.dumps(reply_record(text, version, prediction), ensure_ascii=False))
+        elif isinstance(prediction, Prediction):
             print(f"{prediction.label}\t{prediction.probabilities[prediction.label]:.4f}\t{text}")
+        else:  # a tagger's entities: TYPE start-end score mention, separated by "; " ("-": none)
+            found = "; ".join(f"{e.type} {e.start}-{e.end} {e.score:.4f} {e.text}" for e in prediction)
+            print(f"{found or '-'}\t{text}")
 
 
 def _short_commit(commit: str) -> str:

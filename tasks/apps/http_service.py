@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -40,8 +40,9 @@ from tasks.apps.batcher import Batcher, Overloaded, Stopped
 from tasks.apps.serving_metrics import ServiceMetrics
 from tasks.lib.config import Params, ServeConfig
 from tasks.lib.errors import ConfigError
+from tasks.lib.onnx_tagger import Entity, Tagger
 from tasks.lib.prediction_log import FEEDBACK, Answer, Feedback, PredictionLog, log_location
-from tasks.lib.production_model import ModelLoadError, ProductionModel
+from tasks.lib.production_model import ModelLoadError, Prediction, ProductionModel, reply_record, served_labels
 from tasks.lib.text import has_visible_character
 
 Scope = MutableMapping[str, Any]
@@ -80,10 +81,26 @@ class PredictionOut(BaseModel):
     probabilities: dict[str, float]
 
 
+class EntityOut(BaseModel):
+    start: int = Field(description="offset of the mention's first character in the text")
+    end: int = Field(description="offset after its last character: text[start:end] is the mention")
+    type: str
+    score: float = Field(description="the mean probability of its words' predicted tags")
+    text: str
+
+
+class TaggedTextOut(BaseModel):
+    text: str
+    entities: list[EntityOut]
+    version: str
+
+
 class PredictResponse(BaseModel):
     request_id: str = Field(description="this answer's id in the prediction log (POST /feedback takes it)")
     version: str = Field(description="the registry version that produced every prediction of this answer")
-    predictions: list[PredictionOut] = Field(description="one per text, in the order of the request")
+    predictions: list[PredictionOut] | list[TaggedTextOut] = Field(
+        description="one per text, in the order of the request: a label, or a token classifier's entities"
+    )
 
 
 class FeedbackRequest(BaseModel):
@@ -249,18 +266,28 @@ def create_app(
                 413,
             )
         try:
-            version, predictions = await batcher.predict(*model.serving(), texts)
+            version, serving = model.serving()
+            version, predictions = await batcher.predict(version, serving, texts)
         except ModelLoadError as exc:
             return _json({"detail": str(exc)}, 503)
         except Overloaded as exc:
             return _json({"detail": str(exc)}, 429, {"Retry-After": str(exc.retry_after)})
         except Stopped as exc:
             return _json({"detail": str(exc)}, 503, {"Retry-After": "1"})
-        if request.labels is not None and set(request.labels) != set(known := list(predictions[0].probabilities)):
+        known = served_labels(serving)
+        if request.labels is not None and set(request.labels) != set(known):
             detail = f"{version} predicts {known}, not the labels this request lists: {request.labels}"
             return _json({"detail": detail, "version": version, "labels": known}, 409)
         request_id = uuid.uuid4().hex
-        labels = [p.label for p in predictions]
+        if isinstance(serving, Tagger):
+            # Counted by entity type. Not logged yet: the prediction log, feedback and monitoring
+            # read one label per text (README "Named entities").
+            found = [cast(list[Entity], reply) for reply in predictions]
+            metrics.found(version, [entity.type for entities in found for entity in entities])
+            records = [reply_record(text, version, reply) for text, reply in zip(texts, found, strict=True)]
+            return _json({"request_id": request_id, "version": version, "predictions": records})
+        classified = [cast(Prediction, reply) for reply in predictions]
+        labels = [p.label for p in classified]
         metrics.classified(version, labels)
         if prediction_log is not None:
             choice = model.choice
@@ -272,10 +299,10 @@ def create_app(
                     choice.variant if choice else None,
                     texts,
                     labels,
-                    [p.probabilities for p in predictions],
+                    [p.probabilities for p in classified],
                 )
             )
-        return _json({"request_id": request_id, "version": version, "predictions": [p.as_dict() for p in predictions]})
+        return _json({"request_id": request_id, "version": version, "predictions": [p.as_dict() for p in classified]})
 
     # Declared for the schema (/docs) and for requests the fast path leaves to FastAPI.
     @app.post("/predict", response_model=PredictResponse, responses=errors)  # type: ignore[arg-type]

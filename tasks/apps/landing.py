@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from tasks.lib.columns import ROW_ID, SOURCE_FILE
-from tasks.lib.config import Params, require_task_support
+from tasks.lib.config import Params
 from tasks.lib.errors import PipelineError
 from tasks.lib.incoming import accepted_names, batch_id, consolidate, data_version, incoming_lock, next_number
 from tasks.lib.io import (
@@ -116,7 +116,6 @@ def check_file(path: Path, params: Params) -> Verdict:
     from tasks.lib.validation.features import TokenCounter
     from tasks.lib.validation.report import render, summary
 
-    require_task_support(params, "landing")
     limit = params.retrain.max_file_rows
     declared = _rows_in_metadata(path)
     if declared is not None and declared > limit:
@@ -125,7 +124,7 @@ def check_file(path: Path, params: Params) -> Verdict:
     # A compressed file may hold no more than an uncompressed one may be.
     expanded = min(params.data.max_expanded_bytes, params.retrain.max_file_bytes)
     try:
-        frame = read_file(path, params.data.model_copy(update={"max_expanded_bytes": expanded}))
+        frame = read_file(path, params.data.model_copy(update={"max_expanded_bytes": expanded}), task=params.task)
     except DataError as exc:
         return Verdict(None, f"cannot be read: {exc}", f"## {path.name}: cannot be read\n\n{exc}\n")
     if len(frame) > limit:
@@ -133,13 +132,14 @@ def check_file(path: Path, params: Params) -> Verdict:
         return Verdict(None, reason, f"## {path.name}: too large\n\n{reason}.\n")
     counter = TokenCounter(params.train.base_model, params.root)
     # In this process whatever validate.engine says: a landing file is at most retrain.max_file_rows.
-    outcome = check(frame, params.data, params.validate_, counter, dataset_rules=False)
+    outcome = check(frame, params.data, params.validate_, counter, dataset_rules=False, task=params.task)
     if outcome.passed:
         return Verdict(frame)
     report = summary(outcome, len(frame), params.validate_.report_text)
     failed = ", ".join(f"{name} ({report['rules'][name]['rows']} rows)" for name in report["failed_rules"])
     text = render(report, Path(FLAGGED_ROWS)) + "\n"
-    if outcome.rules["label_in_set"].rows:
+    unknown = outcome.rules.get("label_in_set")  # sequence classification only
+    if unknown is not None and unknown.rows:
         from tasks.lib.unknown_labels import unknown_labels_advice
 
         advice = unknown_labels_advice(frame, params.data, params.location("registry"), params.split.seed)

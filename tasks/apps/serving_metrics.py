@@ -70,6 +70,12 @@ class ServiceMetrics:
             ["label", "version"],
             registry=self.registry,
         )
+        self.entities = Counter(
+            "textclf_entities",
+            "Entities a token classifier found, by type and model version",
+            ["type", "version"],
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(state))
 
     def answered(self, path: str, status: int, seconds: float) -> None:
@@ -84,6 +90,13 @@ class ServiceMetrics:
             return
         for label in labels:
             self.predictions.labels(label, version).inc()
+
+    def found(self, version: str, types: list[str]) -> None:
+        """A tagger's answer: its entities, counted by type."""
+        if not self.counting:
+            return
+        for kind in types:
+            self.entities.labels(kind, version).inc()
 
     def render(self) -> tuple[bytes, str]:
         """The text format and its content type."""

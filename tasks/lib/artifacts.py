@@ -161,9 +161,11 @@ class EntityEvaluateMetrics(StageRecord):
 class Agreement(Record):
     """How closely one model's logits follow PyTorch's on the same rows."""
 
-    label_agreement: float
+    label_agreement: float  # a tagger's: of words
     max_abs_logit_diff: float
     mean_abs_logit_diff: float
+    # A tagger's: F1 of its entities with PyTorch's as gold (exact spans and types); None for a classifier.
+    span_agreement: float | None = None
 
 
 class GraphParity(Agreement):
@@ -197,6 +199,11 @@ class ModelMeasurement(Record):
     accuracy_batch: float
     accuracy_drop_b1: float
     accuracy_drop_batch: float
+    # A tagger's entity F1 (exact spans), and PyTorch's minus it; None for a classifier.
+    entity_f1_b1: float | None = None
+    entity_f1_batch: float | None = None
+    entity_f1_drop_b1: float | None = None
+    entity_f1_drop_batch: float | None = None
     agreement_b1: Agreement
     agreement_batch: Agreement
     file: str | None = None  # None for the PyTorch baseline

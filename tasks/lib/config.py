@@ -471,6 +471,7 @@ class ServingRules(_Section):
 
     min_agreement: Fraction  # label agreement, at batch 1 and at batch size
     max_accuracy_drop: Fraction  # PyTorch accuracy minus the variant's, at both batch sizes
+    max_entity_f1_drop: Fraction  # token classification: PyTorch's entity F1 minus the variant's, both sizes
     max_size_ratio: Annotated[float, Field(gt=0.0)] | None  # variant size / fp32 ONNX size
     # Among the variants that pass, promote the fastest by this measure.
     prefer: Literal["latency", "throughput"]
@@ -717,10 +718,18 @@ class Params(_Section):
     @model_validator(mode="after")
     def _gate_names_exist(self) -> Params:
         """Every metric and slice a gate rule names is one that evaluation measures."""
+        from tasks.lib.entity_metrics import PER_TYPE_METRICS, SENTENCE_SLICES, entity_metric_names
         from tasks.lib.metrics import PER_CLASS_METRICS, metric_names
 
-        metrics, slices = metric_names(self.data.labels), self.evaluate.slices.names()
-        metrics += [f"{metric}.*" for metric in PER_CLASS_METRICS]  # every class (gate.py expands it)
+        slices = self.evaluate.slices.names()
+        if self.task == "token_classification":
+            # evaluate.slices (texts by pattern) stay valid names, so the defaults load; a tagger is
+            # scored on its sentence slices only.
+            metrics, slices = entity_metric_names(self.data.labels), [*slices, *SENTENCE_SLICES]
+            metrics += [f"{metric}.*" for metric in PER_TYPE_METRICS]  # every type (gate.py expands it)
+        else:
+            metrics = metric_names(self.data.labels)
+            metrics += [f"{metric}.*" for metric in PER_CLASS_METRICS]  # every class (gate.py expands it)
         rules = [("gate.metrics", self.gate.metrics)]
         for name, by_metric in self.gate.slices.items():
             if name != "*" and name not in slices:
@@ -792,21 +801,3 @@ def load_params(root: Path | str = ".", file: str = PARAMS_FILE) -> Params:
         return Params.model_validate({**raw, "root": root})
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, path)) from None
-
-
-# The parts of the DAG that handle `task: token_classification` so far (issue 23 brings the
-# rest): any other stops rather than read a sentence's tags as one class label.
-TOKEN_CLASSIFICATION_READY = frozenset({"ingest", "validate", "split", "augment", "train", "evaluate"})
-
-
-def require_task_support(params: Params, part: str) -> None:
-    """Stop when `part` (a stage or app) cannot handle `params.task` yet.
-
-    Raises:
-        ConfigError: naming the part and the ones that can.
-    """
-    if params.task == "token_classification" and part not in TOKEN_CLASSIFICATION_READY:
-        raise ConfigError(
-            f"{part}: task token_classification is not supported here yet; so far only "
-            f"{', '.join(sorted(TOKEN_CLASSIFICATION_READY))} (README 'Named entities')"
-        )

@@ -119,23 +119,78 @@ def entity_pairs(gold: list[list[str]], predicted: list[list[str]], types: list[
     return pairs
 
 
+def span_agreement(reference: list[list[str]], other: list[list[str]], types: list[str]) -> float:
+    """How well `other`'s entities match `reference`'s, exact spans and types: F1 with the reference
+    as gold (1.0 when both find the same entities, and when neither finds any)."""
+    counts = entity_counts(reference, other, types)
+    if not counts.gold.any() and not counts.predicted.any():
+        return 1.0
+    return round(scores(counts)["micro"]["f1"], 6)
+
+
 # Sentence-length slices of a tagger's evaluation, in words: (name, shortest, longest).
 LENGTH_SLICES = (("length:1-10", 1, 10), ("length:11-25", 11, 25), ("length:26+", 26, None))
 
 
-def slice_scores(counts: EntityCounts, gold: list[list[str]]) -> dict[str, dict[str, float]]:
-    """Micro precision/recall/F1 and sentences (`n`) of each slice of the sentences: by length in
-    words (LENGTH_SLICES) and with or without a gold entity (without one only precision means
-    anything: each predicted entity there is spurious)."""
+SENTENCE_SLICES = (*(name for name, _, _ in LENGTH_SLICES), "entities:some", "entities:none")
+
+
+def sentence_slices(gold: list[list[str]]) -> dict[str, np.ndarray]:
+    """The slices of a tagger's sentences (SENTENCE_SLICES), as masks: by length in words
+    (LENGTH_SLICES) and with or without a gold entity."""
     lengths = np.array([len(tags) for tags in gold])
-    has_entity = counts.gold.sum(axis=1) > 0
-    masks = {
+    has_entity = np.array([bool(spans(tags)) for tags in gold], dtype=bool)
+    return {
         **{name: (lengths >= low) & (lengths <= (high or lengths.max(initial=0))) for name, low, high in LENGTH_SLICES},
         "entities:some": has_entity,
         "entities:none": ~has_entity,
     }
+
+
+def slice_scores(counts: EntityCounts, gold: list[list[str]]) -> dict[str, dict[str, float]]:
+    """Micro precision/recall/F1 and sentences (`n`) of each slice (`sentence_slices`; without a gold
+    entity only precision means anything: each predicted entity there is spurious)."""
     found = {}
-    for name, mask in masks.items():
+    for name, mask in sentence_slices(gold).items():
         micro = scores(counts.take(np.flatnonzero(mask)))["micro"]
         found[name] = {"n": int(mask.sum()), **{k: micro[k] for k in ("precision", "recall", "f1")}}
     return found
+
+
+# What a tagger is scored on (entity_table, and the words' `ece` beside it); per type, `<metric>.<type>`.
+ENTITY_METRICS = ("f1", "precision", "recall", "macro_f1", "accuracy", "ece")
+PER_TYPE_METRICS = ("precision", "recall", "f1")
+
+
+def entity_metric_names(types: list[str]) -> list[str]:
+    """Every metric name a tagger of `types` is scored on."""
+    return [*ENTITY_METRICS, *(f"{metric}.{kind}" for metric in PER_TYPE_METRICS for kind in types)]
+
+
+def entity_table(counts: EntityCounts, draws: np.ndarray) -> dict[str, np.ndarray]:
+    """Each metric on each resample of the sentences (`draws`: rows of sentence positions): micro
+    `f1`/`precision`/`recall`, `macro_f1` (mean of the types' F1), word `accuracy`, and `f1.<type>`,
+    `precision.<type>`, `recall.<type>`. NaN where a metric is undefined: a type neither found nor
+    present; recall without a gold entity; precision with neither."""
+    correct, predicted, gold = (
+        a[draws].sum(axis=1).astype(float) for a in (counts.correct, counts.predicted, counts.gold)
+    )
+
+    def ratios(right: np.ndarray, said: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return {
+                "precision": np.where(said > 0, right / said, np.where(true > 0, 0.0, np.nan)),
+                "recall": np.where(true > 0, right / true, np.nan),
+                "f1": np.where(said + true > 0, 2 * right / (said + true), np.nan),
+            }
+
+    micro = ratios(correct.sum(axis=1), predicted.sum(axis=1), gold.sum(axis=1))
+    per_type = ratios(correct, predicted, gold)
+    seen = ~np.isnan(per_type["f1"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        macro = np.where(seen.any(axis=1), np.nansum(per_type["f1"], axis=1) / seen.sum(axis=1), np.nan)
+        accuracy = counts.words_right[draws].sum(axis=1) / counts.words[draws].sum(axis=1)
+    table = {**micro, "macro_f1": macro, "accuracy": accuracy}
+    for column, kind in enumerate(counts.types):
+        table |= {f"{metric}.{kind}": values[:, column] for metric, values in per_type.items()}
+    return table

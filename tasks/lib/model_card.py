@@ -39,17 +39,41 @@ def _figure(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+# The headline metrics of each task (metrics/evaluate.json's names) and their Hugging Face metric types.
+_HEADLINE = {
+    "sequence_classification": {
+        "accuracy": "accuracy",
+        "macro_f1": "f1",
+        "weighted_f1": "f1",
+        "ece": "ece",
+        "roc_auc": "roc_auc",
+    },
+    "token_classification": {
+        "f1": "f1",
+        "precision": "precision",
+        "recall": "recall",
+        "accuracy": "accuracy",
+        "ece": "ece",
+    },
+}
+
+
+def _tagger(lineage: Lineage) -> bool:
+    return lineage.params.get("task") == "token_classification"
+
+
 def metadata(version: str, lineage: Lineage, base: dict[str, Any]) -> dict[str, Any]:
     """The card's YAML header."""
     train = lineage.params.get("train", {})
     evaluate = lineage.metrics.evaluate
-    names = {"accuracy": "accuracy", "macro_f1": "f1", "weighted_f1": "f1", "ece": "ece", "roc_auc": "roc_auc"}
+    task = "token-classification" if _tagger(lineage) else "text-classification"
+    names = _HEADLINE[lineage.params.get("task", "sequence_classification")]
     return {
         "base_model": train.get("base_model"),
         "language": base.get("language", "unknown"),
         "license": base.get("license", "unknown"),
         "library_name": "openvino" if is_openvino(lineage.model_file) else "onnxruntime",
-        "pipeline_tag": "text-classification",
+        "pipeline_tag": task,
         "tags": ["textclf", lineage.variant],
         "datasets": [lineage.data.source],
         "dataset_hashes": {
@@ -64,7 +88,7 @@ def metadata(version: str, lineage: Lineage, base: dict[str, Any]) -> dict[str, 
                 "name": f"textclf-{version}",
                 "results": [
                     {
-                        "task": {"type": "text-classification"},
+                        "task": {"type": task},
                         "dataset": {"name": lineage.data.source, "type": lineage.data.source, "split": "test"},
                         "metrics": [
                             {"type": kind, "name": name, "value": evaluate[name]}
@@ -84,18 +108,25 @@ def render(version: str, lineage: Lineage, base: dict[str, Any]) -> str:
     data, train, evaluate = params.get("data", {}), params.get("train", {}), metrics.evaluate
     interval = evaluate.get("interval", {})
     confidence = interval.get("confidence", 0.95)
+    tagger = _tagger(lineage)
+    kinds = ", ".join(data.get("labels", []))
+    purpose = f"to find the named entities of types {kinds} in text" if tagger else f"to label texts as {kinds}"
     lines = ["---", yaml.safe_dump(metadata(version, lineage, base), sort_keys=False).rstrip(), "---", ""]
     lines += [
         f"# textclf {version}",
         "",
-        f"A {train.get('base_model')} encoder fine-tuned to label texts as {', '.join(data.get('labels', []))}, "
+        f"A {train.get('base_model')} encoder fine-tuned {purpose}, "
         f"served as the `{lineage.variant}` graph (`{lineage.model_file}`). Built from commit "
         f"`{lineage.git_commit}`.",
         "",
         "## Intended use",
         "",
-        f"Classifying short texts like those of `{lineage.data.source}` into {data.get('labels')}. "
-        "Not for texts in other languages or domains than its training data, nor for decisions about "
+        (
+            f"Finding entities of types {data.get('labels')} in sentences like those of `{lineage.data.source}`. "
+            if tagger
+            else f"Classifying short texts like those of `{lineage.data.source}` into {data.get('labels')}. "
+        )
+        + "Not for texts in other languages or domains than its training data, nor for decisions about "
         "people without review: its errors are measured below, on data like its training data only.",
         "",
         "## Training data",
@@ -137,25 +168,36 @@ def render(version: str, lineage: Lineage, base: dict[str, Any]) -> str:
             if key in run
         ),
         "",
-        f"## Evaluation (test split, {evaluate.get('n')} rows, {confidence:.0%} bootstrap intervals)",
+        f"## Evaluation (test split, {evaluate.get('n')} {'sentences' if tagger else 'rows'}, "
+        f"{confidence:.0%} bootstrap intervals{', entities by exact span' if tagger else ''})",
         "",
         "| metric | value | interval |",
         "|---|---|---|",
     ]
-    for name in ("accuracy", "macro_f1", "weighted_f1", "ece", "roc_auc"):
+    for name in _HEADLINE[lineage.params.get("task", "sequence_classification")]:
         if evaluate.get(name) is not None:
             low_high = interval.get(name)
             shown = f"{low_high[0]:.4f} - {low_high[1]:.4f}" if low_high else ""
             lines.append(f"| {name} | {evaluate[name]:.4f} | {shown} |")
-    per_class = evaluate.get("per_class") or {}
+    per_class = evaluate.get("per_type" if tagger else "per_class") or {}
     if per_class:
-        lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"| {'type' if tagger else 'class'} | precision | recall | F1 | support |",
+            "|---|---|---|---|---|",
+        ]
         lines += [
             f"| {label} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
             for label, m in per_class.items()
         ]
     slices = {name: s for name, s in (evaluate.get("slices") or {}).items() if s.get("n")}
-    if slices:
+    if slices and tagger:
+        lines += ["", "| slice | sentences | precision | recall | F1 |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {name} | {s['n']} | " + " | ".join(_figure(s.get(m)) for m in ("precision", "recall", "f1")) + " |"
+            for name, s in slices.items()
+        ]
+    elif slices:
         lines += ["", "| slice | rows | accuracy | macro-F1 |", "|---|---|---|---|"]
         lines += [
             f"| {name} | {s['n']} | {_figure(s.get('accuracy'))} | {_figure(s.get('macro_f1'))} |"
@@ -189,8 +231,13 @@ def render(version: str, lineage: Lineage, base: dict[str, Any]) -> str:
         "",
         f"- Measured on {evaluate.get('n')} test rows from the same source as the training data; the "
         "intervals above are what that sample allows. Drift in live inputs is not covered by these figures.",
-        f"- Texts are cut at {train.get('max_length')} tokens; longer texts are judged on their beginning.",
-        "- Labels outside the label set above cannot be produced.",
+        (
+            f"- Sentences are cut at {train.get('max_length')} subword tokens; words past that are tagged O. "
+            "Raw text is split into words as Penn Treebank (and CoNLL-2003) tokenised it."
+            if tagger
+            else f"- Texts are cut at {train.get('max_length')} tokens; longer texts are judged on their beginning."
+        ),
+        f"- {'Entity types' if tagger else 'Labels'} outside the set above cannot be produced.",
         "",
         "## Serving",
         "",
@@ -201,10 +248,12 @@ def render(version: str, lineage: Lineage, base: dict[str, Any]) -> str:
     if speed:
         lines += [
             "",
-            "| batch-1 p50 | rows/s at batch | size | agreement with PyTorch (batch) | runs in |",
+            "| batch-1 p50 | rows/s at batch | size | agreement with PyTorch "
+            f"(batch{', entity spans' if tagger else ''}) | runs in |",
             "|---|---|---|---|---|",
             f"| {speed.get('p50_ms', 0):.2f} ms | {speed.get('batch_per_s', 0):.0f} | "
             f"{speed.get('size_bytes', 0) / 1e6:.1f} MB | "
-            f"{(speed.get('agreement_batch') or {}).get('label_agreement', 0):.4f} | {speed.get('engine') or 'n/a'} |",
+            f"{(speed.get('agreement_batch') or {}).get('span_agreement' if tagger else 'label_agreement') or 0:.4f} | "
+            f"{speed.get('engine') or 'n/a'} |",
         ]
     return "\n".join(lines) + "\n"

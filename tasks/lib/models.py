@@ -14,6 +14,7 @@ import numpy as np
 
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import atomic_path
+from tasks.lib.word_logits import first_subwords
 
 
 class ModelNotFound(PipelineError, FileNotFoundError):
@@ -86,14 +87,7 @@ def torch_word_logits(
                 return_tensors="pt",
             )
             logits = model(**batch).logits.float().numpy()
-            for row, sentence in enumerate(words):
-                per_word = np.full((len(sentence), logits.shape[-1]), np.nan, dtype=np.float32)
-                seen: set[int] = set()
-                for position, word in enumerate(batch.word_ids(row)):
-                    if word is not None and word not in seen:
-                        per_word[word] = logits[row, position]
-                        seen.add(word)
-                out.append(per_word)
+            out += [first_subwords(logits[row], batch.word_ids(row), len(s)) for row, s in enumerate(words)]
     return out
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from tasks.lib.artifacts import CLASSIFIER_FILE, TOKENIZER_FILE, is_openvino
+from tasks.lib.config import Task
 
 # Graph input name -> tokenizers.Encoding attribute.
 _FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -28,18 +29,27 @@ _FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_i
 
 @dataclass(frozen=True)
 class ClassifierInfo:
+    """What a model folder serves: its label names (a tagger's: its tags) in the order of its logits,
+    the longest input in subwords, and its task (folders exported before there were taggers hold none)."""
+
     labels: list[str]
     max_length: int
+    task: Task = "sequence_classification"
 
     def save(self, folder: Path) -> None:
         (folder / CLASSIFIER_FILE).write_text(
-            json.dumps({"labels": self.labels, "max_length": self.max_length}, indent=2) + "\n", encoding="utf-8"
+            json.dumps({"labels": self.labels, "max_length": self.max_length, "task": self.task}, indent=2) + "\n",
+            encoding="utf-8",
         )
 
     @classmethod
     def load(cls, folder: Path) -> ClassifierInfo:
         data = json.loads((folder / CLASSIFIER_FILE).read_text(encoding="utf-8"))
-        return cls(labels=[str(label) for label in data["labels"]], max_length=int(data["max_length"]))
+        return cls(
+            labels=[str(label) for label in data["labels"]],
+            max_length=int(data["max_length"]),
+            task=data.get("task", "sequence_classification"),
+        )
 
 
 # What one more inference call costs, in padded tokens. Chosen by measuring SST-2 dev in
@@ -102,11 +112,22 @@ class BatchEncoder:
         self.tokenizer.enable_truncation(self.info.max_length)
         self.fields = {name: field for name, field in _FIELDS.items() if name in input_names}
 
+    def encode(self, inputs: Sequence[str] | Sequence[list[str]]) -> list[Any]:
+        """`tokenizers.Encoding`s of texts, or of sentences given as lists of words (each word split
+        into subwords on its own, as `is_split_into_words` does in transformers)."""
+        pretokenized = bool(inputs) and isinstance(inputs[0], list)
+        return list(self.tokenizer.encode_batch(list(inputs), is_pretokenized=pretokenized))
+
     def batches(
-        self, texts: Sequence[str], batch_size: int, cut: bool = False
+        self, inputs: Sequence[str] | Sequence[list[str]], batch_size: int, cut: bool = False
     ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        """(row indices, feed of int64 arrays) per batch; every row of `texts` appears once (`cut`: length_batches)."""
-        encodings = self.tokenizer.encode_batch(list(texts))
+        """(row indices, feed of int64 arrays) per batch; every row of `inputs` appears once (`cut`: length_batches)."""
+        return self.feeds(self.encode(inputs), batch_size, cut)
+
+    def feeds(
+        self, encodings: Sequence[Any], batch_size: int, cut: bool = False
+    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """`batches` of encodings made already."""
         for batch in length_batches([len(e.ids) for e in encodings], batch_size, cut):
             chosen = [encodings[i] for i in batch]
             width = max(len(e.ids) for e in chosen)
@@ -208,13 +229,17 @@ def openvino_engine(path: Path, threads: int | None) -> Engine:
     )
 
 
+def load_engine(path: Path, threads: int | None) -> Engine:
+    """The graph at `path` in the runtime its suffix names."""
+    return (openvino_engine if is_openvino(path.name) else onnxruntime_engine)(path, threads)
+
+
 class OnnxClassifier:
     """Batched text classification with an exported model folder (ONNX Runtime or OpenVINO by the file's suffix)."""
 
     def __init__(self, folder: Path, model_file: str, threads: int | None = None):
         self.folder, self.model_file = folder, model_file
-        load = openvino_engine if is_openvino(model_file) else onnxruntime_engine
-        self.engine = load(folder / model_file, threads)
+        self.engine = load_engine(folder / model_file, threads)
         self.encoder = BatchEncoder(folder, self.engine.inputs)
         self.info = self.encoder.info
 

@@ -25,7 +25,9 @@ from tasks.lib.artifacts import VERSION_FILE
 from tasks.lib.errors import PipelineError
 from tasks.lib.metrics import softmax
 from tasks.lib.onnx_classifier import OnnxClassifier
+from tasks.lib.onnx_tagger import Entity, Tagger
 from tasks.lib.registry import Registry, RegistryError, verify_files
+from tasks.lib.sentences import tag_types
 
 
 class ModelLoadError(PipelineError, RuntimeError):
@@ -39,6 +41,12 @@ class Prediction:
 
     def as_dict(self) -> dict[str, Any]:
         return {"label": self.label, "probabilities": self.probabilities}
+
+
+# What serves: a text classifier, or a token classifier (its folder's classifier.json says which).
+Served = OnnxClassifier | Tagger
+# Its answer to one text: a label with probabilities, or the text's entities.
+Reply = Prediction | list[Entity]
 
 
 def predictions_from(labels: list[str], probabilities: np.ndarray) -> list[Prediction]:
@@ -97,12 +105,32 @@ class VariantChoice:
     timings_ms: dict[str, float]  # auto: median milliseconds of one batch of PROBE_TEXTS per variant
 
 
-def time_batch(classifier: OnnxClassifier, rounds: int = 5) -> float:
+def replies(model: Served, texts: Sequence[str], batch_size: int = 32, cut: bool = False) -> list[Reply]:
+    """`model`'s answer to each text (`cut`: a server's batch, see length_batches)."""
+    if isinstance(model, Tagger):
+        return list(model.entities(texts, batch_size, cut))
+    return list(predictions_from(model.info.labels, softmax(model.logits(texts, batch_size, cut))))
+
+
+def reply_record(text: str, version: str, reply: Reply) -> dict[str, Any]:
+    """One text's answer as `textclf predict --json` prints it: the text, the version, and the
+    prediction's label and probabilities or the text's entities (offsets in characters of `text`)."""
+    if isinstance(reply, Prediction):
+        return {"text": text, "version": version, **reply.as_dict()}
+    return {"text": text, "entities": [entity.as_dict() for entity in reply], "version": version}
+
+
+def served_labels(model: Served) -> list[str]:
+    """A classifier's labels, or a tagger's entity types."""
+    return tag_types(model.info.labels) if isinstance(model, Tagger) else model.info.labels
+
+
+def time_batch(model: Served, rounds: int = 5) -> float:
     """Median milliseconds of one inference over PROBE_TEXTS (a server's batch: length cuts on)."""
     times = []
     for _ in range(rounds):
         started = time.perf_counter()
-        classifier.logits(PROBE_TEXTS, len(PROBE_TEXTS), cut=True)
+        replies(model, PROBE_TEXTS, len(PROBE_TEXTS), cut=True)
         times.append((time.perf_counter() - started) * 1000)
     return round(sorted(times)[len(times) // 2], 2)
 
@@ -127,19 +155,25 @@ def load_classifier(
         raise ModelLoadError(f"{graph}: cannot load the model ({type(exc).__name__}: {exc})") from None
 
 
-def warmed_up(classifier: OnnxClassifier) -> OnnxClassifier:
-    """`classifier` after one inference (ONNX Runtime's first run is slow: not on a request).
+def load_served(folder: Path, threads: int | None = None, verify: bool = True, graph_file: str | None = None) -> Served:
+    """`load_classifier`, or for a token classifier's folder its tagger (same checks, same errors)."""
+    classifier = load_classifier(folder, threads, verify, graph_file)
+    if classifier.info.task != "token_classification":
+        return classifier
+    return Tagger(folder, classifier.engine)
+
+
+def warmed_up(model: Served) -> Served:
+    """`model` after one inference (ONNX Runtime's first run is slow: not on a request).
 
     Raises:
         ModelLoadError: the model loads but cannot run (e.g. its output does not match its labels).
     """
     try:
-        classifier.logits(["warm up"])
+        replies(model, ["warm up"])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own types; any of them means "cannot serve"
-        raise ModelLoadError(
-            f"{classifier.folder}: the model loads but cannot run ({type(exc).__name__}: {exc})"
-        ) from None
-    return classifier
+        raise ModelLoadError(f"{model.folder}: the model loads but cannot run ({type(exc).__name__}: {exc})") from None
+    return model
 
 
 class ProductionModel:
@@ -163,7 +197,7 @@ class ProductionModel:
         self.choice: VariantChoice | None = None
         self._lock = threading.Lock()
         self._seen: str | None = ""  # the pointer's text when last read; None: it was absent
-        self._loaded: tuple[str, OnnxClassifier] | None = None
+        self._loaded: tuple[str, Served] | None = None
         self._verified = False  # whether the serving version's files matched its recorded hashes
         self.error: str | None = None  # why the newest pointer could not be served
         # A failed load is tried again after a back-off (doubling), even if the pointer stays.
@@ -213,7 +247,7 @@ class ProductionModel:
         loaded = self._loaded
         return loaded[0] if loaded else None
 
-    def current(self) -> tuple[str, OnnxClassifier]:
+    def current(self) -> tuple[str, Served]:
         """(version, classifier) now serving; raises ModelLoadError when there is none."""
         with self._lock:
             self._refresh()
@@ -221,32 +255,32 @@ class ProductionModel:
                 raise ModelLoadError(self.error or self._public(f"{self.pointer}: no production model"))
             return self._loaded
 
-    def _load_variant(self, folder: Path) -> tuple[OnnxClassifier, VariantChoice]:
+    def _load_variant(self, folder: Path) -> tuple[Served, VariantChoice]:
         """The classifier serve.variant asks for, loaded and warmed up, and how it was chosen."""
         files = variant_files(folder)
         if self.variant == "gate":
             graph = model_file(folder).name
             name = next((name for name, file in files.items() if file == graph), graph)
-            return warmed_up(load_classifier(folder, self.threads, False, graph)), VariantChoice(name, "gate", {})
+            return warmed_up(load_served(folder, self.threads, False, graph)), VariantChoice(name, "gate", {})
         if self.variant != "auto":
             if self.variant not in files:
                 raise ModelLoadError(
                     f"{folder}: serve.variant {self.variant!r} is not registered in this version "
                     f"(it has {sorted(files)})"
                 )
-            classifier = warmed_up(load_classifier(folder, self.threads, False, files[self.variant]))
+            classifier = warmed_up(load_served(folder, self.threads, False, files[self.variant]))
             return classifier, VariantChoice(self.variant, "serve.variant", {})
         timings: dict[str, float] = {}
-        fastest: tuple[str, OnnxClassifier] | None = None
+        fastest: tuple[str, Served] | None = None
         for name, file in sorted(files.items()):
-            classifier = warmed_up(load_classifier(folder, self.threads, False, file))
+            classifier = warmed_up(load_served(folder, self.threads, False, file))
             timings[name] = time_batch(classifier)
             if fastest is None or timings[name] < timings[fastest[0]]:
                 fastest = (name, classifier)
         assert fastest is not None  # variant_files is never empty
         return fastest[1], VariantChoice(fastest[0], "fastest on this host", timings)
 
-    def serving(self) -> tuple[str, OnnxClassifier]:
+    def serving(self) -> tuple[str, Served]:
         """(version, classifier) loaded now, without reading the pointer (no I/O: for every request).
 
         Raises:
@@ -257,10 +291,10 @@ class ProductionModel:
             raise ModelLoadError(self.error or self._public(f"{self.pointer}: no production model"))
         return loaded
 
-    def predict(self, texts: Sequence[str], batch_size: int = 32) -> tuple[str, list[Prediction]]:
-        """Classify `texts`; returns the serving version and a prediction per text."""
-        version, classifier = self.current()
-        return version, predictions_from(classifier.info.labels, softmax(classifier.logits(texts, batch_size)))
+    def predict(self, texts: Sequence[str], batch_size: int = 32) -> tuple[str, list[Reply]]:
+        """Answer `texts`; returns the serving version and a reply per text (a prediction, or its entities)."""
+        version, model = self.current()
+        return version, replies(model, texts, batch_size)
 
     def status(self, refresh: bool = True) -> dict[str, Any]:
         """What serves now, and any problem with the newest pointer (`refresh`: read the pointer first)."""
@@ -271,7 +305,7 @@ class ProductionModel:
         return {
             "status": "degraded" if self.error else "ok",
             "version": version,
-            "labels": classifier.info.labels,
+            "labels": served_labels(classifier),
             # False: a version registered before records listed file hashes (nothing to check).
             "verified": self._verified,
             "variant": self.choice.variant if self.choice else None,
@@ -282,8 +316,9 @@ class ProductionModel:
         }
 
 
-def predict(texts: Sequence[str], registry: Path | str = "registry", batch_size: int = 32) -> list[Prediction]:
-    """Classify texts with the production model in `registry` (a folder or a URL; no torch import).
+def predict(texts: Sequence[str], registry: Path | str = "registry", batch_size: int = 32) -> list[Reply]:
+    """Answer texts with the production model in `registry` (a folder or a URL; no torch import): a
+    Prediction per text, or for a token classifier the text's list of Entity.
 
     Example:
         >>> predict(["a warm, clever film"])[0].label

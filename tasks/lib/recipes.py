@@ -4,13 +4,14 @@ A recipe is `recipes/<name>.yaml`, with the nesting of params.yaml and only the 
 changes. `textclf recipe <name>` merges it into params.yaml (a reviewable change: `git diff
 params.yaml`), keeping the file's comments and order through ruamel.yaml's round trip, as DVC's
 own `dvc exp run -S` does; the merged file is validated before it replaces params.yaml.
-`recipe_arguments` gives the same change as `-S key=value` arguments of `dvc exp run`.
+`recipe_arguments` gives the same change as `-S` arguments of `dvc exp run`.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,21 +47,51 @@ def load_recipe(root: Path, name: str) -> dict[str, Any]:
     return overlay
 
 
-def _leaves(overlay: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """(dotted key, value) of every value that is not itself a mapping."""
-    found: list[tuple[str, Any]] = []
+def _leaves(overlay: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """(key path, value) of every value that is not itself a mapping."""
+    found: list[tuple[tuple[str, ...], Any]] = []
     for key, value in overlay.items():
-        dotted = f"{prefix}{key}"
-        found += _leaves(value, f"{dotted}.") if isinstance(value, dict) and value else [(dotted, value)]
+        path = (*prefix, str(key))
+        found += _leaves(value, path) if isinstance(value, dict) and value else [(path, value)]
     return found
 
 
+# A key DVC's `-S` (Hydra's override grammar) can name in a dotted path; others (`f1.*`) are set
+# as keys of their parent's mapping value.
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def _hydra(value: Any) -> str:
+    """`value` in Hydra's override grammar: strings quoted, mappings with bare keys (the grammar
+    takes `{f1.*: {min: 0.6}}`, not JSON's quoted keys)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {_hydra(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_hydra(item) for item in value) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return json.dumps(value)  # numbers, true/false, null
+
+
 def recipe_arguments(overlay: dict[str, Any]) -> list[str]:
-    """The overlay as `dvc exp run` arguments: `-S key=value` per leaf (lists and maps as JSON, which YAML reads)."""
+    """The overlay as `dvc exp run` arguments: `-S ++key=value` per leaf (`++`: set, or add a key
+    params.yaml lacks), a key DVC cannot name in a path set within its parent's mapping (merged)."""
+    grouped: dict[tuple[str, ...], Any] = {}
+    for path, value in _leaves(overlay):
+        plain = next((i for i, key in enumerate(path) if not _PLAIN_KEY.match(key)), len(path))
+        if plain == len(path):
+            grouped[path] = value
+            continue
+        node = grouped.setdefault(path[:plain], {})
+        for key in path[plain:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
     arguments = []
-    for key, value in _leaves(overlay):
-        written = value if isinstance(value, str) else json.dumps(value)
-        arguments += ["-S", f"{key}={written}"]
+    for path, value in grouped.items():
+        dotted = ".".join(path)
+        if value == {}:  # Hydra merges mappings: an empty one clears only after a delete
+            arguments += ["-S", f"~{dotted}"]
+        arguments += ["-S", f"++{dotted}={_hydra(value)}"]
     return arguments
 
 
@@ -95,12 +126,13 @@ def apply_recipe(root: Path, name: str) -> list[str]:
     params_path = root / PARAMS_FILE
     document = handler.load(params_path.read_text(encoding="utf-8"))
     changes = []
-    for key, value in _leaves(overlay):
-        *parents, leaf = key.split(".")
+    for path, value in _leaves(overlay):
+        *parents, leaf = path
+        key = ".".join(path)
         node = document
         for part in parents:
             if not isinstance(node.get(part), dict):
-                node[part] = {}
+                node[part] = _flow({})  # a new mapping inline, as params.yaml writes its rules
             node = node[part]
         old = node.get(leaf, "(unset)")
         if old != value:

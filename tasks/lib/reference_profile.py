@@ -7,6 +7,8 @@ without the workspace that trained it. One row per sampled text:
                     augmentation): length, true label, share of unknown tokens, embedding;
     source "test"   a seeded sample of the test split as the serving variant answers it:
                     length, predicted label, confidence, entropy, share of unknown tokens.
+A token classifier's rows are sentences: their label is the set of entity types they hold
+(`entity_signature`), their confidence and entropy the means over their words.
 The file's metadata names the embedding model, so served texts are embedded the same way.
 """
 
@@ -95,12 +97,25 @@ def build_profile(
     from tasks.lib.artifacts import TOKENIZER_FILE
     from tasks.lib.columns import LABEL, TEXT
     from tasks.lib.metrics import softmax
-    from tasks.lib.onnx_classifier import OnnxClassifier
+    from tasks.lib.onnx_classifier import ClassifierInfo, OnnxClassifier
+    from tasks.lib.onnx_tagger import onnx_tagger
+    from tasks.lib.sentences import as_sentences
+    from tasks.lib.word_logits import flatten
 
-    classifier = OnnxClassifier(folder, model_file)
     train_texts, test_texts = list(train[TEXT]), list(test[TEXT])
-    probabilities = softmax(classifier.logits(test_texts))
-    labels = classifier.info.labels
+    info = ClassifierInfo.load(folder)
+    if info.task == "token_classification":
+        tagger = onnx_tagger(folder, model_file)
+        per_sentence = [softmax(flatten([w], info.labels)[0]) for w in tagger.word_logits(as_sentences(test_texts))]
+        predicted = [entity_signature([info.labels[i] for i in p.argmax(axis=1)]) for p in per_sentence]
+        confidence = np.array([p.max(axis=1).mean() if len(p) else 1.0 for p in per_sentence])
+        spread = np.array([entropy(p).mean() if len(p) else 0.0 for p in per_sentence])
+        truth = [entity_signature(tags) for tags in as_sentences(train[LABEL])]
+    else:
+        probabilities = softmax(OnnxClassifier(folder, model_file).logits(test_texts))
+        predicted = [info.labels[i] for i in probabilities.argmax(axis=1)]
+        confidence, spread = probabilities.max(axis=1), entropy(probabilities)
+        truth = list(train[LABEL].astype(str))
     tokenizer = folder / TOKENIZER_FILE
     return pd.concat(
         [
@@ -108,7 +123,7 @@ def build_profile(
                 {
                     "source": TRAIN,
                     "text_chars": [len(t) for t in train_texts],
-                    "label": train[LABEL].astype(str).to_numpy(),
+                    "label": np.array(truth, dtype=object),
                     "unknown_share": unknown_shares(train_texts, tokenizer),
                     "embedding": list(sentence_embeddings(train_texts, embedding_model)),
                 }
@@ -117,15 +132,23 @@ def build_profile(
                 {
                     "source": TEST,
                     "text_chars": [len(t) for t in test_texts],
-                    "label": [labels[i] for i in probabilities.argmax(axis=1)],
-                    "confidence": probabilities.max(axis=1),
-                    "entropy": entropy(probabilities),
+                    "label": np.array(predicted, dtype=object),
+                    "confidence": confidence,
+                    "entropy": spread,
                     "unknown_share": unknown_shares(test_texts, tokenizer),
                 }
             ),
         ],
         ignore_index=True,
     )
+
+
+def entity_signature(tags: list[str]) -> str:
+    """A sentence's label in a tagger's profile: the entity types it holds, sorted and joined by `+`
+    (`LOC+PER`), or `(none)`."""
+    from tasks.lib.sentences import entity_types
+
+    return "+".join(sorted(set(entity_types(tags)))) or "(none)"
 
 
 def write_profile(table: pd.DataFrame, path: Path, embedding_model: str) -> None:

@@ -35,6 +35,11 @@ class Sentence:
         return {"text": " ".join(self.words), "label": " ".join(self.tags)}
 
 
+def as_sentences(texts: Iterable[str]) -> list[list[str]]:
+    """Rows' texts (or labels) as lists of words (or tags), split where the raw schema joined them."""
+    return [text.split(" ") for text in texts]
+
+
 def iob1_to_iob2(tags: list[str]) -> list[str]:
     """IOB2 tags of IOB1 ones: an `I-X` that does not follow an `X` starts an entity, so becomes `B-X`."""
     converted = []
@@ -111,6 +116,11 @@ def jsonl_sentence(path: Path, record: dict[str, object], number: int) -> Senten
 def tag_list(types: list[str]) -> list[str]:
     """The IOB2 tags of entity `types` in a fixed order: O, then B-/I- of each type (a tagger's labels)."""
     return ["O", *(f"{prefix}-{kind}" for kind in types for prefix in "BI")]
+
+
+def tag_types(tags: list[str]) -> list[str]:
+    """The entity types of a tagger's tags (`tag_list`'s inverse), in order."""
+    return [tag[2:] for tag in tags if tag.startswith("B-")]
 
 
 def tag_set(types: list[str]) -> set[str]:

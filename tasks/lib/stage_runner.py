@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tasks.lib.config import Params, load_params, require_task_support
+from tasks.lib.config import Params, load_params
 from tasks.lib.errors import PipelineError
 
 ERROR_PREFIX = "error: "  # the flow shows what follows it as the stage's failure message
@@ -32,18 +32,10 @@ def report_failure(exc: BaseException) -> int:
     return 1
 
 
-def _stage_name(run: Callable[[Params], None]) -> str:
-    """`ingest` for tasks.stages.ingest.run, also when that module runs as `__main__`."""
-    module = run.__module__
-    spec = getattr(sys.modules.get(module), "__spec__", None)
-    return (spec.name if module == "__main__" and spec else module).rsplit(".", 1)[-1]
-
-
 def run_stage(run: Callable[[Params], None], root: Path) -> int:
     """Load params.yaml from `root` and run the stage; 1 with the message on a PipelineError."""
     try:
         params = load_params(root)
-        require_task_support(params, _stage_name(run))
         stay_offline(params)
         run(params)
     except (PipelineError, FileNotFoundError) as exc:

@@ -43,6 +43,8 @@ def unknown_labels_advice(frame: pd.DataFrame, data: DataConfig, registry: Path 
         served = load_classifier(store.fetch(production["version"]))
     except PipelineError as exc:
         return "\n".join([*lines, f"The production model could not be consulted: {exc}"])
+    if served.info.task != "sequence_classification":
+        return "\n".join([*lines, f"Production {production['version']} is a {served.info.task} model: not asked."])
     targets = [label for label in served.info.labels if label in data.labels]
     if not targets:
         known = served.info.labels

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,9 @@ from tasks.lib.metrics import (
 )
 from tasks.lib.models import model_labels, save_predictions, torch_logits, torch_word_logits
 from tasks.lib.scoring import OVERALL, score
+from tasks.lib.sentences import as_sentences
 from tasks.lib.stage_runner import run_as_script
+from tasks.lib.word_logits import flatten, sentence_tags
 
 
 def candidate_report(
@@ -51,16 +52,11 @@ def evaluate_tagger(params: Params, test: pd.DataFrame) -> EntityEvaluateMetrics
     config = params.evaluate
     model_dir = params.path("model")
     tags = model_labels(model_dir)
-    sentences = [text.split(" ") for text in test[TEXT]]
-    gold = [label.split(" ") for label in test[LABEL]]
+    sentences, gold = as_sentences(test[TEXT]), as_sentences(test[LABEL])
     per_sentence = torch_word_logits(model_dir, sentences, config.batch_size, params.train.max_length)
-    logits = np.concatenate(per_sentence) if per_sentence else np.zeros((0, len(tags)), np.float32)
-    cut = np.isnan(logits).any(axis=1)
-    logits[cut] = 0.0
-    logits[cut, tags.index("O")] = 1.0  # a word the model never saw is predicted O
+    logits, cut = flatten(per_sentence, tags)
     flat = logits.argmax(axis=1)
-    bounds = np.cumsum([0, *map(len, sentences)])
-    predicted = [[tags[i] for i in flat[start:end]] for start, end in itertools.pairwise(bounds)]
+    predicted = sentence_tags(logits, [len(s) for s in sentences], tags)
     types = list(params.data.labels)
     counts = entity_counts(gold, predicted, types)
     scored = scores(counts)

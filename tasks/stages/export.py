@@ -6,13 +6,17 @@ EmbedLayerNormalization). The fusions are pattern rewrites that keep the graph
 portable across execution providers; ORT's own level-specific rewrites happen
 when a session loads it. The folder is self-contained: graphs, tokenizer and
 label names. Parity of both graphs with PyTorch is measured on the test split
-against the logits the evaluate stage saved.
+against the logits the evaluate stage saved; a token classifier's (its logits
+per subword) word by word and by entity spans.
 """
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from tasks.lib.artifacts import (
     GRAPH_FILES,
@@ -23,25 +27,29 @@ from tasks.lib.artifacts import (
     GraphParity,
 )
 from tasks.lib.columns import TEXT
-from tasks.lib.config import Params
+from tasks.lib.config import Params, Task
+from tasks.lib.entity_metrics import span_agreement
 from tasks.lib.io import atomic_dir, read_table
 from tasks.lib.metrics import agreement
 from tasks.lib.models import load_predictions, model_labels
 from tasks.lib.onnx_classifier import ClassifierInfo, OnnxClassifier
+from tasks.lib.onnx_tagger import onnx_tagger
+from tasks.lib.sentences import as_sentences
 from tasks.lib.stage_runner import run_as_script
+from tasks.lib.word_logits import sentence_tags
 
 
-def export_onnx(model_dir: Path, out_file: Path, opset: int) -> list[str]:
-    """Export a Hugging Face sequence classifier; returns the graph's input names."""
+def export_onnx(model_dir: Path, out_file: Path, opset: int, task: Task) -> list[str]:
+    """Export a Hugging Face sequence or token classifier; returns the graph's input names."""
     import onnx
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tagger = task == "token_classification"
+    auto = AutoModelForTokenClassification if tagger else AutoModelForSequenceClassification
     # Eager attention traces to plain MatMul/Softmax, which ORT fuses and quantizes well.
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, use_safetensors=True, attn_implementation="eager"
-    ).eval()
+    model = auto.from_pretrained(model_dir, use_safetensors=True, attn_implementation="eager").eval()
     sample = tokenizer(
         ["an example sentence", "another, somewhat longer example sentence"], padding=True, return_tensors="pt"
     )
@@ -65,7 +73,8 @@ def export_onnx(model_dir: Path, out_file: Path, opset: int) -> list[str]:
             input_names=names,
             output_names=["logits"],
             opset_version=opset,
-            dynamic_axes={**axes, "logits": {0: "batch"}},
+            # A tagger's logits: one row per subword.
+            dynamic_axes={**axes, "logits": {0: "batch", 1: "sequence"} if tagger else {0: "batch"}},
         )
     onnx.checker.check_model(str(out_file), full_check=True)
     return names
@@ -91,22 +100,32 @@ def optimize_graph(source: Path, target: Path, model_dir: Path) -> dict[str, int
     return {op: count for op, count in optimized.get_fused_operator_statistics().items() if count}
 
 
+def graph_parity(folder: Path, file: str, reference: np.ndarray, test: pd.DataFrame, params: Params) -> GraphParity:
+    """One graph's logits on the test split against PyTorch's; a tagger's also by entity spans."""
+    batch_size, size = params.export.batch_size, (folder / file).stat().st_size
+    if params.task != "token_classification":
+        logits = OnnxClassifier(folder, file).logits(list(test[TEXT]), batch_size)
+        return GraphParity(file=file, size_bytes=size, **agreement(reference, logits))
+    tagger = onnx_tagger(folder, file)
+    sentences = as_sentences(test[TEXT])
+    logits, lengths, tags = tagger.logits(sentences, batch_size), [len(s) for s in sentences], tagger.info.labels
+    spans = span_agreement(
+        sentence_tags(reference, lengths, tags), sentence_tags(logits, lengths, tags), list(params.data.labels)
+    )
+    return GraphParity(file=file, size_bytes=size, span_agreement=spans, **agreement(reference, logits))
+
+
 def run(params: Params) -> None:
     """Stage entry point: export, check, optimise, and measure parity with PyTorch on the test split."""
     model_dir, target = params.path("model"), params.path("onnx")
     reference, _ = load_predictions(params.path("predictions"))
-    texts = list(read_table(params.path("test_split"))[TEXT])
+    test = read_table(params.path("test_split"))
     with atomic_dir(target) as staging:
-        inputs = export_onnx(model_dir, staging / MODEL_FILE, params.export.opset)
+        inputs = export_onnx(model_dir, staging / MODEL_FILE, params.export.opset, params.task)
         fused = optimize_graph(staging / MODEL_FILE, staging / OPTIMIZED_FILE, model_dir)
         shutil.copy(model_dir / TOKENIZER_FILE, staging / TOKENIZER_FILE)
-        ClassifierInfo(model_labels(model_dir), params.train.max_length).save(staging)
-        graphs = {}
-        for name, file in GRAPH_FILES.items():
-            logits = OnnxClassifier(staging, file).logits(texts, params.export.batch_size)
-            graphs[name] = GraphParity(
-                file=file, size_bytes=(staging / file).stat().st_size, **agreement(reference, logits)
-            )
+        ClassifierInfo(model_labels(model_dir), params.train.max_length, params.task).save(staging)
+        graphs = {name: graph_parity(staging, file, reference, test, params) for name, file in GRAPH_FILES.items()}
     report = ExportMetrics(
         inputs=inputs,
         opset=params.export.opset,

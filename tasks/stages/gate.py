@@ -25,6 +25,7 @@ import numpy as np
 
 from tasks.lib.artifacts import (
     GATE_REPORT_FILE,
+    Agreement,
     ExportMetrics,
     GateMetrics,
     GateScores,
@@ -41,9 +42,11 @@ from tasks.lib.io import read_table, write_text
 from tasks.lib.label_sets import explain, propose_label_map
 from tasks.lib.metrics import label_indices, softmax
 from tasks.lib.onnx_classifier import OnnxClassifier
-from tasks.lib.production_model import load_classifier
+from tasks.lib.onnx_tagger import Tagger, onnx_tagger
+from tasks.lib.production_model import load_served, served_labels
 from tasks.lib.registry import Registry
-from tasks.lib.scoring import OVERALL, score
+from tasks.lib.scoring import OVERALL, score, score_taggers
+from tasks.lib.sentences import as_sentences
 from tasks.lib.stage_runner import run_as_script
 
 CANDIDATE, PRODUCTION = "candidate", "production"
@@ -113,22 +116,38 @@ class GateRule:
         }
 
 
+def _agreement(found: Agreement) -> float:
+    """A classifier's label agreement; a tagger's agreement by entity spans."""
+    return found.label_agreement if found.span_agreement is None else found.span_agreement
+
+
 def onnx_rules(config: GateConfig, export: ExportMetrics) -> list[GateRule]:
-    """Both ONNX graphs against PyTorch on the test split."""
+    """Both ONNX graphs against PyTorch on the test split (a tagger's: by entity spans)."""
     return [
-        GateRule(f"min_onnx_agreement ({graph})", parity.label_agreement, config.min_onnx_agreement, "min")
+        GateRule(
+            f"min_onnx_agreement ({graph}{', entity spans' if parity.span_agreement is not None else ''})",
+            _agreement(parity),
+            config.min_onnx_agreement,
+            "min",
+        )
         for graph, parity in export.graphs().items()
     ]
 
 
 def variant_rules(config: ServingRules, measured: ModelMeasurement) -> list[GateRule]:
-    """What one serving variant must show against PyTorch, at batch 1 and at batch size."""
+    """What one serving variant must show against PyTorch, at batch 1 and at batch size (a tagger's
+    agreement is by entity spans, and its entity F1 may drop by at most `max_entity_f1_drop`)."""
     found = [
-        GateRule("agreement b1", measured.agreement_b1.label_agreement, config.min_agreement, "min"),
-        GateRule("agreement batch", measured.agreement_batch.label_agreement, config.min_agreement, "min"),
+        GateRule("agreement b1", _agreement(measured.agreement_b1), config.min_agreement, "min"),
+        GateRule("agreement batch", _agreement(measured.agreement_batch), config.min_agreement, "min"),
         GateRule("accuracy drop b1", measured.accuracy_drop_b1, config.max_accuracy_drop, "max"),
         GateRule("accuracy drop batch", measured.accuracy_drop_batch, config.max_accuracy_drop, "max"),
     ]
+    if measured.entity_f1_drop_b1 is not None and measured.entity_f1_drop_batch is not None:
+        found += [
+            GateRule("entity F1 drop b1", measured.entity_f1_drop_b1, config.max_entity_f1_drop, "max"),
+            GateRule("entity F1 drop batch", measured.entity_f1_drop_batch, config.max_entity_f1_drop, "max"),
+        ]
     if config.max_size_ratio is not None:
         found.append(GateRule("size ratio", measured.size_ratio, config.max_size_ratio, "max"))
     return found
@@ -260,7 +279,11 @@ class LabelSetVerdict:
 
 
 def judge_label_set(
-    params: Params, change: LabelSetChange, production: dict[str, Any], served: OnnxClassifier, batch_size: int
+    params: Params,
+    change: LabelSetChange,
+    production: dict[str, Any],
+    served: OnnxClassifier | Tagger,
+    batch_size: int,
 ) -> LabelSetVerdict:
     """Allow a changed label set only by `gate.label_set_change: allow`; refused, say what to do.
 
@@ -282,7 +305,10 @@ def judge_label_set(
             "history record the change."
         )
         return LabelSetVerdict(lines, None)
-    if change.added and change.removed:
+    # Renamed classes can be told by how production classifies their rows; renamed entity types
+    # (or a switched task) are not proposed.
+    classifiers = params.task == "sequence_classification"
+    if change.added and change.removed and classifiers and isinstance(served, OnnxClassifier):
         test = read_table(params.path("test_split"))
         texts = {label: list(test.loc[test[LABEL] == label, TEXT]) for label in change.added}
         proposal = propose_label_map(
@@ -392,7 +418,8 @@ def render(
         verdict = "**serves**" if name == chosen else ("rejected" if any(r.failed for r in found) else "passes")
         lines.append(f"| {name} | {m.p50_ms:.2f} | {m.batch_per_s:.0f} | {m.size_ratio:.1%} | {cells} | {verdict} |")
     if scored is not None:
-        lines += ["", *_scores_table(scored, "accuracy", params.evaluate.bootstrap.confidence)]
+        metric = "f1" if params.task == "token_classification" else "accuracy"
+        lines += ["", *_scores_table(scored, metric, params.evaluate.bootstrap.confidence)]
     failed = [rule.describe_failure() for rule in rules if rule.failed]
     if label_set is not None and label_set.failure is not None:
         failed.insert(0, label_set.failure)
@@ -435,6 +462,19 @@ def score_candidate(
     return score(texts, y_true, models, labels, params.evaluate)
 
 
+def score_tagger(params: Params, model_file: str, served: Tagger | None, batch_size: int) -> dict[str, dict[str, Any]]:
+    """`score_candidate` for token classifiers: entity metrics, overall and per slice of the sentences."""
+    test = read_table(params.path("test_split"))
+    sentences, gold = as_sentences(test[TEXT]), as_sentences(test[LABEL])
+    models = {CANDIDATE: onnx_tagger(params.path("quantized"), model_file)}
+    if served is not None:
+        models[PRODUCTION] = served
+    probabilities = {
+        name: (model.info.labels, softmax(model.logits(sentences, batch_size))) for name, model in models.items()
+    }
+    return score_taggers(gold, probabilities, list(params.data.labels), params.evaluate)
+
+
 def run(params: Params) -> None:
     """Stage entry point: write metrics/gate.json and reports/gate.md; raise if any rule fails."""
     quantize = QuantizeMetrics.read(params)
@@ -442,8 +482,12 @@ def run(params: Params) -> None:
     chosen, variants = choose_variant(params.gate.serving, quantize)
     registry = Registry(params.location("registry"))
     production = registry.production()
-    served = load_classifier(registry.fetch(production["version"])) if production else None
-    change = label_set_change(served.info.labels, params.data.labels) if served else None
+    served = load_served(registry.fetch(production["version"])) if production else None
+    change = None
+    if served is not None:
+        change = label_set_change(served_labels(served), params.data.labels)
+        if served.info.task != params.task and change is None:  # the same names, another task: not comparable
+            change = LabelSetChange(previous=served_labels(served), current=list(params.data.labels))
     label_set = None
     if production is not None and served is not None and change is not None:
         label_set = judge_label_set(params, change, production, served, quantize.batch_size)
@@ -451,7 +495,12 @@ def run(params: Params) -> None:
     scored = None
     if model_file is not None:
         compared = served if change is None else None
-        scored = score_candidate(params, model_file, compared, quantize.batch_size)
+        if params.task == "token_classification":
+            assert compared is None or isinstance(compared, Tagger)  # the same task: `change` is None
+            scored = score_tagger(params, model_file, compared, quantize.batch_size)
+        else:
+            assert compared is None or isinstance(compared, OnnxClassifier)
+            scored = score_candidate(params, model_file, compared, quantize.batch_size)
         uncompared = "the label set changed" if change is not None else None
         rules += metric_rules(params.gate, scored, params.evaluate.slices.min_rows, uncompared)
     passed = gate_passed(chosen, rules, label_set)

@@ -10,6 +10,7 @@ from tasks.lib.artifacts import (
     GATE_REPORT_FILE,
     TOKENIZER_FILE,
     DataLineage,
+    EntityEvaluateMetrics,
     EvaluateMetrics,
     GateMetrics,
     GateScores,
@@ -82,7 +83,9 @@ def lineage(params: Params, gate: GateMetrics, model_file: str, variant: str) ->
         labels=params.data.labels,
         label_set_change=gate.label_set_change,
         metrics=LineageMetrics(
-            evaluate=EvaluateMetrics.read(params).dump(),
+            evaluate=(EntityEvaluateMetrics if params.task == "token_classification" else EvaluateMetrics)
+            .read(params)
+            .dump(),
             quantize=QuantizeMetrics.read(params).dump(),
             gate=gate,
             gate_scores=GateScores.read(params).scopes,

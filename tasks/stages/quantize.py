@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from tasks.lib.config import (
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import atomic_dir, read_table, write_text
 from tasks.lib.onnx_classifier import OPENVINO_PRECISION_KEY, BatchEncoder, import_openvino
+from tasks.lib.sentences import as_sentences
 from tasks.lib.stage_runner import run_as_script
 from tasks.lib.variant_measurement import measure_variants, render
 
@@ -63,14 +65,14 @@ def _quantize_dynamic(source: Path, target: Path, variant: DynamicInt8Variant) -
     )
 
 
-def calibration_feeds(folder: Path, texts: Sequence[str], input_names: set[str]) -> list[dict[str, np.ndarray]]:
-    """One feed per text, all padded to the longest: histogram calibrators need equal shapes."""
+def calibration_feeds(folder: Path, texts: Sequence[Any], input_names: set[str]) -> list[dict[str, np.ndarray]]:
+    """One feed per text (or sentence), all padded to the longest: histogram calibrators need equal shapes."""
     encoder = BatchEncoder(folder, input_names)
     ((_, padded),) = encoder.batches(texts, len(texts))
     return [{name: array[i : i + 1] for name, array in padded.items()} for i in range(len(texts))]
 
 
-def _quantize_static(source: Path, target: Path, variant: StaticInt8Variant, calibration: Sequence[str]) -> None:
+def _quantize_static(source: Path, target: Path, variant: StaticInt8Variant, calibration: Sequence[Any]) -> None:
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -135,7 +137,7 @@ def _to_openvino(source: Path, target: Path, variant: OpenVinoVariant) -> None:
     ov.save_model(model, target, compress_to_fp16=variant.precision == "bf16")
 
 
-def build_variant(name: str, variant: Variant, onnx_dir: Path, target_dir: Path, calibration: Sequence[str]) -> Path:
+def build_variant(name: str, variant: Variant, onnx_dir: Path, target_dir: Path, calibration: Sequence[Any]) -> Path:
     """Write the variant's graph (artifacts.variant_file) into `target_dir` from the exported or optimised
     graph; returns its path."""
     source, target = onnx_dir / GRAPH_FILES[variant.graph], target_dir / variant_file(name, variant.runtime)
@@ -162,23 +164,29 @@ def build_variant(name: str, variant: Variant, onnx_dir: Path, target_dir: Path,
 def run(params: Params) -> None:
     """Stage entry point: build every variant, measure them with PyTorch, write metrics and report."""
     onnx_dir, target = params.path("onnx"), params.path("quantized")
-    calibration = list(read_table(params.path("val_split"))[TEXT])
+    tagger = params.task == "token_classification"
+    calibration: list[Any] = list(read_table(params.path("val_split"))[TEXT])
     test = read_table(params.path("test_split"))
+    inputs: list[Any] = as_sentences(test[TEXT]) if tagger else list(test[TEXT])
+    truth = as_sentences(test[LABEL]) if tagger else [[label] for label in test[LABEL]]
     with atomic_dir(target) as staging:
         for name in (TOKENIZER_FILE, CLASSIFIER_FILE):
             shutil.copy(onnx_dir / name, staging / name)
         built = {}
         for name, variant in params.quantize.variants.items():
-            built[name] = build_variant(name, variant, onnx_dir, staging, calibration).name
+            built[name] = build_variant(
+                name, variant, onnx_dir, staging, as_sentences(calibration) if tagger else calibration
+            ).name
             print(f"quantize: built {built[name]} ({variant.kind} of the {variant.graph} graph)")
         report = measure_variants(
             model_dir=params.path("model"),
             folder=staging,
             variants=built,
             fp32_onnx=onnx_dir / MODEL_FILE,
-            texts=list(test[TEXT]),
-            labels=list(test[LABEL]),
+            inputs=inputs,
+            truth=truth,
             config=params.quantize.benchmark,
+            types=list(params.data.labels) if tagger else None,
         )
     report.write(params)
     write_text(params.path("reports") / QUANTIZE_REPORT_FILE, render(report))

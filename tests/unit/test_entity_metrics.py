@@ -9,7 +9,16 @@ import pytest
 from seqeval.metrics import accuracy_score, classification_report
 from seqeval.metrics.sequence_labeling import get_entities
 
-from tasks.lib.entity_metrics import NONE, bootstrap_f1, entity_counts, entity_pairs, scores
+from tasks.lib.entity_metrics import (
+    NONE,
+    bootstrap_f1,
+    entity_counts,
+    entity_metric_names,
+    entity_pairs,
+    entity_table,
+    scores,
+    span_agreement,
+)
 from tasks.lib.sentences import spans
 
 CONLL_TEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "conll2003" / "test.txt"
@@ -70,3 +79,30 @@ def test_entity_pairs_count_right_swapped_missed_and_spurious_entities():
     predicted = [["B-PER", "I-PER", "O", "B-ORG"], ["O", "B-MISC"]]
     found = Counter(entity_pairs(gold, predicted, TYPES))
     assert found == {("PER", "PER"): 1, ("LOC", "ORG"): 1, ("ORG", NONE): 1, (NONE, "MISC"): 1}
+
+
+@pytest.mark.parametrize("rate", [0.05, 0.3])
+def test_the_gates_table_gives_seqevals_scores_and_its_macro_average(rate: float):
+    gold = conll_tags()[:800]
+    predicted = corrupted(gold, rate, seed=3)
+    counts = entity_counts(gold, predicted, TYPES)
+    table = entity_table(counts, np.arange(len(gold))[None, :])
+    report = classification_report(gold, predicted, output_dict=True, zero_division=0)
+    for metric, key in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
+        assert table[metric][0] == pytest.approx(report["micro avg"][key])
+        for kind in TYPES:
+            assert table[f"{metric}.{kind}"][0] == pytest.approx(report[kind][key])
+    assert table["macro_f1"][0] == pytest.approx(report["macro avg"]["f1-score"])
+    assert table["accuracy"][0] == pytest.approx(accuracy_score(gold, predicted))
+    assert set(table) == set(entity_metric_names(TYPES)) - {"ece"}  # ece comes from the words' probabilities
+    # A type neither present nor found is undefined, not 0: the gate then skips its rules.
+    empty = entity_table(entity_counts([["O", "O"]], [["O", "O"]], TYPES), np.zeros((1, 1), dtype=int))
+    assert np.isnan(empty["f1.PER"][0]) and np.isnan(empty["recall"][0])
+
+
+def test_span_agreement_is_the_f1_of_one_taggers_entities_against_anothers():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "O"]]
+    assert span_agreement(gold, gold, TYPES) == 1.0
+    assert span_agreement([["O", "O"]], [["O", "O"]], TYPES) == 1.0  # nothing found by either
+    half = [["B-PER", "O", "O", "B-LOC"], ["O", "O"]]  # PER cut short: 1 of 2 entities the same
+    assert span_agreement(gold, half, TYPES) == pytest.approx(0.5)

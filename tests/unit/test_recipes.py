@@ -1,5 +1,6 @@
 """Recipes: params overlays merged into params.yaml, or handed to `dvc exp run`."""
 
+import difflib
 import shlex
 import shutil
 from pathlib import Path
@@ -11,7 +12,7 @@ import yaml
 from tasks.apps.cli import main
 from tasks.lib.config import load_params
 from tasks.lib.errors import ConfigError
-from tasks.lib.recipes import apply_recipe, load_recipe, recipe_arguments
+from tasks.lib.recipes import apply_recipe
 from tasks.lib.stage_runner import run_stage
 from tasks.stages import ingest, split, validate
 
@@ -28,11 +29,15 @@ def workspace(tmp_path: Path) -> Path:
 def test_a_recipe_changes_its_keys_and_keeps_the_rest_of_params_yaml(workspace: Path, capsys):
     before = (workspace / "params.yaml").read_text().splitlines()
     assert main(["--root", str(workspace), "recipe", "conll2003"]) == 0
-    assert "params.yaml: recipe 'conll2003' changed 8 keys:" in capsys.readouterr().out
+    assert "params.yaml: recipe 'conll2003' changed 14 keys:" in capsys.readouterr().out
     after = (workspace / "params.yaml").read_text().splitlines()
-    # Line for line: only the changed keys' lines differ; comments, nulls and order stay.
-    changed = [(old, new) for old, new in zip(before, after, strict=True) if old != new]
-    assert [new.split(":")[0].strip() for _, new in changed] == [
+    # Line for line: only the changed keys' lines differ, new keys come in as lines of their own;
+    # comments, nulls and order stay.
+    blocks = difflib.SequenceMatcher(a=before, b=after, autojunk=False).get_opcodes()
+    assert {kind for kind, *_ in blocks} == {"equal", "replace", "insert"}
+    replaced = [line for kind, i1, i2, j1, j2 in blocks if kind == "replace" for line in after[j1:j2]]
+    assert all(i2 - i1 == j2 - j1 for kind, i1, i2, j1, j2 in blocks if kind == "replace")
+    assert [line.split(":")[0].strip() for line in replaced] == [
         "task",
         "source",
         "labels",
@@ -41,23 +46,41 @@ def test_a_recipe_changes_its_keys_and_keeps_the_rest_of_params_yaml(workspace: 
         "split_leakage",
         "duplicate_exact",
         "duplicate_normalised",
+        "max_length",
+        "learning_rate",
     ]
+    inserted = [line.strip() for kind, _, _, j1, j2 in blocks if kind == "insert" for line in after[j1:j2]]
+    assert inserted == ["f1: {min: 0.8, change: {min: -0.01}}", "f1.*: {min: 0.6, change: {min: -0.02}}"]
     assert "  labels: [PER, ORG, LOC, MISC]" in after
     params = load_params(workspace)
     assert params.task == "token_classification" and params.data.labels == ["PER", "ORG", "LOC", "MISC"]
     assert apply_recipe(workspace, "conll2003") == []  # applied twice: nothing more to change
 
 
-def test_a_recipe_as_dvc_exp_run_arguments_sets_the_same_values(workspace: Path, capsys):
+def test_a_recipe_as_dvc_exp_run_arguments_sets_the_same_values(workspace: Path, capsys, tmp_path: Path):
+    from dvc.utils.hydra import apply_overrides
+
     assert main(["--root", str(workspace), "recipe", "conll2003", "--dvc-args"]) == 0
     words = shlex.split(capsys.readouterr().out)
     assert words[::2] == ["-S"] * (len(words) // 2)
-    # DVC reads each value as YAML, as here.
-    set_values = {key: yaml.safe_load(value) for key, value in (word.split("=", 1) for word in words[1::2])}
-    assert set_values["data.labels"] == ["PER", "ORG", "LOC", "MISC"]
-    assert set_values["validate.rules.split_leakage"] == "warn"
-    assert len(set_values) == len(recipe_arguments(load_recipe(workspace, "conll2003"))) // 2
     assert (workspace / "params.yaml").read_text() == (REPO / "params.yaml").read_text()  # nothing changed
+    # DVC's own parser of `-S` (Hydra's override grammar) on a params.yaml whose label map must be
+    # cleared, and the recipe merged by `textclf recipe`: the same params. `gate.metrics` gains
+    # `f1.*`, a key no dotted path can name.
+    mapped = yaml.safe_load((REPO / "params.yaml").read_text())
+    mapped["data"]["label_map"] = {0: "negative", 1: "positive"}
+    for folder in (tmp_path / "dvc", workspace):
+        folder.mkdir(exist_ok=True)
+        (folder / "params.yaml").write_text(yaml.safe_dump(mapped))
+    apply_overrides(tmp_path / "dvc" / "params.yaml", words[1::2])
+    apply_recipe(workspace, "conll2003")
+    by_dvc = yaml.safe_load((tmp_path / "dvc" / "params.yaml").read_text())
+    assert by_dvc == yaml.safe_load((workspace / "params.yaml").read_text())
+    assert by_dvc["data"]["label_map"] == {} and by_dvc["gate"]["metrics"]["f1.*"] == {
+        "min": 0.6,
+        "change": {"min": -0.02},
+    }
+    assert by_dvc["gate"]["metrics"]["accuracy"] == mapped["gate"]["metrics"]["accuracy"]  # merged, not replaced
 
 
 def test_a_recipe_that_does_not_fit_leaves_params_yaml_alone(workspace: Path):

@@ -1,18 +1,13 @@
 """Token-classification data read into the raw schema: CoNLL column files and JSON Lines."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tasks.lib.config import TOKEN_CLASSIFICATION_READY
 from tasks.lib.readers import DataError, read_file, read_source
 from tasks.lib.sentences import iob1_to_iob2
 from tasks.lib.stage_runner import run_stage
-from tasks.stages import export
 
 REPO = Path(__file__).resolve().parents[2]
 CONLL = REPO.parent / "shared" / "data" / "conll2003"
@@ -142,24 +137,6 @@ def test_formats_that_hold_no_tags_per_word_are_refused(tmp_path, make_params):
     (tmp_path / "b.conll").write_text("EU B-ORG\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"b\.conll: a CoNLL file holds tags per word"):
         read_file(tmp_path / "b.conll", make_params().data)
-
-
-def test_a_stage_that_cannot_handle_the_task_yet_stops_and_says_so(tmp_path, make_params, capsys):
-    make_params(NER)
-    assert run_stage(export.run, tmp_path) == 1
-    ready = ", ".join(sorted(TOKEN_CLASSIFICATION_READY))
-    expected = f"export: task token_classification is not supported here yet; so far only {ready}"
-    assert expected in capsys.readouterr().err
-    # As DVC runs it: the stage module is __main__.
-    done = subprocess.run(
-        [sys.executable, "-m", "tasks.stages.export"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 1 and expected in done.stderr
 
 
 def test_a_label_map_is_refused_with_tags(make_params):
