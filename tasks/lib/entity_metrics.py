@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.lib.sentences import spans
+from tasks.lib.word_logits import sentence_tags
 
 NONE = "(none)"  # no entity there: the row of a spurious prediction, the column of a missed entity
 
@@ -126,6 +127,13 @@ def span_agreement(reference: list[list[str]], other: list[list[str]], types: li
     if not counts.gold.any() and not counts.predicted.any():
         return 1.0
     return round(scores(counts)["micro"]["f1"], 6)
+
+
+def logit_span_agreement(
+    reference: np.ndarray, other: np.ndarray, lengths: list[int], tags: list[str], types: list[str]
+) -> float:
+    """`span_agreement` of two taggers' word logits (all sentences' words in order, `lengths` words each)."""
+    return span_agreement(sentence_tags(reference, lengths, tags), sentence_tags(other, lengths, tags), types)
 
 
 # Sentence-length slices of a tagger's evaluation, in words: (name, shortest, longest).

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from tasks.lib.artifacts import PYTORCH_BASELINE, QuantizeMetrics, graph_files
 from tasks.lib.config import BenchmarkConfig, Task
-from tasks.lib.entity_metrics import entity_counts, scores, span_agreement
+from tasks.lib.entity_metrics import entity_counts, logit_span_agreement, scores
 from tasks.lib.io import dir_size
 from tasks.lib.metrics import agreement
 from tasks.lib.onnx_classifier import BatchEncoder, ClassifierInfo, Engine, load_engine
@@ -135,10 +135,7 @@ def _agreement(
     """`metrics.agreement` of the rows; a tagger's also by entity spans."""
     found: dict[str, Any] = agreement(base, other)
     if types is not None:
-        lengths = [len(tags) for tags in gold]
-        found["span_agreement"] = span_agreement(
-            sentence_tags(base, lengths, names), sentence_tags(other, lengths, names), types
-        )
+        found["span_agreement"] = logit_span_agreement(base, other, [len(tags) for tags in gold], names, types)
     return found
 
 

@@ -28,7 +28,7 @@ from tasks.lib.artifacts import (
 )
 from tasks.lib.columns import TEXT
 from tasks.lib.config import Params, Task
-from tasks.lib.entity_metrics import span_agreement
+from tasks.lib.entity_metrics import logit_span_agreement
 from tasks.lib.io import atomic_dir, read_table
 from tasks.lib.metrics import agreement
 from tasks.lib.models import load_predictions, model_labels
@@ -36,7 +36,6 @@ from tasks.lib.onnx_classifier import ClassifierInfo, OnnxClassifier
 from tasks.lib.onnx_tagger import onnx_tagger
 from tasks.lib.sentences import as_sentences
 from tasks.lib.stage_runner import run_as_script
-from tasks.lib.word_logits import sentence_tags
 
 
 def export_onnx(model_dir: Path, out_file: Path, opset: int, task: Task) -> list[str]:
@@ -108,10 +107,8 @@ def graph_parity(folder: Path, file: str, reference: np.ndarray, test: pd.DataFr
         return GraphParity(file=file, size_bytes=size, **agreement(reference, logits))
     tagger = onnx_tagger(folder, file)
     sentences = as_sentences(test[TEXT])
-    logits, lengths, tags = tagger.logits(sentences, batch_size), [len(s) for s in sentences], tagger.info.labels
-    spans = span_agreement(
-        sentence_tags(reference, lengths, tags), sentence_tags(logits, lengths, tags), list(params.data.labels)
-    )
+    logits, lengths = tagger.logits(sentences, batch_size), [len(s) for s in sentences]
+    spans = logit_span_agreement(reference, logits, lengths, tagger.info.labels, list(params.data.labels))
     return GraphParity(file=file, size_bytes=size, span_agreement=spans, **agreement(reference, logits))
 
 
