@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tasks.lib.errors import PipelineError
-from tests.data.corpus import csv_bytes, good_rows
+from tests.data.corpus import NER_CASES, csv_bytes, good_rows
 from tests.data.test_same_verdicts import _differences
-from tests.data.verdicts import CORPUS_BASE, RECORD, _configure, corpus_verdicts
+from tests.data.verdicts import CORPUS_BASE, RECORD, _configure, _validate, corpus_verdicts
 
 pytestmark = pytest.mark.spark
 # Two local cores: the CI machine's.
@@ -28,6 +28,28 @@ def test_spark_engine_gives_the_recorded_verdicts_on_every_corpus_case(tmp_path:
     assert len(now) >= 40
     differences = _differences({name: recorded[name] for name in now}, now)
     assert not differences, "\n".join(differences)
+
+
+def test_spark_engine_judges_tagged_sentences_as_the_pandas_engine_does(tmp_path: Path):
+    """Every token-classification corpus case the reader accepts, with the project's policies (tag
+    rules, IOB repair, entity shares): the same fingerprint on both engines. (One policy set: the
+    strict one flags the same rows, and each Spark run costs seconds of job scheduling.)"""
+    compared = 0
+    for case in NER_CASES:
+        if case.read_error:
+            continue
+        found = {}
+        for engine, overrides in (("pandas", {}), ("spark", SPARK)):
+            workspace = tmp_path / f"{case.id}-{engine}"
+            for name, content in case.files.items():
+                (workspace / name).parent.mkdir(parents=True, exist_ok=True)
+                (workspace / name).write_bytes(content)
+            source = {"data": {"source": case.source}}
+            found[engine] = _validate(_configure(workspace, CORPUS_BASE, source, case.overrides, overrides))
+        assert found["spark"] == found["pandas"], case.id
+        assert not found["pandas"]["passed"] or found["pandas"]["rows_quarantined"] + found["pandas"]["rows_warned"]
+        compared += 1
+    assert compared >= 8
 
 
 def test_a_raw_url_holding_other_rows_is_refused(tmp_path: Path):

@@ -27,7 +27,6 @@ import pandas as pd
 from tasks.lib.batches import Table, Vocabulary, as_table, gather
 from tasks.lib.columns import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, SPLIT, TEXT
 from tasks.lib.config import DataConfig, SparkConfig, Task, ValidateConfig
-from tasks.lib.errors import PipelineError
 from tasks.lib.sentences import entity_types, repair_iob
 from tasks.lib.validation import drift
 from tasks.lib.validation.features import (
@@ -334,21 +333,23 @@ def _spark_verdicts(
     data: DataConfig,
     spark: SparkConfig,
     url: str,
+    task: Task,
 ) -> Iterator[_BatchVerdict]:
     """The row suite on Spark, over the whole table at once (one Data Docs page); then, batch by batch,
     the flagged rows' derived columns for their reasons, by the same code on the driver."""
     from tasks.lib.validation.spark import flagged_on_spark
 
+    types = None if task == "sequence_classification" else list(data.labels)
     named = findings.positions()
     ids = gather(table, named, [ROW_ID])[ROW_ID]
     found = pd.DataFrame(findings.at(named), index=pd.Index(ids.to_numpy(), name=ROW_ID))
-    flagged = flagged_on_spark(validator, checks, url, table.rows, found, counter, data, spark)
+    flagged = flagged_on_spark(validator, checks, url, table.rows, found, counter, data, spark, types)
     start = 0
     for batch in table.batches():
         mine = {name: batch[ROW_ID][batch[ROW_ID].isin(rule_ids)].tolist() for name, rule_ids in flagged.items()}
         at = np.flatnonzero(batch[ROW_ID].isin(set().union(*mine.values())).to_numpy())
         picked = batch.iloc[at]
-        rows = add_features(picked, data.label_map, counter, findings.at(start + at))
+        rows = add_features(picked, data.label_map, counter, findings.at(start + at), types)
         yield _BatchVerdict(batch, mine, rows.set_index(ROW_ID, drop=False))
         start += len(batch)
 
@@ -479,8 +480,6 @@ def check(
         task: `token_classification` judges each row's tags against its words and the entity types
             (data.labels), and the class rules and drift count entities.
     """
-    if spark_url is not None and task != "sequence_classification":
-        raise PipelineError("validate.engine spark judges sequence classification only so far; use pandas")
     table = as_table(source)
     validator = Validator(import_gx(), docs)
     # Label noise is judged on a whole dataset only: a model learns nothing from one small batch.
@@ -490,7 +489,7 @@ def check(
     findings = _findings(table, keys, list(data.labels), config if noise else None)
     checks = row_rules(validator.gx, data, config, noise, task)
     if spark_url is not None:
-        verdicts = _spark_verdicts(validator, checks, table, findings, counter, data, config.spark, spark_url)
+        verdicts = _spark_verdicts(validator, checks, table, findings, counter, data, config.spark, spark_url, task)
     else:
         verdicts = _pandas_verdicts(validator, checks, table, findings, counter, data, task)
     kept_batches: list[pd.DataFrame] = []

@@ -21,7 +21,7 @@ import pandas as pd
 from tasks.lib.columns import ROW_ID
 from tasks.lib.config import DataConfig, SparkConfig
 from tasks.lib.errors import PipelineError
-from tasks.lib.validation.features import DERIVED, TOKENS, TokenCounter, add_features
+from tasks.lib.validation.features import DERIVED, TAG_DERIVED, TOKENS, TokenCounter, add_features
 from tasks.lib.validation.suite import Rule, Validator, flagged_keys
 
 # Arrow between the JVM and the Python workers; the session's own UI and its port are of no use here.
@@ -69,6 +69,7 @@ def flagged_on_spark(
     counter: TokenCounter,
     data: DataConfig,
     config: SparkConfig,
+    entity_types: list[str] | None = None,
 ) -> dict[str, set[str]]:
     """Per row rule, the ids of the rows it flags, judged on Spark.
 
@@ -77,6 +78,7 @@ def flagged_on_spark(
         expected_rows: the rows of paths.raw, which the table at `url` must hold.
         findings: the group and label-noise columns of the rows that have one, indexed by row id.
         counter: the token counter (pickled to the executors).
+        entity_types: token classification's entity types (its tag rules' columns are derived too).
     """
     from pyspark import StorageLevel
     from pyspark.sql.types import DoubleType, StringType, StructField, StructType
@@ -89,7 +91,8 @@ def flagged_on_spark(
             f"validate.spark.raw_url {url}: {rows} rows where paths.raw has {expected_rows}; "
             "it must be a copy of paths.raw (copy it again after ingest)"
         )
-    derived = [StructField(name, DoubleType() if name == TOKENS else StringType()) for name in DERIVED]
+    columns = [*DERIVED, *(TAG_DERIVED if entity_types is not None else [])]
+    derived = [StructField(name, DoubleType() if name == TOKENS else StringType()) for name in columns]
     schema = StructType([*raw.schema.fields, *derived])
     shared = spark.sparkContext.broadcast(findings)
     label_map = dict(data.label_map)
@@ -101,7 +104,7 @@ def flagged_on_spark(
                 name: [value if isinstance(value, str) else None for value in found[name].reindex(batch[ROW_ID])]
                 for name in found.columns
             }
-            yield add_features(batch, label_map, counter, columns)
+            yield add_features(batch, label_map, counter, columns, entity_types)
 
     # Kept on the executors (memory, then disk): the suite's expectations each read the table.
     judged = raw.mapInPandas(featured, schema).persist(StorageLevel.MEMORY_AND_DISK)
