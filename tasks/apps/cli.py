@@ -9,6 +9,7 @@
     textclf ingest-new FILE ...       check new labelled data and add it (then retraining runs)
     textclf monitor [--hours H]       judge the served traffic against the model's reference profile, once
     textclf review export --n N       the served texts to label first (drifted, least confident), as a CSV
+                                      (a tagger's: JSON Lines of words and tags to correct)
     textclf feedback export           the feedback's labelled texts, as a new file in the landing folder
     textclf service                   serve the deployments and watch the landing folder
     textclf deploy --pool NAME        the same deployments on a work pool (prefect deploy);
@@ -82,7 +83,7 @@ def predict_command(params: Params, texts: list[str], file: Path | None, as_json
         elif isinstance(prediction, Prediction):
             print(f"{prediction.label}\t{prediction.probabilities[prediction.label]:.4f}\t{text}")
         else:  # a tagger's entities: TYPE start-end score mention, separated by "; " ("-": none)
-            found = "; ".join(f"{e.type} {e.start}-{e.end} {e.score:.4f} {e.text}" for e in prediction)
+            found = "; ".join(f"{e.type} {e.start}-{e.end} {e.score:.4f} {e.text}" for e in prediction.entities)
             print(f"{found or '-'}\t{text}")
 
 
@@ -289,13 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
     feedback = sub.add_parser("feedback", help="the true labels served texts received (POST /feedback)")
     feedback_actions = feedback.add_subparsers(dest="action", required=True)
     feedback_export = feedback_actions.add_parser("export", help="feedback not exported yet, as labelled new data")
-    feedback_export.add_argument("--out", type=Path, help="the CSV to write (default: a new file in paths.landing)")
+    feedback_export.add_argument(
+        "--out", type=Path, help="the CSV (a tagger's: JSON Lines) to write (default: a new file in paths.landing)"
+    )
     feedback_export.add_argument("--registry", help=REGISTRY_HELP)
     review = sub.add_parser("review", help="the served texts to label first (from the prediction log)")
     review_actions = review.add_subparsers(dest="action", required=True)
-    export = review_actions.add_parser("export", help="drifted and least confident served texts, one per text, as CSV")
+    export = review_actions.add_parser(
+        "export", help="drifted and least confident served texts, one per text, as CSV (a tagger's: JSON Lines)"
+    )
     export.add_argument("--n", type=int, default=200, help="how many texts (default 200)")
-    export.add_argument("--out", type=Path, default=Path("review.csv"), help="the CSV to write (default review.csv)")
+    export.add_argument("--out", type=Path, help="the file to write (default review.csv, a tagger's review.jsonl)")
     export.add_argument("--days", type=float, help="only answers of the last DAYS days")
     export.add_argument("--registry", help=REGISTRY_HELP)
     remote = sub.add_parser("remote", help="the team's DVC default remote: set it (URL) or show it")
@@ -375,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "review":
             from tasks.apps.review_queue import export as export_review
 
-            rows = export_review(load_params(root).with_registry(args.registry), args.n, args.out, args.days)
-            print(f"{rows} texts to label in {args.out}: fill its label column, then `textclf ingest-new {args.out}`")
+            out, rows = export_review(load_params(root).with_registry(args.registry), args.n, args.out, args.days)
+            fill = "correct its tags" if out.suffix == ".jsonl" else "fill its label column"
+            print(f"{rows} texts to label in {out}: {fill}, then `textclf ingest-new {out}`")
         elif args.command == "monitor":
             from flows.monitor import monitor as monitor_flow
 

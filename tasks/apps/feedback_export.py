@@ -1,7 +1,8 @@
 """`textclf feedback export`: the true labels served texts received, as new labelled data.
 
 Joins the feedback log with the prediction log (the texts: monitor.log_text) and writes the
-labelled texts as a CSV into the landing folder, where they go through the same checks as any
+labelled texts as a CSV (a tagger's: JSON Lines of `tokens` and `tags`, the text split into words
+the way it was served) into the landing folder, where they go through the same checks as any
 new data (`textclf watch` / `textclf service` pick it up, or `textclf ingest-new FILE`):
 nothing bypasses validation. Each feedback is exported once: the time of the newest one
 exported is kept in paths.monitoring/feedback_exported.json.
@@ -9,7 +10,9 @@ exported is kept in paths.monitoring/feedback_exported.json.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +22,9 @@ from tasks.apps.review_queue import ReviewError
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import Params
 from tasks.lib.io import read_json, write_json
+from tasks.lib.onnx_tagger import tagged_words
 from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, latest_feedback, log_location, read_log
+from tasks.lib.sentences import TAGS_FIELD, TOKENS_FIELD
 
 MARK_FILE = "feedback_exported.json"
 
@@ -41,11 +46,26 @@ def labelled_feedback(params: Params, since: datetime | None) -> pd.DataFrame:
     joined = latest_feedback(feedback).merge(
         answers[["request_id", "index", "text"]].dropna(), on=["request_id", "index"], how="inner"
     )
-    return joined[[TEXT, LABEL, "time"]]
+    return joined[["request_id", "index", TEXT, LABEL, "time", *(["entities"] if "entities" in joined else [])]]
+
+
+def tagged_records(rows: pd.DataFrame) -> list[dict[str, list[str]]]:
+    """A tagger's feedback as JSON Lines records (`tokens`, `tags`); a text whose entities do not fall
+    on its word boundaries is left out with a warning (its feedback stays in the log: send it again)."""
+    records = []
+    for row in rows.itertuples():
+        try:
+            tokens, tags = tagged_words(str(row.text), json.loads(str(row.entities)))
+        except ValueError as exc:
+            print(f"feedback export: left out request {row.request_id} text {row.index}: {exc}", file=sys.stderr)
+            continue
+        records.append({TOKENS_FIELD: tokens, TAGS_FIELD: tags})
+    return records
 
 
 def export(params: Params, out: Path | None = None) -> tuple[Path | None, int]:
-    """Write the feedback not exported yet as a CSV (default: a new file in paths.landing).
+    """Write the feedback not exported yet as a CSV, a tagger's as JSON Lines (default: a new file in
+    paths.landing).
 
     Returns:
         The file written (None when there was nothing new) and its number of rows.
@@ -57,10 +77,20 @@ def export(params: Params, out: Path | None = None) -> tuple[Path | None, int]:
     if rows.empty:
         return None, 0
     until = rows["time"].max()
-    target = out or params.path("landing") / f"feedback-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.csv"
+    tagger = params.task == "token_classification"
+    suffix = "jsonl" if tagger else "csv"
+    target = out or params.path("landing") / f"feedback-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.{suffix}"
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.tmp")  # the watcher skips dot-files: it sees the file whole
-    rows[[TEXT, LABEL]].to_csv(staging, index=False)
+    if tagger:
+        if "entities" not in rows or rows["entities"].isna().any():
+            raise ReviewError("task is token_classification, but some feedback holds a label, not entities")
+        records = tagged_records(rows)
+        staging.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        written = len(records)
+    else:
+        rows[[TEXT, LABEL]].to_csv(staging, index=False)
+        written = len(rows)
     os.replace(staging, target)
-    write_json(mark_file, {"until": pd.Timestamp(until).isoformat(), "file": str(target), "rows": len(rows)})
-    return target, len(rows)
+    write_json(mark_file, {"until": pd.Timestamp(until).isoformat(), "file": str(target), "rows": written})
+    return target, written

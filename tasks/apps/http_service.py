@@ -2,7 +2,8 @@
 
     GET  /health    {"status": "ok" | "degraded" | "unavailable" | "draining", "version", "labels", "queue", ...}
     POST /predict   {"texts": [...], "labels"?: [...]} -> {"request_id", "version", "predictions": [...]}
-    POST /feedback  {"request_id", "index"?: 0, "label"} -> 202: the true label of an answered text
+    POST /feedback  {"request_id", "index"?: 0, "label" | "entities"} -> 202: the truth about an answered
+                    text: its label, or a tagger's entities [{"start", "end", "type"}]
     GET  /metrics   Prometheus text format (tasks/apps/serving_metrics.py)
 
 Concurrent requests are batched on the server (tasks/apps/batcher.py); when the
@@ -21,6 +22,7 @@ writes it off the request path. No torch on this path.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import math
@@ -34,15 +36,16 @@ from typing import Any, Literal, cast
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.apps.batcher import Batcher, Overloaded, Stopped
 from tasks.apps.serving_metrics import ServiceMetrics
 from tasks.lib.config import Params, ServeConfig
 from tasks.lib.errors import ConfigError
-from tasks.lib.onnx_tagger import Entity, Tagger
+from tasks.lib.onnx_tagger import Tagged, Tagger
 from tasks.lib.prediction_log import FEEDBACK, Answer, Feedback, PredictionLog, log_location
 from tasks.lib.production_model import ModelLoadError, Prediction, ProductionModel, reply_record, served_labels
+from tasks.lib.sentences import entity_signature
 from tasks.lib.text import has_visible_character
 
 Scope = MutableMapping[str, Any]
@@ -103,11 +106,37 @@ class PredictResponse(BaseModel):
     )
 
 
+class EntitySpan(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # a served entity (score, text) can be sent back as it came
+    start: int = Field(ge=0, description="offset of the mention's first character in the text")
+    end: int = Field(gt=0, description="offset after its last character")
+    type: str = Field(min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EntitySpan:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     request_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="the request_id of the /predict answer")
     index: int = Field(0, ge=0, lt=10_000, description="which text of that request (0: the first)")
-    label: str = Field(min_length=1, max_length=200, description="the text's true label")
+    label: str | None = Field(None, min_length=1, max_length=200, description="a classified text's true label")
+    entities: list[EntitySpan] | None = Field(
+        None, max_length=1000, description="a tagged text's true entities (all of them; [] for none)"
+    )
+
+    @model_validator(mode="after")
+    def _one_truth(self) -> FeedbackRequest:
+        if (self.label is None) == (self.entities is None):
+            raise ValueError("give either `label` (a classifier's answer) or `entities` (a tagger's), not both")
+        spans = sorted((e.start, e.end) for e in self.entities or [])
+        for (_, end), (start, _) in itertools.pairwise(spans):
+            if start < end:
+                raise ValueError(f"entities overlap: one ends at {end}, the next starts at {start}")
+        return self
 
 
 class QueueOut(BaseModel):
@@ -240,14 +269,27 @@ def create_app(
             return _json(
                 {"detail": "feedback is not recorded here (monitor.log is false, or serve --no-monitoring)"}, 503
             )
-        labels = model.status(refresh=False).get("labels") or []
-        if request.label not in labels:
-            return _json({"detail": f"label {request.label!r} is not one of {labels}"}, 422)
-        if not feedback_log.record(
-            Feedback(request.request_id, request.index, request.label, time.time(), model.version)
-        ):
+        try:
+            version, serving = model.serving()
+        except ModelLoadError as exc:
+            return _json({"detail": str(exc)}, 503)
+        labels, tagger = served_labels(serving), isinstance(serving, Tagger)
+        if tagger != (request.entities is not None):
+            wanted = "`entities`: the text's true entities" if tagger else "a `label`"
+            return _json({"detail": f"{version} is a {serving.info.task} model: its feedback is {wanted}"}, 422)
+        given = [str(request.label)] if request.entities is None else [e.type for e in request.entities]
+        unknown = sorted({label for label in given if label not in labels})
+        if unknown:
+            return _json({"detail": f"{'types' if tagger else 'label'} {unknown} not one of {labels}"}, 422)
+        entities = None if request.entities is None else [e.model_dump() for e in request.entities]
+        label = entity_signature(given) if tagger else str(request.label)
+        if not feedback_log.record(Feedback(request.request_id, request.index, label, time.time(), version, entities)):
             return _json({"detail": "too much feedback waiting to be written; retry later"}, 429, {"Retry-After": "1"})
-        return _json({"request_id": request.request_id, "index": request.index, "label": request.label}, 202)
+        return _json(
+            {"request_id": request.request_id, "index": request.index, "label": label}
+            | ({} if entities is None else {"entities": entities}),
+            202,
+        )
 
     @app.get("/metrics", response_class=Response)
     async def prometheus_metrics() -> Response:
@@ -280,29 +322,19 @@ def create_app(
             return _json({"detail": detail, "version": version, "labels": known}, 409)
         request_id = uuid.uuid4().hex
         if isinstance(serving, Tagger):
-            # Counted by entity type. Not logged yet: the prediction log, feedback and monitoring
-            # read one label per text (README "Named entities").
-            found = [cast(list[Entity], reply) for reply in predictions]
-            metrics.found(version, [entity.type for entities in found for entity in entities])
-            records = [reply_record(text, version, reply) for text, reply in zip(texts, found, strict=True)]
-            return _json({"request_id": request_id, "version": version, "predictions": records})
-        classified = [cast(Prediction, reply) for reply in predictions]
-        labels = [p.label for p in classified]
-        metrics.classified(version, labels)
+            tagged = [cast(Tagged, reply) for reply in predictions]
+            metrics.found(version, [entity.type for answer in tagged for entity in answer.entities])
+            body = [reply_record(text, version, reply) for text, reply in zip(texts, tagged, strict=True)]
+        else:
+            classified = [cast(Prediction, reply) for reply in predictions]
+            metrics.classified(version, [p.label for p in classified])
+            body = [p.as_dict() for p in classified]
         if prediction_log is not None:
             choice = model.choice
             prediction_log.record(
-                Answer(
-                    request_id,
-                    time.time(),
-                    version,
-                    choice.variant if choice else None,
-                    texts,
-                    labels,
-                    [p.probabilities for p in classified],
-                )
+                Answer(request_id, time.time(), version, choice.variant if choice else None, texts, predictions)
             )
-        return _json({"request_id": request_id, "version": version, "predictions": [p.as_dict() for p in classified]})
+        return _json({"request_id": request_id, "version": version, "predictions": body})
 
     # Declared for the schema (/docs) and for requests the fast path leaves to FastAPI.
     @app.post("/predict", response_model=PredictResponse, responses=errors)  # type: ignore[arg-type]

@@ -5,18 +5,24 @@ the drifted region (the highest drift scores of the last monitoring run: the ser
 unlike the training texts; `monitor.review_drifted_share` of the queue) and the least
 confident answers (the rest). A CSV whose `text` and (empty) `label` columns are what the
 landing folder reads: labelled, the file goes through `textclf ingest-new` like any new data,
-validated as usual.
+validated as usual. A tagger's queue is JSON Lines instead: each text's `tokens` (split the way
+it was served) and the `tags` it was answered with, for a person to correct, which is again what
+the landing folder reads.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
+from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import Params
 from tasks.lib.errors import PipelineError
+from tasks.lib.onnx_tagger import tagged_words
 from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, log_location, read_log
+from tasks.lib.sentences import TAGS_FIELD, TOKENS_FIELD
 
 COLUMNS = ["text", "label", "predicted", "confidence", "reason", "request_id", "index", "version", "time"]
 
@@ -48,7 +54,8 @@ def review_queue(params: Params, n: int, days: float | None = None) -> pd.DataFr
     drifted = drifted_region(params, answers, round(n * params.monitor.review_drifted_share))
     rest = answers[~answers["text_hash"].isin(drifted["text_hash"])].head(n - len(drifted))
     chosen = pd.concat([drifted, rest.assign(reason="least confident")], ignore_index=True)
-    return chosen.assign(predicted=chosen["label"], label="")[COLUMNS]
+    served = ["entities"] if "entities" in chosen else []  # a tagger's answers, to correct
+    return chosen.assign(predicted=chosen["label"], label="")[COLUMNS + served]
 
 
 def drifted_region(params: Params, answers: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -67,8 +74,21 @@ def drifted_region(params: Params, answers: pd.DataFrame, n: int) -> pd.DataFram
     )
 
 
-def export(params: Params, n: int, out: Path, days: float | None = None) -> int:
-    """Write the review queue to `out` (CSV); returns its number of rows."""
+def export(params: Params, n: int, out: Path | None, days: float | None = None) -> tuple[Path, int]:
+    """Write the review queue to `out` (default review.csv, a tagger's review.jsonl); returns the file
+    and its number of rows."""
     queue = review_queue(params, n, days)
-    queue.to_csv(out, index=False)
-    return len(queue)
+    tagger = "entities" in queue and bool(queue["entities"].notna().all()) and len(queue) > 0
+    out = out or Path("review.jsonl" if tagger else "review.csv")
+    if not tagger:
+        queue[COLUMNS].to_csv(out, index=False)
+        return out, len(queue)
+    if out.suffix != ".jsonl":
+        raise ReviewError(f"{out}: a tagger's review queue is JSON Lines (tokens and tags to correct): name it .jsonl")
+    with out.open("w", encoding="utf-8") as sink:
+        for row in queue.to_dict("records"):
+            tokens, tags = tagged_words(row["text"], json.loads(row["entities"]))
+            extra = {key: row[key] for key in COLUMNS if key not in (TEXT, LABEL)}
+            record = {TOKENS_FIELD: tokens, TAGS_FIELD: tags, TEXT: row[TEXT], **extra, "time": str(row["time"])}
+            sink.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    return out, len(queue)

@@ -179,6 +179,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def entropy(probabilities: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) of each row of class probabilities."""
+    clipped = np.clip(probabilities, 1e-12, 1.0)
+    return -(clipped * np.log(clipped)).sum(axis=1)
+
+
 def agreement(reference_logits: np.ndarray, logits: np.ndarray) -> dict[str, float]:
     """How closely `logits` follows `reference_logits` (same rows, same order)."""
     diff = np.abs(reference_logits.astype(np.float64) - logits.astype(np.float64))

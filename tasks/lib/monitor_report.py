@@ -126,7 +126,7 @@ def _live_accuracy(run: MonitorRun) -> dict[str, Any] | None:
     if live.test_accuracy is not None:
         rows.append({"what": "gate test split", "accuracy": live.test_accuracy, "low": None, "high": None})
     return _spec(
-        f"Accuracy ({live.labelled} labelled served texts, {live.confidence:.0%} interval)",
+        f"{live.metric.capitalize()} ({live.labelled} labelled served texts, {live.confidence:.0%} interval)",
         rows,
         120,
         layer=[
@@ -141,7 +141,7 @@ def _live_accuracy(run: MonitorRun) -> dict[str, Any] | None:
             {
                 "mark": {"type": "point", "filled": True, "size": 80},
                 "encoding": {
-                    "x": {"field": "accuracy", "type": "quantitative", "scale": {"zero": False}, "title": "accuracy"},
+                    "x": {"field": "accuracy", "type": "quantitative", "scale": {"zero": False}, "title": live.metric},
                     "y": {"field": "what", "type": "nominal"},
                 },
             },

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.lib.metrics import softmax
+from tasks.lib.metrics import entropy, softmax
 from tasks.lib.onnx_classifier import BatchEncoder, Engine, load_engine
 from tasks.lib.sentences import spans
 from tasks.lib.word_logits import first_subwords, flatten
@@ -48,6 +48,29 @@ def simple_word_spans(text: str) -> list[tuple[int, int]]:
     return [match.span() for match in _FALLBACK_WORD.finditer(text)]
 
 
+def tagged_words(text: str, entities: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The words of raw `text` (`word_spans`) and their IOB2 tags, from entities given by character
+    offsets (`start`, `end`, `type`; not overlapping): the way a served text's feedback becomes data.
+
+    Raises:
+        ValueError: an entity does not begin at a word's start and end at a word's end; names it.
+    """
+    located = word_spans(text)
+    first_of = {start: i for i, (start, _) in enumerate(located)}
+    last_of = {end: i for i, (_, end) in enumerate(located)}
+    tags = ["O"] * len(located)
+    for entity in sorted(entities, key=lambda e: int(e["start"])):
+        start, end, kind = int(entity["start"]), int(entity["end"]), str(entity["type"])
+        first, last = first_of.get(start), last_of.get(end)
+        if first is None or last is None or last < first:
+            raise ValueError(
+                f"entity {kind} {start}-{end} ({text[start:end]!r}) does not begin and end at word boundaries "
+                f"(words: {[text[a:b] for a, b in located][:40]})"
+            )
+        tags[first : last + 1] = [f"B-{kind}"] + [f"I-{kind}"] * (last - first)
+    return [text[a:b] for a, b in located], tags
+
+
 @dataclass(frozen=True)
 class Entity:
     """An entity found in a text: its type, its character span, its mention and its score (the mean
@@ -61,6 +84,24 @@ class Entity:
 
     def as_dict(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end, "type": self.type, "score": self.score, "text": self.text}
+
+
+def certainty(probabilities: np.ndarray) -> tuple[float, float]:
+    """A sentence's mean word confidence (the probability of each word's predicted tag) and mean word
+    entropy (nats), from its words' tag probabilities; (1.0, 0.0) for a sentence without words."""
+    if not len(probabilities):
+        return 1.0, 0.0
+    return round(float(probabilities.max(axis=1).mean()), 6), round(float(entropy(probabilities).mean()), 6)
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """A tagger's answer for one raw text: its entities, and how sure it was of its words' tags
+    (what monitoring compares with the reference profile)."""
+
+    entities: list[Entity]
+    confidence: float
+    entropy: float
 
 
 class Tagger:
@@ -86,8 +127,9 @@ class Tagger:
         """All sentences' word logits in one (words x tags) array, in order; cut words predict O."""
         return flatten(self.word_logits(sentences, batch_size, cut), self.info.labels)[0]
 
-    def entities(self, texts: Sequence[str], batch_size: int = 32, cut: bool = False) -> list[list[Entity]]:
-        """The entities of each raw text, with character offsets into it (`word_spans`)."""
+    def tag(self, texts: Sequence[str], batch_size: int = 32, cut: bool = False) -> list[Tagged]:
+        """The entities of each raw text, with character offsets into it (`word_spans`), and the
+        certainty of its words' tags."""
         tags = self.info.labels
         located = [word_spans(text) for text in texts]
         sentences = [[text[start:end] for start, end in found] for text, found in zip(texts, located, strict=True)]
@@ -101,7 +143,7 @@ class Tagger:
                 start, end = found[first][0], found[last][1]
                 score = round(float(scores[first : last + 1].mean()), 6)
                 entities.append(Entity(start, end, kind, score, text[start:end]))
-            out.append(entities)
+            out.append(Tagged(entities, *certainty(probabilities)))
         return out
 
 

@@ -10,7 +10,9 @@ predictions not written yet and never leaves a part of a file. Files are partiti
 
 Each row: request id, text index in the request, time, model version and variant, the text's
 length and hash (sha256, 16 hex), the predicted label, its probability and all probabilities;
-the text itself only with `monitor.log_text` (it may hold personal data).
+the text itself only with `monitor.log_text` (it may hold personal data). A tagger's row holds
+its entities (JSON: start, end, type) and, as its label, the set of their types
+(`entity_signature`, what its reference profile holds), with its words' mean confidence and entropy.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ import pandas as pd
 from tasks.lib.config import MonitorConfig
 from tasks.lib.io import is_url
 from tasks.lib.object_store import ObjectStore, StoreError
+from tasks.lib.onnx_tagger import Tagged
+from tasks.lib.production_model import Reply
+from tasks.lib.sentences import entity_signature
 
 log = logging.getLogger(__name__)
 PREDICTIONS, FEEDBACK = "predictions", "feedback"  # the two logs, folders of monitor.location
@@ -54,6 +59,11 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+def entities_json(entities: Sequence[dict[str, Any]]) -> str:
+    """Entities as the logs hold them: JSON of their start, end and type (no mention: it is the text)."""
+    return json.dumps([{key: e[key] for key in ("start", "end", "type")} for e in entities], separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class Answer:
     """One /predict answer, as the request path hands it over (cheap: no formatting here)."""
@@ -63,8 +73,7 @@ class Answer:
     version: str
     variant: str | None
     texts: Sequence[str]
-    labels: Sequence[str]
-    probabilities: Sequence[dict[str, float]]
+    replies: Sequence[Reply]
 
     @property
     def size(self) -> int:
@@ -73,10 +82,8 @@ class Answer:
     def rows(self, log_text: bool) -> list[dict[str, Any]]:
         at = datetime.fromtimestamp(self.at, UTC)
         rows = []
-        for index, (text, label, probabilities) in enumerate(
-            zip(self.texts, self.labels, self.probabilities, strict=True)
-        ):
-            row = {
+        for index, (text, reply) in enumerate(zip(self.texts, self.replies, strict=True)):
+            row: dict[str, Any] = {
                 "request_id": self.request_id,
                 "index": index,
                 "time": at,
@@ -84,10 +91,14 @@ class Answer:
                 "variant": self.variant,
                 "text_chars": len(text),
                 "text_hash": text_hash(text),
-                "label": label,
-                "confidence": probabilities[label],
-                "probabilities": json.dumps(probabilities, separators=(",", ":")),
             }
+            if isinstance(reply, Tagged):  # one label per text for the rules: the entity types it holds
+                row["label"] = entity_signature(e.type for e in reply.entities)
+                row["confidence"], row["entropy"] = reply.confidence, reply.entropy
+                row["entities"] = entities_json([e.as_dict() for e in reply.entities])
+            else:
+                row["label"], row["confidence"] = reply.label, reply.probabilities[reply.label]
+                row["probabilities"] = json.dumps(reply.probabilities, separators=(",", ":"))
             if log_text:
                 row["text"] = text
             rows.append(row)
@@ -96,27 +107,30 @@ class Answer:
 
 @dataclass(frozen=True)
 class Feedback:
-    """The true label of one answered text (`POST /feedback`)."""
+    """The truth about one answered text (`POST /feedback`): its label, or a tagger's entities
+    (their signature is the label, see `Answer`)."""
 
     request_id: str
     index: int
     label: str
     at: float
     version: str | None  # serving when the feedback came
+    entities: Sequence[dict[str, Any]] | None = None  # start, end, type in characters of the text
 
     size = 1
 
     def rows(self, log_text: bool) -> list[dict[str, Any]]:
         at = datetime.fromtimestamp(self.at, UTC)
-        return [
-            {
-                "request_id": self.request_id,
-                "index": self.index,
-                "label": self.label,
-                "time": at,
-                "version": self.version,
-            }
-        ]
+        row = {
+            "request_id": self.request_id,
+            "index": self.index,
+            "label": self.label,
+            "time": at,
+            "version": self.version,
+        }
+        if self.entities is not None:
+            row["entities"] = entities_json(self.entities)
+        return [row]
 
 
 Record = Answer | Feedback
@@ -212,6 +226,7 @@ def latest_feedback(feedback: pd.DataFrame) -> pd.DataFrame:
 
 def read_log(location: Path | str) -> pd.DataFrame:
     """Every row of a log (predictions or feedback) as one table, the `date` partition a column; empty if none."""
+    import pyarrow as pa
     import pyarrow.dataset as ds
 
     store = ObjectStore(location)
@@ -219,7 +234,17 @@ def read_log(location: Path | str) -> pd.DataFrame:
         if not store.fs.exists(store.root):
             return pd.DataFrame()
         dataset = ds.dataset(store.root, filesystem=store.fs, format="parquet", partitioning="hive")
-        return dataset.to_table().to_pandas()
+        # Files differ in columns (a tagger's rows hold entities, a classifier's probabilities; `text`
+        # only with log_text): read them all under the union of their schemas, absent columns null.
+        schema = pa.unify_schemas(
+            [dataset.schema, *(fragment.physical_schema for fragment in dataset.get_fragments())],
+            promote_options="permissive",
+        )
+        return (
+            ds.dataset(store.root, schema=schema, filesystem=store.fs, format="parquet", partitioning="hive")
+            .to_table()
+            .to_pandas()
+        )
     except FileNotFoundError:
         return pd.DataFrame()
     except Exception as exc:  # the store's errors name it: unreachable, denied

@@ -25,7 +25,7 @@ from tasks.lib.artifacts import VERSION_FILE
 from tasks.lib.errors import PipelineError
 from tasks.lib.metrics import softmax
 from tasks.lib.onnx_classifier import OnnxClassifier
-from tasks.lib.onnx_tagger import Entity, Tagger
+from tasks.lib.onnx_tagger import Tagged, Tagger
 from tasks.lib.registry import Registry, RegistryError, verify_files
 from tasks.lib.sentences import tag_types
 
@@ -46,7 +46,7 @@ class Prediction:
 # What serves: a text classifier, or a token classifier (its folder's classifier.json says which).
 Served = OnnxClassifier | Tagger
 # Its answer to one text: a label with probabilities, or the text's entities.
-Reply = Prediction | list[Entity]
+Reply = Prediction | Tagged
 
 
 def predictions_from(labels: list[str], probabilities: np.ndarray) -> list[Prediction]:
@@ -108,7 +108,7 @@ class VariantChoice:
 def replies(model: Served, texts: Sequence[str], batch_size: int = 32, cut: bool = False) -> list[Reply]:
     """`model`'s answer to each text (`cut`: a server's batch, see length_batches)."""
     if isinstance(model, Tagger):
-        return list(model.entities(texts, batch_size, cut))
+        return list[Reply](model.tag(texts, batch_size, cut))
     return list(predictions_from(model.info.labels, softmax(model.logits(texts, batch_size, cut))))
 
 
@@ -117,7 +117,7 @@ def reply_record(text: str, version: str, reply: Reply) -> dict[str, Any]:
     prediction's label and probabilities or the text's entities (offsets in characters of `text`)."""
     if isinstance(reply, Prediction):
         return {"text": text, "version": version, **reply.as_dict()}
-    return {"text": text, "entities": [entity.as_dict() for entity in reply], "version": version}
+    return {"text": text, "entities": [entity.as_dict() for entity in reply.entities], "version": version}
 
 
 def served_labels(model: Served) -> list[str]:
@@ -318,7 +318,7 @@ class ProductionModel:
 
 def predict(texts: Sequence[str], registry: Path | str = "registry", batch_size: int = 32) -> list[Reply]:
     """Answer texts with the production model in `registry` (a folder or a URL; no torch import): a
-    Prediction per text, or for a token classifier the text's list of Entity.
+    Prediction per text, or for a token classifier a Tagged (its entities).
 
     Example:
         >>> predict(["a warm, clever film"])[0].label

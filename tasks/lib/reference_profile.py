@@ -64,12 +64,6 @@ def unknown_shares(texts: Sequence[str], tokenizer_file: Path) -> np.ndarray:
     return np.array([np.mean(np.array(e.ids) == unknown_id) if e.ids else 0.0 for e in encodings])
 
 
-def entropy(probabilities: np.ndarray) -> np.ndarray:
-    """Shannon entropy (nats) of each row of class probabilities."""
-    clipped = np.clip(probabilities, 1e-12, 1.0)
-    return -(clipped * np.log(clipped)).sum(axis=1)
-
-
 def sentence_embeddings(texts: Sequence[str], model_path: str, batch_size: int = 64) -> np.ndarray:
     """Normalised sentence embeddings (sentence-transformers: mean pooling over the encoder's tokens)."""
     from sentence_transformers import SentenceTransformer
@@ -96,10 +90,10 @@ def build_profile(
     """
     from tasks.lib.artifacts import TOKENIZER_FILE
     from tasks.lib.columns import LABEL, TEXT
-    from tasks.lib.metrics import softmax
+    from tasks.lib.metrics import entropy, softmax
     from tasks.lib.onnx_classifier import ClassifierInfo, OnnxClassifier
-    from tasks.lib.onnx_tagger import onnx_tagger
-    from tasks.lib.sentences import as_sentences
+    from tasks.lib.onnx_tagger import certainty, onnx_tagger
+    from tasks.lib.sentences import as_sentences, entity_signature, entity_types
     from tasks.lib.word_logits import flatten
 
     train_texts, test_texts = list(train[TEXT]), list(test[TEXT])
@@ -107,10 +101,10 @@ def build_profile(
     if info.task == "token_classification":
         tagger = onnx_tagger(folder, model_file)
         per_sentence = [softmax(flatten([w], info.labels)[0]) for w in tagger.word_logits(as_sentences(test_texts))]
-        predicted = [entity_signature([info.labels[i] for i in p.argmax(axis=1)]) for p in per_sentence]
-        confidence = np.array([p.max(axis=1).mean() if len(p) else 1.0 for p in per_sentence])
-        spread = np.array([entropy(p).mean() if len(p) else 0.0 for p in per_sentence])
-        truth = [entity_signature(tags) for tags in as_sentences(train[LABEL])]
+        predicted = [entity_signature(entity_types([info.labels[i] for i in p.argmax(axis=1)])) for p in per_sentence]
+        certain = np.array([certainty(p) for p in per_sentence]).reshape(-1, 2)
+        confidence, spread = certain[:, 0], certain[:, 1]
+        truth = [entity_signature(entity_types(tags)) for tags in as_sentences(train[LABEL])]
     else:
         probabilities = softmax(OnnxClassifier(folder, model_file).logits(test_texts))
         predicted = [info.labels[i] for i in probabilities.argmax(axis=1)]
@@ -141,14 +135,6 @@ def build_profile(
         ],
         ignore_index=True,
     )
-
-
-def entity_signature(tags: list[str]) -> str:
-    """A sentence's label in a tagger's profile: the entity types it holds, sorted and joined by `+`
-    (`LOC+PER`), or `(none)`."""
-    from tasks.lib.sentences import entity_types
-
-    return "+".join(sorted(set(entity_types(tags)))) or "(none)"
 
 
 def write_profile(table: pd.DataFrame, path: Path, embedding_model: str) -> None:

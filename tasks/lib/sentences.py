@@ -152,6 +152,12 @@ def entity_types(tags: list[str]) -> list[str]:
     return [kind for kind, _, _ in spans(tags)]
 
 
+def entity_signature(types: Iterable[str]) -> str:
+    """A sentence's one label where monitoring needs one (reference profile, prediction log): the
+    entity types it holds, sorted and joined by `+` (`LOC+PER`), or `(none)`."""
+    return "+".join(sorted(set(types))) or "(none)"
+
+
 def misaligned(text: str, label: str) -> str | None:
     """Why a sentence's tags do not pair with its words, or None."""
     words, tags = len(text.split(" ")) if text else 0, len(label.split(" ")) if label else 0

@@ -11,6 +11,10 @@ Each rule of `monitor.rules` gives one statistic and fires above its threshold:
     live_accuracy     the gate's test accuracy minus the upper end of live accuracy's interval
                       (from POST /feedback)
 
+A tagger's served text has one label for these rules, the set of entity types it holds (as in
+its reference profile), and its words' mean confidence and entropy; its live accuracy is entity
+F1 (exact spans and types, micro over the labelled texts) against the gate's test F1.
+
 Why a domain classifier for embeddings: it is the test Evidently applies to embeddings by
 default; it sees a shift in any direction of the 384 dimensions where per-dimension tests
 need a multiple-testing correction; its AUC reads the same at any window size; and its
@@ -22,6 +26,7 @@ out-of-fold scores rank the served texts by how unlike the training texts they a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,14 +36,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from tasks.lib.artifacts import TOKENIZER_FILE
+from tasks.lib.artifacts import CLASSIFIER_FILE, TOKENIZER_FILE
 from tasks.lib.config import MonitorRule, Params, StatisticRule
+from tasks.lib.metrics import entropy
 from tasks.lib.models import resolve_base_model
 from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, latest_feedback, log_location, read_log
 from tasks.lib.reference_profile import (
     REFERENCE_FILE,
     ReferenceProfile,
-    entropy,
     read_profile,
     sentence_embeddings,
     unknown_shares,
@@ -66,6 +71,9 @@ class Finding(BaseModel):
 
 class LiveAccuracy(BaseModel):
     labelled: int  # served texts of this version with a true label
+    # What `accuracy` measures: a classifier's accuracy, or a tagger's entity F1 (exact spans and types,
+    # micro over the labelled texts); test_accuracy is the gate's figure of the same metric.
+    metric: str = "accuracy"
     accuracy: float | None = None  # None below monitor.min_feedback
     low: float | None = None
     high: float | None = None
@@ -114,8 +122,8 @@ class MonitorRun(BaseModel):
         if live.accuracy is not None:
             lines += [
                 "",
-                f"Live accuracy {live.accuracy:.4f} ({live.confidence:.0%} interval {live.low:.4f} to "
-                f"{live.high:.4f}) over {live.labelled} labelled texts; gate test accuracy {live.test_accuracy}.",
+                f"Live {live.metric} {live.accuracy:.4f} ({live.confidence:.0%} interval {live.low:.4f} to "
+                f"{live.high:.4f}) over {live.labelled} labelled texts; gate test {live.metric} {live.test_accuracy}.",
             ]
         return "\n".join(lines) + "\n"
 
@@ -126,10 +134,12 @@ class Window:
     def __init__(self, answers: pd.DataFrame, labels: list[str]):
         self.answers = answers.reset_index(drop=True)
         self.labels = labels
-        rows = [json.loads(p) for p in self.answers["probabilities"]] if len(self.answers) else []
-        self.probabilities = np.array([[row.get(label, 0.0) for label in labels] for row in rows]).reshape(
-            len(rows), len(labels)
-        )
+        if "entropy" in self.answers and self.answers["entropy"].notna().all():  # a tagger's: its words' mean
+            self.entropies = self.answers["entropy"].to_numpy(dtype=float)
+        else:
+            rows = [json.loads(p) for p in self.answers["probabilities"]] if len(self.answers) else []
+            probabilities = np.array([[row.get(label, 0.0) for label in labels] for row in rows])
+            self.entropies = entropy(probabilities.reshape(len(rows), len(labels)))
 
     @property
     def has_texts(self) -> bool:
@@ -183,32 +193,68 @@ def embedding_drift(reference: np.ndarray, served: np.ndarray, seed: int) -> tup
     return float(roc_auc_score(y, scores)), per_served
 
 
-def live_accuracy(params: Params, answers: pd.DataFrame, test_accuracy: float | None) -> LiveAccuracy:
-    """Accuracy of the version's served answers that have a true label, with a percentile bootstrap
-    interval (scipy.stats.bootstrap, evaluate.bootstrap's settings) once monitor.min_feedback exist."""
+def entity_matches(answers: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per labelled text (rows with `entities` served and `entities_true`, both as the logs hold them):
+    entities both found, entities served, entities true; a match is the same start, end and type."""
+
+    def spans(column: str) -> list[set[tuple[int, int, str]]]:
+        return [{(e["start"], e["end"], e["type"]) for e in json.loads(found)} for found in answers[column]]
+
+    served, true = spans("entities"), spans("entities_true")
+    return (
+        np.array([len(s & t) for s, t in zip(served, true, strict=True)], dtype=float),
+        np.array([len(s) for s in served], dtype=float),
+        np.array([len(t) for t in true], dtype=float),
+    )
+
+
+def _micro_f1(both: np.ndarray, served: np.ndarray, true: np.ndarray, axis: int = -1) -> np.ndarray:
+    # 1.0 where neither found an entity: nothing to find, nothing wrongly found.
+    said = served.sum(axis=axis) + true.sum(axis=axis)
+    return np.where(said > 0, 2 * both.sum(axis=axis) / np.maximum(said, 1), 1.0)
+
+
+def live_accuracy(params: Params, answers: pd.DataFrame, test_accuracy: float | None, tagger: bool) -> LiveAccuracy:
+    """Accuracy (a tagger's: entity F1) of the version's served answers that have a true label, with a
+    percentile bootstrap interval over texts (scipy.stats.bootstrap, evaluate.bootstrap's settings)
+    once monitor.min_feedback exist."""
     from scipy.stats import bootstrap
 
     config = params.evaluate.bootstrap
-    empty = LiveAccuracy(labelled=0, confidence=config.confidence, test_accuracy=test_accuracy)
+    empty = LiveAccuracy(
+        labelled=0,
+        metric="entity F1" if tagger else "accuracy",
+        confidence=config.confidence,
+        test_accuracy=test_accuracy,
+    )
     feedback = read_log(log_location(params.monitor, params.location("registry"), FEEDBACK))
     if feedback.empty or answers.empty:
         return empty
     truth = latest_feedback(feedback)
-    joined = answers.merge(truth[["request_id", "index", "label"]], on=["request_id", "index"], suffixes=("", "_true"))
-    correct = (joined["label"] == joined["label_true"]).to_numpy(dtype=float)
-    live = empty.model_copy(update={"labelled": len(correct)})
-    if len(correct) < params.monitor.min_feedback:
+    columns = ["request_id", "index", "label", *(["entities"] if tagger and "entities" in truth else [])]
+    joined = answers.merge(truth[columns], on=["request_id", "index"], suffixes=("", "_true"))
+    if tagger:
+        # Feedback sent while a classifier served (no entities) does not count.
+        joined = joined.dropna(subset=["entities", "entities_true"]) if "entities_true" in joined else joined.head(0)
+        data: tuple[np.ndarray, ...] = entity_matches(joined)
+        statistic: Callable[..., Any] = _micro_f1
+    else:
+        data = ((joined["label"] == joined["label_true"]).to_numpy(dtype=float),)
+        statistic = np.mean
+    live = empty.model_copy(update={"labelled": len(joined)})
+    if len(joined) < params.monitor.min_feedback:
         return live
     interval = bootstrap(
-        (correct,),
-        np.mean,
+        data,
+        statistic,
+        paired=tagger,
         n_resamples=config.resamples,
         confidence_level=config.confidence,
         method="percentile",
         random_state=config.seed,
     ).confidence_interval
     return live.model_copy(
-        update={"accuracy": float(correct.mean()), "low": float(interval.low), "high": float(interval.high)}
+        update={"accuracy": float(statistic(*data, axis=-1)), "low": float(interval.low), "high": float(interval.high)}
     )
 
 
@@ -241,10 +287,7 @@ def judge(
         from scipy.stats import ks_2samp
 
         shift = float(ks_2samp(reference.test["confidence"], served["confidence"]).statistic)
-        note = (
-            f"mean entropy {entropy(window.probabilities).mean():.3f} served, "
-            f"{reference.test['entropy'].mean():.3f} test"
-        )
+        note = f"mean entropy {window.entropies.mean():.3f} served, {reference.test['entropy'].mean():.3f} test"
         findings.append(_finding("confidence_shift", rules.confidence_shift, "ks", shift, note))
 
     compared = Comparison(reference, window)
@@ -295,12 +338,13 @@ def monitor_traffic(
     version = record["version"]
     end = datetime.now(UTC)
     start = since or end - timedelta(hours=window_hours or params.monitor.window_hours)
-    gate_accuracy = ((record.get("metrics") or {}).get("gate") or {}).get("overall", {}).get("accuracy", {})
-    test_accuracy = gate_accuracy.get("candidate")
+    tagger = json.loads(registry.read_text(version, CLASSIFIER_FILE) or "{}").get("task") == "token_classification"
+    overall = ((record.get("metrics") or {}).get("gate") or {}).get("overall", {})
+    test_accuracy = overall.get("f1" if tagger else "accuracy", {}).get("candidate")
     answers = read_log(log_location(params.monitor, params.location("registry"), PREDICTIONS))
     if not answers.empty:
         answers = answers[answers["version"] == version]
-    live = live_accuracy(params, answers, test_accuracy)
+    live = live_accuracy(params, answers, test_accuracy, tagger)
     if not answers.empty:
         answers = answers[(answers["time"] >= start) & (answers["time"] <= end)]
     base = {"at": datetime.now(UTC), "version": version, "window_start": start, "window_end": end}
@@ -313,7 +357,9 @@ def monitor_traffic(
         return run, Comparison()
     folder = registry.fetch(version)  # only when judged: from object storage it downloads the version
     reference = read_profile(folder / REFERENCE_FILE)
-    window = Window(answers, registry.labels(version) or sorted(reference.test["label"].unique()))
+    # A tagger's label is the set of entity types a text holds (entity_signature): those seen are the labels.
+    labels = None if tagger else registry.labels(version)
+    window = Window(answers, labels or sorted(set(reference.test["label"]) | set(answers["label"])))
     findings, compared = judge(params, window, reference, folder)
     live_rule = params.monitor.rules.live_accuracy
     if live_rule.policy == "off":

@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from tasks.lib.onnx_tagger import word_spans
+from tasks.lib.sentences import jsonl_sentence
 from tests.conftest import deep_merge, free_port, repo_params, run, tiny_overrides
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo-entities.yaml"
@@ -44,6 +46,7 @@ def test_a_tagger_is_trained_gated_promoted_and_serves_entities_that_slice_the_t
             "train": {"learning_rate": 3e-3, "epochs": 3},
             "gate": {"metrics": {"f1": {"min": 0.5}, "f1.*": {"min": 0.2}}},
             "quantize": {"benchmark": {"latency_rows": 30, "warmup": 2, "rounds": 2}},
+            "monitor": {"log_text": True, "flush_seconds": 1, "min_window": 50, "min_feedback": 20},
         },
     )
     (repo / "params.yaml").write_text(yaml.safe_dump(deep_merge(repo_params(), overrides)))
@@ -122,9 +125,55 @@ def test_a_tagger_is_trained_gated_promoted_and_serves_entities_that_slice_the_t
         assert conflict.status_code == 409 and conflict.json()["labels"] == ["PER", "ORG", "LOC", "MISC"]
         counted = httpx.get(f"{url}/metrics", timeout=5).text
         assert re.search(r'textclf_entities_total\{type="PER",version="v0001"\} \d+', counted)
+
+        # Feedback: the true entities of 30 answered texts; every third loses its first entity (a miss).
+        ids = [reply.json()["request_id"]]  # the last request: its 50 texts
+        last = served[-50:]
+        truth = [a["entities"][1:] if i % 3 == 0 else a["entities"] for i, a in enumerate(last[:30])]
+        for index, entities in enumerate(truth):
+            sent = httpx.post(f"{url}/feedback", json={"request_id": ids[0], "index": index, "entities": entities})
+            assert sent.status_code == 202, sent.text
+        refused = {
+            "a label": {"label": "PER"},
+            "an unknown type": {"entities": [{"start": 0, "end": 2, "type": "DATE"}]},
+            "overlapping": {"entities": [{"start": 0, "end": 5, "type": "PER"}, {"start": 3, "end": 8, "type": "PER"}]},
+        }
+        for why, body in refused.items():
+            answered = httpx.post(f"{url}/feedback", json={"request_id": ids[0], "index": 40, **body})
+            assert answered.status_code == 422, (why, answered.text)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+    # The served answers are in the prediction log, a row per text with its entities; the monitoring
+    # run judges the window against the tagger's reference profile and scores the feedback.
+    logged = pd.concat(pd.read_parquet(f) for f in (repo / "registry").parent.glob("predictions/date=*/*.parquet"))
+    assert len(logged) == len(texts) and logged["entities"].notna().all()  # the 409 answered nothing
+    row = logged[(logged["request_id"] == ids[0]) & (logged["index"] == 0)].iloc[0]
+    assert json.loads(row["entities"]) == [{k: e[k] for k in ("start", "end", "type")} for e in last[0]["entities"]]
+    run([sys.executable, "-m", "tasks", "monitor", "--hours", "1"], repo)
+    report = json.loads((repo / "reports" / "monitoring" / "latest" / "monitor.json").read_text())
+    assert report["judged"] and {f["rule"] for f in report["findings"]} >= {"label_drift", "confidence_shift"}
+    found = sum(len(a["entities"]) for a in last[:30])
+    missed = sum(1 for i, a in enumerate(last[:30]) if i % 3 == 0 and a["entities"])
+    live = report["live_accuracy"]
+    assert live["metric"] == "entity F1" and live["labelled"] == 30
+    assert live["accuracy"] == pytest.approx(2 * (found - missed) / (found + found - missed))
+    assert live["low"] <= live["accuracy"] <= live["high"]
+
+    # The review queue and the feedback export are JSON Lines of words and tags, as landing reads them.
+    printed = run([sys.executable, "-m", "tasks", "review", "export", "--n", "20"], repo).stdout
+    queued = [json.loads(line) for line in (repo / "review.jsonl").read_text().splitlines()]
+    assert "correct its tags" in printed and len(queued) == 20
+    for number, queued_text in enumerate(queued, start=1):
+        assert queued_text["tokens"] == [queued_text["text"][a:b] for a, b in word_spans(queued_text["text"])]
+        assert jsonl_sentence(repo / "review.jsonl", queued_text, number).tags == queued_text["tags"]
+    run([sys.executable, "-m", "tasks", "feedback", "export"], repo)
+    (exported,) = (repo / "landing").glob("feedback-*.jsonl")
+    labelled = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert len(labelled) == 30
+    for sentence, entities in zip(labelled, truth, strict=True):
+        assert sum(tag.startswith("B-") for tag in sentence["tags"]) == len(entities)
 
     # Retrained on another seed: the gate scores it beside production v0001, paired by sentence.
     params = yaml.safe_load((repo / "params.yaml").read_text())

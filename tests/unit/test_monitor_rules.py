@@ -11,6 +11,7 @@ import pytest
 
 from tasks.lib.demo_data import generate_reviews
 from tasks.lib.prediction_log import PREDICTIONS, Answer, PredictionLog, log_location
+from tasks.lib.production_model import Prediction
 from tasks.lib.reference_profile import REFERENCE_FILE, ReferenceError, build_profile, write_profile
 from tasks.lib.registry import Registry
 from tasks.lib.traffic_monitor import monitor_traffic
@@ -42,8 +43,7 @@ def serve_log(params, texts: int) -> None:
                 "v0001",
                 None,
                 [f"text {i}"],
-                [label],
-                [{label: 0.7, LABELS[1 - i % 2]: 0.3}],
+                [Prediction(label, {label: 0.7, LABELS[1 - i % 2]: 0.3})],
             )
         )
     log.close()

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.lib.config import MonitorConfig
 from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, Answer, PredictionLog, log_location, read_log
+from tasks.lib.production_model import Prediction
 from tests.conftest import repo_params
 from tests.unit.test_serving import free_port, registry, wait_for  # noqa: F401 - the registry fixture
 
@@ -113,7 +114,7 @@ def _up(url: str) -> bool:
 
 def answer(request_id: str, texts: int) -> Answer:
     return Answer(
-        request_id, time.time(), "v0001", "fp32", ["t"] * texts, ["a"] * texts, [{"a": 0.9, "b": 0.1}] * texts
+        request_id, time.time(), "v0001", "fp32", ["t"] * texts, [Prediction("a", {"a": 0.9, "b": 0.1})] * texts
     )
 
 

@@ -17,7 +17,7 @@ from tasks.lib.config import load_params
 from tasks.lib.entity_metrics import entity_counts, scores
 from tasks.lib.models import torch_word_logits
 from tasks.lib.onnx_classifier import ClassifierInfo
-from tasks.lib.onnx_tagger import onnx_tagger, simple_word_spans, word_spans
+from tasks.lib.onnx_tagger import onnx_tagger, simple_word_spans, tagged_words, word_spans
 from tasks.lib.sentences import spans, tag_list
 from tasks.lib.training.trainer import encode_words
 from tasks.stages import augment, evaluate, export, gate, ingest, quantize, split, train, validate
@@ -201,3 +201,20 @@ def test_raw_text_splits_into_words_whose_spans_cover_every_visible_character(te
     assert [sentence[a:b] for a, b in word_spans(sentence)] == [
         *("Peter", "Blackburn", "of", "the", "U.S.", "did", "n't", "say", "."),
     ]
+
+
+def test_feedback_entities_become_the_tags_of_the_served_words_or_are_refused_by_name():
+    text = "Peter Blackburn met  the U.S. envoy in\tNew York."
+    words, tags = tagged_words(
+        text,
+        [
+            {"start": 39, "end": 47, "type": "LOC"},
+            {"start": 0, "end": 15, "type": "PER"},
+            {"start": 25, "end": 29, "type": "LOC"},
+        ],
+    )
+    assert words == ["Peter", "Blackburn", "met", "the", "U.S.", "envoy", "in", "New", "York", "."]
+    assert tags == ["B-PER", "I-PER", "O", "O", "B-LOC", "O", "O", "B-LOC", "I-LOC", "O"]
+    assert tagged_words(text, []) == (words, ["O"] * len(words))
+    with pytest.raises(ValueError, match=r"entity PER 0-3 \('Pet'\) does not begin and end at word boundaries"):
+        tagged_words(text, [{"start": 0, "end": 3, "type": "PER"}])
