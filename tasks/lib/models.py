@@ -7,6 +7,7 @@ tasks.lib.onnx_classifier instead and never imports these.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,13 +22,24 @@ class ModelNotFound(PipelineError, FileNotFoundError):
     """train.base_model names no usable model."""
 
 
+def installed_models_root() -> Path:
+    """Where `make mpnet` (tasks/apps/assemble_model.py) puts the models it assembles: inside the venv."""
+    return Path(sys.prefix) / "share" / "textclf" / "models"
+
+
 def resolve_base_model(spec: str, root: Path) -> str:
     """Turn `train.base_model` into something `from_pretrained` loads.
 
     `pkg:<module>/<folder>` is a folder inside an installed package (offline);
+    `venv:<name>` a model `make mpnet` assembled into the venv (offline);
     an existing path (absolute or relative to `root`) is used as is; anything
     else is passed on as a Hugging Face model id (needs network).
     """
+    if spec.startswith("venv:"):
+        path = installed_models_root() / spec[5:]
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"train.base_model: {spec}: {path} is not there; `make mpnet` assembles it")
+        return str(path)
     if spec.startswith("pkg:"):
         module, _, folder = spec[4:].partition("/")
         found = importlib.util.find_spec(module)
