@@ -281,11 +281,17 @@ class AugmentConfig(_Section):
 
 
 class LoraConfig(_Section):
-    enabled: bool
     rank: Annotated[int, Field(ge=1)]
     alpha: Annotated[int, Field(gt=0)]
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
     target_modules: Annotated[list[str], Field(min_length=1)]
+
+
+class Ia3Config(_Section):
+    # Module names (peft matches the end of a module's name): scaled outputs, and those of them
+    # whose inputs are scaled instead (the feed-forward layers).
+    target_modules: Annotated[list[str], Field(min_length=1)]
+    feedforward_modules: list[str]
 
 
 class DistributedConfig(_Section):
@@ -309,7 +315,9 @@ class TrainConfig(_Section):
     oom_backoff: bool
     deterministic: bool
     seed: int
+    peft: Literal["full", "lora", "ia3", "bitfit"]
     lora: LoraConfig
+    ia3: Ia3Config
     distributed: DistributedConfig
 
 

@@ -161,7 +161,7 @@ def render(version: str, lineage: Lineage, base: dict[str, Any]) -> str:
             )
             if key in train
         ),
-        f"| LoRA | {'on' if (train.get('lora') or {}).get('enabled') else 'off'} |",
+        f"| Parameter-efficient tuning | {train.get('peft', 'full')} |",
         *(
             f"| {key.replace('_', ' ')} (measured) | {_figure(run[key])} |"
             for key in ("train_rows", "steps", "epochs_run", "best_val_accuracy", "device", "precision")

@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 
 from tasks.lib.config import load_params
 from tasks.lib.training import checkpoints, trainer
-from tasks.lib.training.lora import add_lora, merge_lora
+from tasks.lib.training.parameter_efficient import add_peft, plain_model
 from tasks.stages import augment, ingest, split, train, validate
 from tests.conftest import deep_merge, repo_params, tiny_overrides
 
@@ -187,39 +187,50 @@ def test_early_stopping_fires_after_patience_validations_without_gain(prepared, 
     assert metrics["steps"] == 30 and metrics["epochs_run"] < 1  # validations at 10, 20, 30: stop
 
 
-def test_lora_trains_adapters_only_and_saves_a_plain_merged_model(prepared, tiny_model_dir, tmp_path):
+LORA = {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
+
+
+@pytest.mark.parametrize(
+    ("method", "trains"),
+    [
+        ("lora", lambda name: "lora_" in name or name.startswith("classifier")),
+        ("ia3", lambda name: "ia3_" in name or name.startswith("classifier")),
+        ("bitfit", lambda name: name.endswith(".bias") or name.startswith("classifier")),
+    ],
+)
+def test_each_peft_method_trains_its_share_only_and_saves_a_plain_model(
+    prepared, tiny_model_dir, tmp_path, method, trains
+):
     from transformers import AutoModelForSequenceClassification
 
-    params = workspace(
-        prepared,
-        tmp_path,
-        tiny_model_dir,
-        {"lora": {"enabled": True, "rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}},
-    )
+    from tasks.lib.training.trainer import load_model
+
+    # The mechanics only: a random tiny encoder has no features for a share of its weights to adapt
+    # (what each method buys on MiniLM is benchmarks/' business).
+    params = workspace(prepared, tmp_path, tiny_model_dir, {"peft": method, "lora": LORA})
+    model = load_model(str(tiny_model_dir), ["negative", "positive"], params.train)
+    trainable = {name.removeprefix("base_model.model.") for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(trains(name) for name in trainable), sorted(trainable)
+    assert any(name.startswith("classifier") for name in trainable)  # the head always trains
     train.run(params)
     metrics = metrics_of(params)
-    assert metrics["lora"] and 0 < metrics["trainable_share"] < 0.05
+    assert metrics["peft"] == method and 0 < metrics["trainable_share"] < 0.2
     saved = AutoModelForSequenceClassification.from_pretrained(params.path("model"))
     assert type(saved).__name__ == "BertForSequenceClassification"
-    assert not any("lora" in name for name, _ in saved.named_parameters())
+    assert not any("lora_" in name or "ia3_" in name for name, _ in saved.named_parameters())
 
 
-def test_merged_lora_model_gives_the_adapter_models_logits(tiny_model_dir, make_params):
+@pytest.mark.parametrize(("method", "added"), [("lora", "lora_B"), ("ia3", "ia3_l")])
+def test_a_merged_adapter_model_gives_the_adapter_models_logits(tiny_model_dir, make_params, method, added):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    config = make_params(
-        {
-            "train": {
-                "lora": {"enabled": True, "rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
-            }
-        }
-    ).train.lora
+    config = make_params({"train": {"peft": method, "lora": LORA}}).train
     torch.manual_seed(0)
-    adapted = add_lora(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2), config)
-    with torch.no_grad():  # lora_B starts at zero: give the adapters something to merge
+    adapted = add_peft(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2), config)
+    with torch.no_grad():  # lora_B starts at zero, IA3's vectors at one: give the adapters something to merge
         for name, weight in adapted.named_parameters():
-            if "lora_B" in name:
-                weight.normal_(0, 0.5)
+            if added in name:
+                weight.normal_(1.0 if method == "ia3" else 0.0, 0.5)
     adapted.eval()
     inputs = AutoTokenizer.from_pretrained(tiny_model_dir)(
         ["a fine film", "not good at all , sadly"], padding=True, return_tensors="pt"
@@ -228,21 +239,25 @@ def test_merged_lora_model_gives_the_adapter_models_logits(tiny_model_dir, make_
         before = adapted(**inputs).logits
         with adapted.disable_adapter():
             plain = adapted(**inputs).logits
-        merged = merge_lora(adapted)
+        merged = plain_model(adapted, config)
         after = merged(**inputs).logits
     assert not torch.allclose(before, plain, atol=1e-4)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
-    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert not any(added.split("_")[0] + "_" in name for name, _ in merged.named_parameters())
 
 
-def test_unknown_lora_target_module_is_named(tiny_model_dir, make_params):
+def test_unknown_adapter_modules_are_named(tiny_model_dir, make_params):
     from transformers import AutoModelForSequenceClassification
 
     from tasks.lib.errors import ConfigError
 
-    config = make_params({"train": {"lora": {"enabled": True, "target_modules": ["q_proj"]}}}).train.lora
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    config = make_params({"train": {"peft": "lora", "lora": {"target_modules": ["q_proj"]}}}).train
     with pytest.raises(ConfigError, match=r"train\.lora\.target_modules: \['q_proj'\].*query"):
-        add_lora(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2), config)
+        add_peft(model, config)
+    config = make_params({"train": {"peft": "ia3", "ia3": {"feedforward_modules": ["intermediate.dense"]}}}).train
+    with pytest.raises(ConfigError, match=r"train\.ia3\.feedforward_modules: \['intermediate.dense'\] must be among"):
+        add_peft(model, config)
 
 
 def test_two_gloo_processes_train_like_one(prepared, tiny_model_dir, tmp_path):

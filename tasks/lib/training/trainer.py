@@ -31,7 +31,7 @@ from tasks.lib.errors import PipelineError
 from tasks.lib.io import atomic_dir
 from tasks.lib.sentences import tag_list
 from tasks.lib.training import checkpoints, distributed
-from tasks.lib.training.lora import add_lora, merge_lora, parameter_counts
+from tasks.lib.training.parameter_efficient import add_peft, parameter_counts, plain_model
 
 DROPOUT_KEYS = (
     "hidden_dropout_prob",
@@ -107,7 +107,7 @@ def encode(tokenizer: Any, frame: pd.DataFrame, label2id: dict[str, int], max_le
 
 def load_model(base_model: str, labels: list[str], config: TrainConfig, task: Task = "sequence_classification") -> Any:
     """The pretrained encoder with a fresh classification head (seeded; per token for token
-    classification, `labels` then being its tags), LoRA-wrapped if configured."""
+    classification, `labels` then being its tags), set up for `train.peft`."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification, set_seed
 
     set_seed(config.seed)  # the head's initial weights
@@ -122,7 +122,7 @@ def load_model(base_model: str, labels: list[str], config: TrainConfig, task: Ta
     model = head.from_pretrained(
         base_model, config=model_config, use_safetensors=True, trust_remote_code=False, ignore_mismatched_sizes=True
     )
-    return add_lora(model, config.lora) if config.lora.enabled else model
+    return add_peft(model, config)
 
 
 def training_arguments(
@@ -317,7 +317,7 @@ def train(
                 f"train: the GPU ran out of memory at train.batch_size {batch} (gradient accumulation "
                 f"{accumulation}, train.max_length {config.max_length}). Lower train.max_length or "
                 "train.batch_size (raise train.gradient_accumulation_steps to keep the rows per step), "
-                "or set train.lora.enabled"
+                "or set train.peft (lora, ia3 or bitfit)"
                 + ("" if config.oom_backoff else ", or set train.oom_backoff")
                 + f". ({detail})"
             )
@@ -347,12 +347,12 @@ def train(
         "gradient_accumulation_steps": accumulation,
         "rows_per_step": batch * accumulation * trainer.args.world_size,
         "oom_backoffs": backoffs,
-        "lora": config.lora.enabled,
+        "peft": config.peft,
         "trainable_parameters": trainable,
         "trainable_share": round(trainable / total, 6),
     }
     if trainer.is_world_process_zero():
-        saved: Any = merge_lora(trainer.model) if config.lora.enabled else trainer.model
+        saved: Any = plain_model(trainer.model, config)
         with atomic_dir(output_dir) as staging:
             # save_pretrained, not trainer.save_model: the latter adds training_args.bin, a pickle.
             saved.save_pretrained(str(staging))
