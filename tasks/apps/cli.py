@@ -20,6 +20,8 @@
     textclf recipe [NAME] [--dvc-args] merge recipes/NAME.yaml into params.yaml (no NAME: list them);
                                       --dvc-args: print it as `dvc exp run` -S arguments instead
     textclf prune                     remove what params.yaml `retention` says is old (also after every run)
+    textclf tune [--trials N]         hyperparameter search (Optuna) over tune.space on the pipeline's splits;
+                                      the best trial becomes recipes/tuned.yaml, to review and apply
 
 (`textclf` is `python -m tasks`.)
 """
@@ -316,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     recipe.add_argument(
         "--dvc-args", action="store_true", help="print the change as -S arguments of `dvc exp run`; change nothing"
     )
+    tune = sub.add_parser("tune", help="hyperparameter search over params.yaml tune.space (Optuna); proposes a recipe")
+    tune.add_argument("--trials", type=int, help="finished trials the study should hold (default tune.trials)")
+    tune.add_argument("--minutes", type=float, help="stop starting trials after this long (default tune.minutes)")
     return parser
 
 
@@ -377,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
             return deps_command(root, args.verbose)
         elif args.command == "recipe":
             recipe_command(root, args.name, args.dvc_args)
+        elif args.command == "tune":
+            from tasks.apps.tune import tune
+
+            _, recipe = tune(load_params(root), args.trials, args.minutes)
+            print(f"the best trial's settings: {recipe}; review, then `textclf recipe tuned`" if recipe else "")
         elif args.command == "review":
             from tasks.apps.review_queue import export as export_review
 

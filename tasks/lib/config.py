@@ -321,6 +321,49 @@ class TrainConfig(_Section):
     distributed: DistributedConfig
 
 
+class SearchDimension(_Section):
+    """One hyperparameter's range (`low`..`high`, on a log scale with `log`) or its `choices`."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: Annotated[list[float | int | str], Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SearchDimension:
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("give low and high, or choices")
+        if self.low is not None and self.high is not None:
+            if self.low >= self.high:
+                raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError(f"a log scale needs low > 0 (it is {self.low})")
+        return self
+
+
+class PruningConfig(_Section):
+    startup_trials: Annotated[int, Field(ge=0)]  # trials finished before any is pruned
+    warmup_evaluations: Annotated[int, Field(ge=0)]  # a trial's validations before it may be pruned
+
+
+class TuneConfig(_Section):
+    trials: Annotated[int, Field(ge=1)]
+    minutes: Annotated[float, Field(gt=0)]
+    train_rows: Annotated[int, Field(ge=2)] | None
+    seed: int
+    pruning: PruningConfig
+    space: Annotated[dict[str, SearchDimension], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _space_names_train_settings(self) -> TuneConfig:
+        tunable = {"learning_rate", "warmup_ratio", "weight_decay", "dropout", "batch_size", "epochs"}
+        tunable |= {"gradient_accumulation_steps", "lr_scheduler", "max_length", "early_stopping_patience"}
+        unknown = sorted(set(self.space) - tunable)
+        if unknown:
+            raise ValueError(f"space: {unknown} are not train settings a search can vary (those are {sorted(tunable)})")
+        return self
+
+
 class NamedSlice(_Section):
     """Test rows matching a regex (case-insensitive), or containing any of some whole words."""
 
@@ -703,6 +746,7 @@ class Params(_Section):
     split: SplitConfig
     augment: AugmentConfig
     train: TrainConfig
+    tune: TuneConfig
     evaluate: EvaluateConfig
     export: ExportConfig
     quantize: QuantizeConfig

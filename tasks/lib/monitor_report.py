@@ -18,14 +18,11 @@ import numpy as np
 import pandas as pd
 
 from tasks.lib.io import write_text
-from tasks.lib.offline_html import inline_scripts
+from tasks.lib.offline_html import VEGA_SCRIPTS, inline_scripts
 from tasks.lib.traffic_monitor import DRIFTED_FILE, Comparison, MonitorRun
 from tasks.lib.web_assets import installed
 
 REPORT_FILE, RUN_FILE, LATEST = "index.html", "monitor.json", "latest"
-_SCRIPTS = "".join(
-    f'<script src="https://cdn.jsdelivr.net/npm/{name}"></script>' for name in ("vega@5", "vega-lite@5", "vega-embed@6")
-)
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
 table { border-collapse: collapse; margin: 1rem 0; }
@@ -202,7 +199,7 @@ def render(run: MonitorRun, specs: list[dict[str, Any]]) -> str:
     )
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Monitoring {html.escape(run.version)}</title>"
-        f"<style>{_STYLE}</style>{_SCRIPTS}</head><body>"
+        f"<style>{_STYLE}</style>{VEGA_SCRIPTS}</head><body>"
         f"<h1>Monitoring {html.escape(run.version)}</h1>"
         f"<p>{run.window_start:%Y-%m-%d %H:%M:%S} to {run.window_end:%Y-%m-%d %H:%M:%S} UTC, "
         f"{run.predictions} predictions. {html.escape(run.summary())}</p>"

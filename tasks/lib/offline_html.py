@@ -23,6 +23,10 @@ from tasks.lib.io import write_text
 from tasks.lib.web_assets import CDN, Asset, WebAssets, css_urls
 
 VENDOR = "static/vendor"  # in a site: where the copies go
+# The script tags of a page of Vega-Lite charts (vegaEmbed); inline_scripts makes it self-contained.
+VEGA_SCRIPTS = "".join(
+    f'<script src="https://cdn.jsdelivr.net/npm/{name}"></script>' for name in ("vega@5", "vega-lite@5", "vega-embed@6")
+)
 
 _LOCAL_SCHEMES = {"", "file", "data", "blob", "about"}
 _URL = re.compile(r"""https?://[^\s"'()<>\\]+""")

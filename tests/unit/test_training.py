@@ -1,4 +1,4 @@
-"""The train stage on a tiny random BERT: resume after SIGKILL, determinism, LoRA,
+"""The train stage on a tiny random BERT: resume after SIGKILL, determinism, LoRA, IA3 and BitFit,
 two gloo processes, early stopping, out-of-memory back-off, DVCLive curves."""
 
 from __future__ import annotations
@@ -325,3 +325,41 @@ def test_gpu_uses_mixed_precision_and_tf32(make_params):
     precision = trainer.choose_precision(make_params().train)
     assert precision.name == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     assert precision.tf32 is (True if torch.cuda.get_device_capability()[0] >= 8 else None)
+
+
+def test_tune_searches_prunes_resumes_and_proposes_a_recipe_that_applies(prepared, tiny_model_dir, tmp_path):
+    from tasks.apps.tune import tune
+    from tasks.lib.offline_html import remote_loads
+    from tasks.lib.recipes import apply_recipe
+
+    params = workspace(prepared, tmp_path, tiny_model_dir, {})
+    search = {
+        "trials": 2,
+        "train_rows": None,  # all 599: fewer leave the tiny model at chance
+        "pruning": {"startup_trials": 1, "warmup_evaluations": 0},
+        "space": {"learning_rate": {"low": 1e-5, "high": 5e-3, "log": True}, "batch_size": {"choices": [8, 16]}},
+    }
+    settings = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    settings["tune"] = {**settings["tune"], **search}  # this space only, not merged into the shipped one
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(settings))
+    params = load_params(tmp_path)
+    table, recipe = tune(params)
+    # Trial 1 draws a learning rate 13x lower: below trial 0's first validation, it is stopped there.
+    assert table["state"].tolist() == ["complete", "pruned"]
+    first = table.iloc[0]  # the shipped settings come first, so the gain over them shows
+    assert first["shipped"] and first["learning_rate"] == 2e-3 and first["batch_size"] == 16
+    assert table["value"].dropna().between(0, 1).all()
+    page = (tmp_path / "reports" / "tune" / "index.html").read_text()
+    assert remote_loads(page) == [] and "vegaEmbed" in page
+    proposed = yaml.safe_load(recipe.read_text())["train"]
+    best = table.loc[table["value"].idxmax()]
+    assert proposed == {"learning_rate": best["learning_rate"], "batch_size": int(best["batch_size"])}
+    before = (tmp_path / "params.yaml").read_text()
+    apply_recipe(tmp_path, "tuned")  # a valid overlay: params.yaml takes it (no change if shipped was best)
+    applied = load_params(tmp_path).train
+    assert (applied.learning_rate, applied.batch_size) == (best["learning_rate"], best["batch_size"])
+
+    # The study is kept: asking for one trial more runs one trial, not three.
+    (tmp_path / "params.yaml").write_text(before)
+    again, _ = tune(load_params(tmp_path), trials=3)
+    assert len(again) == 3 and again.iloc[:2]["trial"].tolist() == table["trial"].tolist()
