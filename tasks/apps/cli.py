@@ -386,7 +386,11 @@ def main(argv: list[str] | None = None) -> int:
             from tasks.apps.tune import tune
 
             _, recipe = tune(load_params(root), args.trials, args.minutes)
-            print(f"the best trial's settings: {recipe}; review, then `textclf recipe tuned`" if recipe else "")
+            print(
+                f"the best trial's settings: {recipe}; review, then `textclf recipe tuned`"
+                if recipe
+                else "no trial completed: nothing to propose (see reports/tune/trials.csv)"
+            )
         elif args.command == "review":
             from tasks.apps.review_queue import export as export_review
 
