@@ -56,17 +56,13 @@ def study_name(params: Params, train_file: Path, val_file: Path) -> str:
     return "textclf-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-# Train settings that are whole numbers: drawn as integers.
-_INTEGERS = {"batch_size", "epochs", "gradient_accumulation_steps", "max_length", "early_stopping_patience"}
-
-
-def suggest(trial: Any, space: dict[str, SearchDimension]) -> dict[str, Any]:
-    """The trial's value of each dimension."""
+def suggest(trial: Any, space: dict[str, SearchDimension], config: TrainConfig) -> dict[str, Any]:
+    """The trial's value of each dimension (a whole-number setting of `config` is drawn as an integer)."""
     chosen: dict[str, Any] = {}
     for name, dimension in space.items():
         if dimension.choices is not None:
             chosen[name] = trial.suggest_categorical(name, dimension.choices)
-        elif name in _INTEGERS:
+        elif isinstance(getattr(config, name), int):
             chosen[name] = trial.suggest_int(name, int(dimension.low or 0), int(dimension.high or 0), log=dimension.log)
         else:
             chosen[name] = trial.suggest_float(
@@ -211,8 +207,7 @@ def tune(params: Params, trials: int | None = None, minutes: float | None = None
     train_rows, val_rows = read_table(train_file), read_table(val_file)
     if config.train_rows is not None and len(train_rows) > config.train_rows:
         train_rows = train_rows.sample(n=config.train_rows, random_state=config.seed).reset_index(drop=True)
-    tagger = params.task == "token_classification"
-    metric = "f1" if tagger else "accuracy"
+    metric = "f1" if params.task == "token_classification" else "accuracy"
     base_model = resolve_base_model(params.train.base_model, params.root)
     storage_dir = params.path("cache") / "tune"
     storage_dir.mkdir(parents=True, exist_ok=True)
@@ -231,7 +226,7 @@ def tune(params: Params, trials: int | None = None, minutes: float | None = None
         study.enqueue_trial(shipped, user_attrs={"shipped": True})
 
     def objective(trial: Any) -> float:
-        values = suggest(trial, config.space)
+        values = suggest(trial, config.space, params.train)
         trial_config = TrainConfig.model_validate({**params.train.model_dump(), **values})
         started = time.perf_counter()
         try:
@@ -249,7 +244,7 @@ def tune(params: Params, trials: int | None = None, minutes: float | None = None
                 )
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
-        return float(found["best_val_f1" if tagger else "best_val_accuracy"])
+        return float(found[f"best_val_{metric}"])
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     remaining = (trials or config.trials) - len(study.get_trials(states=finished))
