@@ -62,6 +62,9 @@ class PathsConfig(_Section):
     val_split: Path
     test_split: Path
     augmented: Path
+    # The teacher model (stage `teacher`), and its logits for every augmented training row.
+    teacher: Path
+    teacher_logits: Path
     model: Path
     predictions: Path
     onnx: Path
@@ -298,6 +301,13 @@ class DistributedConfig(_Section):
     processes: Annotated[int, Field(ge=1)]
 
 
+class DistillConfig(_Section):
+    enabled: bool
+    temperature: Annotated[float, Field(gt=0.0)]
+    # Weight of the soft-label loss; the hard labels' loss weighs 1 - alpha.
+    alpha: Fraction
+
+
 class TrainConfig(_Section):
     base_model: Annotated[str, Field(min_length=1)]
     max_length: Annotated[int, Field(ge=8, le=4096)]
@@ -318,7 +328,20 @@ class TrainConfig(_Section):
     peft: Literal["full", "lora", "ia3", "bitfit"]
     lora: LoraConfig
     ia3: Ia3Config
+    # Keep this many of the base model's encoder layers (evenly spaced); null keeps them all.
+    encoder_layers: Annotated[int, Field(ge=1)] | None
+    distill: DistillConfig
     distributed: DistributedConfig
+
+
+class TeacherConfig(_Section):
+    """The teacher's own training settings (`teacher`); the rest are `train`'s (README "Distillation")."""
+
+    base_model: Annotated[str, Field(min_length=1)]
+    epochs: Annotated[int, Field(ge=1)]
+    learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)]
+    batch_size: Annotated[int, Field(ge=1)]
+    peft: Literal["full", "lora", "ia3", "bitfit"]
 
 
 class SearchDimension(_Section):
@@ -746,6 +769,7 @@ class Params(_Section):
     split: SplitConfig
     augment: AugmentConfig
     train: TrainConfig
+    teacher: TeacherConfig
     tune: TuneConfig
     evaluate: EvaluateConfig
     export: ExportConfig
@@ -765,6 +789,13 @@ class Params(_Section):
         """data.label_map renames a row's whole label; a sentence's label is its tag sequence."""
         if self.task == "token_classification" and self.data.label_map:
             raise ValueError("data.label_map: with task token_classification, name the tags in the source files")
+        return self
+
+    @model_validator(mode="after")
+    def _distillation_classifies_texts(self) -> Params:
+        """Soft labels are one distribution per text; a tagger's would be one per word."""
+        if self.task == "token_classification" and self.train.distill.enabled:
+            raise ValueError("train.distill.enabled: distillation trains sequence classifiers only")
         return self
 
     @model_validator(mode="after")

@@ -1,29 +1,24 @@
 """Stage `train`: fine-tune `train.base_model` on the augmented split, select on val, save the model.
 
+With `train.distill.enabled` the model learns from the teacher stage's logits too.
+
 The training itself is tasks/lib/training (the benchmarks run the same code).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
+from tasks.lib.columns import TEXT
 from tasks.lib.config import Params
 from tasks.lib.io import file_md5, read_table, write_json
 from tasks.lib.models import resolve_base_model
 from tasks.lib.stage_runner import run_as_script
-from tasks.lib.training import checkpoints, distributed, trainer
+from tasks.lib.training import checkpoints, distributed
+from tasks.lib.training.distillation import logits_for
 from tasks.lib.training.trainer import train
-
-# What decides a checkpoint's meaning besides data and params: a checkpoint
-# written by other training code is not resumed.
-TRAINING_CODE = [Path(__file__), *sorted(Path(trainer.__file__).parent.glob("*.py"))]
-
-
-def _code_digest() -> str:
-    return hashlib.sha256(b"".join(path.read_bytes() for path in TRAINING_CODE)).hexdigest()
 
 
 def run(params: Params) -> None:
@@ -34,14 +29,16 @@ def run(params: Params) -> None:
     """
     config = params.train
     train_path, val_path = params.path("augmented"), params.path("val_split")
+    teacher_path = params.path("teacher_logits")
     base_model = resolve_base_model(config.base_model, params.root)
     run_dir = checkpoints.run_folder(
         params.path("cache"),
         file_md5(train_path),
         file_md5(val_path),
+        *([file_md5(teacher_path)] if config.distill.enabled else []),
         config.model_dump_json(),
         base_model,
-        _code_digest(),
+        checkpoints.code_digest(Path(__file__)),
     )
     if not distributed.is_worker():
         for stale in checkpoints.remove_stale(run_dir):
@@ -50,16 +47,20 @@ def run(params: Params) -> None:
             distributed.check_devices(config.distributed.processes)
             distributed.launch(config.distributed.processes, params.root)
             return
+    train_rows = read_table(train_path)
+    labels = list(params.data.labels)
+    soft_labels = logits_for(train_rows[TEXT], read_table(teacher_path), labels) if config.distill.enabled else None
     metrics = train(
-        read_table(train_path),
+        train_rows,
         read_table(val_path),
-        list(params.data.labels),
+        labels,
         config,
         base_model,
         params.path("model"),
         run_dir,
         curves_dir=params.path("reports") / "train",
         task=params.task,
+        soft_labels=soft_labels,
     )
     if not distributed.is_main_worker():
         return

@@ -45,6 +45,7 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
         "validate",
         "split",
         "augment",
+        "teacher",  # writes empty outputs: distillation is off
         "train",
         "evaluate",
         "export",
@@ -107,7 +108,10 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
 
     # 6. Editing a shared helper makes exactly the stages that run it stale: dvc.yaml's deps follow the imports.
     for helper, users in (
-        ("tasks/lib/models.py", {"validate", "augment", "train", "evaluate", "export", "reference", "promote"}),
+        (
+            "tasks/lib/models.py",
+            {"validate", "augment", "teacher", "train", "evaluate", "export", "reference", "promote"},
+        ),
         ("tasks/lib/text.py", {"ingest", "validate", "split", "augment"}),
     ):
         source = repo / helper

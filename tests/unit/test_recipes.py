@@ -92,7 +92,9 @@ def test_a_recipe_that_does_not_fit_leaves_params_yaml_alone(workspace: Path):
     ):
         apply_recipe(workspace, "typo")
     assert (workspace / "params.yaml").read_text() == before
-    with pytest.raises(ConfigError, match=r"no such recipe; there are \['conll2003', 'demo-entities', 'typo'\]"):
+    with pytest.raises(
+        ConfigError, match=r"no such recipe; there are \['conll2003', 'demo-entities', 'distill', 'typo'\]"
+    ):
         apply_recipe(workspace, "conll2004")
 
 
@@ -106,3 +108,9 @@ def test_the_conll2003_recipe_keeps_the_standard_splits(workspace: Path):
     params = load_params(workspace)
     sizes = {name: len(pd.read_parquet(params.path(f"{name}_split"))) for name in ("train", "val", "test")}
     assert sizes == {"train": 14041, "val": 3250, "test": 3453}
+
+
+def test_the_distill_recipe_turns_distillation_on_with_a_smaller_student(workspace: Path):
+    apply_recipe(workspace, "distill")
+    train = load_params(workspace).train
+    assert train.distill.enabled and train.encoder_layers == 3

@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 from tasks.lib.augmentation.synonym import SynonymSwapper
-from tasks.lib.augmentation.variants import ORIGIN, SOURCE_ID, filtered_variants, with_variants
-from tasks.lib.columns import LABEL, ROW_ID, TEXT
+from tasks.lib.augmentation.variants import filtered_variants, with_variants
+from tasks.lib.columns import LABEL, ORIGIN, ROW_ID, SOURCE_ID, TEXT
 from tasks.lib.config import AugmentConfig
 from tasks.lib.sentences import spans
 

@@ -26,11 +26,10 @@ from tasks.lib.augmentation.backtranslate import (
     CachedTranslator,
 )
 from tasks.lib.augmentation.synonym import NEGATIONS, SynonymSwapper
-from tasks.lib.columns import LABEL, ROW_ID, TEXT
+from tasks.lib.columns import LABEL, ORIGIN, ROW_ID, SOURCE_ID, TEXT
 from tasks.lib.config import AugmentConfig, AugmentFilterConfig
 from tasks.lib.text import normalise
 
-ORIGIN, SOURCE_ID = "origin", "source_id"
 METHODS = ("synonym", "backtranslation")
 
 

@@ -31,6 +31,13 @@ class Resume:
     accumulation: int
 
 
+def code_digest(stage: Path) -> str:
+    """Digest of a training stage's module and of this package: a checkpoint written by other
+    training code is not resumed."""
+    files = [stage, *sorted(Path(__file__).parent.glob("*.py"))]
+    return hashlib.sha256(b"".join(path.read_bytes() for path in files)).hexdigest()
+
+
 def run_folder(cache: Path, *fingerprint: str) -> Path:
     """The checkpoint folder of one combination of inputs."""
     digest = hashlib.sha256("\0".join(fingerprint).encode()).hexdigest()[:16]

@@ -10,8 +10,9 @@ params, dynamic padding with length-grouped batches, gradient accumulation,
 validation and a checkpoint every epoch or every `eval_steps`, early stopping
 with patience and the best checkpoint restored at the end. On CUDA: bf16
 where supported, else fp16 with loss scaling, TF32 matmuls on Ampere and
-later, and a batch-size back-off on out-of-memory. Optional LoRA (merged
-before saving) and torchrun data parallelism.
+later, and a batch-size back-off on out-of-memory. Optional parameter-efficient
+tuning (merged before saving), fewer encoder layers, knowledge distillation from a
+teacher's logits, and torchrun data parallelism.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.lib.columns import LABEL, TEXT
+from tasks.lib.columns import LABEL, ORIGIN, TEXT
 from tasks.lib.config import Task, TrainConfig
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import atomic_dir
@@ -122,6 +123,10 @@ def load_model(base_model: str, labels: list[str], config: TrainConfig, task: Ta
     model = head.from_pretrained(
         base_model, config=model_config, use_safetensors=True, trust_remote_code=False, ignore_mismatched_sizes=True
     )
+    if config.encoder_layers is not None:
+        from tasks.lib.training.distillation import keep_encoder_layers
+
+        keep_encoder_layers(model, config.encoder_layers)
     return add_peft(model, config)
 
 
@@ -235,11 +240,15 @@ def train(
     curves_dir: Path | None = None,
     callbacks: list[Any] | None = None,
     task: Task = "sequence_classification",
+    soft_labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `base_model` and save the best model (safetensors + tokenizer) to `output_dir`.
 
     Token classification: `labels` are the entity types (data.labels); the model's labels are
     their IOB2 tags (tasks.lib.sentences.tag_list).
+
+    `soft_labels`: a teacher's logits per training row (in `labels` order) to distil from
+    (`train.distill`); rows that augmentation made get no hard-label loss.
 
     Resumes from the newest complete checkpoint in `run_dir` (see
     tasks/lib/training/checkpoints.py); on GPU out-of-memory halves the batch and
@@ -258,6 +267,7 @@ def train(
     )
 
     from tasks.lib.training.curves import LiveCurves
+    from tasks.lib.training.distillation import DistillingTrainer
     from tasks.lib.training.sampler import ResumableTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
@@ -267,6 +277,13 @@ def train(
     encoder = encode_words if words else encode
     train_set = encoder(tokenizer, train_rows, label2id, config.max_length)
     val_set = encoder(tokenizer, val_rows, label2id, config.max_length)
+    if soft_labels is not None:
+        labelled = train_rows[ORIGIN] == "original" if ORIGIN in train_rows else pd.Series(True, train_rows.index)
+        for row, logits, hard in zip(train_set, soft_labels, labelled, strict=True):
+            row.update(teacher_logits=logits.tolist(), hard=float(hard))
+    distill = (
+        {"temperature": config.distill.temperature, "alpha": config.distill.alpha} if soft_labels is not None else {}
+    )
     best_metric = "f1" if words else "accuracy"
     precision = choose_precision(config)
     resume = checkpoints.latest(run_dir)
@@ -276,7 +293,8 @@ def train(
     backoffs = 0
     while True:
         model = load_model(base_model, classes, config, task)
-        trainer = ResumableTrainer(
+        trainer_class: Any = DistillingTrainer if distill else ResumableTrainer
+        trainer = trainer_class(
             model=model,
             args=training_arguments(
                 config,
@@ -298,6 +316,7 @@ def train(
                 *([LiveCurves(curves_dir)] if curves_dir else []),
                 *(callbacks or []),
             ],
+            **distill,
         )
         if resume:
             print(f"train: resuming from {resume.path} (step {resume.step})", flush=True)
@@ -348,6 +367,8 @@ def train(
         "rows_per_step": batch * accumulation * trainer.args.world_size,
         "oom_backoffs": backoffs,
         "peft": config.peft,
+        "encoder_layers": int(model.config.num_hidden_layers),
+        "distilled": soft_labels is not None,
         "trainable_parameters": trainable,
         "trainable_share": round(trainable / total, 6),
     }

@@ -1,0 +1,163 @@
+"""Knowledge distillation against direct fine-tuning, in one run: dev accuracy, minutes, int8 latency.
+
+On the same seeded sample of SST-2 training rows (validation: another seeded sample of the
+training file; scores: SST-2's dev split, which no run selects on), with the train stage's code
+(tasks/lib/training) and params.yaml's settings:
+
+1. the teacher (`teacher`: all-mpnet-base-v2 by default, `make mpnet`) is fine-tuned and labels
+   the training rows;
+2. for each student size in --layers (encoder layers kept from train.base_model, MiniLM's 6 by
+   default), a student fine-tuned directly and one distilled from the teacher's logits
+   (train.distill's temperature and alpha);
+3. every model is exported to ONNX, quantized to dynamic int8 (quantize.variants.int8_dynamic)
+   and measured by the quantize stage's code: PyTorch and int8 dev accuracy, int8 latency at
+   batch 1 (p50) and its speed-up over the full-size int8 student.
+
+Run after `make install` and `make mpnet`, offline:
+
+    python benchmarks/distillation.py [--rows 5000] [--layers 6,3,2] [--epochs 3] [--teacher-epochs 3]
+
+Prints one table, teacher first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from tasks.lib.artifacts import MODEL_FILE, OPTIMIZED_FILE, PYTORCH_BASELINE, TOKENIZER_FILE
+from tasks.lib.columns import LABEL, TEXT
+from tasks.lib.config import Params, TrainConfig, load_params
+from tasks.lib.models import model_labels, resolve_base_model, torch_logits
+from tasks.lib.onnx_classifier import ClassifierInfo
+from tasks.lib.readers import read_file
+from tasks.lib.training.distillation import teacher_config
+from tasks.lib.training.trainer import train
+from tasks.lib.validation.features import map_labels
+from tasks.lib.variant_measurement import measure_variants
+from tasks.stages.export import export_onnx, optimize_graph
+from tasks.stages.quantize import build_variant
+
+SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+SST2_LABELS = {"0": "negative", "1": "positive"}
+LABELS = ["negative", "positive"]
+INT8 = "int8_dynamic"
+
+
+def sst2(params: Params, name: str) -> pd.DataFrame:
+    frame = read_file(SST2 / name, params.data.model_copy(update={"label_map": SST2_LABELS}))
+    frame[LABEL] = list(map_labels(frame[LABEL], SST2_LABELS))
+    return frame
+
+
+def serving(params: Params, model_dir: Path, dev: pd.DataFrame, latency_rows: int) -> dict[str, Any]:
+    """The quantize stage's measurement of PyTorch and dynamic int8 on the dev rows."""
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work)
+        export_onnx(model_dir, folder / MODEL_FILE, params.export.opset, "sequence_classification")
+        optimize_graph(folder / MODEL_FILE, folder / OPTIMIZED_FILE, model_dir)
+        shutil.copy(model_dir / TOKENIZER_FILE, folder / TOKENIZER_FILE)
+        ClassifierInfo(model_labels(model_dir), params.train.max_length, "sequence_classification").save(folder)
+        built = build_variant(INT8, params.quantize.variants[INT8], folder, folder, [])
+        config = params.quantize.benchmark.model_copy(update={"latency_rows": latency_rows})
+        report = measure_variants(
+            model_dir,
+            folder,
+            {INT8: built.name},
+            folder / MODEL_FILE,
+            list(dev[TEXT]),
+            [[x] for x in dev[LABEL]],
+            config,
+        )
+    models = report.model_dump()["models"]
+    return {
+        "torch_accuracy": models[PYTORCH_BASELINE]["accuracy_batch"],
+        "int8_accuracy": models[INT8]["accuracy_batch"],
+        "int8_p50_ms": models[INT8]["p50_ms"],
+        "size_mb": models[INT8]["size_bytes"] / 1e6,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=Path("."))
+    parser.add_argument("--rows", type=int, default=5000, help="SST-2 training rows (seeded sample)")
+    parser.add_argument("--val-rows", type=int, default=872, help="validation rows, from the training file")
+    parser.add_argument("--layers", default="6,3,2", help="student sizes: encoder layers kept")
+    parser.add_argument("--epochs", type=int, default=3, help="the students'")
+    parser.add_argument("--teacher-epochs", type=int, help="default: teacher.epochs")
+    parser.add_argument("--dev-rows", type=int, help="score on the first N dev rows only (default: all)")
+    parser.add_argument("--latency-rows", type=int, default=300, help="dev rows timed one at a time")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    params = load_params(args.root)
+    pool = sst2(params, "train.tsv").sample(n=args.rows + args.val_rows, random_state=0).reset_index(drop=True)
+    train_rows, val_rows = pool.iloc[: args.rows].reset_index(drop=True), pool.iloc[args.rows :]
+    dev = sst2(params, "dev.tsv").iloc[: args.dev_rows]
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {args.threads} threads"
+    distill = params.train.distill
+    teacher = params.teacher.model_copy(update={"epochs": args.teacher_epochs or params.teacher.epochs})
+    print(
+        f"{len(train_rows)} SST-2 training rows, {len(val_rows)} validation rows, scored on dev ({len(dev)} rows); "
+        f"teacher {teacher.base_model} ({teacher.epochs} epochs), students from {params.train.base_model} "
+        f"({args.epochs} epochs, distillation T={distill.temperature}, alpha={distill.alpha}); {device}"
+    )
+    student = params.train.model_copy(update={"epochs": args.epochs, "eval_steps": None})
+    runs: list[tuple[str, TrainConfig, bool]] = [("teacher", teacher_config(params.train, teacher), False)]
+    for layers in (int(n) for n in args.layers.split(",")):
+        sized = student.model_copy(update={"encoder_layers": layers})
+        runs += [(f"{layers}-layer direct", sized, False), (f"{layers}-layer distilled", sized, True)]
+    results: dict[str, dict[str, Any]] = {}
+    soft_labels: np.ndarray | None = None
+    with tempfile.TemporaryDirectory() as work:
+        for name, config, distilled in tqdm(runs, desc="models", unit="model"):
+            model_dir = Path(work) / name.replace(" ", "-")
+            found = train(
+                train_rows,
+                val_rows,
+                LABELS,
+                config,
+                resolve_base_model(config.base_model, params.root),
+                model_dir,
+                Path(work) / "run",
+                soft_labels=soft_labels if distilled else None,
+            )
+            shutil.rmtree(Path(work) / "run", ignore_errors=True)
+            if name == "teacher":
+                soft_labels = torch_logits(model_dir, list(train_rows[TEXT]), 64, config.max_length)
+            results[name] = {
+                "minutes": found["train_seconds"] / 60,
+                "layers": found["encoder_layers"],
+                **serving(params, model_dir, dev, args.latency_rows),
+            }
+    reference = results.get(f"{max(int(n) for n in args.layers.split(','))}-layer direct")
+    print(
+        f"\n{'model':<20} {'layers':>6} {'train min':>9} {'dev torch':>9} {'dev int8':>8} {'int8 p50 ms':>11} "
+        f"{'MB':>6}   int8 speed-up   int8 acc change"
+    )
+    for name, found in results.items():
+        line = (
+            f"{name:<20} {found['layers']:>6} {found['minutes']:>9.2f} {found['torch_accuracy']:>9.4f} "
+            f"{found['int8_accuracy']:>8.4f} {found['int8_p50_ms']:>11.2f} {found['size_mb']:>6.1f}"
+        )
+        if reference:
+            line += (
+                f"   {reference['int8_p50_ms'] / found['int8_p50_ms']:>12.2f}x"
+                f"   {found['int8_accuracy'] - reference['int8_accuracy']:>+15.4f}"
+            )
+        print(line)
+    if reference:
+        print(f"(speed-up and accuracy change against the {reference['layers']}-layer direct student, int8)")
+
+
+if __name__ == "__main__":
+    main()
