@@ -301,6 +301,12 @@ class DistributedConfig(_Section):
     processes: Annotated[int, Field(ge=1)]
 
 
+class AdversarialConfig(_Section):
+    method: Literal["none", "fgm"]
+    # Length (L2, over the batch) of the step added to the word embeddings.
+    epsilon: Annotated[float, Field(gt=0.0)]
+
+
 class DistillConfig(_Section):
     enabled: bool
     temperature: Annotated[float, Field(gt=0.0)]
@@ -331,6 +337,7 @@ class TrainConfig(_Section):
     # Keep this many of the base model's encoder layers (evenly spaced); null keeps them all.
     encoder_layers: Annotated[int, Field(ge=1)] | None
     distill: DistillConfig
+    adversarial: AdversarialConfig
     distributed: DistributedConfig
 
 

@@ -14,18 +14,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from transformers import Trainer
 
 from tasks.lib.columns import TEXT
-from tasks.lib.config import DistributedConfig, TeacherConfig, TrainConfig
+from tasks.lib.config import DistillConfig, DistributedConfig, TeacherConfig, TrainConfig
 from tasks.lib.errors import PipelineError
-from tasks.lib.training.sampler import ResumableTrainer
 
 # The train settings the teacher takes from `train` (dvc.yaml's teacher stage tracks each): all but
-# those it sets itself (TeacherConfig's), its layers (all), distillation (none) and processes (one).
+# those it sets itself (TeacherConfig's), its layers (all), distillation and adversarial steps
+# (none) and processes (one).
+STUDENT_SETTINGS = ("encoder_layers", "distill", "adversarial", "distributed")
 INHERITED_SETTINGS = tuple(
-    name
-    for name in TrainConfig.model_fields
-    if name not in TeacherConfig.model_fields and name not in ("encoder_layers", "distill", "distributed")
+    name for name in TrainConfig.model_fields if name not in TeacherConfig.model_fields and name not in STUDENT_SETTINGS
 )
 
 
@@ -37,8 +37,13 @@ def teacher_config(train: TrainConfig, teacher: TeacherConfig) -> TrainConfig:
     """The teacher's training settings: `teacher`'s, and `train`'s for the rest, with every layer
     of its base model, no distillation of its own, in one process."""
     inherited = {name: getattr(train, name) for name in INHERITED_SETTINGS}
-    own = {"encoder_layers": None, "distill": train.distill.model_copy(update={"enabled": False})}
-    return TrainConfig(**inherited, **dict(teacher), **own, distributed=DistributedConfig(processes=1))
+    own = {
+        "encoder_layers": None,
+        "distill": train.distill.model_copy(update={"enabled": False}),
+        "adversarial": train.adversarial.model_copy(update={"method": "none"}),
+        "distributed": DistributedConfig(processes=1),
+    }
+    return TrainConfig(**inherited, **dict(teacher), **own)
 
 
 def soft_label_table(texts: list[str], logits: np.ndarray, labels: list[str]) -> pd.DataFrame:
@@ -86,22 +91,21 @@ def distillation_loss(student: Any, teacher: Any, labels: Any, hard: Any, temper
     return (alpha * soft + (1.0 - alpha) * cross_entropy).mean()
 
 
-class DistillingTrainer(ResumableTrainer):
-    """The stage's Trainer with the distillation loss on rows that carry `teacher_logits`."""
+class DistillationLoss(Trainer):
+    """Trainer part: the distillation loss on rows that carry `teacher_logits` (set `distill`)."""
 
-    def __init__(self, *args: Any, temperature: float, alpha: float, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.temperature, self.alpha = temperature, alpha
+    distill: DistillConfig | None = None
 
     def compute_loss(
         self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
         teacher, hard = inputs.pop("teacher_logits", None), inputs.pop("hard", None)
-        if teacher is None:  # validation rows: the plain loss
+        if teacher is None or self.distill is None:  # validation rows: the plain loss
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         outputs = model(**inputs)
+        found = outputs.logits
         loss = distillation_loss(
-            outputs.logits, teacher.to(outputs.logits.dtype), inputs["labels"], hard, self.temperature, self.alpha
+            found, teacher.to(found.dtype), inputs["labels"], hard, self.distill.temperature, self.distill.alpha
         )
         return (loss, outputs) if return_outputs else loss
 

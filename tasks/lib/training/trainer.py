@@ -12,7 +12,7 @@ with patience and the best checkpoint restored at the end. On CUDA: bf16
 where supported, else fp16 with loss scaling, TF32 matmuls on Ampere and
 later, and a batch-size back-off on out-of-memory. Optional parameter-efficient
 tuning (merged before saving), fewer encoder layers, knowledge distillation from a
-teacher's logits, and torchrun data parallelism.
+teacher's logits, adversarial (FGM) steps, and torchrun data parallelism.
 """
 
 from __future__ import annotations
@@ -267,8 +267,7 @@ def train(
     )
 
     from tasks.lib.training.curves import LiveCurves
-    from tasks.lib.training.distillation import DistillingTrainer
-    from tasks.lib.training.sampler import ResumableTrainer
+    from tasks.lib.training.stage_trainer import StageTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     words = task == "token_classification"
@@ -281,9 +280,6 @@ def train(
         labelled = train_rows[ORIGIN] == "original" if ORIGIN in train_rows else pd.Series(True, train_rows.index)
         for row, logits, hard in zip(train_set, soft_labels, labelled, strict=True):
             row.update(teacher_logits=logits.tolist(), hard=float(hard))
-    distill = (
-        {"temperature": config.distill.temperature, "alpha": config.distill.alpha} if soft_labels is not None else {}
-    )
     best_metric = "f1" if words else "accuracy"
     precision = choose_precision(config)
     resume = checkpoints.latest(run_dir)
@@ -293,8 +289,7 @@ def train(
     backoffs = 0
     while True:
         model = load_model(base_model, classes, config, task)
-        trainer_class: Any = DistillingTrainer if distill else ResumableTrainer
-        trainer = trainer_class(
+        trainer = StageTrainer(
             model=model,
             args=training_arguments(
                 config,
@@ -316,8 +311,9 @@ def train(
                 *([LiveCurves(curves_dir)] if curves_dir else []),
                 *(callbacks or []),
             ],
-            **distill,
         )
+        trainer.distill = config.distill if soft_labels is not None else None
+        trainer.adversarial = config.adversarial
         if resume:
             print(f"train: resuming from {resume.path} (step {resume.step})", flush=True)
         started = time.perf_counter()
@@ -369,6 +365,7 @@ def train(
         "peft": config.peft,
         "encoder_layers": int(model.config.num_hidden_layers),
         "distilled": soft_labels is not None,
+        "adversarial": config.adversarial.method,
         "trainable_parameters": trainable,
         "trainable_share": round(trainable / total, 6),
     }
