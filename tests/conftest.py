@@ -92,7 +92,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def onnx_folder(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """The tiny model exported as a servable folder: model.onnx, tokenizer.json, classifier.json."""
     from tasks.lib.onnx_classifier import ClassifierInfo
-    from tasks.stages.export import export_onnx
+    from tasks.lib.onnx_export import export_onnx
 
     folder = tmp_path_factory.mktemp("onnx")
     export_onnx(tiny_model_dir, folder / "model.onnx", 17, "sequence_classification")

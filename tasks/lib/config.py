@@ -513,8 +513,29 @@ class Fp16Variant(_Variant):
     kind: Literal["fp16"]
 
 
+class PrunedVariant(_Variant):
+    """The PyTorch model with its least important attention heads and feed-forward neurons removed
+    (importance on validation rows: tasks/lib/pruning.py), exported anew, then dynamic int8 (`int8`)."""
+
+    kind: Literal["pruned"]
+    heads: Fraction  # share of the attention heads removed
+    neurons: Fraction  # share of the feed-forward neurons removed
+    calibration_rows: Annotated[int, Field(ge=1)]
+    int8: bool
+
+    @model_validator(mode="after")
+    def _plain_graph(self) -> PrunedVariant:
+        if self.graph != "exported":
+            raise ValueError(
+                "graph must be exported: a pruned model's layers keep different numbers of heads, "
+                "which ONNX Runtime's fused Attention (the optimized graph) cannot express"
+            )
+        return self
+
+
 Variant = Annotated[
-    Fp32Variant | DynamicInt8Variant | StaticInt8Variant | Fp16Variant | OpenVinoVariant, Field(discriminator="kind")
+    Fp32Variant | DynamicInt8Variant | StaticInt8Variant | Fp16Variant | OpenVinoVariant | PrunedVariant,
+    Field(discriminator="kind"),
 ]
 
 

@@ -27,76 +27,16 @@ from tasks.lib.artifacts import (
     GraphParity,
 )
 from tasks.lib.columns import TEXT
-from tasks.lib.config import Params, Task
+from tasks.lib.config import Params
 from tasks.lib.entity_metrics import logit_span_agreement
 from tasks.lib.io import atomic_dir, read_table
 from tasks.lib.metrics import agreement
 from tasks.lib.models import load_predictions, model_labels
 from tasks.lib.onnx_classifier import ClassifierInfo, OnnxClassifier
+from tasks.lib.onnx_export import export_onnx, optimize_graph
 from tasks.lib.onnx_tagger import onnx_tagger
 from tasks.lib.sentences import as_sentences
 from tasks.lib.stage_runner import run_as_script
-
-
-def export_onnx(model_dir: Path, out_file: Path, opset: int, task: Task) -> list[str]:
-    """Export a Hugging Face sequence or token classifier; returns the graph's input names."""
-    import onnx
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tagger = task == "token_classification"
-    auto = AutoModelForTokenClassification if tagger else AutoModelForSequenceClassification
-    # Eager attention traces to plain MatMul/Softmax, which ORT fuses and quantizes well.
-    model = auto.from_pretrained(model_dir, use_safetensors=True, attn_implementation="eager").eval()
-    sample = tokenizer(
-        ["an example sentence", "another, somewhat longer example sentence"], padding=True, return_tensors="pt"
-    )
-    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-
-    class LogitsOnly(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-            return self.inner(**dict(zip(names, inputs, strict=True))).logits
-
-    axes = {name: {0: "batch", 1: "sequence"} for name in names}
-    with torch.inference_mode():
-        torch.onnx.export(
-            LogitsOnly(model),
-            tuple(sample[n] for n in names),
-            str(out_file),
-            dynamo=False,
-            input_names=names,
-            output_names=["logits"],
-            opset_version=opset,
-            # A tagger's logits: one row per subword.
-            dynamic_axes={**axes, "logits": {0: "batch", 1: "sequence"} if tagger else {0: "batch"}},
-        )
-    onnx.checker.check_model(str(out_file), full_check=True)
-    return names
-
-
-def optimize_graph(source: Path, target: Path, model_dir: Path) -> dict[str, int]:
-    """ORT transformer fusions on an exported encoder; returns how many of each fused op it made."""
-    from onnxruntime.transformers.optimizer import optimize_model
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_dir)
-    # "bert" is ORT's encoder optimizer; its fusions match BERT-like encoders by
-    # graph pattern (RoBERTa, MiniLM, ...). opt_level 0: fusions only, no
-    # provider-specific rewrites baked into the file.
-    optimized = optimize_model(
-        str(source),
-        model_type="bert",
-        num_heads=config.num_attention_heads,
-        hidden_size=config.hidden_size,
-        opt_level=0,
-    )
-    optimized.save_model_to_file(str(target))
-    return {op: count for op, count in optimized.get_fused_operator_statistics().items() if count}
 
 
 def graph_parity(folder: Path, file: str, reference: np.ndarray, test: pd.DataFrame, params: Params) -> GraphParity:

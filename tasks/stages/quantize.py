@@ -3,7 +3,9 @@
 Each variant (`model.<name>.onnx`, or `.xml`/`.bin` for OpenVINO, in one
 self-contained folder with the tokenizer and label names) is one of: the fp32
 graph, dynamic int8, static int8 (QDQ, activation ranges calibrated on
-validation rows), fp16, or the graph in OpenVINO's format. The
+validation rows), fp16, the graph in OpenVINO's format, or the PyTorch model
+structurally pruned (heads and feed-forward neurons, tasks/lib/pruning.py),
+exported anew and optionally dynamic int8. The
 stage then runs PyTorch fp32 and every variant side by side on the test split
 (tasks/lib/variant_measurement.py): agreement, accuracy at batch 1 and at batch size,
 latency, throughput and size, into `metrics/quantize.json` and
@@ -34,12 +36,15 @@ from tasks.lib.config import (
     Fp32Variant,
     OpenVinoVariant,
     Params,
+    PrunedVariant,
     StaticInt8Variant,
     Variant,
 )
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import atomic_dir, read_table, write_text
-from tasks.lib.onnx_classifier import OPENVINO_PRECISION_KEY, BatchEncoder, import_openvino
+from tasks.lib.onnx_classifier import OPENVINO_PRECISION_KEY, BatchEncoder, ClassifierInfo, import_openvino
+from tasks.lib.onnx_export import export_model, load_for_export
+from tasks.lib.pruning import importance, prune
 from tasks.lib.sentences import as_sentences
 from tasks.lib.stage_runner import run_as_script
 from tasks.lib.variant_measurement import measure_variants, render
@@ -137,9 +142,37 @@ def _to_openvino(source: Path, target: Path, variant: OpenVinoVariant) -> None:
     ov.save_model(model, target, compress_to_fp16=variant.precision == "bf16")
 
 
-def build_variant(name: str, variant: Variant, onnx_dir: Path, target_dir: Path, calibration: Sequence[Any]) -> Path:
+def _prune(model_dir: Path, onnx_dir: Path, target: Path, variant: PrunedVariant, calibration: Sequence[Any]) -> None:
+    import onnx
+    from transformers import AutoTokenizer
+
+    info = ClassifierInfo.load(onnx_dir)
+    opset = next(o.version for o in onnx.load(str(onnx_dir / MODEL_FILE)).opset_import if o.domain in ("", "ai.onnx"))
+    model, tokenizer = load_for_export(model_dir, info.task), AutoTokenizer.from_pretrained(model_dir)
+    texts = calibration[: variant.calibration_rows]
+    heads, neurons = importance(model, tokenizer, texts, info.task, 16, info.max_length)
+    units = prune(model, heads, neurons, variant.heads, variant.neurons)
+    print(f"quantize: pruned {model_dir.name}: {units.summary()}")
+    fp32 = target.with_name(f"{target.stem}.fp32.onnx")
+    try:
+        export_model(model, tokenizer, fp32 if variant.int8 else target, opset, info.task)
+        if variant.int8:
+            int8 = DynamicInt8Variant(kind="dynamic_int8", graph="exported", per_channel=True, op_types=None)
+            _quantize_dynamic(fp32, target, int8)
+    finally:
+        fp32.unlink(missing_ok=True)
+
+
+def build_variant(
+    name: str,
+    variant: Variant,
+    onnx_dir: Path,
+    target_dir: Path,
+    calibration: Sequence[Any],
+    model_dir: Path | None = None,
+) -> Path:
     """Write the variant's graph (artifacts.variant_file) into `target_dir` from the exported or optimised
-    graph; returns its path."""
+    graph, or for a pruned variant from the PyTorch model in `model_dir`; returns its path."""
     source, target = onnx_dir / GRAPH_FILES[variant.graph], target_dir / variant_file(name, variant.runtime)
     try:
         if isinstance(variant, Fp32Variant):
@@ -152,6 +185,10 @@ def build_variant(name: str, variant: Variant, onnx_dir: Path, target_dir: Path,
             _to_fp16(source, target)
         elif isinstance(variant, OpenVinoVariant):
             _to_openvino(source, target, variant)
+        elif isinstance(variant, PrunedVariant):
+            if model_dir is None:
+                raise QuantizationError(f"quantize.variants.{name}: a pruned variant is built from the PyTorch model")
+            _prune(model_dir, onnx_dir, target, variant, calibration)
     except QuantizationError:
         raise
     except Exception as exc:  # ORT's quantizer raises bare RuntimeError/ValueError/KeyError
@@ -175,7 +212,12 @@ def run(params: Params) -> None:
         built = {}
         for name, variant in params.quantize.variants.items():
             built[name] = build_variant(
-                name, variant, onnx_dir, staging, as_sentences(calibration) if tagger else calibration
+                name,
+                variant,
+                onnx_dir,
+                staging,
+                as_sentences(calibration) if tagger else calibration,
+                params.path("model"),
             ).name
             print(f"quantize: built {built[name]} ({variant.kind} of the {variant.graph} graph)")
         report = measure_variants(

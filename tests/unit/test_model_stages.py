@@ -1,5 +1,6 @@
 """train -> evaluate -> export -> quantize on a tiny random BERT, through the stage entry points."""
 
+import collections
 import json
 import os
 import shutil
@@ -44,6 +45,14 @@ def trained(tmp_path_factory, tiny_model_dir):
                         "op_types": ["MatMul"],
                     },
                     "half": {"kind": "fp16", "graph": "optimized"},
+                    "pruned_int8": {
+                        "kind": "pruned",
+                        "graph": "exported",
+                        "heads": 0.5,
+                        "neurons": 0.5,
+                        "calibration_rows": 50,
+                        "int8": True,
+                    },
                     "openvino_bf16": {"kind": "openvino", "graph": "exported", "precision": "bf16"},
                 }
             },
@@ -122,6 +131,14 @@ def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
     assert {"QAttention", "DynamicQuantizeLinear"} <= ops["int8_dynamic"]
     assert "QuantizeLinear" in ops["int8_static"] and "DequantizeLinear" in ops["int8_static"]
     assert "MatMulInteger" in ops["int8_matmul"] and "QAttention" not in ops["int8_matmul"]
+    assert "DynamicQuantizeLinear" in ops["pruned_int8"]
+    pruned = onnx.load(str(folder / quantize.variant_file("pruned_int8")))
+    # Half the heads and feed-forward neurons: of the tiny model's 2 heads of 16 dims a layer, one is
+    # left (query, key, value: 32 -> 16; attention output: 16 -> 32), and 64 of its 2 x 64 neurons.
+    shapes = collections.Counter(tuple(t.dims) for t in pruned.graph.initializer if len(t.dims) == 2)
+    assert shapes[(32, 16)] == 6 and shapes[(16, 32)] == 2 and (32, 96) not in shapes
+    feed_forward = [dims[1] for dims in shapes if dims[0] == 32 and dims[1] not in (2, 16, 32)]
+    assert len(feed_forward) == 2 and sum(feed_forward) == 64
     half = onnx.load(str(folder / quantize.variant_file("half")))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in half.graph.initializer)
     texts = ["good", "bad and boring"]

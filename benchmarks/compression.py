@@ -1,4 +1,4 @@
-"""Knowledge distillation against direct fine-tuning, in one run: dev accuracy, minutes, int8 latency.
+"""Smaller models in one run: distillation, fewer layers and pruning against direct fine-tuning.
 
 On the same seeded sample of SST-2 training rows (validation: another seeded sample of the
 training file; scores: SST-2's dev split, which no run selects on), with the train stage's code
@@ -11,11 +11,14 @@ training file; scores: SST-2's dev split, which no run selects on), with the tra
    (train.distill's temperature and alpha);
 3. every model is exported to ONNX, quantized to dynamic int8 (quantize.variants.int8_dynamic)
    and measured by the quantize stage's code: PyTorch and int8 dev accuracy, int8 latency at
-   batch 1 (p50) and its speed-up over the full-size int8 student.
+   batch 1 (p50) and its speed-up over the full-size int8 student;
+4. the full-size direct student is also structurally pruned at each share in --prune (that share
+   of its attention heads and of its feed-forward neurons, importance on the validation rows;
+   the quantize stage's `pruned` variant with int8) and measured alike.
 
 Run after `make install` and `make mpnet`, offline:
 
-    python benchmarks/distillation.py [--rows 5000] [--layers 6,3,2] [--epochs 3] [--teacher-epochs 3]
+    python benchmarks/compression.py [--rows 5000] [--layers 6,3,2] [--prune 0.25,0.5] [--epochs 3]
 
 Prints one table, teacher first.
 """
@@ -35,15 +38,15 @@ from tqdm import tqdm
 
 from tasks.lib.artifacts import MODEL_FILE, OPTIMIZED_FILE, PYTORCH_BASELINE, TOKENIZER_FILE
 from tasks.lib.columns import LABEL, TEXT
-from tasks.lib.config import Params, TrainConfig, load_params
+from tasks.lib.config import Params, PrunedVariant, TrainConfig, load_params
 from tasks.lib.models import model_labels, resolve_base_model, torch_logits
 from tasks.lib.onnx_classifier import ClassifierInfo
+from tasks.lib.onnx_export import export_onnx, optimize_graph
 from tasks.lib.readers import read_file
 from tasks.lib.training.distillation import teacher_config
 from tasks.lib.training.trainer import train
 from tasks.lib.validation.features import map_labels
 from tasks.lib.variant_measurement import measure_variants
-from tasks.stages.export import export_onnx, optimize_graph
 from tasks.stages.quantize import build_variant
 
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
@@ -58,31 +61,41 @@ def sst2(params: Params, name: str) -> pd.DataFrame:
     return frame
 
 
-def serving(params: Params, model_dir: Path, dev: pd.DataFrame, latency_rows: int) -> dict[str, Any]:
-    """The quantize stage's measurement of PyTorch and dynamic int8 on the dev rows."""
+def serving(
+    params: Params, model_dir: Path, dev: pd.DataFrame, latency_rows: int, prune: list[float], calibration: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The quantize stage's measurement of dynamic int8 and each pruned int8 variant on the dev rows:
+    per variant, PyTorch's and its own dev accuracy, batch-1 latency p50 and size."""
+    variants: dict[str, Any] = {INT8: params.quantize.variants[INT8]}
+    for share in prune:
+        variants[f"pruned {share:.0%}"] = PrunedVariant(
+            kind="pruned", graph="exported", heads=share, neurons=share, calibration_rows=len(calibration), int8=True
+        )
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
         export_onnx(model_dir, folder / MODEL_FILE, params.export.opset, "sequence_classification")
         optimize_graph(folder / MODEL_FILE, folder / OPTIMIZED_FILE, model_dir)
         shutil.copy(model_dir / TOKENIZER_FILE, folder / TOKENIZER_FILE)
         ClassifierInfo(model_labels(model_dir), params.train.max_length, "sequence_classification").save(folder)
-        built = build_variant(INT8, params.quantize.variants[INT8], folder, folder, [])
+        built = {
+            name: build_variant(
+                name.replace(" ", "_").replace("%", ""), variant, folder, folder, calibration, model_dir
+            ).name
+            for name, variant in variants.items()
+        }
         config = params.quantize.benchmark.model_copy(update={"latency_rows": latency_rows})
         report = measure_variants(
-            model_dir,
-            folder,
-            {INT8: built.name},
-            folder / MODEL_FILE,
-            list(dev[TEXT]),
-            [[x] for x in dev[LABEL]],
-            config,
+            model_dir, folder, built, folder / MODEL_FILE, list(dev[TEXT]), [[x] for x in dev[LABEL]], config
         )
     models = report.model_dump()["models"]
     return {
-        "torch_accuracy": models[PYTORCH_BASELINE]["accuracy_batch"],
-        "int8_accuracy": models[INT8]["accuracy_batch"],
-        "int8_p50_ms": models[INT8]["p50_ms"],
-        "size_mb": models[INT8]["size_bytes"] / 1e6,
+        name: {
+            "torch_accuracy": models[PYTORCH_BASELINE]["accuracy_batch"],
+            "int8_accuracy": models[name]["accuracy_batch"],
+            "int8_p50_ms": models[name]["p50_ms"],
+            "size_mb": models[name]["size_bytes"] / 1e6,
+        }
+        for name in variants
     }
 
 
@@ -92,6 +105,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5000, help="SST-2 training rows (seeded sample)")
     parser.add_argument("--val-rows", type=int, default=872, help="validation rows, from the training file")
     parser.add_argument("--layers", default="6,3,2", help="student sizes: encoder layers kept")
+    parser.add_argument("--prune", default="0.25,0.5", help="shares pruned from the full-size direct student")
     parser.add_argument("--epochs", type=int, default=3, help="the students'")
     parser.add_argument("--teacher-epochs", type=int, help="default: teacher.epochs")
     parser.add_argument("--dev-rows", type=int, help="score on the first N dev rows only (default: all)")
@@ -113,7 +127,8 @@ def main() -> None:
     )
     student = params.train.model_copy(update={"epochs": args.epochs, "eval_steps": None})
     runs: list[tuple[str, TrainConfig, bool]] = [("teacher", teacher_config(params.train, teacher), False)]
-    for layers in (int(n) for n in args.layers.split(",")):
+    sizes = [int(n) for n in args.layers.split(",")]
+    for layers in sizes:
         sized = student.model_copy(update={"encoder_layers": layers})
         runs += [(f"{layers}-layer direct", sized, False), (f"{layers}-layer distilled", sized, True)]
     results: dict[str, dict[str, Any]] = {}
@@ -134,19 +149,24 @@ def main() -> None:
             shutil.rmtree(Path(work) / "run", ignore_errors=True)
             if name == "teacher":
                 soft_labels = torch_logits(model_dir, list(train_rows[TEXT]), 64, config.max_length)
-            results[name] = {
-                "minutes": found["train_seconds"] / 60,
-                "layers": found["encoder_layers"],
-                **serving(params, model_dir, dev, args.latency_rows),
-            }
-    reference = results.get(f"{max(int(n) for n in args.layers.split(','))}-layer direct")
+            full_size = name == f"{max(sizes)}-layer direct"
+            shares = [float(x) for x in args.prune.split(",") if x] if full_size else []
+            measured = serving(params, model_dir, dev, args.latency_rows, shares, list(val_rows[TEXT]))
+            for variant, found_variant in measured.items():
+                label = name if variant == INT8 else f"{name}, {variant}"
+                results[label] = {
+                    "minutes": found["train_seconds"] / 60,
+                    "layers": found["encoder_layers"],
+                    **found_variant,
+                }
+    reference = results.get(f"{max(sizes)}-layer direct")
     print(
-        f"\n{'model':<20} {'layers':>6} {'train min':>9} {'dev torch':>9} {'dev int8':>8} {'int8 p50 ms':>11} "
+        f"\n{'model':<32} {'layers':>6} {'train min':>9} {'dev torch':>9} {'dev int8':>8} {'int8 p50 ms':>11} "
         f"{'MB':>6}   int8 speed-up   int8 acc change"
     )
     for name, found in results.items():
         line = (
-            f"{name:<20} {found['layers']:>6} {found['minutes']:>9.2f} {found['torch_accuracy']:>9.4f} "
+            f"{name:<32} {found['layers']:>6} {found['minutes']:>9.2f} {found['torch_accuracy']:>9.4f} "
             f"{found['int8_accuracy']:>8.4f} {found['int8_p50_ms']:>11.2f} {found['size_mb']:>6.1f}"
         )
         if reference:
