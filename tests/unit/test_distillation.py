@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from transformers import BertForSequenceClassification
 
 from tasks.lib.columns import ORIGIN, TEXT
 from tasks.lib.config import load_params
@@ -60,7 +61,7 @@ def test_the_teacher_trains_with_every_layer_and_labels_every_augmented_row(dist
     np.testing.assert_allclose(sample[["negative", "positive"]].to_numpy(), again, atol=1e-4)
 
 
-def test_the_student_keeps_one_layer_learns_from_the_teacher_and_goes_on_through_the_dag(distilled):
+def test_the_student_keeps_one_layer_is_distilled_and_goes_on_through_the_dag(distilled):
     metrics = json.loads((distilled.path("metrics") / "train.json").read_text())
     assert metrics["distilled"] and metrics["encoder_layers"] == 1
     config = json.loads((distilled.path("model") / "config.json").read_text())
@@ -141,3 +142,33 @@ def test_a_tagger_is_not_distilled(make_params):
                 "train": {"distill": {"enabled": True}},
             }
         )
+
+
+def test_the_stage_trainer_batches_the_teachers_logits_and_scores_them(tiny_model_dir, tmp_path, make_params):
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    from tasks.lib.training.stage_trainer import StageTrainer
+    from tasks.lib.training.trainer import Precision, training_arguments
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = BertForSequenceClassification.from_pretrained(tiny_model_dir)
+    rows = [
+        {**tokenizer(text), "labels": label, "teacher_logits": logits, "hard": hard}
+        for text, label, logits, hard in [("good", 1, [-1.0, 2.0], 1.0), ("a bad film", 0, [0.5, 0.1], 0.0)]
+    ]
+    trainer = StageTrainer(
+        model=model,
+        args=training_arguments(make_params().train, tmp_path, 2, 1, Precision("fp32")),  # the stage's
+        train_dataset=rows,
+        eval_dataset=rows,
+        data_collator=DataCollatorWithPadding(tokenizer),
+    )
+    trainer.distill = make_params().train.distill.model_copy(update={"temperature": 2.0, "alpha": 0.7})
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["teacher_logits"].shape == (2, 2) and batch["hard"].tolist() in ([1.0, 0.0], [0.0, 1.0])
+    teacher_logits, hard = batch["teacher_logits"], batch["hard"]
+    loss = trainer.compute_loss(model.eval(), dict(batch))
+    student = model(**{k: v for k, v in batch.items() if k not in ("teacher_logits", "hard")}).logits
+    assert float(loss) == pytest.approx(
+        float(distillation_loss(student, teacher_logits, batch["labels"], hard, 2.0, 0.7))
+    )

@@ -187,6 +187,9 @@ def training_arguments(
         average_tokens_across_devices=False,
         ddp_find_unused_parameters=False,
         report_to="none",
+        # The Trainer would drop row keys its model's forward does not take, the teacher's logits
+        # among them (distillation.DistillationLoss takes them out itself).
+        remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
