@@ -17,11 +17,7 @@ import pandas as pd
 from tasks.lib.columns import TEXT
 from tasks.lib.config import Params
 from tasks.lib.io import atomic_dir, file_md5, read_table, write_json, write_table
-from tasks.lib.models import model_labels, resolve_base_model, torch_logits
 from tasks.lib.stage_runner import run_as_script
-from tasks.lib.training import checkpoints
-from tasks.lib.training.distillation import soft_label_table, teacher_config
-from tasks.lib.training.trainer import train
 
 NO_TEACHER = "No teacher: train.distill.enabled is false in params.yaml.\n"
 
@@ -32,12 +28,20 @@ def run(params: Params) -> None:
     metrics_path = params.path("metrics") / "teacher.json"
     if not params.train.distill.enabled:
         # DVC tracks the outputs whether or not there is a teacher; the student reads none of them.
-        with atomic_dir(model_dir) as staging:
-            (staging / "README.txt").write_text(NO_TEACHER, encoding="utf-8")
+        for folder in (model_dir, params.path("reports") / "teacher"):
+            with atomic_dir(folder) as staging:
+                (staging / "README.txt").write_text(NO_TEACHER, encoding="utf-8")
         write_table(table_path, pd.DataFrame({TEXT: pd.Series([], dtype="string")}))
         write_json(metrics_path, {"enabled": False})
         print("teacher: train.distill.enabled is false; nothing to train")
         return
+    # Imported here: without distillation (the default) the stage runs in every pipeline run and
+    # should not spend seconds importing torch and transformers.
+    from tasks.lib.models import model_labels, resolve_base_model, torch_logits
+    from tasks.lib.training import checkpoints
+    from tasks.lib.training.distillation import soft_label_table, teacher_config
+    from tasks.lib.training.trainer import train
+
     config = teacher_config(params.train, params.teacher)
     train_path, val_path = params.path("augmented"), params.path("val_split")
     base_model = resolve_base_model(config.base_model, params.root)
