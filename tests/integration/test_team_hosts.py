@@ -5,7 +5,8 @@ that are separate folders with their own HOME, a serving host with no git and no
   and promotes v0001 into the bucket's registry; host B serves it;
 - host C (another worker) runs with no new data and recomputes no stage;
 - new data lands on host L (the landing host): the trigger retrains on A, v0002 is promoted, B follows;
-- two runs started at once on A and C: one waits for the other, the registry stays whole;
+- two runs started at once on A and C while the team's slot is taken: they take turns, the registry
+  stays whole;
 - host K is killed (SIGKILL) while its promotion's upload hangs: no partial version is visible and
   production does not move;
 - the S3 server stops: B keeps answering with v0002 and says `degraded`.
@@ -31,6 +32,7 @@ import yaml
 
 from tasks.lib.demo_data import generate_reviews
 from tasks.lib.registry import Registry
+from tasks.lib.team_workspace import workspace_identity
 from tests.conftest import BIN, copy_repo, deep_merge, repo_params, run, tiny_overrides
 from tests.seaweedfs import SeaweedFS, free_port
 from tests.stalling_proxy import StallingProxy
@@ -41,6 +43,7 @@ SCHEDULED = "retraining-pipeline/scheduled"
 ON_NEW_DATA = "retraining-pipeline/on-new-data"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+WAITING = "another pipeline run holds this workspace"
 
 
 @dataclass
@@ -123,6 +126,17 @@ def start_worker(host: Host, *queues: str) -> None:
         command += ["--work-queue", queue]
     host.start(command)
     host.wait_for_log("started!")
+
+
+@contextlib.contextmanager
+def team_slot(api: str, workspace: Path) -> Iterator[None]:
+    """Hold the team's workspace slot (the one every pipeline run takes first) from this process."""
+    from prefect.concurrency.sync import concurrency
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    name = workspace_identity(workspace)
+    with temporary_settings(updates={PREFECT_API_URL: api}), concurrency(name, timeout_seconds=120, strict=True):
+        yield
 
 
 def flow_run(api: str, run_id: Any) -> Any:
@@ -289,11 +303,18 @@ def test_a_team_of_hosts_shares_data_models_and_one_registry(team: dict[str, Any
         wait_for(lambda: http_json(f"{serving}/health")[1].get("version") == "v0002", 60, "host B to follow")
 
         # Two runs at once on two workers, of the two deployments (each deployment's own limit of one
-        # does not hold them apart): the team's slot makes one wait; the registry stays whole.
-        both = [start_run(api, "host-a"), start_run(api, "host-c", ON_NEW_DATA)]
+        # does not hold them apart): the team's slot makes them take turns; the registry stays whole.
+        # The test holds the slot while both start, so both find it taken whatever their start-up takes.
+        waited = a.log.read_text().count(WAITING) + c.log.read_text().count(WAITING)
+        with team_slot(api, base / "work"):
+            both = [start_run(api, "host-a"), start_run(api, "host-c", ON_NEW_DATA)]
+            wait_for(
+                lambda: a.log.read_text().count(WAITING) + c.log.read_text().count(WAITING) == waited + 2,
+                300,
+                "both runs to wait for the team's slot",
+            )
         for run_id in both:
             wait_run(api, run_id, [a, c])
-        assert "another pipeline run holds this workspace" in a.log.read_text() + c.log.read_text()
         assert registry.list_versions() == ["v0001", "v0002"] and registry.production()["version"] == "v0002"
 
         # Host K dies while its promotion's upload hangs: nothing half-written is visible.
