@@ -26,27 +26,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
+from sst2_rows import LABELS, sst2, train_and_val
 from tqdm import tqdm
 
 from tasks.lib.augmentation.synonym import SynonymSwapper
 from tasks.lib.columns import LABEL, TEXT
-from tasks.lib.config import AdversarialConfig, Params, load_params
+from tasks.lib.config import AdversarialConfig, load_params
 from tasks.lib.models import model_labels, resolve_base_model, torch_logits
-from tasks.lib.readers import read_file
 from tasks.lib.training.trainer import train
-from tasks.lib.validation.features import map_labels
-
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
-SST2_LABELS = {"0": "negative", "1": "positive"}
-LABELS = ["negative", "positive"]
-
-
-def sst2(params: Params, name: str) -> pd.DataFrame:
-    frame = read_file(SST2 / name, params.data.model_copy(update={"label_map": SST2_LABELS}))
-    frame[LABEL] = list(map_labels(frame[LABEL], SST2_LABELS))
-    return frame
 
 
 def with_typos(text: str, rate: float, seed: int) -> str:
@@ -87,8 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.root)
-    pool = sst2(params, "train.tsv").sample(n=args.rows + args.val_rows, random_state=0).reset_index(drop=True)
-    train_rows, val_rows = pool.iloc[: args.rows].reset_index(drop=True), pool.iloc[args.rows :]
+    train_rows, val_rows = train_and_val(params, args.rows, args.val_rows)
     dev = sst2(params, "dev.tsv")
     clean = list(dev[TEXT])
     swapper = SynonymSwapper(

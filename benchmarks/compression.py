@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sst2_rows import LABELS, sst2, train_and_val
 from tqdm import tqdm
 
 from tasks.lib.artifacts import MODEL_FILE, OPTIMIZED_FILE, PYTORCH_BASELINE, TOKENIZER_FILE
@@ -42,23 +43,12 @@ from tasks.lib.config import Params, PrunedVariant, TrainConfig, load_params
 from tasks.lib.models import model_labels, resolve_base_model, torch_logits
 from tasks.lib.onnx_classifier import ClassifierInfo
 from tasks.lib.onnx_export import export_onnx, optimize_graph
-from tasks.lib.readers import read_file
 from tasks.lib.training.distillation import teacher_config
 from tasks.lib.training.trainer import train
-from tasks.lib.validation.features import map_labels
 from tasks.lib.variant_measurement import measure_variants
 from tasks.stages.quantize import build_variant
 
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
-SST2_LABELS = {"0": "negative", "1": "positive"}
-LABELS = ["negative", "positive"]
 INT8 = "int8_dynamic"
-
-
-def sst2(params: Params, name: str) -> pd.DataFrame:
-    frame = read_file(SST2 / name, params.data.model_copy(update={"label_map": SST2_LABELS}))
-    frame[LABEL] = list(map_labels(frame[LABEL], SST2_LABELS))
-    return frame
 
 
 def serving(
@@ -114,8 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.root)
-    pool = sst2(params, "train.tsv").sample(n=args.rows + args.val_rows, random_state=0).reset_index(drop=True)
-    train_rows, val_rows = pool.iloc[: args.rows].reset_index(drop=True), pool.iloc[args.rows :]
+    train_rows, val_rows = train_and_val(params, args.rows, args.val_rows)
     dev = sst2(params, "dev.tsv").iloc[: args.dev_rows]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {args.threads} threads"
     distill = params.train.distill

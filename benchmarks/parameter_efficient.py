@@ -22,29 +22,18 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
+from sst2_rows import sst2
 from tqdm import tqdm
 
-from tasks.lib.columns import LABEL
 from tasks.lib.config import load_params
 from tasks.lib.models import resolve_base_model
-from tasks.lib.readers import read_file
 from tasks.lib.training.trainer import train
-from tasks.lib.validation.features import map_labels
 
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
-SST2_LABELS = {"0": "negative", "1": "positive"}
 # Usual learning rates: LoRA (Hu et al.) 2e-4 to 5e-4 on GLUE, IA3 (Liu et al.) 3e-3, BitFit
 # (Ben Zaken et al.) 1e-4 to 1e-3.
 LEARNING_RATES = {"lora": 5e-4, "ia3": 3e-3, "bitfit": 1e-3}
-
-
-def sst2(params: Any, name: str) -> Any:
-    frame = read_file(SST2 / name, params.data.model_copy(update={"label_map": SST2_LABELS}))
-    frame[LABEL] = list(map_labels(frame[LABEL], SST2_LABELS))
-    return frame
 
 
 def main() -> None:
