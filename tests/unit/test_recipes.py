@@ -93,7 +93,7 @@ def test_a_recipe_that_does_not_fit_leaves_params_yaml_alone(workspace: Path):
         apply_recipe(workspace, "typo")
     assert (workspace / "params.yaml").read_text() == before
     with pytest.raises(
-        ConfigError, match=r"no such recipe; there are \['conll2003', 'demo-entities', 'distill', 'typo'\]"
+        ConfigError, match=r"no such recipe; there are \['conll2003', 'demo-entities', 'distill', 'sst2-5k', 'typo'\]"
     ):
         apply_recipe(workspace, "conll2004")
 
@@ -114,3 +114,13 @@ def test_the_distill_recipe_turns_distillation_on_with_a_smaller_student(workspa
     apply_recipe(workspace, "distill")
     train = load_params(workspace).train
     assert train.distill.enabled and train.encoder_layers == 3
+
+
+def test_the_sst2_5k_recipe_trains_mpnet_on_5000_sst2_rows(workspace: Path):
+    apply_recipe(workspace, "sst2-5k")
+    params = load_params(workspace)
+    assert params.data.source == "../shared/data/sst2" and params.split.max_train_rows == 5000
+    assert params.train.base_model == "venv:all-mpnet-base-v2" and params.data.label_map == {
+        "0": "negative",
+        "1": "positive",
+    }
