@@ -20,10 +20,10 @@ from tasks.lib.training.distillation import (
     INHERITED_SETTINGS,
     MissingSoftLabels,
     distillation_loss,
-    keep_encoder_layers,
     logits_for,
     soft_label_table,
 )
+from tasks.lib.training.layers import keep_encoder_layers
 from tasks.stages import augment, evaluate, ingest, split, teacher, train, validate
 from tests.conftest import REPO, deep_merge, repo_params, tiny_overrides
 

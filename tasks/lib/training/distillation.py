@@ -108,26 +108,3 @@ class DistillationLoss(Trainer):
             found, teacher.to(found.dtype), inputs["labels"], hard, self.distill.temperature, self.distill.alpha
         )
         return (loss, outputs) if return_outputs else loss
-
-
-def keep_encoder_layers(model: Any, count: int) -> None:
-    """Drop all but `count` evenly spaced encoder layers (the first and last kept), in place.
-
-    DistilBERT's students start the same way, from every other layer of their teacher.
-
-    Raises:
-        PipelineError: the model has no `encoder.layer` list, or fewer layers than `count`.
-    """
-    import torch
-
-    base: Any = getattr(model, model.base_model_prefix, None)
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise PipelineError(
-            f"train.encoder_layers: {type(model).__name__} has no encoder.layer list to take layers from"
-        )
-    if count > len(layers):
-        raise PipelineError(f"train.encoder_layers: {count} asked, the base model has {len(layers)}")
-    kept = sorted({round(float(i)) for i in np.linspace(0, len(layers) - 1, count)})
-    base.encoder.layer = torch.nn.ModuleList(layers[i] for i in kept)
-    model.config.num_hidden_layers = len(kept)

@@ -124,7 +124,7 @@ def load_model(base_model: str, labels: list[str], config: TrainConfig, task: Ta
         base_model, config=model_config, use_safetensors=True, trust_remote_code=False, ignore_mismatched_sizes=True
     )
     if config.encoder_layers is not None:
-        from tasks.lib.training.distillation import keep_encoder_layers
+        from tasks.lib.training.layers import keep_encoder_layers
 
         keep_encoder_layers(model, config.encoder_layers)
     return add_peft(model, config)
