@@ -13,10 +13,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from tasks.lib.columns import DISTINCT_COLUMNS
 
 
 def current_umask() -> int:
@@ -116,31 +119,51 @@ def write_table(path: Path, frame: pd.DataFrame) -> None:
 class TableWriter:
     """Writes DataFrames to one Parquet file, a row group per `write`, with a fixed schema.
 
+    A thread encodes and writes each row group while the caller makes the next one (Arrow
+    does it without Python's lock); an error in it is raised by the next `write` or on exit.
+
     Args:
         columns: name -> Arrow type name (`string`, `int64`), the file's schema: a batch whose
             column is all null (a source without splits) is written with the same types as any other.
     """
 
     def __init__(self, path: Path, columns: dict[str, str]):
+        from concurrent.futures import ThreadPoolExecutor
+
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         self.columns = list(columns)
         self.schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in columns.items()])
-        self.writer = pq.ParquetWriter(path, self.schema)
+        # No dictionary for columns of distinct values: pyarrow would build one per page and drop it.
+        dictionary = [name for name in columns if name not in DISTINCT_COLUMNS]
+        self.writer = pq.ParquetWriter(path, self.schema, use_dictionary=dictionary)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
+        self.pending: Future[None] | None = None
         self.rows = 0
 
     def write(self, batch: pd.DataFrame) -> None:
         import pyarrow as pa
 
-        self.writer.write_table(pa.Table.from_pandas(batch[self.columns], schema=self.schema, preserve_index=False))
+        table = pa.Table.from_pandas(batch[self.columns], schema=self.schema, preserve_index=False)
+        self._finish_pending()
+        self.pending = self.pool.submit(self.writer.write_table, table)
         self.rows += len(batch)
+
+    def _finish_pending(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
 
     def __enter__(self) -> TableWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.writer.close()
+        try:
+            self._finish_pending()
+        finally:
+            self.pool.shutdown()
+            self.writer.close()
 
 
 def write_batches(path: Path, batches: Iterable[pd.DataFrame], columns: dict[str, str]) -> int:

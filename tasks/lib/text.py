@@ -114,11 +114,20 @@ _ASCII_SPACE = _ASCII_SPACE_BUT_SPACE + " "
 _ASCII_WORD = f"(?:^|[{_ASCII_SPACE}])[^{_ASCII_SPACE}0-9@:/]*[A-Za-z][^{_ASCII_SPACE}0-9@:/]*(?:[{_ASCII_SPACE}]|$)"
 
 
-def _ascii(texts: pd.Series) -> tuple[np.ndarray, pa.Array, np.ndarray]:
-    """The texts as an object array and as an Arrow array, and which of them are pure ASCII."""
-    values = texts.to_numpy(dtype=object)
-    array = pa.array(values, type=pa.large_string(), from_pandas=True)
-    return values, array, _numpy(pc.fill_null(pc.string_is_ascii(array), False))
+def _ascii(texts: pd.Series) -> tuple[pa.Array, np.ndarray]:
+    """The texts as an Arrow array (pandas' own when it holds them in Arrow: no copy), and which of
+    them are pure ASCII."""
+    array = pa.array(texts, from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if array.type != pa.large_string():
+        array = array.cast(pa.large_string())
+    return array, _numpy(pc.fill_null(pc.string_is_ascii(array), False))
+
+
+def _values(texts: pd.Series, positions: np.ndarray) -> np.ndarray:
+    """The texts at `positions` as Python objects (the few the Arrow kernels cannot judge)."""
+    return texts.iloc[positions].to_numpy(dtype=object)
 
 
 def _numpy(array: pa.Array) -> np.ndarray:
@@ -132,7 +141,7 @@ def _matches(array: pa.Array, pattern: str) -> np.ndarray:
 
 def normalise_column(texts: pd.Series) -> np.ndarray:
     """`normalise` of every text (an object array)."""
-    values, array, ascii_ = _ascii(texts)
+    array, ascii_ = _ascii(texts)
     out = np.empty(len(texts), dtype=object)
     plain = array.filter(ascii_)
     forms = _numpy(pc.ascii_lower(plain))
@@ -143,31 +152,31 @@ def normalise_column(texts: pd.Series) -> np.ndarray:
         forms[odd] = _numpy(pc.utf8_trim(collapsed, " "))
     out[ascii_] = forms
     rest = np.flatnonzero(~ascii_)
-    out[rest] = [normalise(text) for text in values[rest]]
+    out[rest] = [normalise(text) for text in _values(texts, rest)]
     return out
 
 
 def not_language_column(texts: pd.Series) -> np.ndarray:
     """`not_language` of every text (an object array, None where it is language)."""
-    values, array, ascii_ = _ascii(texts)
+    array, ascii_ = _ascii(texts)
     web = _numpy(pc.fill_null(pc.match_substring(array, "www.", ignore_case=True), False))
     sure = ascii_ & _matches(array, _ASCII_WORD) & ~web
     out = np.full(len(texts), None, dtype=object)
     rest = np.flatnonzero(~sure)
-    out[rest] = [not_language(text) for text in values[rest]]
+    out[rest] = [not_language(text) for text in _values(texts, rest)]
     return out
 
 
 def visible_column(texts: pd.Series) -> np.ndarray:
     """`has_visible_character` of every text (a bool array; a missing text shows nothing)."""
-    values, array, ascii_ = _ascii(texts)
+    array, ascii_ = _ascii(texts)
     out = ascii_ & _matches(array, "[!-~]")
     rest = np.flatnonzero(~ascii_)
-    out[rest] = [isinstance(text, str) and has_visible_character(text) for text in values[rest]]
+    out[rest] = [isinstance(text, str) and has_visible_character(text) for text in _values(texts, rest)]
     return out
 
 
 def ascii_with_alphanumeric(texts: pd.Series) -> np.ndarray:
     """Per text, whether it is pure ASCII and holds a letter or digit (a bool array)."""
-    _, array, ascii_ = _ascii(texts)
+    array, ascii_ = _ascii(texts)
     return ascii_ & _matches(array, "[A-Za-z0-9]")

@@ -117,6 +117,19 @@ def test_length_drift_statistics_grow_with_the_shift(statistic):
     assert length_drift(base, np.full(10, 30.0), statistic) > 0  # a constant sample is still comparable
 
 
+def test_ks_on_whole_lengths_equals_scipys_statistic():
+    from scipy.stats import ks_2samp
+
+    rng = np.random.default_rng(1)
+    for base, new in [
+        (rng.poisson(60, 5000), rng.poisson(64, 3000)),
+        (rng.integers(0, 5, 50), rng.integers(3, 9, 7)),
+        (np.full(10, 30), np.array([30])),
+    ]:
+        base, new = base.astype(np.int32), new.astype(np.int32)
+        assert length_drift(base, new, "ks") == pytest.approx(ks_2samp(base, new).statistic, abs=1e-12)
+
+
 def test_stage_outputs_summary_report_quarantine_and_data_docs(params):
     write_table(params.path("raw"), raw_frame([*GOOD, GOOD[0]]))
     run(params)
@@ -274,8 +287,8 @@ def test_tokens_are_counted_where_they_could_break_the_bounds_once_the_tokenizer
     exact = TokenCounter(base, root)(texts.tolist()).astype(float)
     assert exact[3] > 512  # a long ASCII text can break max_tokens
     counter = TokenCounter(base, root, bounds=(1, 512))
-    # The first batch is counted whole, to check the bound on it; every batch then leaves out the
-    # texts that cannot break it (short ASCII with a letter or digit), and counts the others.
+    # The first texts that cannot break the bound (short ASCII with a letter or digit) are counted
+    # to check it; every batch then leaves those out, and counts the others.
     for _ in range(2):
         counted = counter.where_needed(texts)
         assert counter.shortcut is True

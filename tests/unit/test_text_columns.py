@@ -60,8 +60,9 @@ def _random_texts(count: int, seed: int = 0) -> list[str]:
     return texts
 
 
+@pytest.mark.parametrize("dtype", ["str", object])  # Arrow-backed (read from Parquet) or Python objects
 @pytest.mark.parametrize("source", ["edges", "random", "sst2"])
-def test_column_forms_equal_the_per_text_functions(source):
+def test_column_forms_equal_the_per_text_functions(source, dtype):
     if source == "edges":
         texts = EDGES
     elif source == "random":
@@ -70,7 +71,8 @@ def test_column_forms_equal_the_per_text_functions(source):
         texts = pd.read_csv(SST2 / "train.tsv", sep="\t", quoting=3, dtype=str, keep_default_na=False)[
             "sentence"
         ].tolist()
-    series = pd.Series(texts, dtype="str")
+    # An index that does not start at 0, as a batch's slice of a frame has.
+    series = pd.Series(texts, dtype=dtype, index=range(7, 7 + len(texts)))
     assert list(normalise_column(series)) == [normalise(t) for t in texts]
     assert list(not_language_column(series)) == [not_language(t) for t in texts]
     assert np.array_equal(visible_column(series), [has_visible_character(t) for t in texts])

@@ -317,7 +317,7 @@ def _pandas_verdicts(
     start = 0
     for batch in table.batches():
         rows = add_features(batch, data.label_map, counter, findings.columns(start, len(batch)), types)
-        # Only the columns the rules read: GX fingerprints every column of each batch it is given.
+        # Only the columns the rules read.
         results = judge(rows[[ROW_ID, TEXT, *DERIVED, *tag_columns]])
         flagged = {rule.name: flagged_keys(results[rule.name]) for rule in checks}
         yield _BatchVerdict(batch, flagged, rows.set_index(ROW_ID, drop=False))

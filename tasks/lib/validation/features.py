@@ -59,9 +59,11 @@ class TokenCounter:
     Unigram tokenizer gives an ASCII text with a letter or digit at least one token and at most
     one more than its characters (each token covers a character or more; a word-start marker
     may add one), so such a text of at most max_tokens - 1 characters cannot break the bounds
-    when min_tokens is at most 1. The first batch is counted whole to check that this holds
-    for the configured tokenizer; if any text breaks it, every text is counted from then on.
+    when min_tokens is at most 1. The first `probe_rows` such texts are counted to check that
+    this holds for the configured tokenizer; if any breaks it, every text is counted from then on.
     """
+
+    probe_rows = 10_000
 
     def __init__(self, base_model: str, root: Path, bounds: tuple[int, int] | None = None):
         import copy
@@ -92,12 +94,13 @@ class TokenCounter:
         lowest, highest = self.bounds
         lengths = texts.str.len().fillna(0).to_numpy(np.int64)
         safe = ascii_with_alphanumeric(texts) & (lengths + 1 <= highest) & (lowest <= 1)
-        if self.shortcut is None:  # the first batch: count every text, and check the bound on them
-            counts = self(texts.tolist()).astype(float)
-            self.shortcut = bool(((counts[safe] >= 1) & (counts[safe] <= lengths[safe] + 1)).all())
-            if self.shortcut:
-                counts[safe] = np.nan
-            return counts
+        if self.shortcut is None:  # not checked yet: check the bound on the first safe texts
+            probe = np.flatnonzero(safe)[: self.probe_rows]
+            if len(probe):
+                counts = self(texts.iloc[probe].tolist())
+                self.shortcut = bool(((counts >= 1) & (counts <= lengths[probe] + 1)).all())
+            if self.shortcut is False:
+                return self(texts.tolist()).astype(float)
         counts = np.full(len(texts), np.nan)
         needed = np.flatnonzero(~safe)
         counts[needed] = self(texts.iloc[needed].tolist())
