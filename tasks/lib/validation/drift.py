@@ -55,7 +55,7 @@ def _ks_statistic(baseline: np.ndarray, current: np.ndarray) -> float:
     """The two-sample Kolmogorov-Smirnov statistic (scipy's `ks_2samp(...).statistic`).
 
     Lengths in characters are small whole numbers: comparing the two empirical CDFs at every
-    length gives the same value from counts, 10x faster than scipy's sort of ten million values.
+    length gives the same value from counts, without sorting (and copying) both samples.
     """
     whole = all(np.issubdtype(a.dtype, np.integer) and (len(a) == 0 or a.min() >= 0) for a in (baseline, current))
     if not whole:
