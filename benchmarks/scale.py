@@ -1,6 +1,7 @@
 """Data at scale: seconds and peak memory of ingest, validate and split as the data grows.
 
     python benchmarks/scale.py [--sizes 67k 673k 6.7m] [--full] [--stop-after-gb 20] [--stages ingest ...]
+        [--against REV [--rounds 2]]
 
 Generates the data itself: SST-2's train file (67,349 rows) repeated, each copy's texts
 suffixed with the copy's number so every text stays unique, as a TSV per size. Each size
@@ -13,6 +14,11 @@ not grow at all once the stages stream).
 
 `--full` adds 10 million rows. A size whose previous one peaked above `--stop-after-gb`
 is skipped, with the projection that made it so, rather than run into the machine's limit.
+
+`--against REV` compares this checkout's code with commit REV's (its files from git archive):
+for each size, in one workspace, the stages of both run alternately `--rounds` times (this
+host's speed drifts within an hour, so only figures from one run compare), and the ratio of
+the mean end-to-end seconds is printed. Both use this Python environment.
 """
 
 from __future__ import annotations
@@ -68,9 +74,10 @@ def workspace(folder: Path, data_file: Path) -> Path:
     return folder
 
 
-def run_stage(name: str, folder: Path) -> tuple[float, float]:
-    """(seconds, peak GB of the stage's process) of `python -m tasks.stages.<name>` in `folder`."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+def run_stage(name: str, folder: Path, code: Path = ROOT) -> tuple[float, float]:
+    """(seconds, peak GB of the stage's process) of `python -m tasks.stages.<name>` in `folder`,
+    with the project's code from `code` (this checkout, or another commit's worktree)."""
+    env = {**os.environ, "PYTHONPATH": str(code), "TQDM_DISABLE": "1"}
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", f"tasks.stages.{name}"],
@@ -89,6 +96,55 @@ def run_stage(name: str, folder: Path) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
 
 
+def against(rev: str, base: Path) -> Path:
+    """Commit `rev`'s files (git archive) in a folder under `base`, made once."""
+    tree = base / f"code-{rev}"
+    if not tree.exists():
+        tree.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def compare(rows: int, folder: Path, stages: list[str], codes: dict[str, Path], rounds: int) -> None:
+    """The stages from each code in turn, `rounds` times, in one workspace; a table and the ratio."""
+    results: list[dict[str, object]] = []
+    for round_ in range(1, rounds + 1):
+        for label, code in codes.items():
+            total = 0.0
+            for name in stages:
+                seconds, gigabytes = run_stage(name, folder, code)
+                total += seconds
+                results.append(
+                    {
+                        "code": label,
+                        "round": round_,
+                        "stage": name,
+                        "seconds": round(seconds, 1),
+                        "peak GB": round(gigabytes, 2),
+                    }
+                )
+                print(results[-1], flush=True)
+            results.append(
+                {
+                    "code": label,
+                    "round": round_,
+                    "stage": "end to end",
+                    "seconds": round(total, 1),
+                    "rows/s": round(rows / total),
+                }
+            )
+    table = pd.DataFrame(results)
+    print(f"\n{rows:,} rows, the stages of each code alternately:")
+    print(table.to_string(index=False))
+    ends = table[table["stage"] == "end to end"].groupby("code", sort=False)["seconds"].mean()
+    (old, mean_old), (new, mean_new) = ends.items()
+    print(
+        f"\nmean end to end: {old} {mean_old:.1f} s ({rows / mean_old:,.0f} rows/s), {new} {mean_new:.1f} s "
+        f"({rows / mean_new:,.0f} rows/s); {new} is {mean_old / mean_new:.2f}x as fast"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["67k", "673k", "6.7m"])
@@ -96,6 +152,8 @@ def main() -> None:
     parser.add_argument("--stop-after-gb", type=float, default=20.0, help="skip a size projected past this peak")
     parser.add_argument("--keep", type=Path, help="keep the generated files and workspaces here")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES), help="the first stages only")
+    parser.add_argument("--against", metavar="REV", help="compare with commit REV's code, alternating")
+    parser.add_argument("--rounds", type=int, default=2, help="with --against: runs of each code")
     args = parser.parse_args()
     sizes = [rows_of(size) for size in [*args.sizes, *(["10m"] if args.full else [])]]
     base = args.keep or Path(tempfile.mkdtemp(prefix="scale-bench-"))
@@ -110,9 +168,15 @@ def main() -> None:
         folder = workspace(base / f"rows-{rows}", base / f"sst2-{rows}.tsv")
         if not (base / f"sst2-{rows}.tsv").exists():
             generate(rows, base / f"sst2-{rows}.tsv")
+        stages = list(STAGES[: max(STAGES.index(stage) for stage in args.stages) + 1])
+        if args.against:
+            compare(
+                rows, folder, stages, {args.against: against(args.against, base), "this checkout": ROOT}, args.rounds
+            )
+            continue
         total = 0.0
         peak = 0.0
-        for name in STAGES[: max(STAGES.index(stage) for stage in args.stages) + 1]:
+        for name in stages:
             seconds, gigabytes = run_stage(name, folder)
             total += seconds
             peak = max(peak, gigabytes)
@@ -136,6 +200,8 @@ def main() -> None:
             }
         )
         previous_peak = (rows, peak)
+    if args.against:
+        return
     table = pd.DataFrame(results)
     print(f"\nIngest, validate and split on {os.cpu_count()} cores (each stage its own process):")
     print(table.to_string(index=False))
