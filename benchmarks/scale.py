@@ -54,7 +54,7 @@ def generate(rows: int, target: Path) -> Path:
     with target.open("w", encoding="utf-8") as sink:
         sink.write("sentence\tlabel\n")
         written = 0
-        for copy in tqdm(range(copies), desc=f"generating {rows:,} rows", leave=False):
+        for copy in tqdm(range(copies), desc=f"generating {rows:,} rows", leave=False, disable=None):
             part = source.iloc[: rows - written]
             suffix = f" c{copy}" if copy else ""
             sink.writelines(
