@@ -76,7 +76,7 @@ def workspace(folder: Path, data_file: Path) -> Path:
 
 def run_stage(name: str, folder: Path, code: Path = ROOT) -> tuple[float, float]:
     """(seconds, peak GB of the stage's process) of `python -m tasks.stages.<name>` in `folder`,
-    with the project's code from `code` (this checkout, or another commit's worktree)."""
+    with the project's code from `code` (this checkout, or another commit's files)."""
     env = {**os.environ, "PYTHONPATH": str(code), "TQDM_DISABLE": "1"}
     started = time.perf_counter()
     process = subprocess.Popen(
