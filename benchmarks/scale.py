@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import yaml
@@ -106,34 +107,37 @@ def against(rev: str, base: Path) -> Path:
     return tree
 
 
+def measure(
+    rows: int, folder: Path, stages: list[str], labels: dict[str, object], code: Path = ROOT
+) -> list[dict[str, object]]:
+    """One run of `stages` in `folder`: a record per stage and one end to end, each starting with `labels`."""
+    records: list[dict[str, object]] = []
+    total = peak = 0.0
+    for name in stages:
+        seconds, gigabytes = run_stage(name, folder, code)
+        total, peak = total + seconds, max(peak, gigabytes)
+        records.append(
+            {
+                **labels,
+                "stage": name,
+                "seconds": round(seconds, 1),
+                "rows/s": round(rows / seconds),
+                "peak GB": round(gigabytes, 2),
+            }
+        )
+        print(records[-1], flush=True)
+    end = {"stage": "end to end", "seconds": round(total, 1), "rows/s": round(rows / total), "peak GB": round(peak, 2)}
+    return [*records, {**labels, **end}]
+
+
 def compare(rows: int, folder: Path, stages: list[str], codes: dict[str, Path], rounds: int) -> None:
     """The stages from each code in turn, `rounds` times, in one workspace; a table and the ratio."""
-    results: list[dict[str, object]] = []
-    for round_ in range(1, rounds + 1):
-        for label, code in codes.items():
-            total = 0.0
-            for name in stages:
-                seconds, gigabytes = run_stage(name, folder, code)
-                total += seconds
-                results.append(
-                    {
-                        "code": label,
-                        "round": round_,
-                        "stage": name,
-                        "seconds": round(seconds, 1),
-                        "peak GB": round(gigabytes, 2),
-                    }
-                )
-                print(results[-1], flush=True)
-            results.append(
-                {
-                    "code": label,
-                    "round": round_,
-                    "stage": "end to end",
-                    "seconds": round(total, 1),
-                    "rows/s": round(rows / total),
-                }
-            )
+    results = [
+        record
+        for round_ in range(1, rounds + 1)
+        for label, code in codes.items()
+        for record in measure(rows, folder, stages, {"code": label, "round": round_}, code)
+    ]
     table = pd.DataFrame(results)
     print(f"\n{rows:,} rows, the stages of each code alternately:")
     print(table.to_string(index=False))
@@ -174,32 +178,8 @@ def main() -> None:
                 rows, folder, stages, {args.against: against(args.against, base), "this checkout": ROOT}, args.rounds
             )
             continue
-        total = 0.0
-        peak = 0.0
-        for name in stages:
-            seconds, gigabytes = run_stage(name, folder)
-            total += seconds
-            peak = max(peak, gigabytes)
-            results.append(
-                {
-                    "rows": rows,
-                    "stage": name,
-                    "seconds": round(seconds, 1),
-                    "rows/s": round(rows / seconds),
-                    "peak GB": round(gigabytes, 2),
-                }
-            )
-            print(results[-1], flush=True)
-        results.append(
-            {
-                "rows": rows,
-                "stage": "end to end",
-                "seconds": round(total, 1),
-                "rows/s": round(rows / total),
-                "peak GB": round(peak, 2),
-            }
-        )
-        previous_peak = (rows, peak)
+        results += measure(rows, folder, stages, {"rows": rows})
+        previous_peak = (rows, cast(float, results[-1]["peak GB"]))
     if args.against:
         return
     table = pd.DataFrame(results)
