@@ -89,7 +89,7 @@ repro: install $(SPARK_IF_NEEDED)
 
 ## The default suite (about 45 minutes on 2 cores).
 test: install chromium spark
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses auto --dist loadscope
 
 ## The serving load benchmark (README "Serving under load"): wrk from Debian against `textclf serve`.
 bench-serving: install

@@ -29,6 +29,16 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     prefect_home = Path(os.environ.setdefault("PREFECT_HOME", str(Path(config.rootpath) / ".pytest_cache" / "prefect")))
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        # `make test` runs the tests in parallel processes (pytest-xdist): each has its own Prefect
+        # database, since temporary servers sharing one SQLite file can find it locked, and its
+        # share of the cores, since 2 workers each running 2 torch threads on 2 cores spin against
+        # each other.
+        prefect_home = prefect_home / worker
+        os.environ["PREFECT_HOME"] = str(prefect_home)
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect's SQLite cannot create its folder
     os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
     from tasks.apps.cli import prefect_defaults
@@ -110,6 +120,8 @@ def tiny_overrides(model_dir: Path) -> dict[str, Any]:
         "train": {"base_model": str(model_dir), "epochs": 2, "batch_size": 16, "learning_rate": 1e-3},
         # No scheduled monitoring run in the middle of a test that serves the deployments.
         "monitor": {"cron": "0 0 1 1 *"},
+        # One timed round: the tests check what quantize measures, not how steady the figure is.
+        "quantize": {"benchmark": {"warmup": 2, "rounds": 1}},
         "gate": {
             "min_onnx_agreement": 0.95,
             "serving": {"min_agreement": 0.8, "max_accuracy_drop": 0.2},
