@@ -93,7 +93,9 @@ def test_a_recipe_that_does_not_fit_leaves_params_yaml_alone(workspace: Path):
         apply_recipe(workspace, "typo")
     assert (workspace / "params.yaml").read_text() == before
     with pytest.raises(
-        ConfigError, match=r"no such recipe; there are \['conll2003', 'demo-entities', 'distill', 'sst2-5k', 'typo'\]"
+        ConfigError,
+        match=r"no such recipe; there are "
+        r"\['conll2003', 'conll2003-mpnet', 'demo-entities', 'distill', 'sst2-5k', 'typo'\]",
     ):
         apply_recipe(workspace, "conll2004")
 
@@ -108,6 +110,15 @@ def test_the_conll2003_recipe_keeps_the_standard_splits(workspace: Path):
     params = load_params(workspace)
     sizes = {name: len(pd.read_parquet(params.path(f"{name}_split"))) for name in ("train", "val", "test")}
     assert sizes == {"train": 14041, "val": 3250, "test": 3453}
+
+
+def test_the_conll2003_mpnet_recipe_applies_over_conll2003(workspace: Path):
+    apply_recipe(workspace, "conll2003")
+    apply_recipe(workspace, "conll2003-mpnet")
+    params = load_params(workspace)
+    assert params.task == "token_classification" and params.data.source == "../shared/data/conll2003"
+    assert params.train.base_model == "venv:all-mpnet-base-v2" and params.train.eval_steps == 300
+    assert params.quantize.variants["int8_dynamic"].op_types == ["MatMul"]
 
 
 def test_the_distill_recipe_turns_distillation_on_with_a_smaller_student(workspace: Path):
