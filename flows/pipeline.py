@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -48,6 +49,7 @@ from tasks.lib.artifacts import (
 from tasks.lib.config import load_params
 from tasks.lib.errors import PipelineError
 from tasks.lib.incoming import incoming_lock
+from tasks.lib.io import lock_path
 from tasks.lib.notify import notify
 from tasks.lib.stage_runner import ERROR_PREFIX
 from tasks.lib.team_workspace import (
@@ -323,11 +325,32 @@ SLOT_LEASE_S = 300
 @contextlib.contextmanager
 def workspace_slot(workspace: Path) -> Iterator[None]:
     """One pipeline per workspace (per team, with a DVC remote) at a time, on every host: a slot of a Prefect
-    global concurrency limit named after the workspace; says so in the run log when it has to wait."""
+    global concurrency limit named after the workspace; says so in the run log when it has to wait.
+
+    On a temporary Prefect server (`textclf run` without PREFECT_API_URL) the slot is a file lock in the
+    workspace instead. Such a server keeps leases in its own memory and runs no service that frees
+    expired ones, so a run killed while it held a Prefect slot left the limit's count taken in
+    PREFECT_HOME's database, and every later run of the workspace waited for it forever. The OS
+    releases a file lock when its holder dies; runs on a temporary server can only share a workspace
+    on this host, which is what a file lock covers.
+    """
     from prefect.client.orchestration import get_client
     from prefect.concurrency.sync import concurrency
+    from prefect.settings import get_current_settings
 
     name = workspace_identity(workspace)
+    if get_current_settings().api.url is None:
+        lock = FileLock(str(lock_path(workspace, "pipeline")))
+        try:
+            lock.acquire(timeout=1)
+        except Timeout:
+            get_run_logger().info(f"another pipeline run holds this workspace ({name}): waiting for it to finish")
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+        return
     with get_client(sync_client=True) as client:
         client.upsert_global_concurrency_limit_by_name(name, limit=1)
 
