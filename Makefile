@@ -87,7 +87,7 @@ serve: install
 repro: install $(SPARK_IF_NEEDED)
 	$(BIN)/dvc repro
 
-## The default suite (about 45 minutes on 2 cores).
+## The default suite, its modules spread over one worker process per core (about 24 minutes on 2 cores).
 test: install chromium spark
 	$(BIN)/python -m pytest --numprocesses auto --dist loadscope
 

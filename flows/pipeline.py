@@ -330,7 +330,7 @@ def workspace_slot(workspace: Path) -> Iterator[None]:
     On a temporary Prefect server (`textclf run` without PREFECT_API_URL) the slot is a file lock in the
     workspace instead. Such a server keeps leases in its own memory and runs no service that frees
     expired ones, so a run killed while it held a Prefect slot left the limit's count taken in
-    PREFECT_HOME's database, and every later run of the workspace waited for it forever. The OS
+    PREFECT_HOME's database, and every later run of the workspace waited for a release that never came. The OS
     releases a file lock when its holder dies; runs on a temporary server can only share a workspace
     on this host, which is what a file lock covers.
     """
