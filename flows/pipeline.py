@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
+from filelock import FileLock
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -339,35 +339,31 @@ def workspace_slot(workspace: Path) -> Iterator[None]:
     from prefect.settings import get_current_settings
 
     name = workspace_identity(workspace)
+    slot: Callable[[float | None], contextlib.AbstractContextManager[Any]]
     if get_current_settings().api.url is None:
         lock = FileLock(str(lock_path(workspace, "pipeline")))
-        try:
-            lock.acquire(timeout=1)
-        except Timeout:
-            get_run_logger().info(f"another pipeline run holds this workspace ({name}): waiting for it to finish")
-            lock.acquire()
-        try:
-            yield
-        finally:
-            lock.release()
-        return
-    with get_client(sync_client=True) as client:
-        client.upsert_global_concurrency_limit_by_name(name, limit=1)
 
-    def slot(timeout_s: float | None) -> contextlib.AbstractContextManager[None]:
-        # A renewal that fails once (a server restart) must not kill hours of training.
-        return concurrency(
-            name,
-            timeout_seconds=timeout_s,
-            lease_duration=SLOT_LEASE_S,
-            strict=True,
-            raise_on_lease_renewal_failure=False,
-        )
+        def slot(timeout_s: float | None) -> contextlib.AbstractContextManager[Any]:
+            return lock.acquire(timeout=-1 if timeout_s is None else timeout_s)  # released on the context's exit
+
+    else:
+        with get_client(sync_client=True) as client:
+            client.upsert_global_concurrency_limit_by_name(name, limit=1)
+
+        def slot(timeout_s: float | None) -> contextlib.AbstractContextManager[Any]:
+            # A renewal that fails once (a server restart) must not kill hours of training.
+            return concurrency(
+                name,
+                timeout_seconds=timeout_s,
+                lease_duration=SLOT_LEASE_S,
+                strict=True,
+                raise_on_lease_renewal_failure=False,
+            )
 
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(slot(1))
-        except TimeoutError:
+        except TimeoutError:  # filelock's Timeout is one too
             get_run_logger().info(f"another pipeline run holds this workspace ({name}): waiting for it to finish")
             stack.enter_context(slot(None))
         yield

@@ -55,6 +55,7 @@ def test_a_killed_run_does_not_keep_the_workspace_from_the_next_one(tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path / "home")}
     (tmp_path / "home").mkdir()
     first = start_holder(workspace, 600, tmp_path / "first.log", env)
+    second = None
     try:
         wait_for_text(tmp_path / "first.log", "held", first)
         second = start_holder(workspace, 0, tmp_path / "second.log", env)
@@ -67,6 +68,6 @@ def test_a_killed_run_does_not_keep_the_workspace_from_the_next_one(tmp_path: Pa
         assert second.wait(timeout=120) == 0, (tmp_path / "second.log").read_text()[-3000:]
         assert "held" in (tmp_path / "second.log").read_text()
     finally:
-        for process in (first, locals().get("second")):
+        for process in (first, second):
             if process is not None and process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
