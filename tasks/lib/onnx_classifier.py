@@ -10,6 +10,7 @@ in OpenVINO's CPU plugin.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -88,9 +89,17 @@ def length_batches(lengths: Sequence[int], batch_size: int, cut: bool = False) -
 
 
 def session_options(threads: int | None = None) -> Any:
+    """ONNX Runtime options with `threads` intra-op threads.
+
+    None: OMP_NUM_THREADS where it is set, as PyTorch reads it, else one per core. ONNX Runtime
+    itself ignores that variable, so a process told to use one core (a worker sharing the machine
+    with others) would otherwise spin a thread per core against its neighbours.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    threads = threads or (int(limit) if limit.isdigit() and int(limit) > 0 else None)
     if threads:
         options.intra_op_num_threads = threads
     return options

@@ -460,3 +460,14 @@ def test_admission_refuses_only_beyond_a_batch_and_a_slow_batch_does_not_refuse(
         assert batcher.refusal() is None
 
     asyncio.run(scenario())
+
+
+def test_onnx_runtime_threads_follow_omp_num_threads_unless_set(monkeypatch: pytest.MonkeyPatch):
+    """A process limited to one core by OMP_NUM_THREADS (as PyTorch reads it) gets one ONNX Runtime thread."""
+    from tasks.lib.onnx_classifier import session_options
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert session_options().intra_op_num_threads == 1
+    assert session_options(3).intra_op_num_threads == 3  # serve.threads / quantize.benchmark.threads win
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert session_options().intra_op_num_threads == 0  # ONNX Runtime's default: one per core
