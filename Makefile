@@ -87,9 +87,10 @@ serve: install
 repro: install $(SPARK_IF_NEEDED)
 	$(BIN)/dvc repro
 
-## The default suite, its modules spread over one worker process per core (about 24 minutes on 2 cores).
+## The default suite, its modules spread over TEST_WORKERS worker processes (about 24 minutes on 2 cores).
+TEST_WORKERS ?= auto
 test: install chromium spark
-	$(BIN)/python -m pytest --numprocesses auto --dist loadscope
+	$(BIN)/python -m pytest --numprocesses $(TEST_WORKERS) --dist loadscope
 
 ## The serving load benchmark (README "Serving under load"): wrk from Debian against `textclf serve`.
 bench-serving: install
