@@ -95,7 +95,7 @@ def test_a_recipe_that_does_not_fit_leaves_params_yaml_alone(workspace: Path):
     with pytest.raises(
         ConfigError,
         match=r"no such recipe; there are "
-        r"\['conll2003', 'conll2003-mpnet', 'demo-entities', 'distill', 'sst2-5k', 'typo'\]",
+        r"\['conll2003', 'conll2003-mpnet', 'demo-entities', 'distill', 'sst2-5k', 'sst2-full', 'typo'\]",
     ):
         apply_recipe(workspace, "conll2004")
 
@@ -135,3 +135,12 @@ def test_the_sst2_5k_recipe_trains_mpnet_on_5000_sst2_rows(workspace: Path):
         "0": "negative",
         "1": "positive",
     }
+
+
+def test_the_sst2_full_recipe_applies_over_sst2_5k(workspace: Path):
+    apply_recipe(workspace, "sst2-5k")
+    apply_recipe(workspace, "sst2-full")
+    params = load_params(workspace)
+    assert params.data.source == "../shared/data/sst2" and params.split.max_train_rows is None
+    assert params.train.base_model == "venv:all-mpnet-base-v2" and params.train.learning_rate == 3e-5
+    assert params.train.epochs == 1 and params.train.eval_steps == 1000
