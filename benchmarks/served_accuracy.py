@@ -45,6 +45,11 @@ def main() -> None:
     status = model.status()
     if status["version"] is None:
         raise SystemExit(f"{params.path('registry')}: nothing to serve ({status['error']})")
+    unknown = sorted(set(gold) - set(status["labels"]))
+    if unknown:
+        raise SystemExit(
+            f"{args.file}: labels {unknown} are not the model's {status['labels']} (map them with data.label_map)"
+        )
     print(f"{args.file}: {len(texts)} rows; serving {status['version']} ({status['variant']}, {status['engine']})")
     samples = bootstrap_samples(len(texts), args.resamples, seed=0)
     for batch_size in (int(size) for size in args.batch_sizes.split(",")):
