@@ -87,11 +87,12 @@ serve: install
 repro: install $(SPARK_IF_NEEDED)
 	$(BIN)/dvc repro
 
-## The default suite, its modules spread over TEST_WORKERS worker processes (about 19 minutes on 2 cores).
-## One more worker than cores: most tests wait on servers and processes much of the time (README "Tests").
+## The default suite (about 19 minutes on 2 cores), its modules spread over TEST_WORKERS worker processes,
+## the longest modules first (tests/conftest.py). One more worker than cores: most tests wait on servers and processes much of the
+## time (README "Tests").
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: install chromium spark
-	$(BIN)/python -m pytest --numprocesses $(TEST_WORKERS) --dist loadscope
+	$(BIN)/python -m pytest --numprocesses $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 ## The serving load benchmark (README "Serving under load"): wrk from Debian against `textclf serve`.
 bench-serving: install

@@ -46,7 +46,24 @@ def pytest_configure(config: pytest.Config) -> None:
     prefect_defaults()  # as `textclf` sets them, for the Prefect servers the tests start
 
 
+# The modules that take longest (seconds in a full run's --durations), started first: `make test`
+# hands whole modules to the workers (--dist loadscope) in collection order (--no-loadscope-reorder;
+# xdist's own order puts modules of many tests first), so the longest no longer start last while
+# the other workers have nothing left to do.
+LONGEST_MODULES = (
+    "tests/integration/test_team_hosts.py",  # 480-710
+    "tests/integration/test_service.py",  # 390-440
+    "tests/data/test_spark_engine.py",  # 320-450
+    "tests/data/test_same_verdicts.py",  # 160-220
+    "tests/integration/test_pipeline.py",  # 185-210
+    "tests/integration/test_named_entities.py",  # 170-270
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {module: position for position, module in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest keep their order
+
     import torch
 
     if not torch.cuda.is_available():
