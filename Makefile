@@ -88,8 +88,8 @@ repro: install $(SPARK_IF_NEEDED)
 	$(BIN)/dvc repro
 
 ## The default suite (about 19 minutes on 2 cores), its modules spread over TEST_WORKERS worker processes,
-## the longest modules first (tests/conftest.py). One more worker than cores: most tests wait on servers and processes much of the
-## time (README "Tests").
+## the longest modules first (tests/conftest.py). One more worker than cores: most tests spend much of
+## their time waiting on servers and processes (README "Tests").
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: install chromium spark
 	$(BIN)/python -m pytest --numprocesses $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder

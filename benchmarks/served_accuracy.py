@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from sst2_rows import SST2
@@ -39,7 +40,7 @@ def main() -> None:
 
     params = load_params(Path.cwd())
     frame = read_file(args.file, params.data)
-    gold = np.asarray(map_labels(frame[LABEL].astype(str), params.data.label_map))
+    gold = list(map_labels(frame[LABEL], params.data.label_map))
     texts = list(frame[TEXT])
     model = ProductionModel(params.path("registry"), params.serve.threads)
     status = model.status()
@@ -56,10 +57,10 @@ def main() -> None:
         start = time.perf_counter()
         _, replies = model.predict(texts, batch_size)
         seconds = time.perf_counter() - start
-        if not all(isinstance(reply, Prediction) for reply in replies):
+        if not isinstance(replies[0], Prediction):
             raise SystemExit(f"{status['version']} tags entities: this script scores text classifiers")
-        labels = [reply.label for reply in replies if isinstance(reply, Prediction)]
-        correct = np.asarray([label == truth for label, truth in zip(labels, gold, strict=True)], dtype=float)
+        predictions = cast(list[Prediction], replies)  # a model answers every text alike
+        correct = np.asarray([reply.label == truth for reply, truth in zip(predictions, gold, strict=True)])
         low, high = interval(correct[samples].mean(axis=1), 0.95)
         print(
             f"batch {batch_size:>3}: accuracy {correct.mean():.4f} (95% CI {low:.4f}-{high:.4f}), "
