@@ -28,7 +28,7 @@ from sst2_rows import sst2
 from tqdm import tqdm
 
 from tasks.lib.config import load_params
-from tasks.lib.models import resolve_base_model
+from tasks.lib.training.models import resolve_base_model
 from tasks.lib.training.trainer import train
 
 # Usual learning rates: LoRA (Hu et al.) 2e-4 to 5e-4 on GLUE, IA3 (Liu et al.) 3e-3, BitFit

@@ -25,9 +25,9 @@ from sst2_rows import SST2
 
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import load_params
-from tasks.lib.metrics import bootstrap_samples, interval
-from tasks.lib.production_model import Prediction, ProductionModel
-from tasks.lib.readers import read_file
+from tasks.lib.data.readers import read_file
+from tasks.lib.evaluation.metrics import bootstrap_samples, interval
+from tasks.lib.inference.production_model import Prediction, ProductionModel
 from tasks.lib.validation.features import map_labels
 
 

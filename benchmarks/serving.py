@@ -59,10 +59,10 @@ from typing import Any
 
 from tasks.lib.columns import TEXT
 from tasks.lib.config import Params, load_params
+from tasks.lib.data.readers import read_file
+from tasks.lib.data.text import has_visible_character
+from tasks.lib.inference.production_model import ModelLoadError, ProductionModel
 from tasks.lib.io import read_table
-from tasks.lib.production_model import ModelLoadError, ProductionModel
-from tasks.lib.readers import read_file
-from tasks.lib.text import has_visible_character
 
 # Named configurations: extra `textclf serve` flags (flag -> value), nothing when the server's defaults.
 PRESETS: dict[str, dict[str, str]] = {

@@ -8,7 +8,7 @@ import pandas as pd
 
 from tasks.lib.columns import LABEL
 from tasks.lib.config import Params
-from tasks.lib.readers import read_file
+from tasks.lib.data.readers import read_file
 from tasks.lib.validation.features import map_labels
 
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"

@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from tasks.lib.columns import LABEL
 from tasks.lib.config import load_params
-from tasks.lib.models import resolve_base_model
-from tasks.lib.readers import read_file
+from tasks.lib.data.readers import read_file
+from tasks.lib.training.models import resolve_base_model
 from tasks.lib.training.trainer import (
     Precision,
     choose_precision,

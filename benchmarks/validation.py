@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from tasks.lib.config import load_params
-from tasks.lib.readers import read_source
+from tasks.lib.data.readers import read_source
 from tasks.lib.validation.checks import check
 from tasks.lib.validation.features import TokenCounter
 

@@ -17,11 +17,11 @@ from prefect.client.orchestration import get_client
 from prefect.events import Event
 from prefect.runtime import flow_run
 
-from tasks.apps.landing import Receipt, ingest_new, summary_line
 from tasks.lib.config import Params, load_params
+from tasks.lib.data.landing import Receipt, ingest_new, summary_line
 from tasks.lib.errors import PipelineError
-from tasks.lib.notify import notify
-from tasks.lib.team_workspace import workspace_identity
+from tasks.lib.reporting.notify import notify
+from tasks.lib.storage.team_workspace import workspace_identity
 
 DATA_ACCEPTED = "textclf.data.accepted"
 

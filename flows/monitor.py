@@ -2,7 +2,7 @@
 
 Deployment `monitor` in prefect.yaml (`textclf service` serves it beside the retraining
 deployments); `textclf monitor` runs it once. Each run writes a report folder under
-paths.monitoring (tasks.lib.monitor_report), a Prefect artifact with the rules, and, when a
+paths.monitoring (tasks.lib.monitoring.monitor_report), a Prefect artifact with the rules, and, when a
 rule whose policy is `notify` fires, a notification (paths.notifications, retrain.notify_block).
 """
 
@@ -15,9 +15,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.lib.config import load_params
-from tasks.lib.monitor_report import REPORT_FILE, write_report
-from tasks.lib.notify import notify
-from tasks.lib.traffic_monitor import MonitorRun, monitor_traffic
+from tasks.lib.monitoring.monitor_report import REPORT_FILE, write_report
+from tasks.lib.monitoring.traffic_monitor import MonitorRun, monitor_traffic
+from tasks.lib.reporting.notify import notify
 
 MONITOR_FLOW = "textclf-monitor"
 

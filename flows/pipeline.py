@@ -10,8 +10,8 @@ person, another host of the team) waits for a slot of the workspace's Prefect
 global concurrency limit (held on the server, leased: a killed run frees it),
 and DVC is told to wait for its own lock rather than fail. With a DVC default
 remote the run starts from the team's last successful run and publishes its own
-(tasks.lib.team_workspace). A failed or rejected run raises a notification
-(tasks.lib.notify).
+(tasks.lib.storage.team_workspace). A failed or rejected run raises a notification
+(tasks.lib.reporting.notify).
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ from tasks.lib.artifacts import (
     ValidateMetrics,
 )
 from tasks.lib.config import load_params
+from tasks.lib.data.incoming import incoming_lock
 from tasks.lib.errors import PipelineError
-from tasks.lib.incoming import incoming_lock
 from tasks.lib.io import lock_path
-from tasks.lib.notify import notify
+from tasks.lib.reporting.notify import notify
 from tasks.lib.stage_runner import ERROR_PREFIX
-from tasks.lib.team_workspace import (
+from tasks.lib.storage.team_workspace import (
     TeamSyncError,
     publish_workspace,
     pull_workspace,
@@ -435,7 +435,7 @@ def pipeline(root: str = ".") -> dict[str, str]:
 
 
 def _pull(workspace: Path) -> None:
-    """The team's accepted batches, workspace state and run-cache entries (tasks.lib.team_workspace)."""
+    """The team's accepted batches, workspace state and run-cache entries (tasks.lib.storage.team_workspace)."""
     pull_workspace(workspace, load_params(workspace).path("incoming"), _dvc(), get_run_logger().info)
 
 
@@ -446,7 +446,7 @@ def _publish(workspace: Path) -> None:
 
 def _apply_retention(workspace: Path) -> None:
     """params.yaml `retention` after every run; a failure to prune is logged, never the run's failure."""
-    from tasks.lib.retention import prune
+    from tasks.lib.storage.retention import prune
 
     logger = get_run_logger()
     try:

@@ -1,13 +1,11 @@
-"""Shared fixtures: tiny real models, params files in temp folders, repo copies."""
+"""Shared fixtures: tiny real models, params files in temp folders, repo copies, servers.
+
+Helpers that tests import by name live in tests/support/ (a conftest is not a module to import)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,13 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.seaweedfs import SeaweedFS, free_port
-
-__all__ = ["free_port"]  # a free loopback port, for the tests that start servers
-
-REPO = Path(__file__).resolve().parent.parent
-SST2 = REPO.parent / "shared" / "data" / "sst2"
-BIN = Path(sys.executable).parent
+from tests.support.repo import BIN, REPO, copy_repo, deep_merge, repo_params
+from tests.support.seaweedfs import SeaweedFS
+from tests.support.webhook import Webhook
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,19 +67,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
-def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = (
-            deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-        )
-    return merged
-
-
-def repo_params() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer BERT (hidden 32) with MiniLM's real tokenizer."""
@@ -96,7 +77,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         set_seed,
     )
 
-    from tasks.lib.models import resolve_base_model
+    from tasks.lib.training.models import resolve_base_model
 
     set_seed(0)  # the same random weights every session, so what the tiny model learns is reproducible
 
@@ -118,40 +99,14 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def onnx_folder(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """The tiny model exported as a servable folder: model.onnx, tokenizer.json, classifier.json."""
-    from tasks.lib.onnx_classifier import ClassifierInfo
-    from tasks.lib.onnx_export import export_onnx
+    from tasks.lib.export.onnx_export import export_onnx
+    from tasks.lib.inference.onnx_classifier import ClassifierInfo
 
     folder = tmp_path_factory.mktemp("onnx")
     export_onnx(tiny_model_dir, folder / "model.onnx", 17, "sequence_classification")
     shutil.copy(tiny_model_dir / "tokenizer.json", folder)
     ClassifierInfo(["negative", "positive"], 64).save(folder)
     return folder
-
-
-def tiny_overrides(model_dir: Path) -> dict[str, Any]:
-    """Params that make the whole DAG run in about a minute on 2 cores."""
-    return {
-        "data": {"demo": {"rows": 400}},
-        "validate": {"min_rows": 50},
-        "augment": {"synonym": {"ratio": 0.1}, "backtranslation": {"ratio": 0.05}},
-        "train": {"base_model": str(model_dir), "epochs": 2, "batch_size": 16, "learning_rate": 1e-3},
-        # No scheduled monitoring run in the middle of a test that serves the deployments.
-        "monitor": {"cron": "0 0 1 1 *"},
-        # One timed round: the tests check what quantize measures, not how steady the figure is. Threads
-        # as the worker's OMP_NUM_THREADS, not params.yaml's 2, which spin against the other workers.
-        "quantize": {"benchmark": {"warmup": 2, "rounds": 1, "threads": None}},
-        "gate": {
-            "min_onnx_agreement": 0.95,
-            "serving": {"min_agreement": 0.8, "max_accuracy_drop": 0.2},
-            # The tiny model barely learns 400 rows in 2 epochs: about the majority share.
-            "metrics": {
-                "accuracy": {"min": 0.3, "change": {"min": -0.5}},
-                "macro_f1": {"min": 0.2, "change": {"min": -0.5}},
-                "ece": {"max": 0.5},
-            },
-            "slices": {"*": {"accuracy": {"change": {"min": -0.5}}}, "negation": {"accuracy": {"min": 0.0}}},
-        },
-    }
 
 
 @pytest.fixture
@@ -166,65 +121,9 @@ def make_params(tmp_path: Path) -> Callable[..., Any]:
     return build
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    """`cmd` in `cwd`; a child working in a temp folder gets its own Prefect home beside it.
-
-    Prefect's temporary server keeps its SQLite database in PREFECT_HOME; a child
-    sharing the session's home with this process's own temporary server can find
-    that database locked while it starts (seen in CI), so each temp folder gets one.
-    """
-    env = None
-    if cwd != REPO:
-        home = cwd.parent / "prefect-home"
-        home.mkdir(exist_ok=True)  # Prefect's SQLite cannot create its folder
-        env = {**os.environ, "PREFECT_HOME": str(home)}
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
-    return done
-
-
-def copy_repo(target: Path) -> Path:
-    """The tracked files of this repo in a fresh git repo at `target` (DVC initialised, as committed)."""
-    files = run(["git", "ls-files", "-z"], REPO).stdout.split("\0")
-    for name in filter(None, files):
-        source = REPO / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    run(["git", "init", "-q"], target)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], target)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], target)
-    return target
-
-
 @pytest.fixture
 def repo_copy(tmp_path: Path) -> Path:
     return copy_repo(tmp_path / "repo")
-
-
-class Webhook:
-    """A real HTTP endpoint on loopback that records the JSON bodies posted to it."""
-
-    def __init__(self, status: int = 200):
-        from http.server import BaseHTTPRequestHandler, HTTPServer
-
-        received: list[dict[str, Any]] = []
-        self.received, self.status = received, status
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # the name http.server calls
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(hook.status)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture

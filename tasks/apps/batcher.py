@@ -32,7 +32,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.lib.production_model import Reply, Served, replies
+from tasks.lib.inference.production_model import Reply, Served, replies
 
 # How many recent batches the admission estimate is the median of.
 _RECENT_BATCHES = 15

@@ -71,7 +71,7 @@ def predict_command(params: Params, texts: list[str], file: Path | None, as_json
     """Print a label and its probability per text, or a tagger's entities (or JSON lines)."""
     import json
 
-    from tasks.lib.production_model import Prediction, ProductionModel, reply_record
+    from tasks.lib.inference.production_model import Prediction, ProductionModel, reply_record
 
     texts = _read_texts(texts, file)
     if not texts:
@@ -97,8 +97,8 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
     """List, show, promote, roll back or archive registry versions."""
     import json
 
-    from tasks.lib.model_card import CARD_FILE
-    from tasks.lib.registry import Registry
+    from tasks.lib.storage.model_card import CARD_FILE
+    from tasks.lib.storage.registry import Registry
 
     registry = Registry(params.location("registry"))
     for problem in registry.history_problems():
@@ -149,9 +149,9 @@ def ingest_new_command(params: Params, files: list[Path]) -> int:
     Returns:
         0 all accepted, 1 any rejected, STILL_BEING_WRITTEN any left in place because it was changing.
     """
+    from flows.deployments import configured_api_url
     from flows.ingest_new import ingest_new_data
-    from flows.service import configured_api_url
-    from tasks.apps.landing import STILL_BEING_WRITTEN, Receipt, StillBeingWritten, summary_line
+    from tasks.lib.data.landing import STILL_BEING_WRITTEN, Receipt, StillBeingWritten, summary_line
 
     landing = params.path("landing").resolve()
     rejected = waiting = 0
@@ -201,10 +201,14 @@ def remote_command(root: Path, url: str | None, endpoint_url: str | None, name: 
     )
 
 
-def deps_command(root: Path, verbose: bool) -> int:
-    """Each stage's import closure against dvc.yaml's deps; 1 if any stage's deps are off."""
-    from tasks.apps.code_deps import check_stages, report
+def deps_command(root: Path, verbose: bool, fix: bool = False) -> int:
+    """Each stage's import closure against dvc.yaml's deps; 1 if any stage's deps are off
+    (with `fix`, dvc.yaml's code deps are rewritten first)."""
+    from tasks.apps.code_deps import check_stages, fix_stages, report
 
+    if fix:
+        changed = fix_stages(root)
+        print(f"dvc.yaml: code deps rewritten for {', '.join(changed)}" if changed else "dvc.yaml: nothing to fix")
     stages = check_stages(root)
     if verbose:
         for stage in stages:
@@ -313,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("prune", help="remove old archives, rejected files, versions, log lines (params retention)")
     deps = sub.add_parser("deps", help="check that dvc.yaml's deps name all the code each stage runs")
     deps.add_argument("-v", "--verbose", action="store_true", help="also list the files each stage runs")
+    deps.add_argument("--fix", action="store_true", help="rewrite dvc.yaml's code deps to what each stage runs")
     recipe = sub.add_parser("recipe", help="merge a params overlay (recipes/NAME.yaml) into params.yaml")
     recipe.add_argument("name", nargs="?", help="the recipe (none: list the recipes)")
     recipe.add_argument(
@@ -379,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                 monitoring=not args.no_monitoring,
             )
         elif args.command == "deps":
-            return deps_command(root, args.verbose)
+            return deps_command(root, args.verbose, args.fix)
         elif args.command == "recipe":
             recipe_command(root, args.name, args.dvc_args)
         elif args.command == "tune":
@@ -412,22 +417,23 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "prune":
             import json
 
-            from tasks.lib.retention import prune
+            from tasks.lib.storage.retention import prune
 
             print(json.dumps(prune(load_params(root)), indent=2))
         elif args.command == "ingest-new":
             return ingest_new_command(load_params(root), args.files)
         elif args.command in ("service", "deploy", "watch"):
-            from flows import service as unattended
+            from flows import deployments
+            from tasks.apps import service
 
             params = load_params(root)
             if args.command == "service":
-                unattended.service(params, args.port)
+                service.service(params, args.port)
             elif args.command == "deploy":
-                clone = unattended.GitSource(args.clone, args.ref) if args.clone else None
-                unattended.deploy(params, args.pool or unattended.DEFAULT_WORK_POOL, clone)
+                clone = deployments.GitSource(args.clone, args.ref) if args.clone else None
+                deployments.deploy(params, args.pool or deployments.DEFAULT_WORK_POOL, clone)
             else:
-                unattended.watch(params)
+                service.watch(params)
         else:
             from flows.pipeline import pipeline
 

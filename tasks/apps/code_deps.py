@@ -195,3 +195,54 @@ def report(stages: list[StageDeps]) -> str:
                 + ", ".join(str(p) for p in stage.needless)
             )
     return "\n".join(lines)
+
+
+def proposed_deps(root: Path, stage: StageDeps) -> list[str]:
+    """The code deps dvc.yaml should list for a stage: a library subpackage as a folder where the
+    stage runs all of it, every other file it runs by name (sorted)."""
+    folders = []
+    for init in sorted((root / "tasks" / "lib").glob("*/__init__.py")):
+        files = {p.relative_to(root) for p in init.parent.rglob("*.py") if not _is_inert(p)}
+        if files and files <= stage.runs:
+            folders.append(init.parent.relative_to(root))
+    singles = [file for file in stage.runs if not any(_covers(folder, file) for folder in folders)]
+    return sorted(str(p) for p in [*folders, *singles])
+
+
+def fix_stages(root: Path) -> list[str]:
+    """Rewrite the code deps of every stage in dvc.yaml to `proposed_deps`, keeping its other deps,
+    comments and layout. Returns the names of the stages changed."""
+    path = root / "dvc.yaml"
+    stages = {stage.name: stage for stage in check_stages(root)}
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    out: list[str] = []
+    changed: list[str] = []
+    stage_name: str | None = None
+    deps_indent: int | None = None  # the indent of the `deps:` key while inside that list
+    inserted = False
+    for line in lines:
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip(" "))
+        if deps_indent is not None and stripped and not stripped.startswith("#"):
+            if indent < deps_indent or (indent == deps_indent and not stripped.startswith("- ")):
+                deps_indent = None
+        if deps_indent is None and stripped and not stripped.startswith(("#", "- ")):
+            if indent == 2 and stripped.endswith(":"):
+                stage_name = stripped[:-1]
+            elif stripped == "deps:":
+                deps_indent, inserted = indent, False
+                out.append(line)
+                continue
+        if deps_indent is not None and stage_name in stages and stripped.startswith("- "):
+            dep = stripped[2:].strip()
+            if _is_code(root, Path(dep)):
+                if not inserted:
+                    wanted = proposed_deps(root, stages[stage_name])
+                    if [str(p) for p in stages[stage_name].declared] != wanted:
+                        changed.append(stage_name)
+                    out.extend(f"{' ' * indent}- {each}\n" for each in wanted)
+                    inserted = True
+                continue
+        out.append(line)
+    path.write_text("".join(out), encoding="utf-8")
+    return changed

@@ -2,7 +2,7 @@
 
 Each tarball comes from the address the lock names and must match the sha512 integrity the
 lock pins (the value npm's registry publishes, which `npm install` checks the same way);
-then only the files the reports use are kept: those of tasks.lib.web_assets.CDN and what
+then only the files the reports use are kept: those of tasks.lib.reporting.web_assets.CDN and what
 their stylesheets load (Font Awesome's fonts). A package whose folder already holds its
 integrity stamp is not fetched again, so a second run downloads nothing. Plain Python, so a
 machine needs no Node.js; proxies come from the usual environment variables (urllib).
@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tasks.lib.web_assets import (
+from tasks.lib.reporting.web_assets import (
     LOCK_FILE,
     STAMP,
     MissingWebAssets,

@@ -15,7 +15,7 @@ picked up within `serve.reload_check_seconds` (a background thread reads the
 production pointer); if it cannot be loaded the service keeps the version it
 has and /health says "degraded" and why. Body size and time limits are applied
 before anything is parsed, and no error answer repeats the request's content.
-Every answer is handed to the prediction log (tasks/lib/prediction_log.py), which
+Every answer is handed to the prediction log (tasks/lib/monitoring/prediction_log.py), which
 writes it off the request path. No torch on this path.
 """
 
@@ -41,12 +41,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tasks.apps.batcher import Batcher, Overloaded, Stopped
 from tasks.apps.serving_metrics import ServiceMetrics
 from tasks.lib.config import Params, ServeConfig
+from tasks.lib.data.sentences import entity_signature
+from tasks.lib.data.text import has_visible_character
 from tasks.lib.errors import ConfigError
-from tasks.lib.onnx_tagger import Tagged, Tagger
-from tasks.lib.prediction_log import FEEDBACK, Answer, Feedback, PredictionLog, log_location
-from tasks.lib.production_model import ModelLoadError, Prediction, ProductionModel, reply_record, served_labels
-from tasks.lib.sentences import entity_signature
-from tasks.lib.text import has_visible_character
+from tasks.lib.inference.onnx_tagger import Tagged, Tagger
+from tasks.lib.inference.production_model import (
+    ModelLoadError,
+    Prediction,
+    ProductionModel,
+    reply_record,
+    served_labels,
+)
+from tasks.lib.monitoring.prediction_log import FEEDBACK, Answer, Feedback, PredictionLog, log_location
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

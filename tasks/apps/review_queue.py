@@ -19,10 +19,10 @@ import pandas as pd
 
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import Params
+from tasks.lib.data.sentences import TAGS_FIELD, TOKENS_FIELD
 from tasks.lib.errors import PipelineError
-from tasks.lib.onnx_tagger import tagged_words
-from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, log_location, read_log
-from tasks.lib.sentences import TAGS_FIELD, TOKENS_FIELD
+from tasks.lib.inference.onnx_tagger import tagged_words
+from tasks.lib.monitoring.prediction_log import FEEDBACK, PREDICTIONS, log_location, read_log
 
 COLUMNS = ["text", "label", "predicted", "confidence", "reason", "request_id", "index", "version", "time"]
 
@@ -60,8 +60,8 @@ def review_queue(params: Params, n: int, days: float | None = None) -> pd.DataFr
 
 def drifted_region(params: Params, answers: pd.DataFrame, n: int) -> pd.DataFrame:
     """The `n` answers with the highest drift scores of the last monitoring run (none before one ran)."""
-    from tasks.lib.monitor_report import LATEST
-    from tasks.lib.traffic_monitor import DRIFTED_FILE
+    from tasks.lib.monitoring.monitor_report import LATEST
+    from tasks.lib.monitoring.traffic_monitor import DRIFTED_FILE
 
     scores_file = params.path("monitoring") / LATEST / DRIFTED_FILE
     if n == 0 or not scores_file.is_file():

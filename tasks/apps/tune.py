@@ -35,10 +35,10 @@ import yaml
 from tasks.lib.config import Params, SearchDimension, TrainConfig
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import file_md5, read_table, write_text
-from tasks.lib.models import resolve_base_model
-from tasks.lib.offline_html import VEGA_SCRIPTS, inline_scripts
 from tasks.lib.recipes import RECIPES
-from tasks.lib.web_assets import installed
+from tasks.lib.reporting.offline_html import VEGA_SCRIPTS, inline_scripts
+from tasks.lib.reporting.web_assets import installed
+from tasks.lib.training.models import resolve_base_model
 
 RECIPE = "tuned"
 REPORT_DIR = "tune"

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tasks.lib.config import PYTORCH_BASELINE, Params
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import read_json, write_json
-
-if TYPE_CHECKING:  # the config imports this module (variant names)
-    from tasks.lib.config import Params
 
 # Files of a model folder (models/onnx, models/quantized, a registry version).
 MODEL_FILE = "model.onnx"  # the graph as exported
@@ -31,8 +29,6 @@ VERSION_FILE = "version.json"  # a registry version's lineage record
 VALIDATION_REPORT_FILE = "validation.md"
 QUANTIZE_REPORT_FILE = "quantize.md"
 GATE_REPORT_FILE = "gate.md"
-# What quantize measures every variant against; no variant may take its name.
-PYTORCH_BASELINE = "pytorch_fp32"
 
 
 # An OpenVINO graph's suffix; every other graph is ONNX, run by ONNX Runtime.

@@ -23,11 +23,19 @@ from pydantic import (
     model_validator,
 )
 
-from tasks.lib.artifacts import PYTORCH_BASELINE
 from tasks.lib.errors import ConfigError
 from tasks.lib.io import is_url
+from tasks.lib.metric_names import (
+    PER_CLASS_METRICS,
+    PER_TYPE_METRICS,
+    SENTENCE_SLICES,
+    entity_metric_names,
+    metric_names,
+)
 
 PARAMS_FILE = "params.yaml"
+# What quantize measures every variant against; no variant may take its name.
+PYTORCH_BASELINE = "pytorch_fp32"
 # What a flagged row does: stop the run, be set aside (kept in the quarantine
 # file, dropped from the data), or only be reported.
 RowPolicy = Literal["fail", "quarantine", "warn"]
@@ -515,7 +523,7 @@ class Fp16Variant(_Variant):
 
 class PrunedVariant(_Variant):
     """The PyTorch model with its least important attention heads and feed-forward neurons removed
-    (importance on validation rows: tasks/lib/pruning.py), exported anew, then dynamic int8 (`int8`)."""
+    (importance on validation rows: tasks/lib/export/pruning.py), exported anew, then dynamic int8 (`int8`)."""
 
     kind: Literal["pruned"]
     heads: Fraction  # share of the attention heads removed
@@ -829,9 +837,6 @@ class Params(_Section):
     @model_validator(mode="after")
     def _gate_names_exist(self) -> Params:
         """Every metric and slice a gate rule names is one that evaluation measures."""
-        from tasks.lib.entity_metrics import PER_TYPE_METRICS, SENTENCE_SLICES, entity_metric_names
-        from tasks.lib.metrics import PER_CLASS_METRICS, metric_names
-
         slices = self.evaluate.slices.names()
         if self.task == "token_classification":
             # evaluate.slices (texts by pattern) stay valid names, so the defaults load; a tagger is

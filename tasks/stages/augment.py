@@ -10,8 +10,8 @@ from tasks.lib.augmentation.tagged import augment_sentences
 from tasks.lib.augmentation.variants import augment
 from tasks.lib.config import Params
 from tasks.lib.io import read_table, write_json, write_table
-from tasks.lib.models import resolve_base_model
 from tasks.lib.stage_runner import run_as_script
+from tasks.lib.training.models import resolve_base_model
 
 
 def engines(params: Params) -> tuple[SynonymSwapper | None, BackTranslator | None, Any]:

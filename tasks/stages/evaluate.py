@@ -10,20 +10,20 @@ import pandas as pd
 from tasks.lib.artifacts import EntityEvaluateMetrics, EvaluateMetrics
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import Params
-from tasks.lib.entity_metrics import bootstrap_f1, entity_counts, entity_pairs, scores, slice_scores
-from tasks.lib.io import atomic_path, read_table, write_json
-from tasks.lib.metrics import (
+from tasks.lib.data.sentences import as_sentences
+from tasks.lib.evaluation.entity_metrics import bootstrap_f1, entity_counts, entity_pairs, scores, slice_scores
+from tasks.lib.evaluation.metrics import (
     classification_report,
     expected_calibration_error,
     label_indices,
     reliability_bins,
     softmax,
 )
-from tasks.lib.models import model_labels, save_predictions, torch_logits, torch_word_logits
-from tasks.lib.scoring import OVERALL, score
-from tasks.lib.sentences import as_sentences
+from tasks.lib.evaluation.scoring import OVERALL, score
+from tasks.lib.inference.word_logits import flatten, sentence_tags
+from tasks.lib.io import atomic_path, read_table, write_json
 from tasks.lib.stage_runner import run_as_script
-from tasks.lib.word_logits import flatten, sentence_tags
+from tasks.lib.training.models import model_labels, save_predictions, torch_logits, torch_word_logits
 
 
 def candidate_report(

@@ -28,15 +28,15 @@ from tasks.lib.artifacts import (
 )
 from tasks.lib.columns import TEXT
 from tasks.lib.config import Params
-from tasks.lib.entity_metrics import logit_span_agreement
+from tasks.lib.data.sentences import as_sentences
+from tasks.lib.evaluation.entity_metrics import logit_span_agreement
+from tasks.lib.evaluation.metrics import agreement
+from tasks.lib.export.onnx_export import export_onnx, optimize_graph
+from tasks.lib.inference.onnx_classifier import ClassifierInfo, OnnxClassifier
+from tasks.lib.inference.onnx_tagger import onnx_tagger
 from tasks.lib.io import atomic_dir, read_table
-from tasks.lib.metrics import agreement
-from tasks.lib.models import load_predictions, model_labels
-from tasks.lib.onnx_classifier import ClassifierInfo, OnnxClassifier
-from tasks.lib.onnx_export import export_onnx, optimize_graph
-from tasks.lib.onnx_tagger import onnx_tagger
-from tasks.lib.sentences import as_sentences
 from tasks.lib.stage_runner import run_as_script
+from tasks.lib.training.models import load_predictions, model_labels
 
 
 def graph_parity(folder: Path, file: str, reference: np.ndarray, test: pd.DataFrame, params: Params) -> GraphParity:

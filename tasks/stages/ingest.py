@@ -1,6 +1,6 @@
 """Stage `ingest`: the configured source plus every accepted batch of new data, as one raw table.
 
-Read and written a batch at a time (tasks.lib.readers.iter_source, a Parquet row group per
+Read and written a batch at a time (tasks.lib.data.readers.iter_source, a Parquet row group per
 batch), so memory does not grow with the data; a reader error stops the stage before the
 previous raw table is replaced.
 """
@@ -15,9 +15,9 @@ import pandas as pd
 from tasks.lib.artifacts import IngestMetrics
 from tasks.lib.columns import RAW_COLUMNS, SPLIT
 from tasks.lib.config import Params
-from tasks.lib.incoming import accepted_names, batch_files, data_version
+from tasks.lib.data.incoming import accepted_names, batch_files, data_version
+from tasks.lib.data.readers import iter_source
 from tasks.lib.io import read_table, write_batches
-from tasks.lib.readers import iter_source
 from tasks.lib.stage_runner import run_as_script
 
 

@@ -24,11 +24,11 @@ from tasks.lib.artifacts import (
 from tasks.lib.config import Params
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import file_md5, read_json
-from tasks.lib.model_card import CARD_FILE, base_model_metadata
-from tasks.lib.model_card import render as render_card
-from tasks.lib.models import resolve_base_model
-from tasks.lib.registry import Registry, RegistryError
 from tasks.lib.stage_runner import run_as_script
+from tasks.lib.storage.model_card import CARD_FILE, base_model_metadata
+from tasks.lib.storage.model_card import render as render_card
+from tasks.lib.storage.registry import Registry, RegistryError
+from tasks.lib.training.models import resolve_base_model
 
 
 def git_commit(root: Path) -> str:

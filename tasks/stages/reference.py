@@ -1,6 +1,6 @@
 """Stage `reference`: the reference profile of the candidate the gate chose, registered with it by promote.
 
-What monitoring compares served traffic with (tasks.lib.reference_profile): a seeded sample
+What monitoring compares served traffic with (tasks.lib.monitoring.reference_profile): a seeded sample
 of the training texts with their embeddings, and a seeded sample of the test split as the
 serving variant answers it.
 """
@@ -13,9 +13,9 @@ from tasks.lib.artifacts import GateMetrics
 from tasks.lib.config import Params
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import read_table
-from tasks.lib.models import resolve_base_model
-from tasks.lib.reference_profile import build_profile, write_profile
+from tasks.lib.monitoring.reference_profile import build_profile, write_profile
 from tasks.lib.stage_runner import run_as_script
+from tasks.lib.training.models import resolve_base_model
 
 
 def sample(table: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:

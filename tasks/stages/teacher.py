@@ -37,9 +37,9 @@ def run(params: Params) -> None:
         return
     # Imported here: without distillation (the default) the stage runs in every pipeline run and
     # should not spend seconds importing torch and transformers.
-    from tasks.lib.models import model_labels, resolve_base_model, torch_logits
     from tasks.lib.training import checkpoints
     from tasks.lib.training.distillation import soft_label_table, teacher_config
+    from tasks.lib.training.models import model_labels, resolve_base_model, torch_logits
     from tasks.lib.training.trainer import train
 
     config = teacher_config(params.train, params.teacher)

@@ -14,10 +14,10 @@ from pathlib import Path
 from tasks.lib.columns import TEXT
 from tasks.lib.config import Params
 from tasks.lib.io import file_md5, read_table, write_json
-from tasks.lib.models import resolve_base_model
 from tasks.lib.stage_runner import run_as_script
 from tasks.lib.training import checkpoints, distributed
 from tasks.lib.training.distillation import logits_for
+from tasks.lib.training.models import resolve_base_model
 from tasks.lib.training.trainer import train
 
 

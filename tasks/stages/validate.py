@@ -16,17 +16,17 @@ import json
 import pandas as pd
 
 from tasks.lib.artifacts import VALIDATION_REPORT_FILE, ValidateMetrics
-from tasks.lib.batches import ParquetTable
 from tasks.lib.columns import LABEL, RAW_COLUMNS, TEXT
 from tasks.lib.config import Params
+from tasks.lib.data.batches import ParquetTable
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import TableWriter, atomic_dir, atomic_path, write_text
 from tasks.lib.stage_runner import run_as_script
-from tasks.lib.unknown_labels import unknown_labels_advice
 from tasks.lib.validation.checks import check
 from tasks.lib.validation.features import TokenCounter
 from tasks.lib.validation.report import render, summary
 from tasks.lib.validation.spark import raw_url
+from tasks.lib.validation.unknown_labels import unknown_labels_advice
 
 
 class ValidationFailed(PipelineError, RuntimeError):

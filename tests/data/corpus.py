@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.conftest import deep_merge
+from tests.support.repo import deep_merge
 
 ADJECTIVES = ["great", "dull", "moving", "tedious", "clever", "clumsy", "warm", "cold", "sharp", "flat"]
 

@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from tasks.lib.config import RulesConfig, load_params
-from tasks.lib.readers import DataError
-from tasks.lib.registry import Registry
+from tasks.lib.data.readers import DataError
+from tasks.lib.storage.registry import Registry
 from tasks.stages import ingest, validate
-from tests.conftest import deep_merge, repo_params
 from tests.data.corpus import CASES, NER_CASES, STRICT, Case, csv_bytes, good_rows
+from tests.support.repo import deep_merge, repo_params
 
 BASE = {"data": {"source": "good.csv"}, "validate": {"min_rows": 50}}
 

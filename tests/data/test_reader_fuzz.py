@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.lib import readers
-from tasks.lib.readers import DataError, read_file
+from tasks.lib.data import readers
+from tasks.lib.data.readers import DataError, read_file
 
 # Random bytes, and bytes that look like the files people send (so the parser gets past the header).
 PLAUSIBLE = st.lists(

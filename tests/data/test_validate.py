@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.lib.data.readers import read_source
 from tasks.lib.io import write_table
-from tasks.lib.readers import read_source
 from tasks.lib.validation.checks import check
 from tasks.lib.validation.drift import label_drift, length_drift
 from tasks.lib.validation.features import TokenCounter
@@ -160,7 +160,7 @@ def test_stage_outputs_summary_report_quarantine_and_data_docs(params):
 
 
 def test_sst2_passes_with_zero_false_alarms(make_params):
-    from tests.conftest import SST2
+    from tests.support.repo import SST2
 
     params = make_params(
         {"data": {"source": str(SST2), "labels": ["negative", "positive"], "label_map": {0: "negative", 1: "positive"}}}
@@ -223,7 +223,7 @@ VISIBLE_TEXTS = ["电影很好看", "الفيلم رائع", "😀👍", "👩\u
 
 @pytest.mark.parametrize("family", sorted(INVISIBLE))
 def test_texts_of_invisible_code_points_fail_text_present(family):
-    from tasks.lib.text import has_visible_character, visible_pattern
+    from tasks.lib.data.text import has_visible_character, visible_pattern
 
     text = INVISIBLE[family]
     assert not has_visible_character(text), family
@@ -238,7 +238,7 @@ def test_the_suites_patterns_match_what_pythons_match_on_every_code_point():
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from tasks.lib.text import visible_pattern
+    from tasks.lib.data.text import visible_pattern
     from tasks.lib.validation.features import CONTROL
 
     characters = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
@@ -252,14 +252,14 @@ def test_the_suites_patterns_match_what_pythons_match_on_every_code_point():
 
 
 def test_texts_in_other_scripts_and_emoji_are_visible():
-    from tasks.lib.text import has_visible_character
+    from tasks.lib.data.text import has_visible_character
 
     assert [has_visible_character(text) for text in VISIBLE_TEXTS] == [True] * len(VISIBLE_TEXTS)
 
 
 def test_label_noise_finds_most_injected_flips_and_little_else(params):
     """The demo generator flips 3% of its labels: the rule names most of those rows, few others."""
-    from tasks.lib.demo_data import generate_reviews
+    from tasks.lib.data.demo_data import generate_reviews
 
     clean = generate_reviews(2400, 0.0, 13, ("negative", "positive"))
     noisy = generate_reviews(2400, 0.03, 13, ("negative", "positive"))

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from tasks.lib.readers import read_source
+from tasks.lib.data.readers import read_source
 from tasks.stages import ingest, validate
 from tests.data.corpus import NER, SENTENCES, conll_bytes, first_lines
 

@@ -23,9 +23,9 @@ import pandas as pd
 import yaml
 
 from tasks.lib.config import Params, load_params
-from tasks.lib.readers import DataError
-from tests.conftest import SST2, deep_merge, repo_params
+from tasks.lib.data.readers import DataError
 from tests.data.corpus import CASES, STRICT, csv_bytes, good_rows
+from tests.support.repo import SST2, deep_merge, repo_params
 
 RECORD = Path(__file__).with_name("verdicts.json")
 SST2_DATA = {

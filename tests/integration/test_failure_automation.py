@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support.seaweedfs import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -19,8 +19,9 @@ def test_textclf_deploys_an_automation_that_reports_crashed_runs(make_params, tm
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Crashed
 
+    from flows.deployments import ensure_failure_automation
     from flows.pipeline import PIPELINE_FLOW
-    from flows.service import ensure_failure_automation, local_server
+    from tasks.apps.service import local_server
     from tasks.lib.errors import ConfigError
 
     params = make_params({"retrain": {"notify_block": "custom-webhook/ops"}})

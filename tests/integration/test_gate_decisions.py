@@ -18,7 +18,7 @@ import yaml
 from tasks.lib.columns import LABEL
 from tasks.lib.config import load_params
 from tasks.lib.io import read_table, write_table
-from tasks.lib.registry import Registry
+from tasks.lib.storage.registry import Registry
 from tasks.stages import (
     augment,
     evaluate,
@@ -32,7 +32,7 @@ from tasks.stages import (
     train,
     validate,
 )
-from tests.conftest import deep_merge, repo_params, tiny_overrides
+from tests.support.repo import deep_merge, repo_params, tiny_overrides
 
 MODEL_STAGES = (augment, train, evaluate, export, quantize, gate, reference, promote)
 

@@ -18,10 +18,10 @@ import yaml
 
 from tasks.apps.cli import main
 from tasks.lib.config import load_params
-from tasks.lib.demo_data import DOMAINS, generate_reviews
-from tasks.lib.registry import Registry
+from tasks.lib.data.demo_data import DOMAINS, generate_reviews
+from tasks.lib.storage.registry import Registry
 from tasks.stages import augment, evaluate, export, gate, ingest, promote, quantize, reference, split, train, validate
-from tests.conftest import deep_merge, repo_params, tiny_overrides
+from tests.support.repo import deep_merge, repo_params, tiny_overrides
 
 TO_GATE = (validate, split, augment, train, evaluate, export, quantize, gate)
 NAMED = ["negative", "positive"]
@@ -83,7 +83,7 @@ def test_renamed_labels_get_a_proposed_map_and_a_new_class_needs_an_explicit_all
     from fastapi.testclient import TestClient
 
     from tasks.apps.http_service import create_app
-    from tasks.lib.production_model import ProductionModel
+    from tasks.lib.inference.production_model import ProductionModel
 
     params = load_params(workspace)
     for stage in (ingest, *TO_GATE, reference, promote):

@@ -23,11 +23,11 @@ import pandas as pd
 import pytest
 
 from tasks.lib.columns import LABEL, TEXT
-from tasks.lib.demo_data import generate_reviews
-from tasks.lib.onnx_classifier import OnnxClassifier
-from tasks.lib.prediction_log import PREDICTIONS, log_location, read_log
-from tasks.lib.reference_profile import REFERENCE_FILE, build_profile, write_profile
-from tasks.lib.registry import Registry
+from tasks.lib.data.demo_data import generate_reviews
+from tasks.lib.inference.onnx_classifier import OnnxClassifier
+from tasks.lib.monitoring.prediction_log import PREDICTIONS, log_location, read_log
+from tasks.lib.monitoring.reference_profile import REFERENCE_FILE, build_profile, write_profile
+from tasks.lib.storage.registry import Registry
 from tests.integration.test_reports_offline import CHARTS_DRAWN, Visit, browser, screenshots  # noqa: F401
 from tests.unit.test_serving import free_port
 

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from tasks.lib.onnx_tagger import word_spans
-from tasks.lib.sentences import jsonl_sentence
-from tests.conftest import deep_merge, free_port, repo_params, run, tiny_overrides
+from tasks.lib.data.sentences import jsonl_sentence
+from tasks.lib.inference.onnx_tagger import word_spans
+from tests.support.repo import deep_merge, repo_params, run, tiny_overrides
+from tests.support.seaweedfs import free_port
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "demo-entities.yaml"
 

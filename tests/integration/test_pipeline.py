@@ -10,7 +10,7 @@ import yaml
 
 from tasks.apps.code_deps import check_stages
 from tasks.lib.artifacts import graph_files
-from tests.conftest import BIN, deep_merge, repo_params, run, tiny_overrides
+from tests.support.repo import BIN, deep_merge, repo_params, run, tiny_overrides
 
 UP_TO_DATE = "Data and pipelines are up to date."
 
@@ -109,10 +109,10 @@ def test_dag_end_to_end_prefect_and_dvc_agree(repo_copy, tiny_model_dir):
     # 6. Editing a shared helper makes exactly the stages that run it stale: dvc.yaml's deps follow the imports.
     for helper, users in (
         (
-            "tasks/lib/models.py",
+            "tasks/lib/training/models.py",
             {"validate", "augment", "teacher", "train", "evaluate", "export", "reference", "promote"},
         ),
-        ("tasks/lib/text.py", {"ingest", "validate", "split", "augment"}),
+        ("tasks/lib/data/text.py", {"ingest", "validate", "split", "augment"}),
     ):
         source = repo / helper
         original = source.read_text()

@@ -27,10 +27,10 @@ import yaml
 
 from tasks.lib.config import load_params
 from tasks.lib.io import read_table, write_table
-from tasks.lib.offline_html import VENDOR
+from tasks.lib.reporting.offline_html import VENDOR
 from tasks.lib.training.curves import CURVES
 from tasks.stages import augment, ingest, split, train, validate
-from tests.conftest import deep_merge, repo_params, tiny_overrides
+from tests.support.repo import deep_merge, repo_params, tiny_overrides
 
 pytestmark = pytest.mark.slow
 

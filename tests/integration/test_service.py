@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from flows.ingest_new import DATA_ACCEPTED
-from tasks.lib.demo_data import generate_reviews
-from tests.conftest import copy_repo, deep_merge, free_port, repo_params, tiny_overrides
+from tasks.lib.data.demo_data import generate_reviews
+from tests.support.repo import copy_repo, deep_merge, repo_params, tiny_overrides
+from tests.support.seaweedfs import free_port
 
 pytestmark = pytest.mark.slow
 # Seconds: longer than the watcher takes to check three files, a child process each (16 to 30 s
@@ -118,7 +119,7 @@ def reviews_csv(rows: int, seed: int) -> str:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Workspace]:
-    from flows.service import local_server
+    from tasks.apps.service import local_server
 
     base = tmp_path_factory.mktemp("service")
     root = copy_repo(base / "repo")

@@ -30,12 +30,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.lib.demo_data import generate_reviews
-from tasks.lib.registry import Registry
-from tasks.lib.team_workspace import workspace_identity
-from tests.conftest import BIN, copy_repo, deep_merge, repo_params, run, tiny_overrides
-from tests.seaweedfs import SeaweedFS, free_port
-from tests.stalling_proxy import StallingProxy
+from tasks.lib.data.demo_data import generate_reviews
+from tasks.lib.storage.registry import Registry
+from tasks.lib.storage.team_workspace import workspace_identity
+from tests.support.repo import BIN, copy_repo, deep_merge, repo_params, run, tiny_overrides
+from tests.support.seaweedfs import SeaweedFS, free_port
+from tests.support.stalling_proxy import StallingProxy
 
 pytestmark = pytest.mark.slow
 POOL = "team"
@@ -209,7 +209,7 @@ def reviews_csv(path: Path, rows: int, seed: int) -> Path:
 @pytest.fixture
 def team(tmp_path: Path, tiny_model_dir: Path, seaweedfs: SeaweedFS) -> Iterator[dict[str, Any]]:
     """The origin repository (a bare git repo), the store's URLs and a Prefect server with a process pool."""
-    from flows.service import local_server
+    from tasks.apps.service import local_server
 
     prefix = f"s3://{seaweedfs.bucket}/team-{tmp_path.name}"
     origin = copy_repo(tmp_path / "work")

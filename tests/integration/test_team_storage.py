@@ -2,10 +2,10 @@
 
 import pytest
 
-from tasks.lib.production_model import ProductionModel
-from tasks.lib.registry import Registry
-from tests.conftest import deep_merge, tiny_overrides
+from tasks.lib.inference.production_model import ProductionModel
+from tasks.lib.storage.registry import Registry
 from tests.integration.test_pipeline import UP_TO_DATE, dvc, ran_stages, set_params
+from tests.support.repo import deep_merge, tiny_overrides
 
 
 @pytest.mark.slow

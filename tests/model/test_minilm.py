@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from tasks.lib.config import load_params
-from tasks.lib.models import model_labels, torch_logits
+from tasks.lib.training.models import model_labels, torch_logits
 from tasks.stages import evaluate, ingest, split, train, validate
-from tests.conftest import deep_merge, repo_params
+from tests.support.repo import deep_merge, repo_params
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from tasks.lib.config import AdversarialConfig
 from tasks.lib.training.adversarial import adversarial_step
 from tasks.lib.training.stage_trainer import StageTrainer
 from tasks.stages import augment, ingest, split, train, validate
-from tests.conftest import deep_merge, tiny_overrides
+from tests.support.repo import deep_merge, tiny_overrides
 
 BATCH = {
     "input_ids": torch.tensor([[1, 5, 7, 2], [1, 9, 2, 0]]),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tasks.apps.assemble_model import NAME, STAMP, AssemblyFailed, assemble
-from tasks.lib.models import ModelNotFound, resolve_base_model
+from tasks.lib.training.models import ModelNotFound, resolve_base_model
 
 
 def model_zip() -> bytes:

@@ -19,8 +19,8 @@ from tasks.lib.augmentation.errors import EngineError
 from tasks.lib.augmentation.similarity import SentenceEmbedder
 from tasks.lib.augmentation.synonym import SynonymSwapper
 from tasks.lib.augmentation.variants import augment, negations, plan, quality_filter
-from tasks.lib.models import resolve_base_model
-from tests.conftest import REPO
+from tasks.lib.training.models import resolve_base_model
+from tests.support.repo import REPO
 
 # Label-carrying words in context: a swap must keep every negation and protected word.
 BEHAVIOURAL = [
@@ -355,7 +355,7 @@ def test_stage_with_apertium_on_real_rows(make_params, tmp_path):
 
 def test_tagged_sentences_keep_their_tags_in_every_variant(make_params, swapper):
     from tasks.lib.augmentation.tagged import augment_sentences, mention_pool
-    from tasks.lib.sentences import spans
+    from tasks.lib.data.sentences import spans
     from tests.data.corpus import SENTENCES
 
     train = pd.DataFrame(

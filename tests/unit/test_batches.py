@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.lib.batches import ParquetTable, read_ahead
 from tasks.lib.columns import RAW_COLUMNS
+from tasks.lib.data.batches import ParquetTable, read_ahead
 from tasks.lib.io import TableWriter, write_batches
 
 

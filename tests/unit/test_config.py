@@ -5,7 +5,7 @@ import yaml
 
 from tasks.lib.config import load_params
 from tasks.lib.errors import ConfigError
-from tests.conftest import REPO, deep_merge, repo_params
+from tests.support.repo import REPO, deep_merge, repo_params
 
 
 def write(tmp_path: Path, params: dict) -> Path:

@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from flows.service import deployment_specs, fill_placeholders
+from flows.deployments import deployment_specs, fill_placeholders
 from tasks.lib.errors import ConfigError
-from tests.conftest import REPO
+from tests.support.repo import REPO
 
 
 def test_every_placeholder_of_prefect_yaml_is_filled_from_params(make_params):

@@ -15,7 +15,6 @@ from transformers import BertForSequenceClassification
 from tasks.lib.columns import ORIGIN, TEXT
 from tasks.lib.config import load_params
 from tasks.lib.errors import ConfigError, PipelineError
-from tasks.lib.models import model_labels, torch_logits
 from tasks.lib.training.distillation import (
     INHERITED_SETTINGS,
     MissingSoftLabels,
@@ -24,8 +23,9 @@ from tasks.lib.training.distillation import (
     soft_label_table,
 )
 from tasks.lib.training.layers import keep_encoder_layers
+from tasks.lib.training.models import model_labels, torch_logits
 from tasks.stages import augment, evaluate, ingest, split, teacher, train, validate
-from tests.conftest import REPO, deep_merge, repo_params, tiny_overrides
+from tests.support.repo import REPO, deep_merge, repo_params, tiny_overrides
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,17 @@ import pytest
 from seqeval.metrics import accuracy_score, classification_report
 from seqeval.metrics.sequence_labeling import get_entities
 
-from tasks.lib.entity_metrics import (
+from tasks.lib.data.sentences import spans
+from tasks.lib.evaluation.entity_metrics import (
     NONE,
     bootstrap_f1,
     entity_counts,
-    entity_metric_names,
     entity_pairs,
     entity_table,
     scores,
     span_agreement,
 )
-from tasks.lib.sentences import spans
+from tasks.lib.metric_names import entity_metric_names
 
 CONLL_TEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "conll2003" / "test.txt"
 TYPES = ["PER", "ORG", "LOC", "MISC"]

@@ -10,10 +10,11 @@ from sklearn.metrics import (
 )
 
 from tasks.lib.errors import ConfigError
-from tasks.lib.metrics import metric_names, metric_table, point_metrics
-from tasks.lib.scoring import OVERALL, score
-from tasks.lib.slices import slice_masks
-from tasks.stages.gate import GateRule, metric_rules
+from tasks.lib.evaluation.gate_rules import GateRule, metric_rules
+from tasks.lib.evaluation.metrics import metric_table, point_metrics
+from tasks.lib.evaluation.scoring import OVERALL, score
+from tasks.lib.evaluation.slices import slice_masks
+from tasks.lib.metric_names import metric_names
 
 LABELS = ["negative", "positive"]
 

@@ -13,9 +13,9 @@ import zipfile
 import pandas as pd
 import pytest
 
-from tasks.apps.landing import ingest_new
-from tasks.lib.incoming import batch_files
-from tasks.lib.readers import DataError, data_format, data_stem, read_file, read_source
+from tasks.lib.data.incoming import batch_files
+from tasks.lib.data.landing import ingest_new
+from tasks.lib.data.readers import DataError, data_format, data_stem, read_file, read_source
 
 ROWS = [
     ("a fine film, truly; with wit", "positive"),

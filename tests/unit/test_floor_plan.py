@@ -4,6 +4,7 @@ and dvc.yaml's deps name every file each stage runs."""
 from __future__ import annotations
 
 import graphlib
+import json
 import textwrap
 from pathlib import Path
 
@@ -12,13 +13,14 @@ import yaml
 
 from tasks.apps.code_deps import (
     check_stages,
+    fix_stages,
     import_closure,
     import_graph,
     project_modules,
     report,
     stage_module,
 )
-from tests.conftest import REPO
+from tests.support.repo import REPO
 
 STAGES = "tasks.stages."
 
@@ -41,14 +43,57 @@ def test_no_stage_imports_another_stage():
     assert {m: found for m, found in crossings.items() if found} == {}
 
 
+def _crossings(graph: dict[str, set[str]], importer: str, allowed) -> dict[str, list[str]]:
+    """Modules under `importer` that import a project module `allowed` refuses."""
+    found = {
+        module: sorted(n for n in imported if not allowed(n))
+        for module, imported in graph.items()
+        if module == importer or module.startswith(importer + ".")
+    }
+    return {module: names for module, names in found.items() if names}
+
+
 def test_the_library_imports_only_the_library():
     graph = import_graph(REPO, project_modules(REPO))
-    outside = {
-        module: sorted(n for n in imported if not n.startswith("tasks.lib"))
-        for module, imported in graph.items()
-        if module.startswith("tasks.lib")
+    assert _crossings(graph, "tasks.lib", lambda n: n.startswith("tasks.lib") or n == "tasks") == {}
+
+
+def test_dependencies_point_one_way_apps_to_flows_to_library():
+    """Flows import the library (and other flows), never an app or a stage; apps and benchmarks import
+    no stage; nothing but `tests` imports the tests."""
+    graph = import_graph(REPO, project_modules(REPO))
+    assert _crossings(graph, "flows", lambda n: n.startswith(("flows", "tasks.lib")) or n == "tasks") == {}
+    assert _crossings(graph, "tasks.apps", lambda n: not n.startswith(STAGES)) == {}
+    benchmarks = {path.stem: imported_modules_of_file(path) for path in sorted((REPO / "benchmarks").glob("*.py"))}
+    assert {name: sorted(n for n in found if n.startswith(STAGES)) for name, found in benchmarks.items()} == {
+        name: [] for name in benchmarks
     }
-    assert {m: found for m, found in outside.items() if found} == {}
+
+
+def imported_modules_of_file(path: Path) -> set[str]:
+    """Every module a script outside the packages imports (absolute imports only, as scripts use)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_library_is_grouped_by_concern_around_a_small_core():
+    """Beside its subpackages, tasks/lib holds only the core every stage needs."""
+    core = {p.stem for p in (REPO / "tasks" / "lib").glob("*.py")} - {"__init__"}
+    assert core == {"artifacts", "columns", "config", "errors", "io", "metric_names", "recipes", "stage_runner"}
+
+
+def test_stages_are_thin():
+    """A stage reads its inputs, calls the library and writes its outputs: its policy lives in the library."""
+    lengths = {p.stem: len(p.read_text().splitlines()) for p in (REPO / "tasks" / "stages").glob("*.py")}
+    assert {name: n for name, n in lengths.items() if n > 200} == {}
 
 
 def test_the_import_graph_has_no_cycles():
@@ -62,10 +107,10 @@ def test_dvc_yaml_deps_name_all_the_code_each_stage_runs():
     stages = check_stages(REPO)
     assert report(stages) == ""
     assert all(stage.runs for stage in stages)
-    # A lazy import inside a function counts: evaluate loads torch models through tasks.lib.models.
+    # A lazy import inside a function counts: evaluate loads torch models through tasks.lib.training.models.
     by_name = {stage.name: stage for stage in stages}
-    assert Path("tasks/lib/models.py") in by_name["evaluate"].runs
-    assert Path("tasks/lib/models.py") not in by_name["split"].runs
+    assert Path("tasks/lib/training/models.py") in by_name["evaluate"].runs
+    assert Path("tasks/lib/training/models.py") not in by_name["split"].runs
 
 
 def _project(root: Path, files: dict[str, str], deps: list[str]) -> None:
@@ -132,22 +177,39 @@ def test_a_stage_command_other_than_its_module_is_refused():
         stage_module("train", "python -m tasks.cli stage train")
 
 
-def test_the_cli_usage_and_the_readme_name_every_command_and_module():
-    import argparse
+def test_editing_the_entity_scorer_makes_stale_only_the_stages_that_score(tmp_path):
+    """Real DVC on dvc.yaml's own code deps (each stage's command replaced by `true`, its data left out):
+    after a run, an edit to the entity scorer makes stale exactly the stages whose code imports it."""
+    import shutil
 
-    from tasks.apps import cli
+    from tests.support.repo import BIN, run
 
-    parser = cli.build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    usage = {line.split()[1] for line in (cli.__doc__ or "").splitlines() if line.strip().startswith("textclf ")}
-    assert usage == set(commands)
-    readme = (REPO / "README.md").read_text()
-    command_block = readme.split("## Command line", 1)[1].split("## Layout", 1)[0]
-    assert {f"textclf {name}" for name in commands} <= {
-        " ".join(line.split()[:2]) for line in command_block.splitlines()
+    for package in ("tasks", "flows"):
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    code = {
+        name: [dep for dep in stage["deps"] if dep.startswith(("tasks/", "flows/"))] for name, stage in spec.items()
     }
-    layout = readme.split("## Layout", 1)[1].split("```", 2)[1]
-    listed = {line.split()[0] for line in layout.splitlines() if line.strip()}
-    modules = {p.name for part in ("stages", "lib", "apps") for p in (REPO / "tasks" / part).glob("*.py")}
-    packages = {f"{p.parent.name}/" for p in (REPO / "tasks" / "lib").glob("*/__init__.py")}
-    assert (modules | packages) - {"__init__.py"} - listed == set()
+    stages = {name: {"cmd": "true", "deps": deps} for name, deps in code.items()}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    run([str(BIN / "dvc"), "init", "--no-scm", "-q"], tmp_path)
+    run([str(BIN / "dvc"), "repro", "-q"], tmp_path)
+    scorer = tmp_path / "tasks" / "lib" / "evaluation" / "entity_metrics.py"
+    scorer.write_text(scorer.read_text() + "\n# an edit\n")
+    status = json.loads(run([str(BIN / "dvc"), "status", "--json"], tmp_path).stdout)
+    scoring = {
+        stage.name for stage in check_stages(REPO) if Path("tasks/lib/evaluation/entity_metrics.py") in stage.runs
+    }
+    assert set(status) == scoring
+    assert {"evaluate", "gate"} <= scoring
+    assert not scoring & {"ingest", "validate", "split", "augment"}
+
+
+def test_fixing_the_deps_lists_what_runs_and_keeps_the_data_deps(tmp_path):
+    _project(tmp_path, SMALL_PROJECT, ["tasks/stages/fit.py", "tasks/lib/unused.py"])
+    assert fix_stages(tmp_path) == ["fit"]
+    (stage,) = check_stages(tmp_path)
+    assert stage.complete
+    deps = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]["fit"]["deps"]
+    assert deps == ["tasks/lib/helpers.py", "tasks/lib/shapes.py", "tasks/stages/fit.py", "data/in.csv"]
+    assert fix_stages(tmp_path) == []

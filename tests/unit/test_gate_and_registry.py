@@ -20,11 +20,12 @@ from tasks.lib.artifacts import (
     IngestMetrics,
     QuantizeMetrics,
 )
-from tasks.lib.production_model import load_classifier
-from tasks.lib.registry import Registry, RegistryError
-from tasks.stages.gate import GateRejected, choose_variant, onnx_rules, render
+from tasks.lib.evaluation.gate import GateRejected, render
+from tasks.lib.evaluation.gate_rules import choose_variant, onnx_rules
+from tasks.lib.inference.production_model import load_classifier
+from tasks.lib.storage.registry import Registry, RegistryError
 from tasks.stages.promote import promote, registered_variants
-from tests.conftest import REPO
+from tests.support.repo import REPO
 
 
 def agreeing(share: float) -> dict:
@@ -199,7 +200,7 @@ def test_a_half_copied_version_is_invisible_and_replaced(tmp_path):
 CONCURRENT = """
 import sys
 from pathlib import Path
-from tasks.lib.registry import Registry
+from tasks.lib.storage.registry import Registry
 registry, folder = Registry(sys.argv[1]), Path(sys.argv[2])
 for _ in range(5):
     registry.promote(registry.register(folder, {"model_md5": folder.name}), "race " + folder.name)
@@ -352,7 +353,7 @@ def test_a_verdict_against_another_production_version_is_not_promoted(make_param
 
 KILLED = """
 import os, shutil, signal, sys
-from tasks.lib import registry
+from tasks.lib.storage import registry
 from tasks.stages import promote
 from tasks.lib.config import load_params
 
@@ -399,8 +400,8 @@ def test_a_crash_mid_promotion_leaves_production_serving(make_params, onnx_folde
 def test_promote_registers_every_variant_that_passed_the_gate(make_params, onnx_folder, int8_model):
     from tasks.lib.artifacts import RuleResult, VariantVerdict
     from tasks.lib.config import OpenVinoVariant
-    from tasks.lib.production_model import ModelLoadError, ProductionModel
-    from tasks.stages.quantize import build_variant
+    from tasks.lib.export.variants import build_variant
+    from tasks.lib.inference.production_model import ModelLoadError, ProductionModel
 
     params = make_params()
     stage_candidate(params, onnx_folder / "model.onnx", "model.fp32.onnx")
@@ -495,8 +496,8 @@ def test_a_registry_in_object_storage_serves_hosts_without_a_workspace(
     make_params, onnx_folder, int8_model, tmp_path, monkeypatch
 ):
     """Promote into S3; a serving host with only the URL follows promotions and survives the store going away."""
-    from tasks.lib.production_model import ProductionModel
-    from tests.seaweedfs import SeaweedFS
+    from tasks.lib.inference.production_model import ProductionModel
+    from tests.support.seaweedfs import SeaweedFS
 
     server = SeaweedFS(tmp_path / "seaweedfs", bucket="team")
     server.start()

@@ -3,9 +3,9 @@ import json
 import pandas as pd
 import pytest
 
-from tasks.lib import readers
-from tasks.lib.readers import DataError, read_source
-from tests.conftest import SST2
+from tasks.lib.data import readers
+from tasks.lib.data.readers import DataError, read_source
+from tests.support.repo import SST2
 
 
 def test_demo_is_seeded_balanced_and_noisy(make_params):

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from tasks.apps.cli import main
-from tasks.apps.landing import ingest_new, is_ready
-from tasks.lib.incoming import batch_files, read_batches
-from tasks.lib.notify import notify
-from tasks.lib.production_model import ModelLoadError, ProductionModel, load_classifier
-from tasks.lib.registry import Registry
+from tasks.lib.data.incoming import batch_files, read_batches
+from tasks.lib.data.landing import ingest_new, is_ready
+from tasks.lib.inference.production_model import ModelLoadError, ProductionModel, load_classifier
+from tasks.lib.reporting.notify import notify
+from tasks.lib.storage.registry import Registry
 
 GOOD_ROWS = "text,label\n" + "".join(
     f"review number {i} was {'good' if i % 2 else 'bad'},{'positive' if i % 2 else 'negative'}\n" for i in range(20)
@@ -211,7 +211,7 @@ def test_a_webhook_that_answers_403_leaves_no_token_in_the_log(make_params, capl
 
 
 def test_a_file_is_hashed_judged_and_archived_as_one_snapshot(make_params, monkeypatch):
-    from tasks.apps import landing
+    from tasks.lib.data import landing
 
     params = make_params()
     source = params.root / "week.csv"
@@ -233,8 +233,8 @@ def test_a_file_is_hashed_judged_and_archived_as_one_snapshot(make_params, monke
 
 
 def test_a_file_that_changes_while_it_is_read_is_left_for_later(make_params, monkeypatch):
-    from tasks.apps import landing
-    from tasks.apps.landing import StillBeingWritten
+    from tasks.lib.data import landing
+    from tasks.lib.data.landing import StillBeingWritten
 
     params = make_params()
     source = params.root / "week.csv"
@@ -283,7 +283,7 @@ def test_files_over_the_bounds_are_rejected_before_they_are_read(make_params):
 
 
 def test_with_markers_a_file_waits_for_its_done_marker(tmp_path):
-    from tasks.apps.watcher import LandingWatcher
+    from tasks.lib.data.watcher import LandingWatcher
 
     handled: list[str] = []
 
@@ -391,8 +391,8 @@ def test_a_full_disk_during_registration_leaves_a_registry_that_still_works(make
 def test_a_landed_file_is_ingested_in_a_child_process_whose_death_the_watcher_survives(make_params, monkeypatch):
     import sys
 
-    from flows import service
-    from tasks.apps.watcher import LandingWatcher
+    from tasks.apps import service
+    from tasks.lib.data.watcher import LandingWatcher
 
     params = make_params()
     landing = params.path("landing")
@@ -420,7 +420,7 @@ def test_a_landed_file_is_ingested_in_a_child_process_whose_death_the_watcher_su
 
 
 def test_many_small_batches_are_merged_without_changing_rows_version_or_duplicate_checks(make_params):
-    from tasks.lib.incoming import accepted_names, data_version
+    from tasks.lib.data.incoming import accepted_names, data_version
 
     params = make_params({"retrain": {"consolidate_after": 2}})
     incoming = params.path("incoming")
@@ -453,7 +453,7 @@ def test_many_small_batches_are_merged_without_changing_rows_version_or_duplicat
     ],
 )
 def test_secrets_are_redacted(text, secret):
-    from tasks.lib.redact import redact
+    from tasks.lib.reporting.redact import redact
 
     assert secret not in redact(text) and "[redacted]" in redact(text)
     assert (
@@ -463,7 +463,7 @@ def test_secrets_are_redacted(text, secret):
 
 
 def test_only_real_versions_of_the_registry_are_promoted_or_served(make_params, onnx_folder, tmp_path):
-    from tasks.lib.registry import RegistryError
+    from tasks.lib.storage.registry import RegistryError
 
     params = make_params()
     registry = registered(params, onnx_folder)

@@ -6,8 +6,8 @@ import yaml
 
 from tasks.lib.artifacts import label_set_change
 from tasks.lib.config import MetricRules
-from tasks.lib.label_sets import MIN_ROWS, explain, propose_label_map
-from tasks.stages.gate import each_class
+from tasks.lib.evaluation.gate_rules import each_class
+from tasks.lib.evaluation.label_sets import MIN_ROWS, explain, propose_label_map
 
 GOOD = [f"good film number {i}" for i in range(40)]
 BAD = [f"bad film number {i}" for i in range(40)]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.apps.landing import ingest_new
-from tasks.apps.watcher import LandingWatcher
-from tasks.lib.incoming import batch_files
+from tasks.lib.data.incoming import batch_files
+from tasks.lib.data.landing import ingest_new
+from tasks.lib.data.watcher import LandingWatcher
 from tasks.stages import ingest
 
 GOOD = 'text,label\n"a fine film, truly",positive\n"a dull and messy plot",negative\n"a fine film, truly",positive\n'
@@ -126,7 +126,7 @@ def test_a_notification_goes_to_the_log_file_and_to_a_prefect_notification_block
     # A real Prefect CustomWebhookNotificationBlock posting to a webhook on loopback.
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-    from tasks.lib.notify import notify
+    from tasks.lib.reporting.notify import notify
 
     CustomWebhookNotificationBlock(
         name="ops", url=f"{webhook.url}/hook", json_data={"subject": "{{subject}}", "text": "{{body}}"}

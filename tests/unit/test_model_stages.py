@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from tasks.lib.artifacts import variant_file
 from tasks.lib.config import load_params
-from tasks.lib.onnx_classifier import OnnxClassifier, length_batches
+from tasks.lib.export.variants import QuantizationError
+from tasks.lib.inference.onnx_classifier import OnnxClassifier, length_batches
 from tasks.stages import (
     augment,
     evaluate,
@@ -24,7 +26,7 @@ from tasks.stages import (
     train,
     validate,
 )
-from tests.conftest import REPO, deep_merge, repo_params, tiny_overrides
+from tests.support.repo import REPO, deep_merge, repo_params, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +124,7 @@ def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
     report = json.loads((trained.path("metrics") / "quantize.json").read_text())
     variants = trained.quantize.variants
     assert set(report["models"]) == {"pytorch_fp32", *variants}
-    files = {name: quantize.variant_file(name, variant.runtime) for name, variant in variants.items()}
+    files = {name: variant_file(name, variant.runtime) for name, variant in variants.items()}
     ops = {
         name: {n.op_type for n in onnx.load(str(folder / file)).graph.node}
         for name, file in files.items()
@@ -132,14 +134,14 @@ def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
     assert "QuantizeLinear" in ops["int8_static"] and "DequantizeLinear" in ops["int8_static"]
     assert "MatMulInteger" in ops["int8_matmul"] and "QAttention" not in ops["int8_matmul"]
     assert "DynamicQuantizeLinear" in ops["pruned_int8"]
-    pruned = onnx.load(str(folder / quantize.variant_file("pruned_int8")))
+    pruned = onnx.load(str(folder / variant_file("pruned_int8")))
     # Half the heads and feed-forward neurons: of the tiny model's 2 heads of 16 dims a layer, one is
     # left (query, key, value: 32 -> 16; attention output: 16 -> 32), and 64 of its 2 x 64 neurons.
     shapes = collections.Counter(tuple(t.dims) for t in pruned.graph.initializer if len(t.dims) == 2)
     assert shapes[(32, 16)] == 6 and shapes[(16, 32)] == 2 and (32, 96) not in shapes
     feed_forward = [dims[1] for dims in shapes if dims[0] == 32 and dims[1] not in (2, 16, 32)]
     assert len(feed_forward) == 2 and sum(feed_forward) == 64
-    half = onnx.load(str(folder / quantize.variant_file("half")))
+    half = onnx.load(str(folder / variant_file("half")))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in half.graph.initializer)
     texts = ["good", "bad and boring"]
     for name, file in files.items():
@@ -170,9 +172,7 @@ def test_a_corrupt_graph_fails_the_variant_by_name(trained, tmp_path):
     graph = tmp_path / "onnx" / export.OPTIMIZED_FILE
     graph.write_bytes(graph.read_bytes()[:4000])
     variant = DynamicInt8Variant(kind="dynamic_int8", graph="optimized", per_channel=True, op_types=None)
-    with pytest.raises(
-        quantize.QuantizationError, match=r"quantize\.variants\.broken \(dynamic_int8 of model\.opt\.onnx\)"
-    ):
+    with pytest.raises(QuantizationError, match=r"quantize\.variants\.broken \(dynamic_int8 of model\.opt\.onnx\)"):
         quantize.build_variant("broken", variant, tmp_path / "onnx", tmp_path, [])
 
 
@@ -181,7 +181,7 @@ def test_openvino_is_imported_without_its_usage_telemetry(tmp_path):
     plain, ours = tmp_path / "plain", tmp_path / "ours"
     for home, code in (
         (plain, "import openvino"),
-        (ours, "from tasks.lib.onnx_classifier import import_openvino; import_openvino().Core()"),
+        (ours, "from tasks.lib.inference.onnx_classifier import import_openvino; import_openvino().Core()"),
     ):
         home.mkdir()
         env = {**os.environ, "HOME": str(home), "CI": ""}

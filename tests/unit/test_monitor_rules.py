@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tasks.lib.demo_data import generate_reviews
-from tasks.lib.prediction_log import PREDICTIONS, Answer, PredictionLog, log_location
-from tasks.lib.production_model import Prediction
-from tasks.lib.reference_profile import REFERENCE_FILE, ReferenceError, build_profile, write_profile
-from tasks.lib.registry import Registry
-from tasks.lib.traffic_monitor import monitor_traffic
+from tasks.lib.data.demo_data import generate_reviews
+from tasks.lib.inference.production_model import Prediction
+from tasks.lib.monitoring.prediction_log import PREDICTIONS, Answer, PredictionLog, log_location
+from tasks.lib.monitoring.reference_profile import REFERENCE_FILE, ReferenceError, build_profile, write_profile
+from tasks.lib.monitoring.traffic_monitor import monitor_traffic
+from tasks.lib.storage.registry import Registry
 
 LABELS = ["negative", "positive"]
 

@@ -17,9 +17,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tasks.lib.config import MonitorConfig
-from tasks.lib.prediction_log import FEEDBACK, PREDICTIONS, Answer, PredictionLog, log_location, read_log
-from tasks.lib.production_model import Prediction
-from tests.conftest import repo_params
+from tasks.lib.inference.production_model import Prediction
+from tasks.lib.monitoring.prediction_log import FEEDBACK, PREDICTIONS, Answer, PredictionLog, log_location, read_log
+from tests.support.repo import repo_params
 from tests.unit.test_serving import free_port, registry, wait_for  # noqa: F401 - the registry fixture
 
 MONITOR = {"log": True, "location": None, "log_text": False, "flush_rows": 4, "flush_seconds": 60}
@@ -47,7 +47,7 @@ def serving(params, registry) -> Iterator[str]:  # noqa: F811
     import uvicorn
 
     from tasks.apps.http_service import create_app, server_config
-    from tasks.lib.production_model import ProductionModel
+    from tasks.lib.inference.production_model import ProductionModel
 
     logs = [
         PredictionLog(log_location(params.monitor, registry.root, kind), params.monitor)
@@ -163,8 +163,8 @@ def test_monitor_feedback_is_recorded_and_the_review_queue_leaves_it_out(make_pa
     import httpx
 
     from tasks.apps.cli import main
-    from tasks.apps.landing import check_file
     from tasks.apps.review_queue import review_queue
+    from tasks.lib.data.landing import check_file
 
     params = make_params({"monitor": {**MONITOR, "log_text": True}})
     texts = [f"review number {i}: a film" for i in range(6)]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tasks.lib.object_store import Lease, LeaseLost, ObjectStore, StoreError
+from tasks.lib.storage.object_store import Lease, LeaseLost, ObjectStore, StoreError
 
 
 @pytest.fixture(params=["local", "s3"])

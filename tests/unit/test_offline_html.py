@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tasks.apps.fetch_web_assets import FetchFailed, install
-from tasks.lib.offline_html import NotOffline, inline_scripts, make_site_offline, remote_loads
-from tasks.lib.web_assets import (
+from tasks.lib.reporting.offline_html import NotOffline, inline_scripts, make_site_offline, remote_loads
+from tasks.lib.reporting.web_assets import (
     CDN,
     STAMP,
     Asset,

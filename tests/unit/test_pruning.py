@@ -14,9 +14,9 @@ from transformers import (
     MPNetForSequenceClassification,
 )
 
-from tasks.lib.onnx_classifier import onnxruntime_engine
-from tasks.lib.onnx_export import export_model
-from tasks.lib.pruning import UnsupportedModel, importance, prune
+from tasks.lib.export.onnx_export import export_model
+from tasks.lib.export.pruning import UnsupportedModel, importance, prune
+from tasks.lib.inference.onnx_classifier import onnxruntime_engine
 
 TEXTS = ["a gripping, funny film", "dull and far too long", "not bad at all", "the plot goes nowhere"] * 4
 

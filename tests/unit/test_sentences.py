@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.lib.readers import DataError, read_file, read_source
-from tasks.lib.sentences import iob1_to_iob2
+from tasks.lib.data.readers import DataError, read_file, read_source
+from tasks.lib.data.sentences import iob1_to_iob2
 from tasks.lib.stage_runner import run_stage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,7 +149,7 @@ def test_a_label_map_is_refused_with_tags(make_params):
 def test_the_demo_source_makes_tagged_sentences_that_pass_validation(tmp_path, make_params):
     import shutil
 
-    from tasks.lib.demo_sentences import generate_sentences
+    from tasks.lib.data.demo_sentences import generate_sentences
     from tasks.lib.recipes import apply_recipe
     from tasks.stages import ingest, validate
 

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tasks.lib.production_model import (
+from tasks.lib.inference.production_model import (
     ModelLoadError,
     ProductionModel,
     load_classifier,
     predict,
 )
-from tasks.lib.registry import Registry
-from tests.conftest import free_port
+from tasks.lib.storage.registry import Registry
+from tests.support.seaweedfs import free_port
 
 LABELS = ["negative", "positive"]
 
@@ -63,7 +63,7 @@ def test_predict_function_gives_labels_and_probabilities(registry):
 
 def test_serving_path_imports_no_torch(registry):
     code = (
-        "import sys; from tasks.lib.production_model import predict; "
+        "import sys; from tasks.lib.inference.production_model import predict; "
         f"print(predict(['fine'], {str(registry.root)!r})[0].label); "
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
@@ -464,7 +464,7 @@ def test_admission_refuses_only_beyond_a_batch_and_a_slow_batch_does_not_refuse(
 
 def test_onnx_runtime_threads_follow_omp_num_threads_unless_set(monkeypatch: pytest.MonkeyPatch):
     """A process limited to one core by OMP_NUM_THREADS (as PyTorch reads it) gets one ONNX Runtime thread."""
-    from tasks.lib.onnx_classifier import session_options
+    from tasks.lib.inference.onnx_classifier import session_options
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert session_options().intra_op_num_threads == 1

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from tasks.lib.config import SplitConfig
-from tasks.stages.split import SplitError, split, unit_hash
+from tasks.lib.data.splitting import SplitError, split, unit_hash
 
 
 def frame(n: int, with_split: str | None = None) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from flows.pipeline import is_stale
-from tests.conftest import BIN, run
+from tests.support.repo import BIN, run
 
 HOLD_LOCK = """
 import sys, time

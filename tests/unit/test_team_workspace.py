@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.service import GitSource, _prefect_file_for, deployment_specs, template_environment
-from tasks.lib.incoming import LEDGER, batch_files, consolidate
+from flows.deployments import GitSource, _prefect_file_for, deployment_specs, template_environment
+from tasks.lib.data.incoming import LEDGER, batch_files, consolidate
 from tasks.lib.io import write_table
-from tasks.lib.team_workspace import mirror_down, share_batches, team_remote, workspace_identity
-from tests.conftest import BIN, REPO, run
+from tasks.lib.storage.team_workspace import mirror_down, share_batches, team_remote, workspace_identity
+from tests.support.repo import BIN, REPO, run
 
 
 def dvc_repo(folder: Path, remote: Path | None) -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.lib.text import (
+from tasks.lib.data.text import (
     has_visible_character,
     normalise,
     normalise_column,
@@ -16,7 +16,7 @@ from tasks.lib.text import (
     not_language_column,
     visible_column,
 )
-from tests.conftest import SST2
+from tests.support.repo import SST2
 
 EDGES = [
     "",

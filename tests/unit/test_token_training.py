@@ -14,15 +14,15 @@ from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokeni
 
 from tasks.lib.artifacts import PYTORCH_BASELINE
 from tasks.lib.config import load_params
-from tasks.lib.entity_metrics import entity_counts, scores
-from tasks.lib.models import torch_word_logits
-from tasks.lib.onnx_classifier import ClassifierInfo
-from tasks.lib.onnx_tagger import onnx_tagger, simple_word_spans, tagged_words, word_spans
-from tasks.lib.sentences import spans, tag_list
+from tasks.lib.data.sentences import spans, tag_list
+from tasks.lib.evaluation.entity_metrics import entity_counts, scores
+from tasks.lib.inference.onnx_classifier import ClassifierInfo
+from tasks.lib.inference.onnx_tagger import onnx_tagger, simple_word_spans, tagged_words, word_spans
+from tasks.lib.training.models import torch_word_logits
 from tasks.lib.training.trainer import encode_words
 from tasks.stages import augment, evaluate, export, gate, ingest, quantize, split, train, validate
-from tests.conftest import deep_merge, repo_params, tiny_overrides
 from tests.data.corpus import NER, SENTENCES, conll_bytes
+from tests.support.repo import deep_merge, repo_params, tiny_overrides
 
 TAGS = tag_list(["PER", "ORG", "LOC", "MISC"])
 

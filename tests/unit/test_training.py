@@ -23,7 +23,7 @@ from tasks.lib.config import load_params
 from tasks.lib.training import checkpoints, trainer
 from tasks.lib.training.parameter_efficient import add_peft, plain_model
 from tasks.stages import augment, ingest, split, train, validate
-from tests.conftest import deep_merge, repo_params, tiny_overrides
+from tests.support.repo import deep_merge, repo_params, tiny_overrides
 
 
 def learnable(model_dir: Path) -> dict[str, Any]:
@@ -329,8 +329,8 @@ def test_gpu_uses_mixed_precision_and_tf32(make_params):
 
 def test_tune_searches_prunes_resumes_and_proposes_a_recipe_that_applies(prepared, tiny_model_dir, tmp_path):
     from tasks.apps.tune import tune
-    from tasks.lib.offline_html import remote_loads
     from tasks.lib.recipes import apply_recipe
+    from tasks.lib.reporting.offline_html import remote_loads
 
     params = workspace(prepared, tmp_path, tiny_model_dir, {})
     search = {

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.support.repo import REPO
 
 HOLD = """
 import sys, time

@@ -27,7 +27,7 @@ from tasks.lib.augmentation.synonym import SynonymSwapper
 from tasks.lib.augmentation.variants import filtered_variants, with_variants
 from tasks.lib.columns import LABEL, ORIGIN, ROW_ID, SOURCE_ID, TEXT
 from tasks.lib.config import AugmentConfig
-from tasks.lib.sentences import spans
+from tasks.lib.data.sentences import spans
 
 METHODS = ("synonym", "mention")
 

@@ -28,7 +28,7 @@ from tasks.lib.augmentation.backtranslate import (
 from tasks.lib.augmentation.synonym import NEGATIONS, SynonymSwapper
 from tasks.lib.columns import LABEL, ORIGIN, ROW_ID, SOURCE_ID, TEXT
 from tasks.lib.config import AugmentConfig, AugmentFilterConfig
-from tasks.lib.text import normalise
+from tasks.lib.data.text import normalise
 
 METHODS = ("synonym", "backtranslation")
 

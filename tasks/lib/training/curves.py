@@ -4,7 +4,7 @@ The folder holds one TSV per curve (`plots/metrics/<group>/<name>.tsv`, which
 dvc.yaml's `plots` draws for `dvc plots show`) and `report.html`, rewritten
 at every log so it can be opened while training runs. The report is one file
 that renders offline: the Vega scripts DVCLive names on a CDN are inlined
-(tasks.lib.offline_html).
+(tasks.lib.reporting.offline_html).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from tasks.lib.offline_html import inline_scripts
-from tasks.lib.web_assets import installed
+from tasks.lib.reporting.offline_html import inline_scripts
+from tasks.lib.reporting.web_assets import installed
 
 # Trainer log key -> DVCLive metric name.
 CURVES = {

@@ -28,9 +28,9 @@ import pandas as pd
 
 from tasks.lib.columns import LABEL, ORIGIN, TEXT
 from tasks.lib.config import Task, TrainConfig
+from tasks.lib.data.sentences import tag_list
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import atomic_dir
-from tasks.lib.sentences import tag_list
 from tasks.lib.training import checkpoints, distributed
 from tasks.lib.training.parameter_efficient import add_peft, parameter_counts, plain_model
 
@@ -203,7 +203,7 @@ def _accuracy(prediction: Any) -> dict[str, float]:
 
 def _entity_scores(tags: list[str]) -> Any:
     """compute_metrics of a token classifier: entity F1 (micro) and word accuracy on the scored words."""
-    from tasks.lib.entity_metrics import entity_counts, scores
+    from tasks.lib.evaluation.entity_metrics import entity_counts, scores
 
     types = sorted({tag[2:] for tag in tags if tag != "O"})
 
@@ -248,7 +248,7 @@ def train(
     """Fine-tune `base_model` and save the best model (safetensors + tokenizer) to `output_dir`.
 
     Token classification: `labels` are the entity types (data.labels); the model's labels are
-    their IOB2 tags (tasks.lib.sentences.tag_list).
+    their IOB2 tags (tasks.lib.data.sentences.tag_list).
 
     `soft_labels`: a teacher's logits per training row (in `labels` order) to distil from
     (`train.distill`); rows that augmentation made get no hard-label loss.

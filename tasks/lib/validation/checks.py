@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.lib.batches import Table, Vocabulary, as_table, gather
 from tasks.lib.columns import LABEL, ROW_ID, SOURCE_FILE, SOURCE_LINE, SPLIT, TEXT
 from tasks.lib.config import DataConfig, SparkConfig, Task, ValidateConfig
-from tasks.lib.sentences import entity_types, repair_iob
+from tasks.lib.data.batches import Table, Vocabulary, as_table, gather
+from tasks.lib.data.sentences import entity_types, repair_iob
 from tasks.lib.validation import drift
 from tasks.lib.validation.features import (
     BROKEN_IOB,
@@ -467,7 +467,7 @@ def check(
     """Run the row rules, apply their policies, then the dataset rules on the rows that remain.
 
     Args:
-        source: the raw table (tasks.lib.readers schema), in memory or as a Table read in batches.
+        source: the raw table (tasks.lib.data.readers schema), in memory or as a Table read in batches.
         data: the `data` section (label set and map).
         config: the `validate` section (bounds, policies, dataset limits, drift).
         counter: counts each text's tokens (features.TokenCounter).

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from tasks.lib.columns import LABEL, TEXT
-from tasks.lib.sentences import broken_iob, misaligned, tag_set, unknown_tag
-from tasks.lib.text import ascii_with_alphanumeric, not_language_column, visible_column
+from tasks.lib.data.sentences import broken_iob, misaligned, tag_set, unknown_tag
+from tasks.lib.data.text import ascii_with_alphanumeric, not_language_column, visible_column
 
 MAPPED_LABEL = "_label"
 TOKENS = "_tokens"
@@ -70,7 +70,7 @@ class TokenCounter:
 
         from transformers import AutoTokenizer
 
-        from tasks.lib.models import resolve_base_model
+        from tasks.lib.training.models import resolve_base_model
 
         wrapper = AutoTokenizer.from_pretrained(resolve_base_model(base_model, root))
         self.tokenizer = copy.deepcopy(wrapper.backend_tokenizer)

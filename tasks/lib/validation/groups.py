@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tasks.lib.batches import Table, Vocabulary
 from tasks.lib.columns import LABEL, SPLIT, TEXT
-from tasks.lib.text import normalise_column, visible_column
+from tasks.lib.data.batches import Table, Vocabulary
+from tasks.lib.data.text import normalise_column, visible_column
 from tasks.lib.validation.features import SPLIT_PRIORITY, map_labels
 
 NONE = -1  # no finding, no split, no label

@@ -4,7 +4,7 @@ An ephemeral context (nothing written but the Data Docs site): one suite per
 table (rows, classes, dataset), each expectation carrying its rule name and
 policy in its description so the Data Docs read like the summary. The site
 renders offline: what its pages load from CDNs is copied into it
-(tasks.lib.offline_html).
+(tasks.lib.reporting.offline_html).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Any
 
 from tasks.lib.columns import ROW_ID, TEXT
 from tasks.lib.config import DataConfig, Task, ValidateConfig
+from tasks.lib.data.text import visible_pattern
 from tasks.lib.errors import PipelineError
-from tasks.lib.offline_html import make_site_offline
-from tasks.lib.text import visible_pattern
+from tasks.lib.reporting.offline_html import make_site_offline
+from tasks.lib.reporting.web_assets import installed
 from tasks.lib.validation.features import (
     BROKEN_IOB,
     CONFLICT,
@@ -35,7 +36,6 @@ from tasks.lib.validation.features import (
     TOKENS,
     UNKNOWN_TAG,
 )
-from tasks.lib.web_assets import installed
 
 SITE = "reports"
 DRIFT_RULES = ("label_drift", "length_drift")

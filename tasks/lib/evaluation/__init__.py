@@ -1,0 +1,1 @@
+"""Evaluation and gating: metrics, entity scores, slices, intervals, the gate's rules and its report."""

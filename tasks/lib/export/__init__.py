@@ -1,0 +1,1 @@
+"""Export and serving variants: ONNX export, pruning, quantized variants and their measurement."""

@@ -1,0 +1,180 @@
+"""Serving variants built from the exported model: the fp32 graph, dynamic or static int8, fp16,
+OpenVINO's format, or the PyTorch model structurally pruned and exported anew (the quantize stage
+builds those `quantize.variants` names, then measures them: tasks/lib/export/variant_measurement.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.lib.artifacts import (
+    GRAPH_FILES,
+    MODEL_FILE,
+    variant_file,
+)
+from tasks.lib.config import (
+    DynamicInt8Variant,
+    Fp16Variant,
+    Fp32Variant,
+    OpenVinoVariant,
+    PrunedVariant,
+    StaticInt8Variant,
+    Variant,
+)
+from tasks.lib.errors import PipelineError
+from tasks.lib.export.onnx_export import export_model, load_for_export
+from tasks.lib.export.pruning import importance, prune
+from tasks.lib.inference.onnx_classifier import OPENVINO_PRECISION_KEY, BatchEncoder, ClassifierInfo, import_openvino
+
+
+class QuantizationError(PipelineError, RuntimeError):
+    """A variant could not be built; the message names it and says why."""
+
+
+def _quantize_dynamic(source: Path, target: Path, variant: DynamicInt8Variant) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # Fused contrib ops (Attention, BiasGelu) have no ONNX shape inference: their
+    # outputs are float tensors, which is what DefaultTensorType tells the quantizer.
+    quantize_dynamic(
+        source,
+        target,
+        weight_type=QuantType.QInt8,
+        per_channel=variant.per_channel,
+        op_types_to_quantize=variant.op_types,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def calibration_feeds(folder: Path, texts: Sequence[Any], input_names: set[str]) -> list[dict[str, np.ndarray]]:
+    """One feed per text (or sentence), all padded to the longest: histogram calibrators need equal shapes."""
+    encoder = BatchEncoder(folder, input_names)
+    ((_, padded),) = encoder.batches(texts, len(texts))
+    return [{name: array[i : i + 1] for name, array in padded.items()} for i in range(len(texts))]
+
+
+def _quantize_static(source: Path, target: Path, variant: StaticInt8Variant, calibration: Sequence[Any]) -> None:
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not calibration:
+        raise QuantizationError("static int8 needs calibration rows, and the validation split is empty")
+    names = {i.name for i in onnx.load(str(source), load_external_data=False).graph.input}
+    feeds = calibration_feeds(source.parent, calibration, names)
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.remaining = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.remaining, None)
+
+    prepared = target.with_suffix(".pre.onnx")
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    try:
+        # uint8 activations with int8 weights: the combination ORT's x86 kernels run fastest.
+        quantize_static(
+            prepared,
+            target,
+            Feeds(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=variant.per_channel,
+            op_types_to_quantize=variant.op_types,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[variant.method],
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
+def _to_fp16(source: Path, target: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # keep_io_types: callers feed int64 ids and read fp32 logits, whatever the variant.
+    onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
+
+
+def _to_openvino(source: Path, target: Path, variant: OpenVinoVariant) -> None:
+    ov = import_openvino()
+    model = ov.Core().read_model(source)
+    # The precision travels with the model: a serving host computes in what the gate measured.
+    model.set_rt_info(variant.precision, OPENVINO_PRECISION_KEY)
+    # bf16 computes with 8 mantissa bits: weights kept as fp16 (11) lose nothing of that, at half the size.
+    ov.save_model(model, target, compress_to_fp16=variant.precision == "bf16")
+
+
+def _prune(model_dir: Path, onnx_dir: Path, target: Path, variant: PrunedVariant, calibration: Sequence[Any]) -> None:
+    import onnx
+    from transformers import AutoTokenizer
+
+    info = ClassifierInfo.load(onnx_dir)
+    opset = next(o.version for o in onnx.load(str(onnx_dir / MODEL_FILE)).opset_import if o.domain in ("", "ai.onnx"))
+    model, tokenizer = load_for_export(model_dir, info.task), AutoTokenizer.from_pretrained(model_dir)
+    texts = calibration[: variant.calibration_rows]
+    heads, neurons = importance(model, tokenizer, texts, info.task, 16, info.max_length)
+    units = prune(model, heads, neurons, variant.heads, variant.neurons)
+    print(f"quantize: pruned {model_dir.name}: {units.summary()}")
+    fp32 = target.with_name(f"{target.stem}.fp32.onnx")
+    try:
+        export_model(model, tokenizer, fp32 if variant.int8 else target, opset, info.task)
+        if variant.int8:
+            int8 = DynamicInt8Variant(kind="dynamic_int8", graph="exported", per_channel=True, op_types=None)
+            _quantize_dynamic(fp32, target, int8)
+    finally:
+        fp32.unlink(missing_ok=True)
+
+
+def build_variant(
+    name: str,
+    variant: Variant,
+    onnx_dir: Path,
+    target_dir: Path,
+    calibration: Sequence[Any],
+    model_dir: Path | None = None,
+) -> Path:
+    """Write the variant's graph (artifacts.variant_file) into `target_dir` from the exported or optimised
+    graph, or for a pruned variant from the PyTorch model in `model_dir`; returns its path."""
+    source, target = onnx_dir / GRAPH_FILES[variant.graph], target_dir / variant_file(name, variant.runtime)
+    try:
+        if isinstance(variant, Fp32Variant):
+            shutil.copy(source, target)
+        elif isinstance(variant, DynamicInt8Variant):
+            _quantize_dynamic(source, target, variant)
+        elif isinstance(variant, StaticInt8Variant):
+            _quantize_static(source, target, variant, calibration[: variant.calibration_rows])
+        elif isinstance(variant, Fp16Variant):
+            _to_fp16(source, target)
+        elif isinstance(variant, OpenVinoVariant):
+            _to_openvino(source, target, variant)
+        elif isinstance(variant, PrunedVariant):
+            if model_dir is None:
+                raise QuantizationError(f"quantize.variants.{name}: a pruned variant is built from the PyTorch model")
+            _prune(model_dir, onnx_dir, target, variant, calibration)
+    except QuantizationError:
+        raise
+    except Exception as exc:  # ORT's quantizer raises bare RuntimeError/ValueError/KeyError
+        raise QuantizationError(
+            f"quantize.variants.{name} ({variant.kind} of {source.name}): {type(exc).__name__}: {exc}"
+        ) from exc
+    return target

@@ -1,0 +1,1 @@
+"""Inference without torch: ONNX Runtime / OpenVINO classifiers and taggers, the production model."""

@@ -1,0 +1,1 @@
+"""Monitoring the served model: the prediction log, reference profiles, traffic checks, their report."""

@@ -1,0 +1,1 @@
+"""Reports and notices: offline HTML, pinned web assets, notifications, redaction."""
