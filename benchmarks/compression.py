@@ -42,11 +42,11 @@ from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import PYTORCH_BASELINE, Params, PrunedVariant, TrainConfig, load_params
 from tasks.lib.export.onnx_export import export_onnx, optimize_graph
 from tasks.lib.export.variant_measurement import measure_variants
+from tasks.lib.export.variants import build_variant
 from tasks.lib.inference.onnx_classifier import ClassifierInfo
 from tasks.lib.training.distillation import teacher_config
 from tasks.lib.training.models import model_labels, resolve_base_model, torch_logits
 from tasks.lib.training.trainer import train
-from tasks.lib.export.variants import build_variant
 
 INT8 = "int8_dynamic"
 

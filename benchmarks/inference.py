@@ -20,11 +20,11 @@ from tasks.lib.artifacts import MODEL_FILE, variant_file
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import load_params
 from tasks.lib.data.readers import read_file
+from tasks.lib.evaluation.gate_rules import choose_variant
 from tasks.lib.export.variant_measurement import measure_variants, render
 from tasks.lib.inference.onnx_classifier import ClassifierInfo
 from tasks.lib.io import read_table
 from tasks.lib.validation.features import map_labels
-from tasks.lib.evaluation.gate_rules import choose_variant
 
 
 def main() -> None:

@@ -158,7 +158,7 @@ def ensure_failure_automation(params: Params) -> str | None:
         existing.delete()
     Automation(
         name=title,
-        description="Created by `textclf deploy` (README: Running unattended, Notifications)",
+        description="Created by `textclf deploy` (docs/guides/unattended.md#notifications)",
         trigger=EventTrigger(
             expect={"prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"},
             match_related={"prefect.resource.role": "flow", "prefect.resource.name": PIPELINE_FLOW},
@@ -202,7 +202,7 @@ def deploy(params: Params, work_pool: str, clone: GitSource | None = None) -> No
     if clone is not None and team_remote(params.root) is None:
         raise ConfigError(
             "--clone: workers on other hosts share data and models through a DVC remote, and this workspace has "
-            "none; `textclf remote URL` sets one (README: Running as a team)"
+            "none; `textclf remote URL` sets one (docs/guides/team.md)"
         )
     prefect = Path(sys.executable).parent / "prefect"
     with tempfile.TemporaryDirectory() as folder:

@@ -223,9 +223,11 @@ def fix_stages(root: Path) -> list[str]:
     for line in lines:
         stripped = line.strip()
         indent = len(line) - len(line.lstrip(" "))
-        if deps_indent is not None and stripped and not stripped.startswith("#"):
-            if indent < deps_indent or (indent == deps_indent and not stripped.startswith("- ")):
-                deps_indent = None
+        ends_list = deps_indent is not None and (
+            indent < deps_indent or (indent == deps_indent and not stripped.startswith("- "))
+        )
+        if ends_list and stripped and not stripped.startswith("#"):
+            deps_indent = None
         if deps_indent is None and stripped and not stripped.startswith(("#", "- ")):
             if indent == 2 and stripped.endswith(":"):
                 stage_name = stripped[:-1]

@@ -137,7 +137,7 @@ def _watching(params: Params) -> Iterator[None]:
     """The landing watcher in a background thread (with this thread's Prefect settings)."""
     stop = threading.Event()
     params.path("landing").mkdir(parents=True, exist_ok=True)
-    print(f"watching {params.path('landing')} for new data (README: Run it as a service)", flush=True)
+    print(f"watching {params.path('landing')} for new data (docs/guides/unattended.md#run-it-as-a-service)", flush=True)
     thread = threading.Thread(
         target=contextvars.copy_context().run,
         args=(landing_watcher(params).run, stop),

@@ -80,7 +80,7 @@ class PathsConfig(_Section):
     metrics: Path
     reports: Path
     # A folder, or an object-store URL (s3://bucket/prefix, gs://..., any fsspec backend) that
-    # every host reads: README "Running as a team".
+    # every host reads: docs/guides/team.md.
     registry: str
     cache: Path
     incoming: Path
@@ -350,7 +350,8 @@ class TrainConfig(_Section):
 
 
 class TeacherConfig(_Section):
-    """The teacher's own training settings (`teacher`); the rest are `train`'s (README "Distillation")."""
+    """The teacher's own training settings (`teacher`); the rest are `train`'s
+    (docs/guides/training.md#distillation)."""
 
     base_model: Annotated[str, Field(min_length=1)]
     epochs: Annotated[int, Field(ge=1)]

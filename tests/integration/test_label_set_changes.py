@@ -1,4 +1,5 @@
-"""Label-set changes end to end, on really trained tiny models (README "When the label set changes").
+"""Label-set changes end to end, on really trained tiny models
+(docs/guides/gates-and-registry.md#when-the-label-set-changes).
 
 Production predicts negative/positive. The same reviews then arrive labelled 0/1:
 validation and the gate refuse them and propose the data.label_map that the
