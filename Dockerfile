@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# The worker image: what a Prefect `docker` work pool runs a flow run in (README "A worker image").
+# The worker image: what a Prefect `docker` work pool runs a flow run in (docs/guides/team.md#a-worker-image).
 # Python 3.11, the Debian packages and the venv of `make install` (with the web assets), git;
 # no data and no trained models. A flow run works in a clone of the repository that prefect.yaml's
 # pull steps make (`textclf deploy --clone`), which gets data and models from the DVC remote, or

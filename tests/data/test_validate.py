@@ -173,7 +173,7 @@ def test_sst2_passes_with_zero_false_alarms(make_params):
     # that is also a training phrase, and exact repeats; and ten parse-tree phrases without
     # words ("(", "10", "1987", "pg-13", "3-d"...). Nothing else is flagged by the data rules.
     # label_noise (warn, kept) names rows a model that did not train on them contradicts: about
-    # 1% of SST-2's phrases (README "Validation" shows ten), advice for a person, not a defect.
+    # 1% of SST-2's phrases (docs/guides/validation.md#likely-mislabelled-rows), advice for a person, not a defect.
     noise = flagged.pop("label_noise")
     assert flagged == {"text_language": 10, "conflicting_labels": 10, "split_leakage": 1, "duplicate_exact": 366}
     assert 0.005 * len(raw) < noise < 0.02 * len(raw) and outcome.rules["label_noise"].policy == "warn"
