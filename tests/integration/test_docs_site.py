@@ -27,10 +27,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import REPO
+from tests.support.browser import chromium
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 LOCAL_SCHEMES = ("data", "blob", "about")
 SEARCH_WORD = "quarantine"
 
@@ -85,19 +85,9 @@ def served(site: Path) -> Iterator[tuple[str, list[str]]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: `make install` installs it (pyproject.toml's test extra)")
-    if not CHROMIUM.is_file():
-        pytest.fail(f"no {CHROMIUM}: `make test` installs Debian's chromium for this test (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        # Port 9 on loopback is closed: a request Playwright's routes did not see still cannot leave.
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), proxy={"server": "http://127.0.0.1:9", "bypass": "127.0.0.1"}
-        )
-        yield browser
-        browser.close()
+    # Port 9 on loopback is closed: a request Playwright's routes did not see still cannot leave.
+    with chromium(proxy={"server": "http://127.0.0.1:9", "bypass": "127.0.0.1"}) as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,11 @@ from tasks.lib.io import read_table, write_table
 from tasks.lib.reporting.offline_html import VENDOR
 from tasks.lib.training.curves import CURVES
 from tasks.stages import augment, ingest, split, train, validate
+from tests.support.browser import chromium
 from tests.support.repo import deep_merge, repo_params, tiny_overrides
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 LOCAL_SCHEMES = ("file:", "data:", "blob:")
 
 # What the pages' own files must have done, checked in the page (each a JS expression that is true).
@@ -100,16 +100,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> P
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: `make install` installs it (pyproject.toml's test extra)")
-    if not CHROMIUM.is_file():
-        pytest.fail(f"no {CHROMIUM}: `make test` installs Debian's chromium for this test (apt-get install chromium)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
-        yield browser
-        browser.close()
+    with chromium() as launched:
+        yield launched
 
 
 class Visit:

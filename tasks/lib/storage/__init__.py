@@ -1,1 +1,2 @@
-"""Registry and storage: model versions, object stores, the team workspace, retention, model cards."""
+"""Registry and storage: model versions, object stores, the team workspace, retention, lineage, model
+cards."""
