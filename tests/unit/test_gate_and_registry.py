@@ -23,8 +23,9 @@ from tasks.lib.artifacts import (
 from tasks.lib.evaluation.gate import GateRejected, render
 from tasks.lib.evaluation.gate_rules import choose_variant, onnx_rules
 from tasks.lib.inference.production_model import load_classifier
+from tasks.lib.storage.lineage import registered_variants
 from tasks.lib.storage.registry import Registry, RegistryError
-from tasks.stages.promote import promote, registered_variants
+from tasks.stages.promote import promote
 from tests.support.repo import REPO
 
 
