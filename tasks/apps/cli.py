@@ -16,7 +16,7 @@
               [--clone URL --ref REF]  workers on other hosts run them in a clone of URL at REF
     textclf remote URL                the team's DVC remote (data, models, run-cache, workspace state)
     textclf watch                     the landing watcher alone (with `deploy`)
-    textclf deps                      check that dvc.yaml's deps name all the code each stage runs
+    textclf deps [--fix]              check that dvc.yaml's deps name all the code each stage runs (--fix: rewrite them)
     textclf recipe [NAME] [--dvc-args] merge recipes/NAME.yaml into params.yaml (no NAME: list them);
                                       --dvc-args: print it as `dvc exp run` -S arguments instead
     textclf prune                     remove what params.yaml `retention` says is old (also after every run)

@@ -209,42 +209,56 @@ def proposed_deps(root: Path, stage: StageDeps) -> list[str]:
     return sorted(str(p) for p in [*folders, *singles])
 
 
+def _item_lines(lines: list[str], first: int, items: int) -> list[int]:
+    """The line of each of `items` single-line list items from line `first` on, skipping comment lines."""
+    found: list[int] = []
+    number = first
+    while len(found) < items:
+        if lines[number].lstrip().startswith("- "):
+            found.append(number)
+        number += 1
+    return found
+
+
 def fix_stages(root: Path) -> list[str]:
-    """Rewrite the code deps of every stage in dvc.yaml to `proposed_deps`, keeping its other deps,
-    comments and layout. Returns the names of the stages changed."""
+    """Rewrite the code deps of every stage in dvc.yaml to `proposed_deps`, keeping its data deps, its
+    comments (a dep's own comment stays with it; a comment on a line of its own stays on that line) and
+    the file's layout. The code deps take the place of the first one listed (or open the list).
+
+    Returns:
+        The names of the stages changed.
+    Raises:
+        ValueError: a stage has no `deps:` key (add one; a stage runs at least its own module).
+    """
+    from ruamel.yaml import YAML
+
     path = root / "dvc.yaml"
-    stages = {stage.name: stage for stage in check_stages(root)}
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    out: list[str] = []
+    text = path.read_text(encoding="utf-8")
+    spec = YAML().load(text)  # the round-trip loader: it knows each key's and item's line
+    lines = text.splitlines(keepends=True)
+    edits: list[tuple[int, int, list[str]]] = []  # (first line, lines replaced, new lines), top to bottom
     changed: list[str] = []
-    stage_name: str | None = None
-    deps_indent: int | None = None  # the indent of the `deps:` key while inside that list
-    inserted = False
-    for line in lines:
-        stripped = line.strip()
-        indent = len(line) - len(line.lstrip(" "))
-        ends_list = deps_indent is not None and (
-            indent < deps_indent or (indent == deps_indent and not stripped.startswith("- "))
-        )
-        if ends_list and stripped and not stripped.startswith("#"):
-            deps_indent = None
-        if deps_indent is None and stripped and not stripped.startswith(("#", "- ")):
-            if indent == 2 and stripped.endswith(":"):
-                stage_name = stripped[:-1]
-            elif stripped == "deps:":
-                deps_indent, inserted = indent, False
-                out.append(line)
-                continue
-        if deps_indent is not None and stage_name in stages and stripped.startswith("- "):
-            dep = stripped[2:].strip()
-            if _is_code(root, Path(dep)):
-                if not inserted:
-                    wanted = proposed_deps(root, stages[stage_name])
-                    if [str(p) for p in stages[stage_name].declared] != wanted:
-                        changed.append(stage_name)
-                    out.extend(f"{' ' * indent}- {each}\n" for each in wanted)
-                    inserted = True
-                continue
-        out.append(line)
-    path.write_text("".join(out), encoding="utf-8")
+    for found in check_stages(root):
+        wanted = proposed_deps(root, found)
+        if [str(dep) for dep in found.declared] == wanted:
+            continue
+        stage = spec["stages"][found.name]
+        if "deps" not in stage:
+            raise ValueError(f"dvc.yaml stage '{found.name}': no `deps:` list to write its code deps into")
+        deps = stage["deps"]
+        key_line, key_column = stage.lc.key("deps")
+        numbers = _item_lines(lines, key_line + 1, len(deps))
+        code = [number for number, dep in zip(numbers, deps, strict=True) if _is_code(root, Path(str(dep)))]
+        at = code[0] if code else key_line + 1
+        column = deps.lc.item(0)[1] - 2 if len(deps) else key_column + 2
+        kept = {str(dep): lines[n] for n, dep in zip(numbers, deps, strict=True) if n in code}
+        new = [kept.get(dep, f"{' ' * column}- {dep}\n") for dep in wanted]
+        # Remove every code dep's line, then insert the wanted list where the first one was.
+        edits += [(number, 1, new if number == at else []) for number in code]
+        if not code:
+            edits.append((at, 0, new))
+        changed.append(found.name)
+    for first, count, new in sorted(edits, key=lambda edit: edit[0], reverse=True):
+        lines[first : first + count] = new
+    path.write_text("".join(lines), encoding="utf-8")
     return changed

@@ -843,10 +843,10 @@ class Params(_Section):
             # evaluate.slices (texts by pattern) stay valid names, so the defaults load; a tagger is
             # scored on its sentence slices only.
             metrics, slices = entity_metric_names(self.data.labels), [*slices, *SENTENCE_SLICES]
-            metrics += [f"{metric}.*" for metric in PER_TYPE_METRICS]  # every type (gate.py expands it)
+            metrics += [f"{metric}.*" for metric in PER_TYPE_METRICS]  # every type (gate_rules.py expands it)
         else:
             metrics = metric_names(self.data.labels)
-            metrics += [f"{metric}.*" for metric in PER_CLASS_METRICS]  # every class (gate.py expands it)
+            metrics += [f"{metric}.*" for metric in PER_CLASS_METRICS]  # every class (gate_rules.py expands it)
         rules = [("gate.metrics", self.gate.metrics)]
         for name, by_metric in self.gate.slices.items():
             if name != "*" and name not in slices:

@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import REPO
-from tests.support.browser import chromium
+from tests.support.browser import GuardedPage, chromium
+from tests.support.repo import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -99,33 +99,21 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-class Visit:
-    """One browser context whose every request is recorded and routed; collects what went wrong."""
+class Visit(GuardedPage):
+    """The docs site in one browser context: every request recorded, none may leave 127.0.0.1."""
+
+    leaving = "request leaving 127.0.0.1"
 
     def __init__(self, browser: Any, base: str):
         self.host = urlsplit(base).netloc
-        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
         self.requests: list[str] = []
-        self.problems: list[str] = []
-        self.context.route("**/*", self._route)
+        super().__init__(browser, {"width": 1280, "height": 900})
         self.context.on("request", lambda request: self.requests.append(request.url))
-        self.page = self.context.new_page()
-        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console error: {m.text}"))
-        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        self.page.on("requestfailed", lambda r: self.problems.append(f"failed to load {r.url}: {r.failure}"))
         self.page.on("worker", lambda worker: worker.on("console", self._worker_console))
 
-    def _local(self, url: str) -> bool:
+    def local(self, url: str) -> bool:
         parts = urlsplit(url)
         return parts.scheme in LOCAL_SCHEMES or (parts.scheme == "http" and parts.netloc == self.host)
-
-    def _route(self, route: Any) -> None:
-        url = route.request.url
-        if self._local(url):
-            route.continue_()
-        else:
-            self.problems.append(f"request leaving 127.0.0.1: {url}")
-            route.abort("blockedbyclient")
 
     def _worker_console(self, message: Any) -> None:
         if message.type == "error":
@@ -174,7 +162,7 @@ def test_every_page_loads_offline_from_127_0_0_1(
             )
         if found:
             problems[path or "/"] = found
-    leaving = [url for url in visit.requests if not visit._local(url)]
+    leaving = [url for url in visit.requests if not visit.local(url)]
     visit.context.close()
     assert problems == {}
     assert leaving == []
@@ -195,7 +183,7 @@ def test_search_finds_pages_offline(served: tuple[str, list[str]], browser: Any,
     first = results.first.inner_text()
     meta = visit.page.inner_text(".md-search-result__meta")
     visit.page.screenshot(path=screenshots / "search.png")
-    leaving = [url for url in visit.requests if not visit._local(url)]
+    leaving = [url for url in visit.requests if not visit.local(url)]
     problems = visit.problems
     visit.context.close()
     assert problems == []

@@ -30,7 +30,7 @@ from tasks.lib.io import read_table, write_table
 from tasks.lib.reporting.offline_html import VENDOR
 from tasks.lib.training.curves import CURVES
 from tasks.stages import augment, ingest, split, train, validate
-from tests.support.browser import chromium
+from tests.support.browser import GuardedPage, chromium
 from tests.support.repo import deep_merge, repo_params, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -104,29 +104,14 @@ def browser() -> Iterator[Any]:
         yield launched
 
 
-class Visit:
-    """One browser context whose requests are all routed; collects what went wrong, per page."""
+class Visit(GuardedPage):
+    """One report page at a time, from files: nothing may load from the network."""
 
     def __init__(self, browser: Any):
-        self.context = browser.new_context(viewport={"width": 1280, "height": 800})
-        self.problems: list[str] = []
-        self.context.route("**/*", self._route)
-        self.page = self.context.new_page()
-        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console error: {m.text}"))
-        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        self.page.on("requestfailed", self._failed)
+        super().__init__(browser, {"width": 1280, "height": 800})
 
-    def _route(self, route: Any) -> None:
-        url = route.request.url
-        if url.startswith(LOCAL_SCHEMES):
-            route.continue_()
-        else:
-            self.problems.append(f"request leaving the machine: {url}")
-            route.abort("blockedbyclient")
-
-    def _failed(self, request: Any) -> None:
-        if request.url.startswith(LOCAL_SCHEMES):
-            self.problems.append(f"failed to load {request.url}: {request.failure}")
+    def local(self, url: str) -> bool:
+        return url.startswith(LOCAL_SCHEMES)
 
     def open(self, page: Path, loaded: dict[str, str], shot: Path, ready: str = "true") -> list[str]:
         """Load `page`, wait until `ready` (JS), check `loaded`, its files and images, save a screenshot.

@@ -29,3 +29,35 @@ def chromium(**launch: Any) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+class GuardedPage:
+    """One browser context whose every request is routed: a request the page may make (`local`) goes
+    through, any other is aborted and recorded; console errors, page errors and failed loads are
+    recorded too. `problems` holds what went wrong since the last `open` of a subclass."""
+
+    leaving = "request leaving the machine"
+
+    def __init__(self, browser: Any, viewport: dict[str, int]):
+        self.context = browser.new_context(viewport=viewport)
+        self.problems: list[str] = []
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console error: {m.text}"))
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page.on("requestfailed", self._failed)
+
+    def local(self, url: str) -> bool:
+        raise NotImplementedError
+
+    def _route(self, route: Any) -> None:
+        url = route.request.url
+        if self.local(url):
+            route.continue_()
+        else:
+            self.problems.append(f"{self.leaving}: {url}")
+            route.abort("blockedbyclient")
+
+    def _failed(self, request: Any) -> None:
+        if self.local(request.url):  # the others were aborted above, and recorded there
+            self.problems.append(f"failed to load {request.url}: {request.failure}")

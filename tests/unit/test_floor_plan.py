@@ -68,6 +68,11 @@ def test_dependencies_point_one_way_apps_to_flows_to_library():
     assert {name: sorted(n for n in found if n.startswith(STAGES)) for name, found in benchmarks.items()} == {
         name: [] for name in benchmarks
     }
+    shipped = [path for top in ("tasks", "flows", "benchmarks") for path in sorted((REPO / top).rglob("*.py"))]
+    into_tests = {str(path.relative_to(REPO)): imported_modules_of_file(path) for path in shipped}
+    assert {name: sorted(n for n in found if n.split(".")[0] == "tests") for name, found in into_tests.items()} == {
+        name: [] for name in into_tests
+    }
 
 
 def imported_modules_of_file(path: Path) -> set[str]:
@@ -212,4 +217,49 @@ def test_fixing_the_deps_lists_what_runs_and_keeps_the_data_deps(tmp_path):
     assert stage.complete
     deps = yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"]["fit"]["deps"]
     assert deps == ["tasks/lib/helpers.py", "tasks/lib/shapes.py", "tasks/stages/fit.py", "data/in.csv"]
+    assert fix_stages(tmp_path) == []
+
+
+HAND_WRITTEN = """\
+# Two stages, as a person writes them.
+stages:
+    other:  # runs nothing of the library
+      cmd: python -m tasks.stages.other
+      deps:
+        # the data first
+        - data/raw.csv
+      outs:
+        - data/other.csv
+    fit:  # the fit stage
+      cmd: python -m tasks.stages.fit
+      deps:
+        - "tasks/stages/fit.py"
+        - tasks/lib/shapes.py  # the sides
+        # a comment of its own
+        - data/in.csv
+        - tasks/lib/unused.py
+      params:
+        - fit
+"""
+
+
+def test_fixing_keeps_stage_comments_dep_comments_and_other_keys(tmp_path):
+    _project(tmp_path, {**SMALL_PROJECT, "tasks/stages/other.py": "X = 1\n"}, [])
+    (tmp_path / "dvc.yaml").write_text(HAND_WRITTEN)
+    assert fix_stages(tmp_path) == ["other", "fit"]
+    assert all(stage.complete for stage in check_stages(tmp_path))
+    text = (tmp_path / "dvc.yaml").read_text()
+    assert "    other:  # runs nothing of the library\n" in text and "    fit:  # the fit stage\n" in text
+    assert "        - tasks/stages/other.py\n        # the data first\n        - data/raw.csv\n" in text
+    assert (
+        "        - tasks/lib/helpers.py\n"
+        "        - tasks/lib/shapes.py  # the sides\n"
+        '        - "tasks/stages/fit.py"\n'
+        "        # a comment of its own\n"
+        "        - data/in.csv\n"
+        "      params:\n"
+    ) in text
+    assert "unused" not in text
+    spec = yaml.safe_load(text)["stages"]
+    assert spec["other"]["outs"] == ["data/other.csv"] and spec["fit"]["params"] == ["fit"]
     assert fix_stages(tmp_path) == []

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tasks.apps import cli, reference_docs
-from tests.conftest import REPO
+from tests.support.repo import REPO
 
 FLOOR_PLAN = REPO / "docs" / "concepts" / "floor-plan.md"
 LISTED = re.compile(r"^((?:tasks|flows)/[\w/]*?(?:\.py|/))(?:\s|$)")

@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
-from tasks.lib.artifacts import PYTORCH_BASELINE
-from tasks.lib.config import load_params
+from tasks.lib.config import PYTORCH_BASELINE, load_params
 from tasks.lib.data.sentences import spans, tag_list
 from tasks.lib.evaluation.entity_metrics import entity_counts, scores
 from tasks.lib.inference.onnx_classifier import ClassifierInfo
