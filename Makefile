@@ -88,7 +88,7 @@ serve: install
 repro: install $(SPARK_IF_NEEDED)
 	$(BIN)/dvc repro
 
-## The default suite (about 19 minutes on 2 cores), its modules spread over TEST_WORKERS worker processes,
+## The default suite (about 16 minutes on 2 cores), its modules spread over TEST_WORKERS worker processes,
 ## the longest modules first (tests/conftest.py). One more worker than cores: most tests spend much of
 ## their time waiting on servers and processes (docs/guides/tests.md#workers).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
