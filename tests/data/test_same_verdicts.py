@@ -10,16 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.data.verdicts import RECORD, all_verdicts
-
-
-def _differences(recorded: dict, now: dict) -> list[str]:
-    return [
-        f"{name}: recorded {json.dumps(recorded.get(name), sort_keys=True)}\n"
-        f"  now {json.dumps(now.get(name), sort_keys=True)}"
-        for name in sorted(set(recorded) | set(now))
-        if recorded.get(name) != now.get(name)
-    ]
+from tests.data.verdicts import RECORD, all_verdicts, differences
 
 
 def test_same_verdicts_counts_and_flagged_rows_as_recorded(tmp_path: Path):
@@ -27,4 +18,4 @@ def test_same_verdicts_counts_and_flagged_rows_as_recorded(tmp_path: Path):
     recorded = json.loads(RECORD.read_text())
     now = all_verdicts(tmp_path)
     assert len(now) == len(recorded) >= 40
-    assert not _differences(recorded, now), "\n".join(_differences(recorded, now))
+    assert not differences(recorded, now), "\n".join(differences(recorded, now))

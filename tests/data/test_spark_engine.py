@@ -14,8 +14,7 @@ import pytest
 
 from tasks.lib.errors import PipelineError
 from tests.data.corpus import NER_CASES, csv_bytes, good_rows
-from tests.data.test_same_verdicts import _differences
-from tests.data.verdicts import CORPUS_BASE, RECORD, _configure, _validate, corpus_verdicts
+from tests.data.verdicts import CORPUS_BASE, RECORD, _configure, _validate, corpus_verdicts, differences
 
 pytestmark = pytest.mark.spark
 # Two local cores: the CI machine's.
@@ -26,8 +25,8 @@ def test_spark_engine_gives_the_recorded_verdicts_on_every_corpus_case(tmp_path:
     recorded = json.loads(RECORD.read_text())
     now = dict(corpus_verdicts(tmp_path, SPARK))
     assert len(now) >= 40
-    differences = _differences({name: recorded[name] for name in now}, now)
-    assert not differences, "\n".join(differences)
+    found = differences({name: recorded[name] for name in now}, now)
+    assert not found, "\n".join(found)
 
 
 def test_spark_engine_judges_tagged_sentences_as_the_pandas_engine_does(tmp_path: Path):

@@ -131,3 +131,13 @@ if __name__ == "__main__":
         (Path(folder) / "corpus").mkdir()
         RECORD.write_text(json.dumps(all_verdicts(Path(folder)), indent=1, sort_keys=True) + "\n")
     print(f"recorded {RECORD}")
+
+
+def differences(recorded: dict, now: dict) -> list[str]:
+    """One line per workspace whose verdicts differ from the recorded ones."""
+    return [
+        f"{name}: recorded {json.dumps(recorded.get(name), sort_keys=True)}\n"
+        f"  now {json.dumps(now.get(name), sort_keys=True)}"
+        for name in sorted(set(recorded) | set(now))
+        if recorded.get(name) != now.get(name)
+    ]

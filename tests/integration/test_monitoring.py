@@ -29,7 +29,7 @@ from tasks.lib.monitoring.prediction_log import PREDICTIONS, log_location, read_
 from tasks.lib.monitoring.reference_profile import REFERENCE_FILE, build_profile, write_profile
 from tasks.lib.storage.registry import Registry
 from tests.integration.test_reports_offline import CHARTS_DRAWN, Visit, browser, screenshots  # noqa: F401
-from tests.unit.test_serving import free_port
+from tests.support.seaweedfs import free_port
 
 pytestmark = pytest.mark.slow
 

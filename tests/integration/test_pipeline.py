@@ -1,34 +1,23 @@
 """The whole DAG in a temp copy of the repo: real DVC, real Prefect, real GX and ONNX Runtime."""
 
 import json
-import re
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tasks.apps.code_deps import check_stages
 from tasks.lib.artifacts import graph_files
-from tests.support.repo import BIN, deep_merge, repo_params, run, tiny_overrides
-
-UP_TO_DATE = "Data and pipelines are up to date."
-
-
-def set_params(repo: Path, overrides: dict) -> None:
-    (repo / "params.yaml").write_text(yaml.safe_dump(deep_merge(repo_params(), overrides)))
-
-
-def flow(repo: Path, check: bool = True):
-    return run([sys.executable, "-m", "tasks", "run"], repo, check=check)
-
-
-def dvc(repo: Path, *args: str):
-    return run([str(BIN / "dvc"), *args], repo)
-
-
-def ran_stages(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
+from tests.support.repo import (
+    BIN,
+    UP_TO_DATE,
+    deep_merge,
+    dvc,
+    flow,
+    ran_stages,
+    run,
+    set_params,
+    tiny_overrides,
+)
 
 
 @pytest.mark.slow

@@ -4,8 +4,7 @@ import pytest
 
 from tasks.lib.inference.production_model import ProductionModel
 from tasks.lib.storage.registry import Registry
-from tests.integration.test_pipeline import UP_TO_DATE, dvc, ran_stages, set_params
-from tests.support.repo import deep_merge, tiny_overrides
+from tests.support.repo import UP_TO_DATE, deep_merge, dvc, ran_stages, set_params, tiny_overrides
 
 
 @pytest.mark.slow

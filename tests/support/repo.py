@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,3 +86,23 @@ def copy_repo(target: Path) -> Path:
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], target)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], target)
     return target
+
+
+# A workspace (a repo copy) driven as a person would: the flow, DVC, and what they say.
+UP_TO_DATE = "Data and pipelines are up to date."
+
+
+def set_params(repo: Path, overrides: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(deep_merge(repo_params(), overrides)))
+
+
+def flow(repo: Path, check: bool = True):
+    return run([sys.executable, "-m", "tasks", "run"], repo, check=check)
+
+
+def dvc(repo: Path, *args: str):
+    return run([str(BIN / "dvc"), *args], repo)
+
+
+def ran_stages(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)

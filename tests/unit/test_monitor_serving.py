@@ -20,7 +20,9 @@ from tasks.lib.config import MonitorConfig
 from tasks.lib.inference.production_model import Prediction
 from tasks.lib.monitoring.prediction_log import FEEDBACK, PREDICTIONS, Answer, PredictionLog, log_location, read_log
 from tests.support.repo import repo_params
-from tests.unit.test_serving import free_port, registry, wait_for  # noqa: F401 - the registry fixture
+from tests.support.seaweedfs import free_port
+from tests.support.waiting import wait_for
+from tests.unit.test_serving import registry  # noqa: F401 - the fixture
 
 MONITOR = {"log": True, "location": None, "log_text": False, "flush_rows": 4, "flush_seconds": 60}
 

@@ -23,6 +23,7 @@ from tasks.lib.inference.production_model import (
 )
 from tasks.lib.storage.registry import Registry
 from tests.support.seaweedfs import free_port
+from tests.support.waiting import wait_for
 
 LABELS = ["negative", "positive"]
 
@@ -189,16 +190,6 @@ def test_service_follows_promotions_and_keeps_serving_when_a_new_model_is_broken
         assert "v0003/model.onnx: cannot load the model" in health["error"]
         answer = client.post("/predict", json={"texts": ["x"]})
         assert answer.status_code == 200 and answer.json()["version"] == "v0002"
-
-
-def wait_for(condition, seconds: float = 10) -> bool:
-    """Polls `condition` (the service reads the pointer every serve.reload_check_seconds)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 # Under load: batching, overload, drain, slow clients, limits before parsing.
