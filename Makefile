@@ -51,8 +51,8 @@ $(WEB_STAMP): $(WEB_LOCK) | $(STAMP)
 	@mkdir -p $(@D) && touch $@
 
 # Apache Spark for validate.engine: spark (docs/guides/data-at-scale.md#validation-on-spark):
-# spark.lock's pyspark into the venv and, where no Java 17 or later runs, Debian's openjdk-17-jre-headless. `make test` installs it;
-# `make run` and `make repro` only when params.yaml asks for the Spark engine.
+# spark.lock's pyspark into the venv and, where no Java 17 or later runs, Debian's openjdk-17-jre-headless.
+# `make test` installs it; `make run` and `make repro` only when params.yaml asks for the Spark engine.
 spark: install $(SPARK_STAMP)
 	@java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' || { $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends openjdk-17-jre-headless; }

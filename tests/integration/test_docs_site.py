@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.browser import GuardedPage, chromium
+from tests.support.browser import GuardedPage, chromium, screenshot_folder
 from tests.support.repo import REPO
 
 pytestmark = pytest.mark.slow
@@ -92,11 +92,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    chosen = os.environ.get("DOCS_SCREENSHOTS")
-    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("docs-screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"screenshots of the docs site: {folder}")
-    return folder
+    return screenshot_folder(tmp_path_factory, "DOCS_SCREENSHOTS", "docs site")
 
 
 class Visit(GuardedPage):

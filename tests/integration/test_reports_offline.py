@@ -14,7 +14,6 @@ else one under pytest's basetemp (`-rP` shows the line).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from tasks.lib.io import read_table, write_table
 from tasks.lib.reporting.offline_html import VENDOR
 from tasks.lib.training.curves import CURVES
 from tasks.stages import augment, ingest, split, train, validate
-from tests.support.browser import GuardedPage, chromium
+from tests.support.browser import GuardedPage, chromium, screenshot_folder
 from tests.support.repo import deep_merge, repo_params, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -151,12 +150,7 @@ class Visit(GuardedPage):
 
 @pytest.fixture(scope="module")
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """REPORT_SCREENSHOTS if set (a CI job can keep it), else a folder under pytest's basetemp."""
-    chosen = os.environ.get("REPORT_SCREENSHOTS")
-    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("report-screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"screenshots of the HTML reports: {folder}")
-    return folder
+    return screenshot_folder(tmp_path_factory, "REPORT_SCREENSHOTS", "HTML reports")
 
 
 def _shot_name(page: Path, root: Path, scheme: str) -> str:

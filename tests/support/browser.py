@@ -4,6 +4,7 @@ the docs site). Never `playwright install`: that downloads a browser."""
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,13 @@ class GuardedPage:
     def _failed(self, request: Any) -> None:
         if self.local(request.url):  # the others were aborted above, and recorded there
             self.problems.append(f"failed to load {request.url}: {request.failure}")
+
+
+def screenshot_folder(tmp_path_factory: pytest.TempPathFactory, variable: str, what: str) -> Path:
+    """Where a browser test saves its screenshots: the folder the environment `variable` names (a CI job
+    can keep it), else a new one under pytest's basetemp; printed, so `-rP` shows it."""
+    chosen = os.environ.get(variable)
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp(f"{what.replace(' ', '-')}-screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"screenshots of the {what}: {folder}")
+    return folder
