@@ -42,10 +42,31 @@ class SeaweedFS:
         """What a client (s3fs, DVC, boto) needs to reach this server."""
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "tests", "AWS_SECRET_ACCESS_KEY": "tests"}
 
-    def start(self, timeout_s: float = 60) -> None:
+    def start(self, timeout_s: float = 60, attempts: int = 3) -> None:
+        """Start the server and wait until the bucket answers.
+
+        A port found free can be taken by another process before `weed` binds it (xdist
+        workers start servers side by side), and `weed mini` then exits; a start that
+        exits early is retried on fresh ports (the S3 port too, unless a restart must
+        keep it), and the last failure shows the end of the server's log.
+        """
+        keep_s3_port = bool(self.s3_port)
+        for attempt in range(1, attempts + 1):
+            if not keep_s3_port:
+                self.s3_port = free_port()
+            exit_code = self._start_once(timeout_s)
+            if exit_code is None:
+                return
+            if attempt == attempts:
+                log_tail = "\n".join((self.folder / "weed.log").read_text(errors="replace").splitlines()[-20:])
+                raise RuntimeError(f"weed mini exited with {exit_code} ({attempts} tries); end of its log:\n{log_tail}")
+
+    def _start_once(self, timeout_s: float) -> int | None:
+        """One start: None once S3 serves the bucket, or the exit code of a server that quit."""
         weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-        self.s3_port = self.s3_port or free_port()
-        ports = {name: free_port() for name in ("master.port", "volume.port", "filer.port", "admin.port")}
+        # Every gRPC port explicitly: by default weed adds 10,000 to each HTTP port.
+        names = ("master.port", "volume.port", "filer.port", "admin.port")
+        ports = {name: free_port() for name in names} | {f"{name}.grpc": free_port() for name in names}
         command = [
             weed,
             "mini",
@@ -62,14 +83,16 @@ class SeaweedFS:
             *(f"-{name}={port}" for name, port in ports.items()),
         ]
         self.folder.mkdir(parents=True, exist_ok=True)
-        log = (self.folder / "weed.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with (self.folder / "weed.log").open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {self.process.returncode}: see {self.folder / 'weed.log'}")
+            exit_code = self.process.poll()
+            if exit_code is not None:
+                self.process = None
+                return exit_code
             if self._bucket_ready():
-                return
+                return None
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"weed mini did not serve S3 within {timeout_s} s: see {self.folder / 'weed.log'}")
