@@ -1,19 +1,32 @@
 # Two entry points: `make run` and `make test`. Both install what is missing first
 # (Debian packages and a virtual environment), idempotently, so a fresh machine
-# needs nothing but Python 3.11 and access to the package registries.
+# needs nothing but Python 3.11, 3.12 or 3.13 and access to the package registries.
 SHELL := /bin/bash
+# The Python the venv is made with: `make run PYTHON=python3.12` (a venv of another version is remade).
 PYTHON ?= python3
+# The interpreter PYTHON names; where pyenv has the version but has not made it global (its shim
+# answers "command not found"), the one in pyenv's versions folder.
+PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null || \
+  { v=$$(pyenv versions --bare 2>/dev/null | grep -E '^$(patsubst python%,%,$(PYTHON))(\.|$$)' | tail -1); \
+    [ -n "$$v" ] && echo "$$(pyenv root)/versions/$$v/bin/$(PYTHON)"; })
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
+# Which torch build: cpu (PyTorch's CPU index, no CUDA libraries), cuda (PyPI's), or auto: cuda where
+# nvidia-smi lists a GPU (tasks/apps/install_torch.py, which the Dockerfile and prefect.yaml run too).
+TORCH ?= auto
 APT_PACKAGES := apertium apertium-eng-spa wordnet-base
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # True when every Debian package named is installed (`dpkg -s` also succeeds for one removed
 # with its configuration files left).
 installed = [ "$$(dpkg-query -W -f='$${Status}\n' $(1) 2>/dev/null | grep -c ' installed$$')" -eq $(words $(1)) ]
-# Exact versions of everything pip installs, tested together (make lock regenerates it).
-LOCK := requirements.lock
-# The stamp changes with pyproject.toml and the lock, so editing dependencies reinstalls.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
+# Exact versions, tested together, for Python 3.11 to 3.13 (environment markers; `make lock`):
+# the runtime (make run, workers, images), serving alone, and the tests and tools on top of the runtime.
+RUNTIME_LOCK := locks/runtime.txt
+SERVE_LOCK := locks/serve.txt
+DEV_LOCK := locks/dev.txt
+# The stamps change with pyproject.toml, the locks, the Python and TORCH, so a change reinstalls.
+STAMP := $(VENV)/.installed-$(shell { cat pyproject.toml $(RUNTIME_LOCK); echo $(PYTHON_EXE) $(TORCH); } | sha1sum | cut -c1-12)
+DEV_STAMP := $(VENV)/.dev-$(shell cat $(DEV_LOCK) | sha1sum | cut -c1-12)
 SPARK_LOCK := spark.lock
 SPARK_STAMP := $(VENV)/.spark-$(shell cat $(SPARK_LOCK) | sha1sum | cut -c1-12)
 # `spark` when params.yaml sets validate.engine: spark (run and repro then install it).
@@ -27,22 +40,44 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install apt chromium spark mpnet run repro serve test test-fast lint docs lock clean-venv bench-serving
+.PHONY: install dev install-serve apt chromium spark mpnet run repro serve test test-fast lint docs lock clean-venv bench-serving
 
 install: apt $(STAMP) $(WEB_STAMP)
+
+## The tests' and tools' packages (locks/dev.txt) on top of `make install`: make test, lint, docs and lock use them.
+dev: install $(DEV_STAMP)
 
 apt:
 	@$(call installed,$(APT_PACKAGES)) || { \
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES); }
 
-$(STAMP): pyproject.toml $(LOCK)
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(STAMP): pyproject.toml $(RUNTIME_LOCK)
+	@[ -n "$(PYTHON_EXE)" ] || { echo "make: no Python '$(PYTHON)' here (PYTHON=python3.12, or a path)" >&2; exit 1; }
+	@want=$$($(PYTHON_EXE) -c 'import sys; print(sys.version_info[:2])'); \
+	 if [ -x $(BIN)/python ] && [ "$$($(BIN)/python -c 'import sys; print(sys.version_info[:2])')" != "$$want" ]; then \
+	   echo "make: $(VENV) was made with another Python than $(PYTHON): making it again"; rm -rf $(VENV); fi
+	@test -x $(BIN)/python || $(PYTHON_EXE) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r $(LOCK)
+	$(BIN)/python tasks/apps/install_torch.py --torch $(TORCH) --lock $(RUNTIME_LOCK)
+	$(BIN)/python -m pip install -q -r $(RUNTIME_LOCK)
 	$(BIN)/python -m pip install -q --no-deps -e .
-	@rm -f $(VENV)/.installed-*
+	@rm -f $(VENV)/.installed-* $(VENV)/.dev-*
 	@touch $@
+
+$(DEV_STAMP): $(DEV_LOCK) | $(STAMP)
+	$(BIN)/python -m pip install -q -r $(DEV_LOCK)
+	@rm -f $(VENV)/.dev-*
+	@touch $@
+
+## A serving-only environment in SERVE_VENV (locks/serve.txt: ONNX Runtime and the HTTP server; no torch,
+## Prefect, DVC or Great Expectations): `$(SERVE_VENV)/bin/textclf serve --registry PATH` (docs/guides/serving.md).
+SERVE_VENV ?= .venv-serve
+install-serve:
+	@test -x $(SERVE_VENV)/bin/python || $(PYTHON_EXE) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/python -m pip install -q -r $(SERVE_LOCK)
+	$(SERVE_VENV)/bin/python -m pip install -q --no-deps .
 
 # Into the venv (.venv/share/textclf/web-assets), each tarball checked against the lock's sha512.
 $(WEB_STAMP): $(WEB_LOCK) | $(STAMP)
@@ -92,12 +127,12 @@ repro: install $(SPARK_IF_NEEDED)
 ## the longest modules first (tests/conftest.py). One more worker than cores: most tests spend much of
 ## their time waiting on servers and processes (docs/guides/tests.md#workers).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
-test: install chromium spark
+test: dev chromium spark
 	$(BIN)/python -m pytest --numprocesses $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 ## The fast inner loop: the unit tests that need no browser, real model or whole DAG (`-m "not slow"`),
 ## over the same workers; no Debian packages beyond `make install`.
-test-fast: install
+test-fast: dev
 	$(BIN)/python -m pytest tests/unit -m "not slow" --numprocesses $(TEST_WORKERS) --dist loadscope
 
 ## The serving load benchmark (docs/benchmarks.md#serving-under-load): wrk from Debian against `textclf serve`.
@@ -108,7 +143,7 @@ bench-serving: install
 
 ## Format, lint and type checks, dvc.yaml's code deps, the generated reference pages and the docs site
 ## (what .ci/run runs before the tests).
-lint: install
+lint: dev
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -119,16 +154,22 @@ lint: install
 ## The docs site (mkdocs.yml, docs/) at http://$(DOCS_ADDR), rebuilt on every edit; the reference pages
 ## (docs/reference/: params.yaml, the CLI, the HTTP API) are regenerated from the code first.
 DOCS_ADDR ?= 127.0.0.1:8001
-docs: install
+docs: dev
 	$(BIN)/python -m tasks.apps.reference_docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr $(DOCS_ADDR)
 
-## Re-resolve requirements.lock after changing dependencies in pyproject.toml (needs the registries).
-lock: install
-	CUSTOM_COMPILE_COMMAND='make lock' $(BIN)/pip-compile --quiet --extra test --extra dev --strip-extras --no-emit-index-url \
-	  --no-emit-find-links --output-file $(LOCK) pyproject.toml
-	@# Local builds (torch 2.13.0+cpu from a wheel folder) are pinned by their public version.
-	sed -i -E 's/^([A-Za-z0-9_.-]+==[^+ ]+)\+[A-Za-z0-9.]+/\1/' $(LOCK)
+## Re-resolve the locks after changing dependencies in pyproject.toml (needs the registries): uv resolves
+## each for every Python from 3.11 on at once (environment markers). The CUDA libraries of PyPI's torch
+## stay out: `make install` takes them with the cuda build only (TORCH=cuda).
+TORCH_CUDA_PACKAGES := cuda-bindings cuda-pathfinder cuda-toolkit triton $(addprefix nvidia-,cublas cuda-cupti \
+  cuda-nvrtc cuda-runtime cudnn-cu13 cufft cufile curand cusolver cusparse cusparselt-cu13 nccl-cu13 nvjitlink \
+  nvshmem-cu13 nvtx)
+LOCK_COMPILE = $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-version 3.11 \
+  --custom-compile-command 'make lock' $(addprefix --no-emit-package ,$(TORCH_CUDA_PACKAGES))
+lock: dev
+	$(LOCK_COMPILE) --extra pipeline --output-file $(RUNTIME_LOCK)
+	$(LOCK_COMPILE) --extra serve --constraint $(RUNTIME_LOCK) --output-file $(SERVE_LOCK)
+	$(LOCK_COMPILE) --extra pipeline --extra test --extra dev --constraint $(RUNTIME_LOCK) --output-file $(DEV_LOCK)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -15,6 +15,7 @@ import yaml
 
 from tests.support.repo import BIN, REPO, copy_repo, deep_merge, repo_params
 from tests.support.seaweedfs import SeaweedFS
+from tests.support.serve_venv import make_serve_venv
 from tests.support.webhook import Webhook
 
 
@@ -131,6 +132,12 @@ def webhook() -> Iterator[Webhook]:
     hook = Webhook()
     yield hook
     hook.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bin/ of a serving-only environment (locks/serve.txt and the package: no torch, Prefect, DVC...)."""
+    return make_serve_venv(tmp_path_factory.mktemp("serve") / "venv")
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ from typing import Any
 from tasks.lib.artifacts import VersionRecord
 from tasks.lib.config import Params, load_params
 from tasks.lib.errors import ConfigError, PipelineError
+from tasks.lib.inference.serving_settings import REGISTRY_VARIABLE, ServingSettings, serving_settings
 from tasks.lib.stage_runner import report_failure, run_stage
 
 
@@ -67,7 +68,7 @@ def _read_texts(texts: list[str], file: Path | None) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def predict_command(params: Params, texts: list[str], file: Path | None, as_json: bool) -> None:
+def predict_command(settings: ServingSettings, texts: list[str], file: Path | None, as_json: bool) -> None:
     """Print a label and its probability per text, or a tagger's entities (or JSON lines)."""
     import json
 
@@ -76,9 +77,10 @@ def predict_command(params: Params, texts: list[str], file: Path | None, as_json
     texts = _read_texts(texts, file)
     if not texts:
         raise PipelineError("no texts to classify: give them as arguments, with --file, or on stdin")
-    version, predictions = ProductionModel(
-        params.location("registry"), params.serve.threads, variant=params.serve.variant
-    ).predict(texts, params.serve.batch_size)
+    serve = settings.serve
+    version, predictions = ProductionModel(settings.registry, serve.threads, variant=serve.variant).predict(
+        texts, serve.batch_size
+    )
     for text, prediction in zip(texts, predictions, strict=True):
         if as_json:
             print(json.dumps(reply_record(text, version, prediction), ensure_ascii=False))
@@ -218,7 +220,7 @@ def deps_command(root: Path, verbose: bool, fix: bool = False) -> int:
     return 1 if problems else 0
 
 
-REGISTRY_HELP = "paths.registry for this command: a folder or a URL (s3://bucket/prefix)"
+REGISTRY_HELP = "paths.registry for this command: a folder or a URL (s3://bucket/prefix); env TEXTCLF_REGISTRY"
 
 
 def _registry_parser(sub: Any) -> None:
@@ -261,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", help="texts to classify (none: read --file or stdin)")
     predict.add_argument("--file", type=Path, help="one text per line ('-' for stdin)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line, with all probabilities")
-    serve = sub.add_parser("serve", help="HTTP service over the production model (params.yaml serve:)")
+    serve = sub.add_parser("serve", help="HTTP service over the production model (params.yaml serve:, TEXTCLF_SERVE_*)")
     for command in (predict, serve):
         command.add_argument("--registry", help=REGISTRY_HELP)
     serve.add_argument("--host")
@@ -361,28 +363,29 @@ def prefect_defaults() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "registry", False) is None:  # the commands with --registry; a serving host sets it once
+        args.registry = os.environ.get(REGISTRY_VARIABLE) or None
     prefect_defaults()
     root = args.root.resolve()
     try:
         if args.command == "stage":
             return stage_command(args.name, root)
         elif args.command == "predict":
-            predict_command(load_params(root).with_registry(args.registry), args.texts, args.file, args.json)
+            predict_command(serving_settings(root, args.registry), args.texts, args.file, args.json)
         elif args.command == "registry":
             registry_command(load_params(root).with_registry(args.registry), args)
         elif args.command == "serve":
             from tasks.apps import http_service
 
-            http_service.run(
-                load_params(root).with_registry(args.registry),
-                args.host,
-                args.port,
+            settings = serving_settings(
+                root,
+                args.registry,
                 max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms,
                 threads=args.threads,
                 variant=args.variant,
-                monitoring=not args.no_monitoring,
             )
+            http_service.run(settings, args.host, args.port, monitoring=not args.no_monitoring)
         elif args.command == "deps":
             return deps_command(root, args.verbose, args.fix)
         elif args.command == "recipe":

@@ -40,10 +40,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tasks.apps.batcher import Batcher, Overloaded, Stopped
 from tasks.apps.serving_metrics import ServiceMetrics
-from tasks.lib.config import Params, ServeConfig
+from tasks.lib.config import ServeConfig
 from tasks.lib.data.sentences import entity_signature
 from tasks.lib.data.text import has_visible_character
-from tasks.lib.errors import ConfigError
 from tasks.lib.inference.onnx_tagger import Tagged, Tagger
 from tasks.lib.inference.production_model import (
     ModelLoadError,
@@ -52,6 +51,7 @@ from tasks.lib.inference.production_model import (
     reply_record,
     served_labels,
 )
+from tasks.lib.inference.serving_settings import ServingSettings
 from tasks.lib.monitoring.prediction_log import FEEDBACK, Answer, Feedback, PredictionLog, log_location
 
 Scope = MutableMapping[str, Any]
@@ -549,36 +549,29 @@ def protocol_with_header_timeout(seconds: float) -> type:
     return HeaderTimeoutProtocol
 
 
-def run(
-    params: Params, host: str | None = None, port: int | None = None, monitoring: bool = True, **overrides: Any
-) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn), then drain; `overrides` replace serve: keys (e.g. max_batch).
+def run(settings: ServingSettings, host: str | None = None, port: int | None = None, monitoring: bool = True) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn), then drain.
 
     `monitoring` False: no prediction log and no counting in /metrics (what benchmarks/serving.py
     compares with, to measure their cost).
     """
-    given = {key: value for key, value in overrides.items() if value is not None}
-    try:
-        config = ServeConfig.model_validate({**params.serve.model_dump(), **given})  # --max-batch 0 is refused
-    except ValidationError as exc:
-        raise ConfigError(f"serve: {exc}") from None
+    config = settings.serve
     model = ProductionModel(
-        params.location("registry"),
+        settings.registry,
         config.threads,
         (config.reload_retry_seconds, config.reload_retry_max_seconds),
         config.variant,
     )
     print(f"serve: production model {model.status()}")
     prediction_log = feedback_log = None
+    log_config = settings.prediction_log
     if not monitoring:
         print("serve: --no-monitoring: no prediction log, /metrics counts nothing")
-    elif params.monitor.log:
-        location = log_location(params.monitor, params.location("registry"))
-        prediction_log = PredictionLog(location, params.monitor)
-        feedback_log = PredictionLog(
-            log_location(params.monitor, params.location("registry"), FEEDBACK), params.monitor
-        )
-        texts = "with" if params.monitor.log_text else "without"
+    elif log_config.log:
+        location = log_location(log_config, settings.registry)
+        prediction_log = PredictionLog(location, log_config)
+        feedback_log = PredictionLog(log_location(log_config, settings.registry, FEEDBACK), log_config)
+        texts = "with" if log_config.log_text else "without"
         print(f"serve: logging every prediction to {location} ({texts} the texts: monitor.log_text)")
     print(
         f"serve: batches of up to {config.max_batch} texts (waiting at most {config.max_wait_ms} ms), "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import re
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Self
 
 import yaml
 from pydantic import (
@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tasks.lib.errors import ConfigError
 from tasks.lib.io import is_url
@@ -646,26 +647,52 @@ class PromoteConfig(_Section):
     variants: Literal["passing", "chosen"]
 
 
-class ServeConfig(_Section):
-    host: str
-    port: Annotated[int, Field(ge=1, le=65535)]
-    max_texts: Annotated[int, Field(ge=1)]
-    max_chars: Annotated[int, Field(ge=1)]
-    batch_size: Annotated[int, Field(ge=1)]
-    threads: Annotated[int, Field(ge=1)] | None
-    reload_retry_seconds: Annotated[float, Field(gt=0)]
-    reload_retry_max_seconds: Annotated[float, Field(gt=0)]
-    reload_check_seconds: Annotated[float, Field(gt=0)]
-    max_batch: Annotated[int, Field(ge=1)]
-    max_wait_ms: Annotated[float, Field(ge=0)]
-    max_queue: Annotated[int, Field(ge=1)]
-    max_queue_ms: Annotated[float, Field(gt=0)]
-    header_timeout_seconds: Annotated[float, Field(gt=0)]
-    body_timeout_seconds: Annotated[float, Field(gt=0)]
-    request_timeout_seconds: Annotated[float, Field(gt=0)]
-    drain_seconds: Annotated[float, Field(ge=0)]
-    access_log: bool
-    variant: str
+class _FromEnvironment(BaseSettings):
+    """A section a serving host may set without params.yaml: defaults here, the file's values over
+    them, a `<prefix><KEY>` environment variable over both (`from_environment`), and a command's
+    options over all (docs/guides/serving.md#settings). The defaults equal params.yaml's
+    (tests/unit/test_serving_settings.py keeps them so).
+    """
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def from_environment(cls, file: BaseModel | None = None, **options: object) -> Self:
+        """This section from `file`'s values (a params.yaml section: its keys of this class), the environment
+        over them, `options` over all.
+
+        Raises:
+            pydantic.ValidationError: a value (from any of the three) is out of range.
+        """
+        from_env = cls()  # the defaults, and the variables that are set
+        env = from_env.model_dump(include=from_env.model_fields_set)
+        given = {key: value for key, value in options.items() if value is not None}
+        values = file.model_dump(include=set(cls.model_fields)) if file else {}
+        return cls(**{**values, **env, **given})
+
+
+class ServeConfig(_FromEnvironment):
+    model_config = SettingsConfigDict(env_prefix="TEXTCLF_SERVE_")
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    max_texts: Annotated[int, Field(ge=1)] = 64
+    max_chars: Annotated[int, Field(ge=1)] = 2000
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    threads: Annotated[int, Field(ge=1)] | None = None
+    reload_retry_seconds: Annotated[float, Field(gt=0)] = 1.0
+    reload_retry_max_seconds: Annotated[float, Field(gt=0)] = 60.0
+    reload_check_seconds: Annotated[float, Field(gt=0)] = 1.0
+    max_batch: Annotated[int, Field(ge=1)] = 32
+    max_wait_ms: Annotated[float, Field(ge=0)] = 2
+    max_queue: Annotated[int, Field(ge=1)] = 256
+    max_queue_ms: Annotated[float, Field(gt=0)] = 200
+    header_timeout_seconds: Annotated[float, Field(gt=0)] = 10
+    body_timeout_seconds: Annotated[float, Field(gt=0)] = 10
+    request_timeout_seconds: Annotated[float, Field(gt=0)] = 30
+    drain_seconds: Annotated[float, Field(ge=0)] = 30
+    access_log: bool = False
+    variant: str = "gate"
 
     @model_validator(mode="after")
     def _a_request_fits_the_queue(self) -> ServeConfig:
@@ -726,6 +753,19 @@ class MonitorRules(_Section):
         if self.label_drift.statistic == "ks":
             raise ValueError("label_drift.statistic: ks compares numbers; use linf, js or psi")
         return self
+
+
+class PredictionLogConfig(_FromEnvironment):
+    """The keys of `monitor:` that the server's prediction log reads (TEXTCLF_MONITOR_<KEY> on a serving host)."""
+
+    model_config = SettingsConfigDict(env_prefix="TEXTCLF_MONITOR_")
+
+    log: bool = True
+    location: str | None = None
+    log_text: bool = False
+    flush_rows: Annotated[int, Field(ge=1)] = 5000
+    flush_seconds: Annotated[float, Field(gt=0)] = 10
+    max_pending: Annotated[int, Field(ge=1)] = 200000
 
 
 class MonitorConfig(_Section):

@@ -15,11 +15,13 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from tasks.lib.columns import DISTINCT_COLUMNS
+
+# pandas only where tables are read or written: a serving host has none (docs/getting-started.md#install).
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def current_umask() -> int:
@@ -178,6 +180,8 @@ def read_table(path: Path) -> pd.DataFrame:
     """Read a dataset written by `write_table`; names the stage to run if it is missing."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; run the stage that writes it first (dvc repro)")
+    import pandas as pd
+
     return pd.read_parquet(path)
 
 

@@ -1,5 +1,6 @@
 """A team on loopback: a real Prefect server, a real S3 server (SeaweedFS), process workers on "hosts"
-that are separate folders with their own HOME, a serving host with no git and no DVC.
+that are separate folders with their own HOME, a serving host with no git, no DVC and no params.yaml, in a
+serving-only environment.
 
 - host A (a worker: a fresh clone per flow run) retrains, pushes data, models and the run-cache,
   and promotes v0001 into the bucket's registry; host B serves it;
@@ -35,6 +36,7 @@ from tasks.lib.storage.registry import Registry
 from tasks.lib.storage.team_workspace import workspace_identity
 from tests.support.repo import BIN, copy_repo, deep_merge, repo_params, run, tiny_overrides
 from tests.support.seaweedfs import SeaweedFS, free_port
+from tests.support.serve_venv import PIPELINE_ONLY, importable
 from tests.support.stalling_proxy import StallingProxy
 
 pytestmark = pytest.mark.slow
@@ -253,7 +255,9 @@ def team(tmp_path: Path, tiny_model_dir: Path, seaweedfs: SeaweedFS) -> Iterator
         yield {"api": api, "base": tmp_path, "prefix": prefix, "origin": tmp_path / "origin.git", "params": params}
 
 
-def test_a_team_of_hosts_shares_data_models_and_one_registry(team: dict[str, Any], seaweedfs: SeaweedFS):
+def test_a_team_of_hosts_shares_data_models_and_one_registry(
+    team: dict[str, Any], seaweedfs: SeaweedFS, serve_bin: Path
+):
     api, base, prefix = team["api"], team["base"], team["prefix"]
     proxy = StallingProxy(seaweedfs.endpoint)
     hosts = {
@@ -273,10 +277,16 @@ def test_a_team_of_hosts_shares_data_models_and_one_registry(team: dict[str, Any
         assert set(stage_actions(api, first.id).values()) == {"ran"}
         assert registry.production()["version"] == "v0001"
 
-        # Host B: no git, no DVC, a params.yaml for its serve: settings and the registry URL.
-        (b.home / "params.yaml").write_text(yaml.safe_dump(team["params"]))
+        # Host B: a serving-only environment (no torch, Prefect, DVC or GX), no clone, no params.yaml:
+        # the registry and the port from the environment.
+        assert importable(serve_bin, PIPELINE_ONLY) == []
         port = free_port()
-        b.start([str(BIN / "textclf"), "serve", "--registry", f"{prefix}/registry", "--port", str(port)])
+        b.env |= {
+            "TEXTCLF_REGISTRY": f"{prefix}/registry",
+            "TEXTCLF_SERVE_PORT": str(port),
+            "PATH": f"{serve_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        b.start([str(serve_bin / "textclf"), "serve"])
         serving = f"http://127.0.0.1:{port}"
         wait_for(lambda: _status(serving) == 200, 120, "host B to serve")
         code, answer = http_json(f"{serving}/predict", {"texts": ["a warm, clever film"]})

@@ -8,14 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.lib.data.text import (
-    has_visible_character,
-    normalise,
-    normalise_column,
-    not_language,
-    not_language_column,
-    visible_column,
-)
+from tasks.lib.data.text import has_visible_character, normalise, not_language
+from tasks.lib.data.text_columns import normalise_column, not_language_column, visible_column
 from tests.support.repo import SST2
 
 EDGES = [

@@ -29,7 +29,7 @@ from tasks.lib.columns import LABEL, SPLIT, SPLITS, TEXT
 from tasks.lib.config import SplitConfig
 from tasks.lib.data.batches import FrameTable, Table, Vocabulary
 from tasks.lib.data.sentences import entity_types as sentence_types
-from tasks.lib.data.text import normalise_column
+from tasks.lib.data.text_columns import normalise_column
 from tasks.lib.errors import PipelineError
 
 

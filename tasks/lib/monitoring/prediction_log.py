@@ -27,24 +27,27 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from tasks.lib.config import MonitorConfig
+from tasks.lib.config import MonitorConfig, PredictionLogConfig
 from tasks.lib.data.sentences import entity_signature
 from tasks.lib.inference.onnx_tagger import Tagged
 from tasks.lib.inference.production_model import Reply
 from tasks.lib.io import is_url
 from tasks.lib.storage.object_store import ObjectStore, StoreError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
 PREDICTIONS, FEEDBACK = "predictions", "feedback"  # the two logs, folders of monitor.location
 
 
-def log_location(config: MonitorConfig, registry: Path | str, kind: str = PREDICTIONS) -> Path | str:
+def log_location(
+    config: PredictionLogConfig | MonitorConfig, registry: Path | str, kind: str = PREDICTIONS
+) -> Path | str:
     """Where the log of `kind` (predictions, feedback) goes: a folder of that name in monitor.location,
     else beside the registry (a folder, or a prefix of the same bucket)."""
     if config.location is not None:
@@ -139,7 +142,7 @@ Record = Answer | Feedback
 class PredictionLog:
     """A bounded queue of records (answers, or feedback) and the thread that writes them as Parquet files."""
 
-    def __init__(self, location: Path | str, config: MonitorConfig):
+    def __init__(self, location: Path | str, config: PredictionLogConfig | MonitorConfig):
         self.store = ObjectStore(location)
         self.config = config
         self._queue: queue.Queue[Record | None] = queue.Queue()
@@ -204,19 +207,55 @@ class PredictionLog:
 
     def _files(self, records: list[Record]) -> dict[str, bytes]:
         """One Parquet file's bytes per day the records fall on."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         days: dict[str, list[dict[str, Any]]] = {}
         for record in records:
             for row in record.rows(self.config.log_text):
                 days.setdefault(row["time"].strftime("%Y-%m-%d"), []).append(row)
-        files = {}
-        for day, rows in days.items():
-            sink = io.BytesIO()
-            pq.write_table(pa.Table.from_pylist(rows), sink)
-            files[day] = sink.getvalue()
-        return files
+        return {day: parquet_bytes(rows) for day, rows in days.items()}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The Arrow type of each column a row may hold (Answer.rows, Feedback.rows).
+_COLUMN_TYPES = {
+    "request_id": "string",
+    "index": "int64",
+    "time": "timestamp",
+    "version": "string",
+    "variant": "string",
+    "text_chars": "int64",
+    "text_hash": "string",
+    "label": "string",
+    "confidence": "float64",
+    "entropy": "float64",
+    "probabilities": "string",
+    "entities": "string",
+    "text": "string",
+}
+
+
+def parquet_bytes(rows: list[dict[str, Any]]) -> bytes:
+    """`rows` as one Parquet file, with arro3 (Arrow's Rust core): the serving host writes the log
+    without pyarrow and pandas (33 MB against 254 MB: docs/getting-started.md#install); pyarrow reads it.
+
+    Raises:
+        KeyError: a row holds a column without a type in _COLUMN_TYPES.
+    """
+    import arro3.io
+    from arro3.core import Array, DataType, Table
+
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    columns: dict[str, Any] = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        kind = _COLUMN_TYPES[name]
+        if kind == "timestamp":  # arro3 builds timestamps from their integer microseconds
+            micros = [None if v is None else (v - _EPOCH) // timedelta(microseconds=1) for v in values]
+            columns[name] = Array(micros, DataType.int64()).cast(DataType.timestamp("us", tz="UTC"))
+        else:
+            columns[name] = Array(values, getattr(DataType, kind)())
+    sink = io.BytesIO()
+    arro3.io.write_parquet(Table.from_pydict(columns), sink)
+    return sink.getvalue()
 
 
 def latest_feedback(feedback: pd.DataFrame) -> pd.DataFrame:
@@ -226,6 +265,7 @@ def latest_feedback(feedback: pd.DataFrame) -> pd.DataFrame:
 
 def read_log(location: Path | str) -> pd.DataFrame:
     """Every row of a log (predictions or feedback) as one table, the `date` partition a column; empty if none."""
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.dataset as ds
 

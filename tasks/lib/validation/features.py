@@ -16,7 +16,7 @@ import pandas as pd
 
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.data.sentences import broken_iob, misaligned, tag_set, unknown_tag
-from tasks.lib.data.text import ascii_with_alphanumeric, not_language_column, visible_column
+from tasks.lib.data.text_columns import ascii_with_alphanumeric, not_language_column, visible_column
 
 MAPPED_LABEL = "_label"
 TOKENS = "_tokens"

@@ -20,7 +20,7 @@ import pandas as pd
 
 from tasks.lib.columns import LABEL, SPLIT, TEXT
 from tasks.lib.data.batches import Table, Vocabulary
-from tasks.lib.data.text import normalise_column, visible_column
+from tasks.lib.data.text_columns import normalise_column, visible_column
 from tasks.lib.validation.features import SPLIT_PRIORITY, map_labels
 
 NONE = -1  # no finding, no split, no label
