@@ -40,7 +40,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install dev install-serve apt chromium spark mpnet run repro serve test test-fast lint docs lock clean-venv bench-serving
+.PHONY: install dev install-serve check-pythons images apt chromium spark mpnet run repro serve test test-fast lint docs lock clean-venv bench-serving
 
 install: apt $(STAMP) $(WEB_STAMP)
 
@@ -141,12 +141,27 @@ bench-serving: install
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends wrk; }
 	$(BIN)/python benchmarks/serving.py --connections 1,8,32,128 --configs default,nobatch --overload
 
-## Format, lint and type checks, dvc.yaml's code deps, the generated reference pages and the docs site
+## The serving and worker images built with podman and run (benchmarks/images.py, as root; docs/benchmarks.md#images):
+## serving serves ./registry (after `make run`); IMAGES=serve,worker-cpu,worker-cuda for the CUDA image too.
+IMAGES ?= serve,worker-cpu
+images:
+	@$(call installed,podman runc debootstrap) || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends podman runc debootstrap; }
+	$(SUDO) $(PYTHON_EXE) benchmarks/images.py --images $(IMAGES)
+
+## A fresh clone installed, run and unit-tested on each Python, with times and sizes (docs/getting-started.md#install);
+## e.g. `make check-pythons CHECK_PYTHONS="--torch 3.12=cuda,3.13=cuda"` where PyTorch's CPU index is out of reach.
+CHECK_PYTHONS ?=
+check-pythons: install
+	$(BIN)/python benchmarks/check_pythons.py --serve $(CHECK_PYTHONS)
+
+## Format, lint and type checks, the Dockerfiles (hadolint), dvc.yaml's code deps, the generated reference pages and the docs site
 ## (what .ci/run runs before the tests).
 lint: dev
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile serve.Dockerfile
 	$(BIN)/textclf deps
 	$(BIN)/python -m tasks.apps.reference_docs --check
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site

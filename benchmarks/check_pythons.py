@@ -2,7 +2,7 @@
 
 For each version: a fresh `git clone` of this repository's HEAD, then, timed one by one,
 `make install PYTHON=pythonX.Y`, `make run`, `make test-fast` (which adds the dev lock), and the
-sizes of the runtime venv (after install) and of the dev venv (after the tests), and `pip check`.
+sizes of the runtime venv (after install) and of the dev venv (after the tests), and `pip check` of each.
 CI stays on one version; this is the check for the others.
 
     python benchmarks/check_pythons.py                       # 3.11, 3.12, 3.13; TORCH=auto
@@ -69,6 +69,15 @@ def step(outcome: Outcome, name: str, command: list[str], cwd: Path, log: Path) 
     return done.stdout
 
 
+def pip_check(outcome: Outcome, venv: Path, log: Path) -> bool:
+    """`pip check` of one environment: its packages' requirements all met."""
+    done = step(
+        outcome, f"pip check {venv.name}", [str(venv / "bin" / "python"), "-m", "pip", "check"], venv.parent, log
+    )
+    outcome.seconds.pop(f"pip check {venv.name}", None)
+    return done is not None
+
+
 def check(python: str, torch: str, workdir: Path, serve: bool) -> Outcome:
     outcome = Outcome(python, torch)
     clone, log = workdir / f"py{python}", workdir / f"py{python}.log"
@@ -77,9 +86,8 @@ def check(python: str, torch: str, workdir: Path, serve: bool) -> Outcome:
     if step(outcome, "install", [*make, "install"], clone, log) is None:
         return outcome
     outcome.sizes_mb["runtime venv"] = folder_mb(clone / ".venv")
-    if step(outcome, "pip check", [str(clone / ".venv/bin/python"), "-m", "pip", "check"], clone, log) is None:
+    if not pip_check(outcome, clone / ".venv", log):
         return outcome
-    del outcome.seconds["pip check"]
     if step(outcome, "run", [*make, "run"], clone, log) is None:
         return outcome
     tests = step(outcome, "test-fast", [*make, "test-fast"], clone, log)
@@ -88,10 +96,14 @@ def check(python: str, torch: str, workdir: Path, serve: bool) -> Outcome:
     summary = re.findall(r"=+ (.*(?:passed|failed).*) in [\d.]+s", tests)
     outcome.tests = summary[-1] if summary else "?"
     outcome.sizes_mb["dev venv"] = folder_mb(clone / ".venv")
+    if not pip_check(outcome, clone / ".venv", log):
+        return outcome
     if serve:
         if step(outcome, "install-serve", [*make, "install-serve"], clone, log) is None:
             return outcome
         outcome.sizes_mb["serve venv"] = folder_mb(clone / ".venv-serve")
+        if not pip_check(outcome, clone / ".venv-serve", log):
+            return outcome
         outcome.seconds["first answer"] = first_answer(clone / ".venv-serve" / "bin" / "textclf", clone / "registry")
     return outcome
 
@@ -134,6 +146,9 @@ def main() -> int:
     args = parser.parse_args()
     torch = dict(pair.split("=", 1) for pair in args.torch.split(",") if pair)
     workdir = Path(tempfile.mkdtemp(prefix="check-pythons-"))
+    shared = REPO.parent / "shared"  # the data sets some tests read, beside each clone as beside this one
+    if shared.is_dir():
+        (workdir / "shared").symlink_to(shared)
     outcomes = []
     try:
         for python in args.pythons.split(","):

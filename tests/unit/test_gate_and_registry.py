@@ -23,6 +23,7 @@ from tasks.lib.artifacts import (
 from tasks.lib.evaluation.gate import GateRejected, render
 from tasks.lib.evaluation.gate_rules import choose_variant, onnx_rules
 from tasks.lib.inference.production_model import load_classifier
+from tasks.lib.io import current_umask
 from tasks.lib.storage.lineage import registered_variants
 from tasks.lib.storage.registry import Registry, RegistryError
 from tasks.stages.promote import promote
@@ -161,6 +162,20 @@ def test_stages_follow_registration_promotion_and_archiving(tmp_path, registry_l
         ("promote", v2),
         ("archive", v3),
     ]
+
+
+def test_a_version_from_a_private_folder_is_readable_by_the_serving_user(tmp_path):
+    # A temporary folder is 0700 and its files 0600: copied with their modes, a serving host's own
+    # user (the serving image's) could not read the version.
+    source = folder_with(tmp_path, "a", b"a")
+    source.chmod(0o700)
+    for path in source.iterdir():
+        path.chmod(0o600)
+    registry = Registry(tmp_path / "registry")
+    version = registry.versions / registry.register(source, {"model_md5": "a"})
+    umask = current_umask()
+    assert version.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {path.stat().st_mode & 0o777 for path in version.iterdir()} == {0o666 & ~umask}
 
 
 def test_rollback_restores_the_previous_production_model_and_records_why(tmp_path, registry_location):

@@ -42,7 +42,7 @@ from filelock import FileLock
 
 from tasks.lib.artifacts import CLASSIFIER_FILE, TOKENIZER_FILE, VERSION_FILE, graph_files
 from tasks.lib.errors import PipelineError
-from tasks.lib.io import file_digest, read_json, write_json, write_text
+from tasks.lib.io import current_umask, file_digest, read_json, write_json, write_text
 from tasks.lib.storage.object_store import Lease, ObjectStore, StoreError
 
 _VERSION = re.compile(r"v(\d{4,})")  # used with fullmatch: "v0001\n" is not a name
@@ -429,6 +429,7 @@ class Registry:
                 shutil.copy2(path, staging / path.name)
             for name, text in (texts(version) if texts else {}).items():
                 write_text(staging / name, text)
+            _modes_of_a_new_folder(staging)
             # Every file's hash: loading the version checks them (verify_files).
             hashes = {p.name: file_digest(p, "sha256") for p in sorted(staging.iterdir()) if p.is_file()}
             write_json(staging / VERSION_FILE, {"version": version, "created_at": _now(), **record, "files": hashes})
@@ -578,3 +579,12 @@ class Registry:
                 raise RegistryError(f"{version} is production: promote another version or roll back first")
             self.record(version)
             self._append({"event": "archive", "version": version, "reason": reason})
+
+
+def _modes_of_a_new_folder(folder: Path) -> None:
+    """Give `folder` and its files the modes this process's umask gives new ones, not their source's:
+    a version copied from a private folder (0700, a temporary one) must still be readable by the
+    serving host's user (the serving image runs as its own)."""
+    umask = current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
