@@ -268,7 +268,14 @@ def create_app(
         status["queue"] = queue.__dict__
         return _json(status, 503 if status["status"] in ("unavailable", "draining") else 200)
 
-    @app.post("/feedback", status_code=202, responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}})
+    # Each error's description given: the default is Python's phrase for the code, which 3.13 changed
+    # (422 "Unprocessable Entity" became "Unprocessable Content"), and the API page must not differ by version.
+    feedback_errors = {
+        422: {"model": ErrorResponse, "description": "a label or entity types the version does not predict"},
+        503: {"model": ErrorResponse, "description": "no model can serve, or the service is shutting down"},
+    }
+
+    @app.post("/feedback", status_code=202, responses=feedback_errors)  # type: ignore[arg-type]
     async def feedback(request: FeedbackRequest) -> Response:
         """The true label of a text an answer classified; the monitoring report's live accuracy joins it."""
         if feedback_log is None:

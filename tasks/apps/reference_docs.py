@@ -16,6 +16,7 @@ library is imported here at module level: each page imports what it reads when i
 from __future__ import annotations
 
 import argparse
+import difflib
 import inspect
 import json
 import re
@@ -104,10 +105,23 @@ def _constraints(metadata: Sequence[Any], base: Any) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class _Constrained:
+    """A field's type with the constraints pydantic keeps apart from it (`ge=1`). Not rebuilt as
+    `typing.Annotated[...]`: typing caches subscriptions by equality, and `Union[A, B] == Union[B, A]`,
+    so a form cached earlier in the process could come back with its members in another order and
+    the page would depend on what the process ran before."""
+
+    base: Any
+    metadata: tuple[Any, ...]
+
+
 def _model_classes(annotation: Any) -> list[type]:
     """The pydantic models an annotation names (in unions, lists, mappings, Annotated)."""
     from pydantic import BaseModel
 
+    if isinstance(annotation, _Constrained):
+        return _model_classes(annotation.base)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     found: list[type] = []
@@ -121,8 +135,8 @@ def type_words(annotation: Any) -> str:
     from pydantic import BaseModel
 
     origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Annotated:
-        base, *metadata = arguments
+    if isinstance(annotation, _Constrained) or origin is typing.Annotated:
+        base, *metadata = (annotation.base, *annotation.metadata) if isinstance(annotation, _Constrained) else arguments
         words = type_words(base)
         limits = _constraints(metadata, base)
         if typing.get_origin(base) is list and any(type(m).__name__ == "BeforeValidator" for m in metadata):
@@ -260,6 +274,9 @@ def _key_line(mapping: Any, key: str) -> int | None:
 def _unwrap(annotation: Any) -> Any:
     """The type under Annotated[...] and `| None`."""
     while True:
+        if isinstance(annotation, _Constrained):
+            annotation = annotation.base
+            continue
         origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
         if origin is typing.Annotated:
             annotation = arguments[0]
@@ -351,7 +368,7 @@ def _field_annotations(model: Any) -> dict[str, Any]:
             continue
         annotation = info.annotation
         if info.metadata:  # pydantic keeps an Annotated field's constraints apart: put them back
-            annotation = typing.Annotated[(annotation, *info.metadata)]
+            annotation = _Constrained(annotation, tuple(info.metadata))
         found[info.alias or name] = annotation
     return found
 
@@ -381,7 +398,7 @@ def _model_table(model: Any) -> list[str]:
     for name, info in model.model_fields.items():
         annotation = info.annotation
         if info.metadata:
-            annotation = typing.Annotated[(annotation, *info.metadata)]
+            annotation = _Constrained(annotation, tuple(info.metadata))
         default = "required" if info.default is PydanticUndefined else _code(_flow(info.default))
         rows.append([_code(info.alias or name), type_words(annotation), default])
     for name, value in vars(model).items():  # fixed by the class (e.g. a variant's runtime)
@@ -451,9 +468,10 @@ def _subcommands(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str, ar
 
 
 def _usage(parser: argparse.ArgumentParser) -> str:
+    """The usage line, on one line: argparse wraps it differently from one Python to the next (3.13)."""
     formatter = argparse.HelpFormatter(prog=parser.prog, width=100)
     formatter.add_usage(parser.usage, parser._actions, parser._mutually_exclusive_groups, prefix="")
-    return formatter.format_help().strip()
+    return " ".join(formatter.format_help().split())
 
 
 def _argument_rows(parser: argparse.ArgumentParser) -> list[list[str]]:
@@ -681,13 +699,6 @@ def generate(root: Path = REPO) -> dict[Path, str]:
     return {root / PAGES_DIR / name: page(root) for name, page in GENERATORS.items()}
 
 
-def stale_pages(root: Path = REPO) -> list[Path]:
-    """The committed pages that differ from (or lack) what the code would write."""
-    return [
-        path for path, text in generate(root).items() if not path.is_file() or path.read_text(encoding="utf-8") != text
-    ]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.apps.reference_docs", description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, default=REPO, help="the repository (default: this checkout)")
@@ -695,11 +706,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.check:
-        stale = stale_pages(root)
+        pages = generate(root)
+        stale = [path for path, text in pages.items() if not path.is_file() or path.read_text(encoding="utf-8") != text]
         for path in stale:
+            committed = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+            changes = list(
+                difflib.unified_diff(committed, pages[path].splitlines(), "committed", "generated", lineterm="")
+            )
             print(
                 f"{path.relative_to(root)} differs from what the code gives: "
-                "run `python -m tasks.apps.reference_docs` and commit the page",
+                "run `python -m tasks.apps.reference_docs` and commit the page\n"
+                + "\n".join(changes[:40] + ([f"... {len(changes) - 40} more lines"] if len(changes) > 40 else [])),
                 file=sys.stderr,
             )
         return 1 if stale else 0

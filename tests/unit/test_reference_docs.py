@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,18 @@ def test_the_committed_reference_pages_are_what_the_code_generates():
     assert check.returncode == 0, check.stderr
 
 
+def test_the_params_page_does_not_depend_on_what_the_process_built_before():
+    # typing caches Annotated[...] by equality, and Gt(gt=0.0) == Gt(gt=0): a page built from
+    # `Annotated[float, Gt(0)]` said "> 0.0" in a process that had built the float form first (the
+    # worker-dependent failure CI once saw). The page takes the fields' own constraints instead.
+    from annotated_types import Ge, Gt
+
+    page = reference_docs.params_page(REPO)
+    for constraint in (Gt(gt=0.0), Ge(ge=0.0), Gt(gt=0), Ge(ge=0)):
+        typing.Annotated[float, constraint]
+        assert reference_docs.params_page(REPO) == page
+
+
 def test_a_changed_param_comment_changes_the_params_page(tmp_path: Path):
     text = (REPO / "params.yaml").read_text(encoding="utf-8")
     shipped = reference_docs.params_page(REPO)
@@ -86,6 +99,7 @@ def test_check_exits_1_naming_the_page_that_would_change(tmp_path: Path, capsys:
     assert reference_docs.main(["--root", str(tmp_path), "--check"]) == 1
     error = capsys.readouterr().err
     assert "docs/reference/params.md differs" in error
+    assert "+| `serve.port` |" in error and "a new comment" in error  # the diff shows the change
     assert "cli.md" not in error and "http-api.md" not in error
 
 
