@@ -69,7 +69,9 @@ class ParquetTable:
 
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path}: missing; run the stage that writes it first (dvc repro)")
-        with pq.ParquetFile(self.path) as parquet:
+        # No pre-buffering: its cache keeps the bytes of every row group read until the file closes,
+        # so memory grew with the file where one batch at a time is the aim.
+        with pq.ParquetFile(self.path, pre_buffer=False) as parquet:
             for batch in parquet.iter_batches(batch_size=self.batch_rows, columns=columns):
                 yield batch.to_pandas()
 

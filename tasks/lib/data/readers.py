@@ -413,7 +413,8 @@ def _records_parquet(path: Path, content: Path | bytes) -> Iterator[tuple[int, d
 
     number = 0
     try:
-        parquet = pq.ParquetFile(io.BytesIO(content) if isinstance(content, bytes) else content)
+        # pre_buffer off: its cache would hold every row group read until the file closes.
+        parquet = pq.ParquetFile(io.BytesIO(content) if isinstance(content, bytes) else content, pre_buffer=False)
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
             for row in batch.to_pylist():
                 number += 1
@@ -700,65 +701,94 @@ def _read_content(
 ) -> Iterator[pd.DataFrame]:
     """One file's content (a path, or bytes already read or expanded) of format `kind` in the raw schema,
     in batches."""
-    records: Iterator[tuple[int, dict]]
     if task == "token_classification":
         sentences = config.model_copy(update={"text_column": ["text"], "label_column": "label"})
         return _raw_batches(_sentence_records(where, kind, content, config), sentences, where, name, split)
     if kind == ".conll":
         raise DataError(where, "a CoNLL file holds tags per word: set `task: token_classification` to read it")
+    if kind not in (".parquet", ".xlsx", ".jsonl", ".json") and (SUFFIXES[kind] or config.sep) == "\t":
+        rows = _rows_tab_separated(where, decoded_pieces(content, where), config.columns)
+        return _raw_batches_of_rows(rows, config, where, name, split)
+    return _raw_batches(_content_records(where, kind, content, config), config, where, name, split)
+
+
+def _content_records(
+    where: Path, kind: str, content: Path | bytes, config: DataConfig
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, record) of one file's content of format `kind`, every column as read."""
+    if kind == ".conll":
+        raise DataError(where, "a CoNLL file holds tags per word, not a table of texts")
     if kind == ".parquet":
-        records = _records_parquet(where, content)
-    elif kind == ".xlsx":
-        records = _records_spreadsheet(where, content, config.sheet, config.columns)
-    else:
-        pieces = decoded_pieces(content, where)
-        if kind in (".jsonl", ".json"):
-            records = _records_jsonl(where, pieces)
-        else:
-            delimiter = SUFFIXES[kind] or config.sep
-            if delimiter == "\t":
-                return _raw_batches_of_rows(
-                    _rows_tab_separated(where, pieces, config.columns), config, where, name, split
-                )
-            lines = _text_lines(pieces)
-            if delimiter is None:
-                first = list(itertools.islice(lines, SNIFFED_LINES))
-                delimiter = sniff_delimiter(where, first, config.columns)
-                lines = itertools.chain(first, lines)
-            records = _records_delimited(where, lines, delimiter, config.columns)
-    return _raw_batches(records, config, where, name, split)
+        return _records_parquet(where, content)
+    if kind == ".xlsx":
+        return _records_spreadsheet(where, content, config.sheet, config.columns)
+    pieces = decoded_pieces(content, where)
+    if kind in (".jsonl", ".json"):
+        return _records_jsonl(where, pieces)
+    delimiter = SUFFIXES[kind] or config.sep
+    lines = _text_lines(pieces)
+    if delimiter is None:
+        first = list(itertools.islice(lines, SNIFFED_LINES))
+        delimiter = sniff_delimiter(where, first, config.columns)
+        lines = itertools.chain(first, lines)
+    return _records_delimited(where, lines, delimiter, config.columns)
 
 
-def _read_archive(path: Path, config: DataConfig, split: str | None, task: Task) -> Iterator[pd.DataFrame]:
-    """Every data file inside a `.zip` (named `archive.zip/member` in errors and row ids), in batches."""
+def _open_archive(path: Path) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
+    """A `.zip` and its data files, by name (close the archive when done)."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise DataError(path, f"not a readable .zip archive ({exc})") from None
+    members = sorted(
+        (m for m in archive.infolist() if not m.is_dir() and data_format(m.filename) not in (None, (ARCHIVE, None))),
+        key=lambda m: m.filename,
+    )
+    if not members:
+        archive.close()
+        raise DataError(path, f"no data files ({', '.join(sorted(SUFFIXES))}) in this archive")
+    return archive, members
+
+
+def _member_content(
+    archive: zipfile.ZipFile, member: zipfile.ZipInfo, path: Path, config: DataConfig
+) -> tuple[Path, str, bytes]:
+    """(where, format suffix, content) of one data file of an archive; `where` (`archive.zip/member`) is what
+    errors name."""
+    where = Path(f"{path}/{member.filename}")
+    if member.file_size > config.max_expanded_bytes:
+        raise DataError(where, f"expands past data.max_expanded_bytes ({config.max_expanded_bytes} bytes)")
+    kind, compression = data_format(member.filename) or ("", None)
+    if compression:
+        raise DataError(where, "a compressed file inside an archive: put the plain file in the .zip")
+    try:
+        content = archive.read(member)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+        raise DataError(where, f"cannot be read from the archive ({exc})") from None
+    return where, kind, content
+
+
+def _read_archive(path: Path, config: DataConfig, split: str | None, task: Task) -> Iterator[pd.DataFrame]:
+    """Every data file inside a `.zip` (named `archive.zip/member` in errors and row ids), in batches."""
+    archive, members = _open_archive(path)
     with archive:
-        members = sorted(
-            (
-                m
-                for m in archive.infolist()
-                if not m.is_dir() and data_format(m.filename) not in (None, (ARCHIVE, None))
-            ),
-            key=lambda m: m.filename,
-        )
-        if not members:
-            raise DataError(path, f"no data files ({', '.join(sorted(SUFFIXES))}) in this archive")
         splits = [split] * len(members) if split else _splits(path, [PurePath(m.filename).name for m in members])
         for member, member_split in zip(members, splits, strict=True):
-            where = Path(f"{path}/{member.filename}")
-            if member.file_size > config.max_expanded_bytes:
-                raise DataError(where, f"expands past data.max_expanded_bytes ({config.max_expanded_bytes} bytes)")
-            kind, compression = data_format(member.filename) or ("", None)
-            if compression:
-                raise DataError(where, "a compressed file inside an archive: put the plain file in the .zip")
-            try:
-                content = archive.read(member)
-            except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
-                raise DataError(where, f"cannot be read from the archive ({exc})") from None
+            where, kind, content = _member_content(archive, member, path, config)
             yield from _read_content(where, kind, content, config, f"{path.name}/{member.filename}", member_split, task)
+
+
+def _checked_format(path: Path) -> tuple[str, str | None]:
+    """`data_format` of a file's name, or the DataError that lists the formats read."""
+    kind = data_format(path.name)
+    if kind is None:
+        formats = ", ".join(sorted(SUFFIXES))
+        raise DataError(
+            path,
+            f"unsupported format '{path.suffix.lower()}': use one of {formats}, "
+            f"optionally compressed ({', '.join(COMPRESSIONS)}) or in a {ARCHIVE}",
+        )
+    return kind
 
 
 def read_file(
@@ -777,19 +807,35 @@ def iter_file(
         DataError: unknown format, bad encoding, wrong or ambiguous delimiter, ragged
             rows, unclosed quotes, missing columns, no rows, a damaged or oversized archive.
     """
-    kind = data_format(path.name)
-    if kind is None:
-        formats = ", ".join(sorted(SUFFIXES))
-        raise DataError(
-            path,
-            f"unsupported format '{path.suffix.lower()}': use one of {formats}, "
-            f"optionally compressed ({', '.join(COMPRESSIONS)}) or in a {ARCHIVE}",
-        )
+    kind = _checked_format(path)
     if kind[0] == ARCHIVE:
         yield from _read_archive(path, config, split, task)
         return
     content: Path | bytes = _expand(path, kind[1], config) if kind[1] else path
     yield from _read_content(path, kind[0], content, config, path.name, split, task)
+
+
+def iter_records(path: Path, config: DataConfig) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """Every row of one file (compressed, or each data file of a .zip) with all its columns, as
+    (where, line, record): the formats, decoding and located errors of `iter_file`, for callers that
+    keep every column (`textclf score`). Values are text for delimited files and spreadsheets, JSON's
+    own for JSON Lines, and Python values for Parquet (whose callers may read it column-wise instead).
+
+    Raises:
+        DataError: as `iter_file`, and for a CoNLL file (no table of texts).
+    """
+    kind = _checked_format(path)
+    if kind[0] == ARCHIVE:
+        archive, members = _open_archive(path)
+        with archive:
+            for member in members:
+                where, suffix, data = _member_content(archive, member, path, config)
+                for line, record in _content_records(where, suffix, data, config):
+                    yield where, line, record
+        return
+    content: Path | bytes = _expand(path, kind[1], config) if kind[1] else path
+    for line, record in _content_records(path, kind[0], content, config):
+        yield path, line, record
 
 
 def _whole(batches: Iterable[pd.DataFrame]) -> pd.DataFrame:
