@@ -119,6 +119,9 @@ class BatchEncoder:
         self.info = ClassifierInfo.load(folder)
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         self.tokenizer.enable_truncation(self.info.max_length)
+        # A saved tokenizer.json may carry fixed padding (MiniLM's pads every text to 128 tokens): each
+        # batch pads to its own longest text instead (`feeds`), or length batching would save nothing.
+        self.tokenizer.no_padding()
         self.fields = {name: field for name, field in _FIELDS.items() if name in input_names}
 
     def encode(self, inputs: Sequence[str] | Sequence[list[str]]) -> list[Any]:
