@@ -83,7 +83,30 @@ def deployment_specs(params: Params) -> list[dict[str, Any]]:
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found (the deployments are defined there)") from None
     specs: list[dict[str, Any]] = fill_placeholders(config["deployments"], template_environment(params))
-    return specs
+    return with_score_schedules(specs, params)
+
+
+SCORE_DEPLOYMENT = "score"
+
+
+def score_schedules(params: Params) -> list[dict[str, Any]]:
+    """params.yaml score.schedules as prefect.yaml schedules: a cron in retrain.timezone, and the run's parameters."""
+    return [
+        {
+            "cron": schedule.cron,
+            "timezone": params.retrain.timezone,
+            "parameters": {"input": schedule.input, "output": schedule.output, "version": schedule.version},
+        }
+        for schedule in params.score.schedules
+    ]
+
+
+def with_score_schedules(deployments: list[dict[str, Any]], params: Params) -> list[dict[str, Any]]:
+    """The deployments, deployment `score` with params.yaml's score.schedules (a list: no placeholder holds one)."""
+    return [
+        {**spec, "schedules": score_schedules(params)} if spec.get("name") == SCORE_DEPLOYMENT else spec
+        for spec in deployments
+    ]
 
 
 def runner_deployments(params: Params) -> list[Any]:
@@ -96,9 +119,14 @@ def runner_deployments(params: Params) -> list[Any]:
     deployments = []
     for spec in deployment_specs(params):
         try:
-            schedules = [Cron(s["cron"], timezone=s.get("timezone")) for s in spec.get("schedules") or []]
+            schedules = [
+                Cron(s["cron"], timezone=s.get("timezone"), parameters=s.get("parameters") or {})
+                for s in spec.get("schedules") or []
+            ]
         except ValueError as exc:
-            raise ConfigError(f"params.yaml retrain.cron / monitor.cron / retrain.timezone: {exc}") from None
+            raise ConfigError(
+                f"params.yaml retrain.cron / monitor.cron / score.schedules / retrain.timezone: {exc}"
+            ) from None
         limit = spec.get("concurrency_limit")
         flow: Any = load_flow_from_entrypoint(str(params.root / spec["entrypoint"]))
         deployments.append(
@@ -177,15 +205,20 @@ def ensure_failure_automation(params: Params) -> str | None:
 
 
 def _prefect_file_for(params: Params, clone: GitSource | None, folder: Path) -> Path:
-    """prefect.yaml itself, or (with `clone`) a copy in `folder` whose pull steps are `definitions.pull_from_git`."""
+    """prefect.yaml itself, or a copy in `folder`: with params.yaml's score.schedules, and (with `clone`) the pull
+    steps `definitions.pull_from_git`."""
     path = params.root / PREFECT_FILE
-    if clone is None:
+    if clone is None and not params.score.schedules:
         return path
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    try:
-        config["pull"] = config["definitions"]["pull_from_git"]
-    except (KeyError, TypeError):
-        raise ConfigError(f"{path}: definitions.pull_from_git is missing (the pull steps of cloning workers)") from None
+    config["deployments"] = with_score_schedules(config["deployments"], params)
+    if clone is not None:
+        try:
+            config["pull"] = config["definitions"]["pull_from_git"]
+        except (KeyError, TypeError):
+            raise ConfigError(
+                f"{path}: definitions.pull_from_git is missing (the pull steps of cloning workers)"
+            ) from None
     copy = folder / PREFECT_FILE
     copy.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return copy

@@ -4,6 +4,8 @@
     textclf run                       run the whole DAG as a Prefect flow
     textclf predict [TEXT ...]        classify (or tag) with the production model (or --file F, or stdin)
     textclf serve                     HTTP service over the production model
+    textclf score INPUT OUTPUT        a registered version over a whole table (a file, folder or URL), into
+                                      Parquet, CSV or JSON Lines; resumes a killed run (--engine spark: on Spark)
     textclf registry list|show|history|promote|rollback|archive
                                       model versions, their stages and lineage
     textclf ingest-new FILE ...       check new labelled data and add it (then retraining runs)
@@ -243,6 +245,38 @@ def _registry_parser(sub: Any) -> None:
     archive.add_argument("--reason", required=True)
 
 
+def _score_parser(sub: Any) -> None:
+    score = sub.add_parser(
+        "score",
+        help="a registered version over a whole table, into Parquet, CSV or JSON Lines (params.yaml score:)",
+    )
+    score.add_argument("input", help="CSV/TSV/TXT/JSONL/Parquet/XLSX (compressed, zipped), a folder of them, or a URL")
+    score.add_argument("output", help="OUTPUT.parquet, .csv or .jsonl: a path or an object-store URL (s3://...)")
+    score.add_argument("--text-column", help="the text column (default: the first of data.text_column the input has)")
+    score.add_argument(
+        "--keep", type=_names, help="the input columns to keep, comma-separated, in this order (default: all; '': none)"
+    )
+    score.add_argument("--version", default="production", help="the registered version, vNNNN (default: production's)")
+    score.add_argument("--registry", help=REGISTRY_HELP)
+    score.add_argument("--engine", choices=["local", "spark"], help="score.engine: this process, or Spark's executors")
+    score.add_argument("--master", help="with --engine spark: Spark's master (default validate.spark.master)")
+    score.add_argument("--batch-size", type=int, help="score.batch_size: texts per inference call")
+    score.add_argument(
+        "--window", type=int, help="score.window: rows sorted by length together (row groups: whole windows)"
+    )
+    score.add_argument("--variant", help="score.variant: auto (fastest here), gate, or a registered variant's name")
+    score.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start from the first row: drop a killed run's row groups, replace OUTPUT whatever it holds",
+    )
+
+
+def _names(text: str) -> list[str]:
+    """Comma-separated column names ('' : none)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _utc_time(text: str) -> datetime:
     """An ISO 8601 time; one without an offset is UTC."""
     at = datetime.fromisoformat(text)
@@ -277,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no prediction log, no counting in /metrics (to measure their cost)",
     )
+    _score_parser(sub)
     _registry_parser(sub)
     ingest = sub.add_parser("ingest-new", help="check files of new labelled data and add them to the dataset")
     ingest.add_argument("files", nargs="+", type=Path)
@@ -372,6 +407,25 @@ def main(argv: list[str] | None = None) -> int:
             return stage_command(args.name, root)
         elif args.command == "predict":
             predict_command(serving_settings(root, args.registry), args.texts, args.file, args.json)
+        elif args.command == "score":
+            from tasks.lib.scoring.run import ScoreRequest, score_table
+
+            request = ScoreRequest(
+                input=args.input,
+                output=args.output,
+                version=args.version,
+                registry=args.registry,
+                text_column=args.text_column,
+                keep=args.keep,
+                engine=args.engine,
+                master=args.master,
+                batch_size=args.batch_size,
+                window=args.window,
+                variant=args.variant,
+                resume=not args.no_resume,
+                progress=sys.stderr.isatty(),
+            )
+            score_table(load_params(root), request)
         elif args.command == "registry":
             registry_command(load_params(root).with_registry(args.registry), args)
         elif args.command == "serve":

@@ -823,6 +823,38 @@ class RetrainConfig(_Section):
         return block
 
 
+class ScoreSchedule(_Section):
+    """One scheduled run of deployment `score`: when, which table, where its answers go, which version."""
+
+    cron: Cron
+    input: Annotated[str, Field(min_length=1)]
+    output: Annotated[str, Field(min_length=1)]
+    version: Annotated[str, Field(min_length=1)] = "production"
+
+
+class ScoreConfig(_Section):
+    """How `textclf score` answers a table, and deployment `score`'s schedules."""
+
+    # Defaults in code (params.yaml's, tested): a params.yaml written before `score:` existed still loads.
+    # `auto`, `gate` or a registered variant's name, as serve.variant.
+    variant: Annotated[str, Field(min_length=1)] = "auto"
+    batch_size: Annotated[int, Field(ge=1)] = 32
+    window: Annotated[int, Field(ge=1)] = 4096
+    row_group_rows: Annotated[int, Field(ge=1)] = 65536
+    threads: Annotated[int, Field(ge=1)] | None = None
+    engine: Literal["local", "spark"] = "local"
+    schedules: list[ScoreSchedule] = []
+
+    @model_validator(mode="after")
+    def _row_groups_hold_whole_windows(self) -> ScoreConfig:
+        """A row group is the unit a resumed run keeps: its windows must be the ones a whole run makes."""
+        if self.row_group_rows % self.window:
+            raise ValueError(
+                f"score.row_group_rows ({self.row_group_rows}) must be a multiple of score.window ({self.window})"
+            )
+        return self
+
+
 class Keep(_Section):
     keep_last: Annotated[int, Field(ge=1)]
     max_age_days: Annotated[float, Field(gt=0)] | None
@@ -855,6 +887,7 @@ class Params(_Section):
     promote: PromoteConfig
     serve: ServeConfig
     monitor: MonitorConfig
+    score: ScoreConfig = ScoreConfig()
     retrain: RetrainConfig
     retention: RetentionConfig
 

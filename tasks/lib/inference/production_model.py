@@ -176,6 +176,40 @@ def warmed_up(model: Served) -> Served:
     return model
 
 
+def load_variant(
+    folder: Path, variant: str = "gate", threads: int | None = None, setting: str = "serve.variant"
+) -> tuple[Served, VariantChoice]:
+    """The model a version folder serves as `variant` asks, loaded and warmed up, and how it was chosen.
+
+    `variant`: "gate" (the graph the version's record names), "auto" (every registered variant
+    timed here, the fastest serves) or a registered variant's name. The folder's files are not
+    checked here: the caller verifies them first (verify_files). `setting`: the key errors name.
+
+    Raises:
+        ModelLoadError: no such variant, or a graph that cannot be loaded or run.
+    """
+    files = variant_files(folder)
+    if variant == "gate":
+        graph = model_file(folder).name
+        name = next((name for name, file in files.items() if file == graph), graph)
+        return warmed_up(load_served(folder, threads, False, graph)), VariantChoice(name, "gate", {})
+    if variant != "auto":
+        if variant not in files:
+            raise ModelLoadError(
+                f"{folder}: {setting} {variant!r} is not registered in this version (it has {sorted(files)})"
+            )
+        return warmed_up(load_served(folder, threads, False, files[variant])), VariantChoice(variant, setting, {})
+    timings: dict[str, float] = {}
+    fastest: tuple[str, Served] | None = None
+    for name, file in sorted(files.items()):
+        classifier = warmed_up(load_served(folder, threads, False, file))
+        timings[name] = time_batch(classifier)
+        if fastest is None or timings[name] < timings[fastest[0]]:
+            fastest = (name, classifier)
+    assert fastest is not None  # variant_files is never empty
+    return fastest[1], VariantChoice(fastest[0], "fastest on this host", timings)
+
+
 class ProductionModel:
     """The registry's production model, reloaded when the production pointer changes."""
 
@@ -256,29 +290,7 @@ class ProductionModel:
             return self._loaded
 
     def _load_variant(self, folder: Path) -> tuple[Served, VariantChoice]:
-        """The classifier serve.variant asks for, loaded and warmed up, and how it was chosen."""
-        files = variant_files(folder)
-        if self.variant == "gate":
-            graph = model_file(folder).name
-            name = next((name for name, file in files.items() if file == graph), graph)
-            return warmed_up(load_served(folder, self.threads, False, graph)), VariantChoice(name, "gate", {})
-        if self.variant != "auto":
-            if self.variant not in files:
-                raise ModelLoadError(
-                    f"{folder}: serve.variant {self.variant!r} is not registered in this version "
-                    f"(it has {sorted(files)})"
-                )
-            classifier = warmed_up(load_served(folder, self.threads, False, files[self.variant]))
-            return classifier, VariantChoice(self.variant, "serve.variant", {})
-        timings: dict[str, float] = {}
-        fastest: tuple[str, Served] | None = None
-        for name, file in sorted(files.items()):
-            classifier = warmed_up(load_served(folder, self.threads, False, file))
-            timings[name] = time_batch(classifier)
-            if fastest is None or timings[name] < timings[fastest[0]]:
-                fastest = (name, classifier)
-        assert fastest is not None  # variant_files is never empty
-        return fastest[1], VariantChoice(fastest[0], "fastest on this host", timings)
+        return load_variant(folder, self.variant, self.threads)
 
     def serving(self) -> tuple[str, Served]:
         """(version, classifier) loaded now, without reading the pointer (no I/O: for every request).

@@ -1,0 +1,1 @@
+"""Batch scoring (`textclf score`): a registered version over a whole table, streamed, resumable, here or on Spark."""
