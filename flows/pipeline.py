@@ -37,6 +37,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.states import State
 from prefect.tasks import exponential_backoff
 
+from flows.watchdog import mark
 from tasks.lib.artifacts import (
     GATE_REPORT_FILE,
     QUANTIZE_REPORT_FILE,
@@ -111,11 +112,13 @@ def dvc_stages(root: Path) -> list[StageSpec]:
 
 
 def _environment() -> dict[str, str]:
-    """dvc.yaml calls `python`: make it this interpreter's environment."""
+    """dvc.yaml calls `python`: make it this interpreter's environment, marked as this process's
+    (flows.watchdog: dvc and the stage end with this process, also when it is killed outright)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TQDM_MININTERVAL", "5")  # progress bars become log lines: one per 5 s is plenty
+    mark(env)
     return env
 
 
@@ -221,6 +224,10 @@ def repro_stage(
                 output.append(line)
                 log(line)
         code = process.wait()
+    except BaseException:
+        # SIGTERM (Prefect raises it as TerminationSignal) or Ctrl-C: the stage's own session hears neither.
+        _stop(process)
+        raise
     finally:
         if timer is not None:
             timer.cancel()

@@ -493,7 +493,11 @@ def main(argv: list[str] | None = None) -> int:
                 service.watch(params)
         else:
             from flows.pipeline import pipeline
+            from flows.watchdog import mark
 
+            # Before Prefect starts its temporary server: it, the stages and all they start end with this
+            # process, however it ends (SIGKILL included).
+            mark(os.environ)
             pipeline(root=str(root))
     except (PipelineError, FileNotFoundError) as exc:  # the message is the whole story: no traceback
         return report_failure(exc)

@@ -413,6 +413,38 @@ def test_a_crash_mid_promotion_leaves_production_serving(make_params, onnx_folde
     assert registry.list_versions() == ["v0001", "v0002"] and registry.production()["model_file"] == "model.int8.onnx"
 
 
+KILLED_AFTER_SWITCH = """
+import os, signal, sys
+from tasks.lib.storage import registry
+from tasks.stages import promote
+from tasks.lib.config import load_params
+
+switch = registry.Registry.set_production
+def switch_then_die(*args, **kwargs):
+    switch(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # before promotion.json, and so before DVC records the stage
+registry.Registry.set_production = switch_then_die
+promote.run(load_params(sys.argv[1]))
+"""
+
+
+def test_a_promotion_killed_after_the_pointer_switch_is_repeated_harmlessly(make_params, onnx_folder, int8_model):
+    params = make_params()
+    stage_candidate(params, onnx_folder / "model.onnx", "model.fp32.onnx")
+    promote(params)
+    stage_candidate(params, int8_model, "model.int8.onnx")
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_SWITCH, str(params.root)], cwd=REPO, check=False)
+    assert killed.returncode == -9
+    registry = Registry(params.path("registry"))
+    assert registry.production_version() == "v0002"
+    events = registry.events()
+    # What the next `dvc repro` / `textclf run` does: dvc.lock has no record of this promote, so it runs again.
+    again = promote(params)
+    assert not again.promoted and again.version == "v0002" and again.reason == "candidate already serves"
+    assert registry.list_versions() == ["v0001", "v0002"] and registry.production_version() == "v0002"
+    assert registry.events() == events  # no second promotion in the history
+
+
 def test_promote_registers_every_variant_that_passed_the_gate(make_params, onnx_folder, int8_model):
     from tasks.lib.artifacts import RuleResult, VariantVerdict
     from tasks.lib.config import OpenVinoVariant
