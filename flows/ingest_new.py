@@ -8,6 +8,7 @@ raises a notification; the pipeline does not run.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from prefect.events import Event
 from prefect.runtime import flow_run
 
 from tasks.lib.config import Params, load_params
-from tasks.lib.data.landing import Receipt, ingest_new, summary_line
+from tasks.lib.data.landing import NotStored, Receipt, ingest_new, summary_line
 from tasks.lib.errors import PipelineError
 from tasks.lib.reporting.notify import notify
 from tasks.lib.storage.team_workspace import workspace_identity
@@ -56,6 +57,15 @@ def announce(params: Params, receipt: Receipt) -> None:
         client.request("POST", "/events", json=[event.model_dump(mode="json")]).raise_for_status()
 
 
+def _notify_despite_full_disk(params: Params, event: str, title: str) -> None:
+    """`notify`, or where its log file is on the full disk too, the message on stderr (the service logs it)."""
+    body = "Free space on that file system; the file is read again when it changes or with `textclf ingest-new`."
+    try:
+        notify(params, event, title, body)
+    except OSError as exc:
+        print(f"error: could not record the notification either ({exc.strerror}): {title}", file=sys.stderr)
+
+
 def _run_name() -> str:
     return "ingest " + Path(str(flow_run.parameters.get("file", "?"))).name
 
@@ -70,10 +80,15 @@ def ingest_new_data(file: str, root: str = ".", move: bool = True) -> dict[str, 
         The receipt (batch, rows, data version, where the original went).
     Raises:
         FileRejected: the file is unreadable, failed a `fail` row rule, or was accepted before.
+        NotStored: its copy, batch or receipt could not be written (a full disk; notified); it stays in place.
         NotAnnounced: accepted, but the event could not be posted (notified; the schedule picks it up).
     """
     params = load_params(root)
-    receipt = ingest_new(params, Path(file), move)
+    try:
+        receipt = ingest_new(params, Path(file), move)
+    except NotStored as exc:  # a full disk: the file stays where it landed, and a person must make room
+        _notify_despite_full_disk(params, "data.not_stored", str(exc))
+        raise
     line = summary_line(receipt)
     get_run_logger().info(line)
     if not receipt.accepted:

@@ -151,14 +151,22 @@ def ingest_new_command(params: Params, files: list[Path]) -> int:
     """Run `ingest-new-data` per file: files in the landing folder are moved, others copied.
 
     Returns:
-        0 all accepted, 1 any rejected, STILL_BEING_WRITTEN any left in place because it was changing.
+        0 all accepted, 1 any rejected, NOT_STORED any that could not be stored (a full disk; notified),
+        STILL_BEING_WRITTEN any left in place because it was changing.
     """
     from flows.deployments import configured_api_url
     from flows.ingest_new import ingest_new_data
-    from tasks.lib.data.landing import STILL_BEING_WRITTEN, Receipt, StillBeingWritten, summary_line
+    from tasks.lib.data.landing import (
+        NOT_STORED,
+        STILL_BEING_WRITTEN,
+        NotStored,
+        Receipt,
+        StillBeingWritten,
+        summary_line,
+    )
 
     landing = params.path("landing").resolve()
-    rejected = waiting = 0
+    rejected = waiting = unstored = 0
     for file in (f.parent.resolve() / f.name for f in files):  # a link is judged as a link, never followed
         try:
             receipt = ingest_new_data(file=str(file), root=str(params.root), move=file.parent == landing)
@@ -166,15 +174,18 @@ def ingest_new_command(params: Params, files: list[Path]) -> int:
         except StillBeingWritten as exc:
             print(f"note: {exc}", file=sys.stderr)
             waiting += 1
+        except NotStored as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            unstored += 1
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             rejected += 1
-    if configured_api_url() is None and rejected < len(files):
+    if configured_api_url() is None and rejected + unstored < len(files):
         print(
             "note: no Prefect server configured (PREFECT_API_URL), so no retraining was triggered; "
             "the next run (`textclf run`, `dvc repro`, the schedule) trains on the new data"
         )
-    return 1 if rejected else STILL_BEING_WRITTEN if waiting else 0
+    return 1 if rejected else NOT_STORED if unstored else STILL_BEING_WRITTEN if waiting else 0
 
 
 def remote_command(root: Path, url: str | None, endpoint_url: str | None, name: str) -> None:

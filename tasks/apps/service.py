@@ -21,7 +21,7 @@ from pathlib import Path
 
 from flows.deployments import configured_api_url, runner_deployments
 from tasks.lib.config import Params
-from tasks.lib.data.landing import STILL_BEING_WRITTEN, StillBeingWritten
+from tasks.lib.data.landing import NOT_STORED, STILL_BEING_WRITTEN, StillBeingWritten
 from tasks.lib.data.watcher import LandingWatcher
 from tasks.lib.errors import PipelineError
 from tasks.lib.reporting.notify import notify
@@ -107,9 +107,11 @@ def ingest_landed(params: Params, path: Path) -> None:
         if line.strip():
             log.info("ingest-new %s: %s", path.name, redact(line))
     if code == STILL_BEING_WRITTEN:
-        raise StillBeingWritten(f"{path.name} changed while it was read: read again once it settles")
+        raise StillBeingWritten(f"{path.name} was still being written: read again once it settles, closed")
     if code in (0, 1) and not os.path.lexists(path):
         return  # accepted, or rejected: moved away, logged and notified by the flow
+    if code == NOT_STORED:  # a full disk: the flow has notified, with the folder to make room in
+        raise IngestionFailed(f"{path.name}: could not be stored; it stays in landing until it changes")
     if code is None:
         how = f"ran past retrain.watch.ingest_timeout_seconds ({timeout:.0f} s) and was stopped"
     elif code < 0:

@@ -126,6 +126,72 @@ def test_errors_in_compressed_files_point_at_the_line_and_bombs_are_stopped(tmp_
         read_file(tmp_path / "fake.csv.xz", make_params().data)
 
 
+def test_what_parquet_and_spreadsheets_decode_to_is_bounded_and_the_refusal_names_row_and_column(tmp_path, make_params):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    config = make_params({"data": {"max_expanded_bytes": 1_000_000}}).data
+    # 200,000 copies of one 100-character text in a few KB: each use of the dictionary entry counts.
+    same = pa.array([0] * 200_000, pa.int32())
+    texts = pa.DictionaryArray.from_arrays(same, pa.array(["x" * 100]))
+    pq.write_table(
+        pa.table({"id": [7] * 200_000, "text": texts, "label": ["positive"] * 200_000}), tmp_path / "b.parquet"
+    )
+    assert (tmp_path / "b.parquet").stat().st_size < 100_000
+    refusal = r"b\.parquet:8621: field 'text': decodes past data\.max_expanded_bytes \(1000000 bytes\)"
+    with pytest.raises(DataError, match=refusal):  # 8 + 100 + 8 bytes a row
+        read_file(tmp_path / "b.parquet", config)
+    # A footer that declares more than the bound is refused before anything is decoded.
+    plain = pa.table({"text": [f"review {i} " * 20 for i in range(20_000)], "label": ["positive"] * 20_000})
+    pq.write_table(plain, tmp_path / "plain.parquet", use_dictionary=False)
+    with pytest.raises(DataError, match=r"plain\.parquet: \d+ bytes uncompressed \(Parquet metadata\), past data\."):
+        read_file(tmp_path / "plain.parquet", config)
+    # A workbook is a .zip of XML: its parts' sizes count, and a shared string at each use.
+    rows: list[list[object]] = [["text", "label"], *([[f"y{i}" * 10_000, "positive"] for i in range(40)])]
+    (tmp_path / "big.xlsx").write_bytes(workbook({"S": rows}))
+    with pytest.raises(
+        DataError, match=r"big\.xlsx: expands past data\.max_expanded_bytes \(1000000 bytes\): \d+ bytes"
+    ):
+        read_file(tmp_path / "big.xlsx", config)
+    (tmp_path / "shared.xlsx").write_bytes(shared_string_workbook("y" * 30_000, uses=40))
+    with pytest.raises(DataError, match=r"shared\.xlsx\[S\]:35: the cell texts pass data\.max_expanded_bytes"):
+        read_file(tmp_path / "shared.xlsx", config)
+
+
+def shared_string_workbook(text: str, uses: int) -> bytes:
+    """A minimal .xlsx: a header and `uses` rows whose text cells all point at one shared string."""
+    main = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+    office = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+    package = 'xmlns="http://schemas.openxmlformats.org/package/2006/relationships"'
+    kind = "application/vnd.openxmlformats-officedocument.spreadsheetml"
+    cells = "".join(f'<row r="{n}"><c t="s"><v>2</v></c><c t="s"><v>3</v></c></row>' for n in range(2, uses + 2))
+    parts = {
+        "[Content_Types].xml": '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+        '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+        '<Default Extension="xml" ContentType="application/xml"/>'
+        f'<Override PartName="/xl/workbook.xml" ContentType="{kind}.sheet.main+xml"/>'
+        f'<Override PartName="/xl/worksheets/sheet1.xml" ContentType="{kind}.worksheet+xml"/>'
+        f'<Override PartName="/xl/sharedStrings.xml" ContentType="{kind}.sharedStrings+xml"/></Types>',
+        "_rels/.rels": f'<Relationships {package}><Relationship Id="rId1" Type="{office}/officeDocument" '
+        'Target="xl/workbook.xml"/></Relationships>',
+        "xl/workbook.xml": f'<workbook {main} xmlns:r="{office}"><sheets><sheet name="S" sheetId="1" r:id="rId1"/>'
+        "</sheets></workbook>",
+        "xl/_rels/workbook.xml.rels": f'<Relationships {package}><Relationship Id="rId1" Type="{office}/worksheet" '
+        f'Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="{office}/sharedStrings" '
+        'Target="sharedStrings.xml"/></Relationships>',
+        "xl/worksheets/sheet1.xml": f'<worksheet {main}><sheetData><row r="1"><c t="s"><v>0</v></c><c t="s"><v>1</v>'
+        f"</c></row>{cells}</sheetData></worksheet>",
+        "xl/sharedStrings.xml": f"<sst {main}>"
+        + "".join(f"<si><t>{t}</t></si>" for t in ("text", "label", text, "positive"))
+        + "</sst>",
+    }
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as book:
+        for name, xml in parts.items():
+            book.writestr(name, xml)
+    return out.getvalue()
+
+
 def test_a_zip_of_data_files_reads_each_member_and_names_it_in_errors(tmp_path, make_params):
     path = tmp_path / "export.zip"
     with zipfile.ZipFile(path, "w") as archive:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tasks.lib.data.incoming import batch_files
-from tasks.lib.data.landing import ingest_new
+from tasks.lib.data.landing import NOT_STORED, NotStored, StillBeingWritten, ingest_new
 from tasks.lib.data.watcher import LandingWatcher
 from tasks.stages import ingest
 
@@ -122,6 +130,21 @@ def test_a_file_whose_handling_fails_is_retried_only_once_it_changes(tmp_path):
     assert calls == ["a.csv", "a.csv"]
 
 
+def test_a_file_left_because_it_was_still_being_written_is_read_again_though_unchanged(tmp_path):
+    calls: list[str] = []
+
+    def open_then_closed(path: Path) -> None:
+        calls.append(path.name)
+        if len(calls) == 1:  # its writer still had it open, then closed it without writing more
+            raise StillBeingWritten(f"{path.name} is still open for writing")
+
+    watcher = LandingWatcher(tmp_path, open_then_closed, poll_seconds=1, settle_seconds=0)
+    (tmp_path / "a.csv").write_text("x")
+    for _ in range(4):
+        watcher.poll_once()
+    assert calls == ["a.csv", "a.csv"]  # not set aside like a file whose handling failed
+
+
 def test_a_notification_goes_to_the_log_file_and_to_a_prefect_notification_block(make_params, webhook):
     # A real Prefect CustomWebhookNotificationBlock posting to a webhook on loopback.
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
@@ -141,3 +164,172 @@ def test_a_notification_goes_to_the_log_file_and_to_a_prefect_notification_block
     # An unreachable target is recorded, not raised: the run's own outcome is what counts.
     params = make_params({"retrain": {"notify_block": "custom-webhook/no-such-block"}})
     assert "delivery_error" in notify(params, "pipeline.failed", "t", "b")
+
+
+# A producer that writes half its rows (ending on a line), pauses with the file open until told to go
+# on (a line on stdin), then writes the rest.
+PAUSING_WRITER = """
+import sys
+rows = [f"review {i} of the slow producer was {'fine' if i % 2 else 'dull'},{'positive' if i % 2 else 'negative'}\\n"
+        for i in range(400)]
+with open(sys.argv[1], "w", encoding="utf-8") as out:
+    out.write("text,label\\n" + "".join(rows[:201]))
+    out.flush()
+    print("paused", flush=True)
+    sys.stdin.readline()
+    out.write("".join(rows[201:]))
+"""
+
+
+def test_a_producer_that_pauses_with_the_file_open_loses_no_rows(params):
+    landing = params.path("landing")
+    landing.mkdir(parents=True)
+    receipts = []
+    taken, done = threading.Event(), threading.Event()
+
+    def handle(path: Path) -> None:
+        taken.set()
+        try:
+            receipts.append(ingest_new(params, path, move=True))
+        finally:
+            done.set()
+
+    stop = threading.Event()
+    thread = threading.Thread(target=LandingWatcher(landing, handle, 0.1, 0.5).run, args=(stop,), daemon=True)
+    thread.start()
+    writer = subprocess.Popen(
+        [sys.executable, "-c", PAUSING_WRITER, str(landing / "week.csv")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "paused\n"
+        # Quiet for 3 s, six times settle_seconds: only the open file says it is not finished. A watcher
+        # that takes it anyway is let finish before the producer goes on, as with a long pause.
+        if taken.wait(timeout=3):
+            done.wait(timeout=60)
+        writer.communicate("go on\n", timeout=60)
+        deadline = time.monotonic() + 60
+        while not receipts and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        writer.kill()
+        stop.set()
+        thread.join(timeout=60)
+    (receipt,) = receipts
+    assert receipt.accepted and receipt.rows == 400
+    assert (params.root / receipt.moved_to).read_text().count("\n") == 401 and not (landing / "week.csv").exists()
+
+
+def test_a_file_a_process_holds_open_for_writing_is_left_in_place(params):
+    path = land(params, "open.csv", GOOD)
+    holder = [
+        sys.executable,
+        "-c",
+        "import sys; f = open(sys.argv[1], 'a'); print('open', flush=True); sys.stdin.read()",
+    ]
+    writer = subprocess.Popen([*holder, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "open\n"
+        with pytest.raises(StillBeingWritten, match=rf"open\.csv is still open for writing \(process {writer.pid}\)"):
+            ingest_new(params, path, move=True)
+        assert path.read_text() == GOOD and batch_files(params.path("incoming")) == []
+    finally:
+        writer.communicate("", timeout=30)
+    assert ingest_new(params, path, move=True).accepted  # closed: taken
+
+
+# `textclf ingest-new` under a 3 GiB address-space limit, as a container's memory limit would hold it.
+CAPPED_INGEST = [
+    sys.executable,
+    "-c",
+    "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); "
+    "sys.argv[0] = 'textclf'; runpy.run_module('tasks', run_name='__main__', alter_sys=True)",
+]
+
+
+def test_a_parquet_bomb_is_refused_by_its_decoded_size_in_little_memory(params, monkeypatch):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.apps import service
+
+    landing = params.path("landing")
+    landing.mkdir(parents=True)
+    # The attacker's file: 1,999,000 rows of one 1,999-character text, dictionary-encoded. About
+    # 420 KB, under retrain.max_file_bytes and max_file_rows; decoded, 4 GB (19.6 GB of memory once).
+    same = pa.array(np.zeros(1_999_000, np.int32))
+    table = pa.table(
+        {
+            "text": pa.DictionaryArray.from_arrays(same, pa.array([("a fine film " * 200)[:1999]])),
+            "label": pa.DictionaryArray.from_arrays(same, pa.array(["positive"])),
+        }
+    )
+    pq.write_table(table, landing / "bomb.parquet", compression="zstd")
+    assert (landing / "bomb.parquet").stat().st_size < 500_000
+    monkeypatch.setattr(service, "INGEST_COMMAND", CAPPED_INGEST)
+    watcher = LandingWatcher(landing, lambda path: service.ingest_landed(params, path), 0.01, 0)
+    assert watcher.poll_once() + watcher.poll_once() == 1
+    (receipt,) = [json.loads(p.read_text()) for p in params.path("rejected").glob("*/receipt.json")]
+    # Named: the file, the row where the values pass the bound (50 MB / 2,007 bytes a row), the column.
+    refusal = r"bomb\.parquet:24913: field 'text': decodes past data\.max_expanded_bytes \(50000000 bytes\)"
+    assert not receipt["accepted"] and re.search(refusal, receipt["reason"])
+    assert not (landing / "bomb.parquet").exists()
+    (note,) = [json.loads(line) for line in params.path("notifications").read_text().splitlines()]
+    assert note["event"] == "data.rejected" and re.search(refusal, note["title"])
+
+
+@contextmanager
+def full_filesystem(folder: Path) -> Iterator[Path]:
+    """A 64 KB file system (tmpfs) mounted on `folder` for the block: a real full disk, no mock."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mount = shutil.which("mount")
+    done = mount and subprocess.run([mount, "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True)
+    if not done or done.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root and mount): {done and done.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def big_csv(label: str = "positive") -> str:
+    """About 170 KB of reviews: more than the full file system holds."""
+    return "text,label\n" + "".join(f"review {i} of a long week was fine,{label}\n" for i in range(4000))
+
+
+def test_a_full_disk_leaves_no_partial_copy_says_which_folder_and_notifies(params, capsys):
+    from tasks.apps.cli import main
+
+    path = land(params, "week.csv", big_csv())
+    with full_filesystem(params.path("archive")) as archive:
+        code = main(["--root", str(params.root), "ingest-new", str(path)])
+        assert list(archive.iterdir()) == []  # no partial copy keeps the disk full
+    error = capsys.readouterr().err
+    full = rf"week\.csv: not added: writing to {archive}/0001-\w+ failed \(the file system that holds it is full"
+    assert code == NOT_STORED and re.search(f"^error: {full}", error.splitlines()[-1])
+    assert "Errno 28" not in error.replace("errno 28", "")  # no raw OSError (Prefect logs the flow's own error)
+    assert path.read_text() == big_csv() and batch_files(params.path("incoming")) == []  # nothing lost or half-added
+    note = json.loads(params.path("notifications").read_text().splitlines()[-1])
+    assert note["event"] == "data.not_stored" and re.search(full, note["title"])
+    # A rejected file moved to a full disk: no half-written folder there either, and the file stays.
+    bad = land(params, "bad.csv", big_csv(label="neutral"))
+    with full_filesystem(params.path("rejected")) as rejected:
+        with pytest.raises(NotStored, match=rf"bad\.csv: not added: writing to {rejected} failed \(the file system"):
+            ingest_new(params, bad, move=True)
+        assert list(rejected.iterdir()) == []
+    assert bad.read_text() == big_csv(label="neutral")
+    assert ingest_new(params, path, move=True).accepted  # room again: read again, whole
+
+
+def test_a_child_that_could_not_store_the_file_is_not_notified_twice(params, monkeypatch):
+    from tasks.apps import service
+
+    path = land(params, "week.csv", GOOD)
+    # The child's flow has sent the notification naming the full folder; the watcher adds none.
+    monkeypatch.setattr(service, "INGEST_COMMAND", [sys.executable, "-c", f"raise SystemExit({NOT_STORED})"])
+    with pytest.raises(service.IngestionFailed, match=r"week\.csv: could not be stored; it stays in landing"):
+        service.ingest_landed(params, path)
+    assert path.exists() and not params.path("notifications").exists()

@@ -89,7 +89,11 @@ def consolidate(incoming: Path, limit: int | None) -> Path | None:
     frame = read_batches(batches)
     assert frame is not None
     staging = incoming / f".{merged.name}.tmp"
-    frame.to_parquet(staging, index=False)
+    try:
+        frame.to_parquet(staging, index=False)
+    except BaseException:  # a full disk: a partial merge must not keep it full
+        staging.unlink(missing_ok=True)
+        raise
     replaces = [*(previous["replaces"] if previous else []), *([previous["file"]] if previous else [])]
     write_json(incoming / LEDGER, {"file": merged.name, "holds": names, "replaces": replaces})
     os.replace(staging, merged)  # from here on the ledger counts, and the merged batches are skipped

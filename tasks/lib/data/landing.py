@@ -15,8 +15,10 @@ dataset in the pipeline's validate stage, not a batch.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import stat
@@ -35,6 +37,7 @@ from tasks.lib.data.incoming import accepted_names, batch_id, consolidate, data_
 from tasks.lib.data.readers import DataError, data_format, read_file
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import (
+    atomic_path,
     write_json,
     write_table,
     write_text,
@@ -42,6 +45,7 @@ from tasks.lib.io import (
 from tasks.lib.storage.retention import snapshots_folder
 from tasks.lib.storage.team_workspace import share_batches
 
+log = logging.getLogger(__name__)
 RECEIPT = "receipt.json"
 FLAGGED_ROWS = "rows.jsonl"  # beside a rejected file's report
 # Names a writer is still working on (write-then-rename is the safe way to drop a file).
@@ -96,6 +100,73 @@ class StillBeingWritten(PipelineError, RuntimeError):
 
 # `textclf ingest-new`'s exit code when a file was left in place for that reason (0 accepted, 1 rejected).
 STILL_BEING_WRITTEN = 3
+# ... and when a file could not be stored (a full disk): left in place, and a notification already sent.
+NOT_STORED = 4
+
+
+class NotStored(PipelineError, RuntimeError):
+    """Writing a landed file's copy, batch or receipt failed (a full disk): nothing was added, what was
+    written is removed, and the file stays where it landed."""
+
+    @classmethod
+    def of(cls, exc: OSError, path: Path, folder: Path) -> NotStored:
+        """The error for `exc`, raised while `path` was stored in `folder`."""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            why = "the file system that holds it is full" if exc.errno == errno.ENOSPC else "the disk quota is used up"
+        else:
+            why = f"{exc.strerror or type(exc).__name__}"
+        return cls(
+            f"{display_name(path.name)}: not added: writing to {folder} failed ({why}; errno {exc.errno}). "
+            f"What was written is removed and the file stays in {path.parent}; once there is room, "
+            f"`textclf ingest-new {path}` (or a change to the file) reads it again"
+        )
+
+
+def writers_of(path: Path) -> list[int]:
+    """The ids of the processes that hold `path` open for writing, as /proc shows them (Linux).
+
+    A producer that pauses mid-file keeps it open: its size and time stamp stand still, but it is
+    not finished. Without /proc (another system) nothing is found; a process of another user is
+    seen only by root (docs/guides/unattended.md#a-file-is-read-once-it-is-finished).
+    """
+    try:
+        target = path.stat()
+    except OSError:
+        return []
+    found = []
+    for pid in (name for name in _listing("/proc") if name.isdigit()):
+        for fd in _listing(f"/proc/{pid}/fd"):
+            link = f"/proc/{pid}/fd/{fd}"
+            try:
+                opened = os.stat(link)
+                if (opened.st_ino, opened.st_dev) != (target.st_ino, target.st_dev):
+                    continue
+                writable = os.lstat(link).st_mode & stat.S_IWUSR  # the link's own mode is the descriptor's access
+            except OSError:  # closed, or the process ended, since the listing
+                continue
+            if writable:
+                found.append(int(pid))
+                break
+    return found
+
+
+def _listing(folder: str) -> list[str]:
+    """The names in `folder`, none when it cannot be listed (a process that ended, another user's)."""
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _still_written(path: Path) -> StillBeingWritten | None:
+    """The error for a file some process still holds open for writing, or None."""
+    pids = writers_of(path)
+    if not pids:
+        return None
+    return StillBeingWritten(
+        f"{display_name(path.name)} is still open for writing (process {', '.join(map(str, pids))}): "
+        "left in place, to be read once the writer closes it"
+    )
 
 
 def _rows_in_metadata(path: Path) -> int | None:
@@ -200,16 +271,20 @@ def _reject(params: Params, path: Path, sha: str, verdict: Verdict, move: bool, 
         at.isoformat(),
         _relative(folder / name, params.root),
     )
-    folder.mkdir(parents=True)
-    write_text(folder / "report.md", verdict.report)
-    if verdict.flagged:
-        write_text(
-            folder / FLAGGED_ROWS,
-            "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in verdict.flagged),
-        )
-    write_json(folder / RECEIPT, receipt.as_dict())
-    if move or copy:
-        _hand_over(path, folder / name, move)
+    try:
+        folder.mkdir(parents=True)
+        write_text(folder / "report.md", verdict.report)
+        if verdict.flagged:
+            write_text(
+                folder / FLAGGED_ROWS,
+                "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in verdict.flagged),
+            )
+        write_json(folder / RECEIPT, receipt.as_dict())
+        if move or copy:
+            _hand_over(path, folder / name, move)
+    except OSError as exc:  # a full disk: no half-written folder (a partial copy) is left behind
+        shutil.rmtree(folder, ignore_errors=True)
+        raise NotStored.of(exc, path, folder.parent) from None
     return receipt
 
 
@@ -232,6 +307,9 @@ def ingest_new(params: Params, path: Path, move: bool) -> Receipt:
         name = display_name(path.name)
         verdict = Verdict(None, refused, f"## {name}: refused\n\n{refused}.\n")
         return _reject(params, path, "", verdict, move, copy=not too_large)  # a huge file is never copied
+    writing = _still_written(path)
+    if writing is not None:  # a producer that paused: what it writes next must not go into a file taken away
+        raise writing
     with _snapshot(params, path) as (snapshot, sha, opened):
         # Hashed, judged and archived: the same bytes, read once.
         verdict = _about(check_file(snapshot, params), snapshot, path)  # outside the lock: it only reads
@@ -286,20 +364,21 @@ def _snapshot(params: Params, path: Path) -> Iterator[tuple[Path, str, os.stat_r
         raise StillBeingWritten(later) from None
     if len(data) != opened.st_size or _changed(path, opened):
         raise StillBeingWritten(later)
-    staging = Path(tempfile.mkdtemp(prefix="snapshot-", dir=_staging_root(params)))
+    root = snapshots_folder(params)
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="snapshot-", dir=root))
+    except OSError as exc:
+        raise NotStored.of(exc, path, root) from None
+    try:  # removed however it ends: a partial copy on a full disk must not keep it full
         snapshot = staging / path.name
-        snapshot.write_bytes(data)
+        try:
+            snapshot.write_bytes(data)
+        except OSError as exc:
+            raise NotStored.of(exc, path, root) from None
         yield snapshot, hashlib.sha256(data).hexdigest(), opened
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _staging_root(params: Params) -> Path:
-    """Beside the archive (same filesystem: an accepted snapshot is renamed into it, not copied)."""
-    folder = snapshots_folder(params)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def _add(
@@ -323,6 +402,9 @@ def _add(
         assert frame is not None
         if move and _changed(path, opened):  # deleting it would lose what was written since the read
             raise StillBeingWritten(f"{display_name(path.name)} changed after it was read: left in place")
+        writing = _still_written(path)
+        if writing is not None:  # opened for writing since the first look: it may grow after the read
+            raise writing
         batch = incoming / f"b{next_number(incoming):04d}-{sha[:16]}.parquet"
         version = data_version(incoming, [batch.name])
         archived = params.path("archive") / version / path.name
@@ -340,19 +422,58 @@ def _add(
             batch_id(batch),
             version,
         )
-        # Archive first, then the batch (the commit point), then the receipt; a crash before the
-        # batch leaves the landing file to be read again, after it the file is a known duplicate.
-        archived.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(copy, archived)  # a rename: the snapshot folder is beside the archive
-        write_table(batch, frame)
-        write_json(archived.parent / RECEIPT, receipt.as_dict())
-        consolidate(incoming, params.retrain.consolidate_after)
-        if move:
+        _commit(path, copy, archived, (batch, frame), receipt)
+        if move:  # at once: the checks above saw the file closed and unchanged a moment ago
             path.unlink()
+        try:
+            consolidate(incoming, params.retrain.consolidate_after)
+        except OSError as exc:  # the batch is in; the merge is only tidying, tried again at the next file
+            log.warning("incoming batches not merged (%s): tried again with the next file", exc)
         # A team's workers read the batches from the DVC remote. Done last: when the remote is
         # unreachable the file is still accepted here, and the next acceptance shares it too.
         share_batches(params.root, incoming)
     return receipt
+
+
+def _commit(path: Path, copy: Path, archived: Path, batch: tuple[Path, pd.DataFrame], receipt: Receipt) -> None:
+    """Archive the snapshot, then write the batch (the commit point), then the receipt; all or nothing.
+
+    A crash before the batch leaves the landing file to be read again, after it the file is a known
+    duplicate. A failed write (a full disk) removes whatever of the three was written.
+
+    Raises:
+        NotStored: a write failed; nothing was added.
+    """
+    folder = archived.parent
+    made = not folder.exists()
+    written: list[Path] = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _move_into(copy, archived)
+        written.append(archived)
+        write_table(batch[0], batch[1])
+        written.append(batch[0])
+        write_json(folder / RECEIPT, receipt.as_dict())
+    except OSError as exc:
+        for done in written:
+            done.unlink(missing_ok=True)
+        if made:
+            shutil.rmtree(folder, ignore_errors=True)
+        failed = batch[0].parent if written == [archived] else folder  # the batch's folder, or the archive's
+        raise NotStored.of(exc, path, failed) from None
+
+
+def _move_into(source: Path, target: Path) -> None:
+    """Rename `source` to `target`; on another file system (an archive mounted elsewhere), copy it to a
+    temporary name there first, so a failed copy leaves no partial file under the target's name."""
+    try:
+        os.replace(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    with atomic_path(target) as partial:  # removed when the copy fails
+        shutil.copyfile(source, partial)
 
 
 def summary_line(receipt: Receipt) -> str:

@@ -407,15 +407,31 @@ def _json_record(path: Path, line: str, number: int) -> dict[str, object]:
     return record
 
 
-def _records_parquet(path: Path, content: Path | bytes) -> Iterator[tuple[int, dict[str, object]]]:
-    """Yield (row number, row), a row group's batch at a time (a few KB of Parquet can hold millions of rows)."""
+def _records_parquet(path: Path, content: Path | bytes, limit: int) -> Iterator[tuple[int, dict[str, object]]]:
+    """Yield (row number, row), a row group's batch at a time, within `limit` decoded bytes.
+
+    A few KB of Parquet can hold millions of copies of one long text (dictionary, run-length and
+    delta encodings): a 421 KB file once decoded to 4 GB. So text columns are read as dictionaries
+    (each distinct value held once) and every value is counted, dictionary entries at each use,
+    before a batch becomes Python rows.
+
+    Raises:
+        DataError: damaged, or decodes to more than `limit` bytes (naming the row where it passes it,
+            and the column holding most of them).
+    """
     import pyarrow.parquet as pq
 
     number = 0
     try:
         # pre_buffer off: its cache would hold every row group read until the file closes.
-        parquet = pq.ParquetFile(io.BytesIO(content) if isinstance(content, bytes) else content, pre_buffer=False)
+        source = io.BytesIO(content) if isinstance(content, bytes) else content
+        with pq.ParquetFile(source) as footer:
+            _check_declared_size(path, footer.metadata, limit)
+            texts = [column.path for column in footer.schema if column.physical_type == "BYTE_ARRAY"]
+        parquet = pq.ParquetFile(source, pre_buffer=False, read_dictionary=texts)
+        budget = _DecodedBudget(path, limit)
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+            budget.spend(batch, number)
             for row in batch.to_pylist():
                 number += 1
                 yield number, row
@@ -423,6 +439,77 @@ def _records_parquet(path: Path, content: Path | bytes) -> Iterator[tuple[int, d
         raise
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a damaged file
         raise DataError(path, f"not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+
+
+def _check_declared_size(path: Path, metadata: Any, limit: int) -> None:
+    """Refuse a Parquet file whose footer declares more than `limit` uncompressed bytes (nothing decoded)."""
+    declared = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if declared > limit:
+        raise DataError(
+            path, f"{declared} bytes uncompressed (Parquet metadata), past data.max_expanded_bytes ({limit} bytes)"
+        )
+
+
+class _DecodedBudget:
+    """The bytes a Parquet file's values decode to, counted batch by batch against a limit."""
+
+    def __init__(self, path: Path, limit: int):
+        self.path, self.limit, self.spent = path, limit, 0
+        self.by_column: dict[str, int] = {}
+
+    def spend(self, batch: pa.RecordBatch, rows_before: int) -> None:
+        """Count `batch` (the rows after `rows_before`); DataError when the total passes the limit."""
+        if not batch.num_rows:
+            return
+        sizes = np.zeros(batch.num_rows, np.int64)
+        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+            column_sizes = _value_bytes(column)
+            self.by_column[name] = self.by_column.get(name, 0) + int(column_sizes.sum())
+            sizes += column_sizes
+        running = self.spent + np.cumsum(sizes)
+        self.spent = int(running[-1])
+        if self.spent > self.limit:
+            row = rows_before + 1 + int(np.argmax(running > self.limit))
+            column = max(self.by_column, key=lambda name: self.by_column[name])
+            raise DataError(
+                self.path,
+                f"decodes past data.max_expanded_bytes ({self.limit} bytes) by this row, most of it in this "
+                "column: not read (a Parquet bomb? the same text repeated millions of times)",
+                line=row,
+                field=column,
+            )
+
+
+def _value_bytes(values: pa.Array) -> np.ndarray:
+    """The bytes each value of `values` decodes to (int64 per row; a dictionary's entry counted at each use)."""
+    kind, rows = values.type, len(values)
+    if pa.types.is_dictionary(kind):
+        entries = _value_bytes(values.dictionary)
+        if not len(entries):
+            return np.zeros(rows, np.int64)
+        indices = pc.fill_null(values.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        return np.where(values.is_null().to_numpy(zero_copy_only=False), 0, entries[indices])
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind):
+        return _numbers(pc.binary_length(values))
+    if pa.types.is_large_binary(kind) or pa.types.is_string_view(kind) or pa.types.is_binary_view(kind):
+        return _numbers(pc.binary_length(values))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        lengths = _numbers(pc.list_value_length(values))
+        inner = np.concatenate([[0], np.cumsum(_value_bytes(values.flatten()))])
+        ends = np.cumsum(lengths)
+        return inner[ends] - inner[ends - lengths]
+    if pa.types.is_struct(kind):
+        total = np.zeros(rows, np.int64)
+        for field in values.flatten():
+            total += _value_bytes(field)
+        return total
+    width = kind.bit_width // 8 if pa.types.is_primitive(kind) else values.nbytes // max(rows, 1)
+    return np.full(rows, max(width, 1), np.int64)
+
+
+def _numbers(values: pa.Array) -> np.ndarray:
+    """An Arrow integer array as int64, nulls as 0."""
+    return pc.fill_null(values, 0).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _spreadsheet_value(value: object, where: Path, cell: str) -> str:
@@ -439,12 +526,15 @@ def _spreadsheet_value(value: object, where: Path, cell: str) -> str:
 
 
 def _records_spreadsheet(
-    path: Path, content: Path | bytes, sheet: str | None, columns: list[str] | None
+    path: Path, content: Path | bytes, sheet: str | None, columns: list[str] | None, limit: int
 ) -> Iterator[tuple[int, dict[str, str]]]:
-    """Yield (row number, row) from one sheet of an `.xlsx` workbook (data.sheet, or the first)."""
+    """Yield (row number, row) from one sheet of an `.xlsx` workbook (data.sheet, or the first), within
+    `limit` bytes: of its XML (a workbook is a .zip) and of its cell texts (a shared string counts at each use)."""
     import openpyxl
     from openpyxl.utils import get_column_letter
 
+    _check_workbook_size(path, content, limit)
+    spent = 0
     try:
         book = openpyxl.load_workbook(
             io.BytesIO(content) if isinstance(content, bytes) else content, read_only=True, data_only=True
@@ -471,9 +561,25 @@ def _records_spreadsheet(
                 continue
             if len(values) > len(header):
                 raise _ragged(where, header, values, number)
+            spent += sum(map(len, values))
+            if spent > limit:
+                raise DataError(
+                    where, f"the cell texts pass data.max_expanded_bytes ({limit} bytes) by this row", line=number
+                )
             yield number, dict(zip(header, values + [""] * (len(header) - len(values)), strict=True))
     finally:
         book.close()
+
+
+def _check_workbook_size(path: Path, content: Path | bytes, limit: int) -> None:
+    """Refuse a workbook whose parts (a .zip's members) declare more than `limit` bytes uncompressed."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content) if isinstance(content, bytes) else content) as book:
+            declared = sum(member.file_size for member in book.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(path, f"not a readable .xlsx workbook ({type(exc).__name__}: {exc})") from None
+    if declared > limit:
+        raise DataError(path, f"expands past data.max_expanded_bytes ({limit} bytes): {declared} bytes of XML")
 
 
 def _cell(value: object, where: Path, line: int, field: str) -> str:
@@ -719,9 +825,9 @@ def _content_records(
     if kind == ".conll":
         raise DataError(where, "a CoNLL file holds tags per word, not a table of texts")
     if kind == ".parquet":
-        return _records_parquet(where, content)
+        return _records_parquet(where, content, config.max_expanded_bytes)
     if kind == ".xlsx":
-        return _records_spreadsheet(where, content, config.sheet, config.columns)
+        return _records_spreadsheet(where, content, config.sheet, config.columns, config.max_expanded_bytes)
     pieces = decoded_pieces(content, where)
     if kind in (".jsonl", ".json"):
         return _records_jsonl(where, pieces)

@@ -1,10 +1,11 @@
 """Watch the landing folder: hand each finished file to a callback once.
 
 Polling (portable, works on network mounts where inotify does not): a file is
-handed over when it has a data suffix, is not hidden or a temporary name, and
-its size and modification time have not changed for `settle_seconds`, so a
-file still being copied in is not read half-written. A file whose handling
-raised is not retried until it changes; the callback moves handled files away.
+handed over when it has a data suffix, is not hidden or a temporary name, its
+size and modification time have not changed for `settle_seconds`, and no process
+holds it open for writing (a producer that pauses mid-file keeps it open: a
+quiet file is not a finished one). A file whose handling raised is not retried
+until it changes; the callback moves handled files away.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tasks.lib.data.landing import is_ready
+from tasks.lib.data.landing import StillBeingWritten, is_ready, writers_of
 
 log = logging.getLogger(__name__)
 Signature = tuple[int, int]  # size, mtime in ns
@@ -28,7 +29,8 @@ def marker_of(path: Path) -> Path:
 
 
 class LandingWatcher:
-    """Polls `folder`; `handle(path)` is called for each settled file, one at a time, in name order."""
+    """Polls `folder`; `handle(path)` is called for each settled file no process is writing, one at a time,
+    in name order."""
 
     def __init__(
         self,
@@ -45,7 +47,8 @@ class LandingWatcher:
         self._failed: dict[Path, Signature] = {}
 
     def settled(self, now: float | None = None) -> list[Path]:
-        """The files that are ready and unchanged for settle_seconds (updates what was seen)."""
+        """The files that are ready, unchanged for settle_seconds and closed by their writers (updates what was
+        seen)."""
         now = time.monotonic() if now is None else now
         current: dict[Path, Signature] = {}
         if self.folder.is_dir():
@@ -61,7 +64,11 @@ class LandingWatcher:
             previous = self._seen.get(path)
             if previous is None or previous[0] != signature:
                 self._seen[path] = (signature, now)
-            elif now - previous[1] >= self.settle_seconds and self._failed.get(path) != signature:
+            elif (
+                now - previous[1] >= self.settle_seconds
+                and self._failed.get(path) != signature
+                and not writers_of(path)  # quiet, but its writer may only have paused
+            ):
                 ready.append(path)
         self._seen = {p: seen for p, seen in self._seen.items() if p in current}
         self._failed = {p: s for p, s in self._failed.items() if p in current}
@@ -74,6 +81,9 @@ class LandingWatcher:
             try:
                 self.handle(path)
                 handled += 1
+            except StillBeingWritten as exc:  # read again once it settles and no one writes it, changed or not
+                log.info("landing: %s", exc)
+                self._seen.pop(path, None)
             except Exception as exc:  # noqa: BLE001 - one bad file must not stop the watcher
                 log.error("landing: %s: %s: %s", path.name, type(exc).__name__, str(exc).splitlines()[0])
                 if os.path.lexists(path):
@@ -90,6 +100,8 @@ class LandingWatcher:
             self.poll_seconds,
             self.settle_seconds,
         )
+        if os.geteuid() != 0:
+            log.info("not root: a file another user's process still writes is seen as finished once it settles")
         while not stop.is_set():
             self.poll_once()
             stop.wait(self.poll_seconds)
