@@ -395,6 +395,10 @@ def recipe_command(root: Path, name: str | None, dvc_args: bool) -> None:
             print(f"  {change}")
 
 
+# The commands that run flows, and so may start a Prefect server and stage processes.
+FLOW_COMMANDS = {"run", "monitor", "ingest-new", "service", "watch"}
+
+
 def prefect_defaults() -> None:
     """Settings for the Prefect servers this command starts (a temporary one for `run`, one for `service`).
 
@@ -412,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "registry", False) is None:  # the commands with --registry; a serving host sets it once
         args.registry = os.environ.get(REGISTRY_VARIABLE) or None
     prefect_defaults()
+    if args.command in FLOW_COMMANDS:
+        from flows.watchdog import mark
+
+        # Before Prefect starts a server (temporary or `service`'s): it, the stages and all they start end
+        # with this process, however it ends (SIGKILL included).
+        mark(os.environ)
     root = args.root.resolve()
     try:
         if args.command == "stage":
@@ -504,11 +514,7 @@ def main(argv: list[str] | None = None) -> int:
                 service.watch(params)
         else:
             from flows.pipeline import pipeline
-            from flows.watchdog import mark
 
-            # Before Prefect starts its temporary server: it, the stages and all they start end with this
-            # process, however it ends (SIGKILL included).
-            mark(os.environ)
             pipeline(root=str(root))
     except (PipelineError, FileNotFoundError) as exc:  # the message is the whole story: no traceback
         return report_failure(exc)
