@@ -196,7 +196,7 @@ def test_a_bad_file_is_rejected_with_its_report_and_production_is_untouched(serv
     ws.drop("bad.csv", 'text,label\n"a fine film, truly",positive\n"not my thing",neutral\n"   ",negative\n')
     runs = ws.wait(
         lambda runs: any(r["name"] == "ingest bad.csv" and r["state"] in TERMINAL for r in runs),
-        timeout=120,
+        timeout=300,
         what="the ingest run of bad.csv",
     )
     assert next(r for r in runs if r["name"] == "ingest bad.csv")["state"] == "FAILED"
@@ -225,7 +225,7 @@ def test_a_burst_of_files_is_one_run_and_a_concurrent_run_waits_without_lock_err
         ws.drop(f"week{week}.csv", reviews_csv(60, seed=100 + week))
     runs = ws.wait(
         lambda runs: sum(r["name"].startswith("ingest week") and r["state"] == "COMPLETED" for r in runs) == 4,
-        timeout=120,
+        timeout=300,
         what="three more accepted files",
     )
     # Meanwhile someone starts the scheduled deployment by hand: it must wait for the triggered run, not fail.
