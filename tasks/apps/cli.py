@@ -107,6 +107,14 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
     registry = Registry(params.location("registry"))
     for problem in registry.history_problems():
         print(f"warning: {problem}", file=sys.stderr)
+    damaged = registry.pointer_problem()
+    if damaged:
+        # Said, not fatal: promote and rollback are how it is repaired, and list shows what to choose from.
+        print(
+            f"warning: {damaged}: no version is production until `textclf registry promote VERSION` or "
+            "`textclf registry rollback --reason ...` replaces the pointer",
+            file=sys.stderr,
+        )
     if args.action == "list":
         stages, rollbacks = registry.stages(), registry.rollbacks()
         print(
@@ -126,6 +134,8 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
                 f"{'n/a' if accuracy is None else f'{accuracy:.4f}':<9} {record.data.validated_md5[:16]:<17} "
                 f"{_short_commit(record.git_commit):<18} {','.join(registry.labels(version) or ['?'])}{note}"
             )
+        if damaged:
+            print(f"production pointer damaged: {damaged}")
     elif args.action == "show":
         shown = registry.record(args.version)
         card = registry.read_text(args.version, CARD_FILE)
@@ -138,7 +148,8 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
             print(json.dumps(event))
     elif args.action == "promote":
         previous = registry.promote(args.version, args.reason)
-        print(f"{args.version} is production (was {previous or 'none'})")
+        was = previous or ("none: the pointer was damaged, now replaced" if damaged else "none")
+        print(f"{args.version} is production (was {was})")
     elif args.action == "rollback":
         rolled_back, serving = registry.rollback(args.reason, args.to)
         print(f"rolled back {rolled_back}; {serving} is production")
@@ -245,10 +256,14 @@ def _registry_parser(sub: Any) -> None:
     show = actions.add_parser("show", help="a version's model card (README.md), or its lineage record")
     show.add_argument("version")
     show.add_argument("--json", action="store_true", help="the full lineage record (version.json) instead")
-    promote = actions.add_parser("promote", help="make a version production (e.g. a manual-mode candidate)")
+    promote = actions.add_parser(
+        "promote", help="make a version production (e.g. a manual-mode candidate); its files must verify"
+    )
     promote.add_argument("version")
     promote.add_argument("--reason", default="promoted by hand")
-    rollback = actions.add_parser("rollback", help="restore the previous production model")
+    rollback = actions.add_parser(
+        "rollback", help="restore the previous production model (the most recent whose files verify)"
+    )
     rollback.add_argument("--reason", required=True, help="why (recorded in the history)")
     rollback.add_argument("--to", help="a specific version instead of the previous production one")
     archive = actions.add_parser("archive", help="retire a candidate")

@@ -13,8 +13,11 @@ labels it knows gets 409, not predictions, from a version with other labels
 (a label set changes only with the version). A newly promoted model is
 picked up within `serve.reload_check_seconds` (a background thread reads the
 production pointer); if it cannot be loaded the service keeps the version it
-has and /health says "degraded" and why. Body size and time limits are applied
-before anything is parsed, and no error answer repeats the request's content.
+has and /health says "degraded" and why; a start while production's files do not verify
+serves its rollback target, degraded, until they do (`fallback_for`). Body size and time limits
+are applied before anything is parsed; every JSON body is then parsed strictly (`parse_json`:
+a malformed one is a 422, never a 500), and no error answer repeats the request's content.
+Feedback about a request id this service did not answer is kept, marked unmatched.
 Every answer is handed to the prediction log (tasks/lib/monitoring/prediction_log.py), which
 writes it off the request path. No torch on this path.
 """
@@ -29,6 +32,7 @@ import math
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, cast
@@ -168,11 +172,112 @@ class HealthResponse(BaseModel):
     )
     engine: str | None = Field(None, description="the runtime, its version and precision, e.g. openvino 2026.4.1 bf16")
     error: str | None = None
+    fallback_for: str | None = Field(
+        None,
+        description="the production version that cannot be served (its files do not verify) while `version`, "
+        "its rollback target, serves instead (status degraded)",
+    )
     queue: QueueOut
 
 
 class ErrorResponse(BaseModel):
     detail: str | list[dict[str, Any]]
+
+
+# The longest number a request may hold: Python refuses to convert integers of over 4300 digits
+# (a ValueError, once a 500), and no field of this API needs more than a few digits.
+MAX_NUMBER_CHARS = 100
+# How many answers' request ids (and text counts) the service remembers, to tell feedback about an
+# answer it gave from feedback about nothing (about 5 MB).
+RECENT_ANSWERS = 65_536
+
+
+class BodyError(ValueError):
+    """A request body that is not strict JSON: `reason` names the problem, never the content."""
+
+    def __init__(self, reason: str, pos: int | None = None):
+        super().__init__(reason)
+        self.reason, self.pos = reason, pos
+
+
+def _no_constant(name: str) -> Any:
+    raise BodyError(f"{name} is not JSON (JavaScript's NaN and Infinity are not numbers there)")
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits) > MAX_NUMBER_CHARS:
+        raise BodyError(f"a number of {len(digits)} characters (at most {MAX_NUMBER_CHARS})")
+    return int(digits)
+
+
+def _finite_float(digits: str) -> float:
+    if len(digits) > MAX_NUMBER_CHARS:
+        raise BodyError(f"a number of {len(digits)} characters (at most {MAX_NUMBER_CHARS})")
+    value = float(digits)
+    if not math.isfinite(value):
+        raise BodyError("a number out of range (it overflows a 64-bit float)")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Refused, not "the last one wins": a proxy that reads the first could check another request than this one.
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise BodyError("an object has a key twice")
+    return found
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as strict JSON (RFC 8259): UTF-8, no NaN or Infinity, no duplicate keys, no
+    number over MAX_NUMBER_CHARS characters, nesting within Python's recursion limit.
+
+    Raises:
+        BodyError: why it is not, and where when known (a character offset).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BodyError(f"not UTF-8 (byte {exc.start})", exc.start) from None
+    try:
+        return json.loads(
+            text,
+            parse_constant=_no_constant,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except json.JSONDecodeError as exc:
+        raise BodyError(exc.msg, exc.pos) from None
+    except RecursionError:
+        raise BodyError("nested too deeply") from None
+    except BodyError:
+        raise
+    except ValueError as exc:  # any other conversion the decoder refuses: named by its type, not its text
+        raise BodyError(f"not JSON ({type(exc).__name__})") from None
+
+
+def short(value: object, limit: int = 40) -> str:
+    """A short, escaped form of a client's value for an error message: ASCII only, no markup, at most `limit`."""
+    text = ascii(str(value))[1:-1]
+    text = text.replace("<", "\\x3c").replace(">", "\\x3e").replace("&", "\\x26")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class RecentAnswers:
+    """The request ids of the last `size` answers and how many texts each had (oldest forgotten first)."""
+
+    def __init__(self, size: int = RECENT_ANSWERS):
+        self.size = size
+        self._texts: OrderedDict[bytes, int] = OrderedDict()
+
+    def add(self, request_id: str, texts: int) -> None:
+        self._texts[bytes.fromhex(request_id)] = texts
+        if len(self._texts) > self.size:
+            self._texts.popitem(last=False)
+
+    def texts(self, request_id: str) -> int | None:
+        """How many texts that answer had; None: not an answer remembered here."""
+        return self._texts.get(bytes.fromhex(request_id))
 
 
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -195,6 +300,7 @@ def create_app(
     """
     batcher = Batcher(config.max_batch, config.max_wait_ms, config.max_queue, config.max_queue_ms)
     stop_watching = threading.Event()
+    recent = RecentAnswers()
 
     def state() -> dict[str, Any]:
         """What /metrics reads at scrape time."""
@@ -203,6 +309,8 @@ def create_app(
             "version": model.version,
             "variant": choice.variant if choice else None,
             "queue_texts": batcher.status().texts,
+            "degraded": model.error is not None,
+            "fallback_for": model.fallback_for,
         }
         if prediction_log is not None:
             values.update(
@@ -217,9 +325,9 @@ def create_app(
     def watch_pointer() -> None:
         while not stop_watching.wait(config.reload_check_seconds):
             try:
-                before = model.choice
+                before, stood_in_for = model.choice, model.fallback_for
                 model.current()  # loads a newly promoted version off the event loop
-                if model.choice is not before:
+                if model.choice is not before or model.fallback_for != stood_in_for:
                     log.info("serve: now serving %s", model.status(refresh=False))
             except ModelLoadError:
                 pass  # nothing to serve yet: status() says why; keep watching for a promotion
@@ -228,7 +336,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model.status()  # the first load, before the first request
+        first = model.status()  # the first load, before the first request
+        if first["status"] != "ok":  # said in the log as well as in /health and /metrics
+            log.warning("serve: %s: %s", first["status"], first["error"])
         has_visible_character("warm")  # builds its pattern once (0.1 s), not on the first request
         watcher = threading.Thread(target=watch_pointer, name="pointer-watcher", daemon=True)
         batcher.start()
@@ -254,7 +364,8 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Any, exc: RequestValidationError) -> Response:
-        return _invalid(exc.errors())
+        fields = FeedbackRequest if request.url.path == "/feedback" else PredictRequest
+        return _invalid(exc.errors(), fields=list(fields.model_fields))
 
     @app.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def health() -> Response:
@@ -293,16 +404,31 @@ def create_app(
         given = [str(request.label)] if request.entities is None else [e.type for e in request.entities]
         unknown = sorted({label for label in given if label not in labels})
         if unknown:
-            return _json({"detail": f"{'types' if tagger else 'label'} {unknown} not one of {labels}"}, 422)
+            # The allowed values, not the client's: an error message is no place to reflect input.
+            what = f"{len(unknown)} entity types are" if tagger else "the label is"
+            return _json({"detail": f"{what} not among those {version} predicts: {labels}"}, 422)
+        answered = recent.texts(request.request_id)
+        if answered is not None and request.index >= answered:
+            detail = f"index {request.index}: that answer had {answered} texts (index 0 to {answered - 1})"
+            return _json({"detail": detail}, 422)
         entities = None if request.entities is None else [e.model_dump() for e in request.entities]
         label = entity_signature(given) if tagger else str(request.label)
-        if not feedback_log.record(Feedback(request.request_id, request.index, label, time.time(), version, entities)):
+        matched = answered is not None
+        truth = Feedback(request.request_id, request.index, label, time.time(), version, entities, matched)
+        if not feedback_log.record(truth):
             return _json({"detail": "too much feedback waiting to be written; retry later"}, 429, {"Retry-After": "1"})
-        return _json(
-            {"request_id": request.request_id, "index": request.index, "label": label}
-            | ({} if entities is None else {"entities": entities}),
-            202,
-        )
+        body: dict[str, Any] = {"request_id": request.request_id, "index": request.index, "label": label}
+        if entities is not None:
+            body["entities"] = entities
+        body["matched"] = matched
+        if not matched:
+            # Kept (another replica, or this one before a restart, may have answered it), but it counts
+            # only where the prediction log holds that answer: live accuracy joins feedback to answers.
+            body["note"] = (
+                "this service did not give that answer in its last answers: the feedback is kept, and "
+                "counts towards live accuracy only if the prediction log holds that request_id"
+            )
+        return _json(body, 202)
 
     @app.get("/metrics", response_class=Response)
     async def prometheus_metrics() -> Response:
@@ -331,9 +457,11 @@ def create_app(
             return _json({"detail": str(exc)}, 503, {"Retry-After": "1"})
         known = served_labels(serving)
         if request.labels is not None and set(request.labels) != set(known):
-            detail = f"{version} predicts {known}, not the labels this request lists: {request.labels}"
+            # The version's labels, not the request's (no input is reflected in an error).
+            detail = f"{version} predicts {known}, not the labels this request lists"
             return _json({"detail": detail, "version": version, "labels": known}, 409)
         request_id = uuid.uuid4().hex
+        recent.add(request_id, len(texts))
         if isinstance(serving, Tagger):
             tagged = [cast(Tagged, reply) for reply in predictions]
             metrics.found(version, [entity.type for answer in tagged for entity in answer.entities])
@@ -357,10 +485,24 @@ def create_app(
     return RequestGuard(app, config, batcher.refusal, answer, metrics)
 
 
-def _invalid(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> Response:
+def _invalid(errors: Sequence[Any], prefix: tuple[str, ...] = (), fields: Sequence[str] = ()) -> Response:
     """422 naming where and why, never the input (FastAPI's own 422 echoes it, and a lone surrogate
-    in it cannot even be encoded)."""
-    return _json({"detail": [{"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors]}, 422)
+    in it cannot even be encoded); a client's field name only in a short, escaped form, with the
+    fields there are (`fields`)."""
+    found = []
+    for error in errors:
+        loc = [item if isinstance(item, int) else short(item) for item in (*prefix, *error["loc"])]
+        message = error["msg"]
+        if error["type"] == "extra_forbidden" and fields:
+            message = f"{message}: the fields are {', '.join(fields)}"
+        found.append({"loc": loc, "msg": message, "type": error["type"]})
+    return _json({"detail": found}, 422)
+
+
+def _body_invalid(exc: BodyError) -> Response:
+    """422 for a body that is not strict JSON (parse_json), as FastAPI words its own: type json_invalid."""
+    loc = ["body"] if exc.pos is None else ["body", exc.pos]
+    return _json({"detail": [{"loc": loc, "msg": f"JSON decode error: {exc.reason}", "type": "json_invalid"}]}, 422)
 
 
 class RequestGuard:
@@ -427,25 +569,30 @@ class RequestGuard:
         if busy:
             await _refuse(send, 429, str(busy), keep_alive=True, headers={"retry-after": str(busy.retry_after)})
             return
-        # The one hot route skips FastAPI's routing, middleware and dependency solving (half the
-        # event loop's time per request under load, measured with py-spy); same model, same answers.
-        fast = scope["method"] == "POST" and scope["path"] == "/predict" and _is_json(scope["headers"])
         content = bytes(body)
-        app = self._predict_fast(content) if fast else self.app
-        await self._answer(app, scope, _replay(content, receive), send)
+        if _is_json(scope["headers"]):
+            # Every JSON body is parsed here, strictly, whatever the route: a body json.loads cannot
+            # convert (a 5000-digit number) must be a 422, not FastAPI's 400 or an exception (500).
+            try:
+                parsed = parse_json(content)
+            except BodyError as exc:
+                await self._answer(_body_invalid(exc), scope, _replay(content, receive), send)
+                return
+            # The one hot route skips FastAPI's routing, middleware and dependency solving (half the
+            # event loop's time per request under load, measured with py-spy); same model, same answers.
+            if scope["method"] == "POST" and scope["path"] == "/predict":
+                await self._answer(self._predict_fast(parsed), scope, _replay(content, receive), send)
+                return
+        await self._answer(self.app, scope, _replay(content, receive), send)
 
-    def _predict_fast(self, body: bytes) -> ASGIApp:
+    def _predict_fast(self, parsed: Any) -> ASGIApp:
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            # json.loads then validation, as FastAPI does (pydantic's own JSON parser would call
+            # Validation of the parsed body, as FastAPI does (pydantic's own JSON parser would call
             # a lone surrogate "invalid JSON" instead of naming the text).
             try:
-                request = PredictRequest.model_validate(json.loads(body))
-            except json.JSONDecodeError as exc:
-                response = _invalid([{"loc": [exc.pos], "msg": "JSON decode error", "type": "json_invalid"}], ("body",))
-            except (UnicodeDecodeError, RecursionError):
-                response = _invalid([{"loc": [], "msg": "JSON decode error", "type": "json_invalid"}], ("body",))
+                request = PredictRequest.model_validate(parsed)
             except ValidationError as exc:
-                response = _invalid(exc.errors(include_input=False), ("body",))
+                response = _invalid(exc.errors(include_input=False), ("body",), list(PredictRequest.model_fields))
             else:
                 response = await self.predict(request)
             await response(scope, receive, send)
@@ -470,10 +617,11 @@ class RequestGuard:
 
 
 def _is_json(headers: Sequence[tuple[bytes, bytes]]) -> bool:
-    """Whether the request says its body is JSON (what FastAPI requires to parse it as such)."""
+    """Whether the request says its body is JSON, as FastAPI reads it: application/json or application/*+json."""
     for name, value in headers:
         if name == b"content-type":
-            return value.split(b";")[0].strip().lower() == b"application/json"
+            kind = value.split(b";")[0].strip().lower()
+            return kind == b"application/json" or (kind.startswith(b"application/") and kind.endswith(b"+json"))
     return False
 
 
@@ -568,6 +716,7 @@ def run(settings: ServingSettings, host: str | None = None, port: int | None = N
         config.threads,
         (config.reload_retry_seconds, config.reload_retry_max_seconds),
         config.variant,
+        fall_back=True,  # a restart while production's files do not verify serves its rollback target
     )
     print(f"serve: production model {model.status()}")
     prediction_log = feedback_log = None

@@ -2,7 +2,8 @@
 
 Requests by route and status (every answer, the guard's 413/429/408 included), the time to
 each answer, texts classified by predicted label and model version, the version and variant
-serving, the batcher's queue and the prediction log's counts. One registry per app, so that
+serving (degraded, or a rollback target standing in for production), the batcher's queue and the
+prediction log's counts. One registry per app, so that
 several apps in one process (tests) do not share counts.
 """
 
@@ -34,6 +35,19 @@ class _StateCollector(Collector):
         if state.get("version"):
             info.add_metric([str(state["version"]), str(state.get("variant") or "")], 1)
         yield info
+        yield GaugeMetricFamily(
+            "textclf_model_degraded",
+            "1 while the newest production pointer cannot be served (/health says why)",
+            value=1 if state.get("degraded") else 0,
+        )
+        fallback = GaugeMetricFamily(
+            "textclf_model_fallback",
+            "1 while a rollback target serves in place of a production version whose files do not verify",
+            labels=["production", "serving"],
+        )
+        if state.get("fallback_for"):
+            fallback.add_metric([str(state["fallback_for"]), str(state.get("version") or "")], 1)
+        yield fallback
         yield GaugeMetricFamily("textclf_queue_texts", "Texts waiting for the model", value=state.get("queue_texts", 0))
         for name, text in (
             ("log_written", "Predictions written to the prediction log"),

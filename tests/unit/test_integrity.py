@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,7 @@ from tasks.lib.data.incoming import batch_files, read_batches
 from tasks.lib.data.landing import ingest_new, is_ready
 from tasks.lib.inference.production_model import ModelLoadError, ProductionModel, load_classifier
 from tasks.lib.reporting.notify import notify
-from tasks.lib.storage.registry import Registry
+from tasks.lib.storage.registry import Registry, RegistryError
 
 GOOD_ROWS = "text,label\n" + "".join(
     f"review number {i} was {'good' if i % 2 else 'bad'},{'positive' if i % 2 else 'negative'}\n" for i in range(20)
@@ -88,12 +89,12 @@ def test_a_file_changed_after_registration_is_refused_and_production_keeps_servi
     model = ProductionModel(registry.root)
     assert model.current()[0] == "v0001"
     swapped = registry.register(onnx_folder, {"model_md5": "b"})
+    registry.set_production(swapped, "verified when promoted")
     info = registry.versions / swapped / "classifier.json"
     labels = json.loads(info.read_text())
-    info.write_text(json.dumps({**labels, "labels": labels["labels"][::-1]}))  # every answer inverted
+    info.write_text(json.dumps({**labels, "labels": labels["labels"][::-1]}))  # every answer inverted, since
     with pytest.raises(ModelLoadError, match=r"classifier\.json differs from the registered file"):
         load_classifier(registry.versions / swapped)
-    registry.set_production(swapped, "tampered")
     assert model.current()[0] == "v0001"
     status = model.status()
     assert status["status"] == "degraded" and "classifier.json differs" in status["error"]
@@ -143,8 +144,8 @@ def test_a_failed_load_is_retried_with_back_off(make_params, onnx_folder):
     version = registry.register(onnx_folder, {"model_md5": "b"})
     graph = registry.versions / version / "model.onnx"
     aside = graph.with_name("aside")
-    graph.rename(aside)  # missing for a moment, as on a slow network mount
     registry.set_production(version, "second")
+    graph.rename(aside)  # missing for a moment, as on a slow network mount
     assert served.current()[0] == "v0001" and "model.onnx is missing" in (served.error or "")
     aside.rename(graph)
     deadline = time.monotonic() + 10
@@ -378,11 +379,12 @@ def test_a_full_disk_during_registration_leaves_a_registry_that_still_works(make
         return HalfThenFull(handle) if self == registry.history else handle
 
     monkeypatch.setattr(Path, "open", open_history)
-    with pytest.raises(OSError, match="No space left"):
+    before = registry.history.read_bytes()
+    with pytest.raises(RegistryError, match=r"cannot write the event to .*history\.jsonl: No space left on device"):
         registry.register(onnx_folder, {"model_md5": "b"})
     monkeypatch.undo()
-    assert not registry.history.read_bytes().endswith(b"\n")  # the torn line is there
-    assert registry.stages()["v0001"] == "production" and len(registry.history_problems()) == 1
+    assert registry.history.read_bytes() == before  # the half-written line was taken back
+    assert registry.stages()["v0001"] == "production" and not registry.history_problems()
     registry.set_production("v0002", "the copy itself was complete")
     assert registry.production_version() == "v0002" and registry.rollback("back") == ("v0002", "v0001")
     assert main(["--root", str(params.root), "registry", "list"]) == 0
@@ -487,3 +489,145 @@ def test_only_real_versions_of_the_registry_are_promoted_or_served(make_params, 
     registry.pointer.write_text('{"version": "v0001"}')
     status = ProductionModel(registry.root).status()
     assert status["status"] == "ok" and status["verified"] is False
+
+
+# A registry that repairs itself: a damaged pointer, changed files, a full file system.
+
+
+@pytest.mark.parametrize(
+    "pointer", ['{"version": "../../etc"}', '{"version": null}', "null", "{", '{"version": "v0099"}']
+)
+def test_a_damaged_pointer_is_listed_as_such_and_promote_or_rollback_replaces_it(
+    make_params, onnx_folder, capsys, pointer
+):
+    params = make_params()
+    registry = registered(params, onnx_folder)
+    registry.set_production(registry.register(onnx_folder, {"model_md5": "b"}), "second")
+    cli = ["--root", str(params.root), "registry"]
+    registry.pointer.write_text(pointer)
+    assert main([*cli, "list"]) == 0
+    listed = capsys.readouterr()
+    assert "v0001    archived" in listed.out and "v0002    archived" in listed.out  # none is production
+    assert "production pointer damaged:" in listed.out and "registry promote VERSION" in listed.err
+    assert main([*cli, "rollback", "--reason", "the pointer was damaged"]) == 0  # from v0002, the last production
+    assert "rolled back v0002; v0001 is production" in capsys.readouterr().out
+    assert registry.production_version() == "v0001" and registry.events()[-1]["replaced"].startswith("a damaged")
+    assert registry.rolled_back("v0002") is not None  # as after any rollback: the pipeline does not promote it again
+    registry.pointer.write_text(pointer)
+    assert main([*cli, "promote", "v0002", "--reason", "repair"]) == 0
+    assert "v0002 is production (was none: the pointer was damaged" in capsys.readouterr().out
+    assert registry.production_version() == "v0002" and registry.pointer_problem() is None
+
+
+def tamper(registry: Registry, version: str) -> tuple[Path, bytes]:
+    """Invert a version's labels in its classifier.json; returns the file and its registered bytes."""
+    info = registry.versions / version / "classifier.json"
+    original = info.read_bytes()
+    labels = json.loads(original)
+    info.write_text(json.dumps({**labels, "labels": labels["labels"][::-1]}))
+    return info, original
+
+
+def test_promote_and_rollback_verify_the_files_of_their_target(make_params, onnx_folder, capsys):
+    params = make_params()
+    registry = registered(params, onnx_folder)
+    for name in ("b", "c"):
+        registry.set_production(registry.register(onnx_folder, {"model_md5": name}), name)
+    candidate = registry.register(onnx_folder, {"model_md5": "d"})
+    tamper(registry, candidate)
+    cli = ["--root", str(params.root), "registry"]
+    before = registry.history.read_bytes()
+    assert main([*cli, "promote", candidate]) == 1
+    assert "v0004: refusing to load: classifier.json differs from the registered file" in capsys.readouterr().err
+    with pytest.raises(RegistryError, match=r"v0004: refusing to load: classifier\.json differs"):
+        registry.promote(candidate, "tampered")
+    assert registry.production_version() == "v0003" and registry.history.read_bytes() == before
+    tamper(registry, "v0002")  # the nearest rollback target: passed over for the next that verifies
+    with pytest.raises(RegistryError, match=r"classifier\.json differs"):
+        registry.rollback("to a tampered one", to="v0002")
+    assert main([*cli, "rollback", "--reason", "bad model"]) == 0
+    assert "rolled back v0003; v0001 is production" in capsys.readouterr().out
+
+
+def test_a_restart_while_production_is_tampered_serves_the_rollback_target_until_it_verifies(
+    make_params, onnx_folder, caplog
+):
+    from fastapi.testclient import TestClient
+
+    from tasks.apps.http_service import create_app
+    from tests.support.waiting import wait_for
+
+    params = make_params({"serve": {"reload_check_seconds": 0.05}})
+    registry = registered(params, onnx_folder)
+    for name in ("b", "c"):
+        registry.set_production(registry.register(onnx_folder, {"model_md5": name}), name)
+    production, original = tamper(registry, "v0003")
+    tamper(registry, "v0002")  # the nearest previous production does not verify either: v0001 serves
+    assert ProductionModel(registry.root).status()["status"] == "unavailable"  # `textclf predict` does not fall back
+    model = ProductionModel(registry.root, retry=(0.05, 0.2), fall_back=True)  # as `textclf serve` loads it
+    with caplog.at_level("WARNING"), TestClient(create_app(model, params.serve)) as client:
+        health = client.get("/health").json()
+        assert health["status"] == "degraded" and health["version"] == "v0001" and health["fallback_for"] == "v0003"
+        assert "production v0003 cannot be served; serving v0001 instead" in health["error"]
+        assert "classifier.json differs" in health["error"]
+        assert client.post("/predict", json={"texts": ["a fine film"]}).json()["version"] == "v0001"
+        metrics = client.get("/metrics").text
+        assert 'textclf_model_fallback{production="v0003",serving="v0001"} 1.0' in metrics
+        assert "textclf_model_degraded 1.0" in metrics
+        assert any("serving v0001 instead" in record.getMessage() for record in caplog.records)
+        production.write_bytes(original)  # production verifies again: it serves, without a restart
+        assert wait_for(lambda: client.get("/health").json()["version"] == "v0003")
+        health = client.get("/health").json()
+        assert health["status"] == "ok" and health["fallback_for"] is None
+        assert "textclf_model_degraded 0.0" in client.get("/metrics").text
+
+
+@pytest.fixture
+def full_file_system(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 MB file system (tmpfs) for a registry; skipped where this user cannot mount one."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root or CAP_SYS_ADMIN): {done.stderr.decode()[:200]}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the file system is full; returns it (delete it to free the space)."""
+    import subprocess
+
+    filler = folder / "filler"
+    done = subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
+    assert b"No space left on device" in done.stderr, done.stderr
+    return filler
+
+
+def test_a_full_file_system_is_a_clear_error_that_leaves_no_partial_file(
+    make_params, onnx_folder, full_file_system, capsys
+):
+    params = make_params({"paths": {"registry": str(full_file_system / "registry")}})
+    registry = registered(params, onnx_folder)
+    candidate = registry.register(onnx_folder, {"model_md5": "b"})
+    filler = fill(full_file_system)
+    before = {path: path.read_bytes() for path in (registry.pointer, registry.history)}
+    listing = sorted(p.relative_to(registry.root) for p in registry.root.rglob("*"))
+
+    with pytest.raises(RegistryError, match=r"cannot write the production pointer to .*production\.json: No space"):
+        registry.promote(candidate, "on a full disk")
+    assert main(["--root", str(params.root), "registry", "promote", candidate]) == 1
+    err = capsys.readouterr().err
+    assert "production.json: No space left on device (ENOSPC); free space there" in err and "Traceback" not in err
+    with pytest.raises(RegistryError, match=r"cannot write version v0003 to .*versions/\.v0003\.tmp: No space"):
+        registry.register(onnx_folder, {"model_md5": "c"})
+    # Nothing changed, and nothing partial stays: no temporary pointer, no half-copied version.
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(p.relative_to(registry.root) for p in registry.root.rglob("*")) == listing
+
+    filler.unlink()
+    assert registry.promote(candidate, "space freed") == "v0001" and registry.production_version() == candidate

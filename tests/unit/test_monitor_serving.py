@@ -176,7 +176,7 @@ def test_monitor_feedback_is_recorded_and_the_review_queue_leaves_it_out(make_pa
         given = httpx.post(f"{url}/feedback", json={"request_id": first["request_id"], "index": 1, "label": "positive"})
         assert given.status_code == 202
         wrong = httpx.post(f"{url}/feedback", json={"request_id": first["request_id"], "label": "great"})
-        assert wrong.status_code == 422 and "not one of" in wrong.json()["detail"]
+        assert wrong.status_code == 422 and "not among those v0001 predicts" in wrong.json()["detail"]
         assert httpx.post(f"{url}/feedback", json={"request_id": "x", "label": "positive"}).status_code == 422
     feedback = read_log(params.root / "feedback")
     assert feedback[["request_id", "index", "label"]].values.tolist() == [[first["request_id"], 1, "positive"]]
@@ -204,3 +204,30 @@ def test_monitor_review_needs_logged_texts(make_params, registry):  # noqa: F811
         httpx.post(f"{url}/predict", json={"texts": ["a film"]})
     with pytest.raises(ReviewError, match=r"holds no texts .*monitor\.log_text"):
         review_queue(params, n=5)
+
+
+def test_monitor_feedback_about_no_answer_is_marked_and_never_counts(make_params, registry):  # noqa: F811
+    import httpx
+
+    from tasks.lib.monitoring.traffic_monitor import live_accuracy
+
+    params = make_params({"monitor": {**MONITOR, "min_feedback": 2}})
+    unknown = "0" * 32
+    with serving(params, registry) as url:
+        answered = httpx.post(f"{url}/predict", json={"texts": ["a warm film", "a cold one"]}).json()
+        request_id, served = answered["request_id"], answered["predictions"][0]["label"]
+        for index, prediction in enumerate(answered["predictions"]):
+            given = {"request_id": request_id, "index": index, "label": prediction["label"]}
+            known = httpx.post(f"{url}/feedback", json=given)
+            assert known.status_code == 202 and known.json()["matched"] is True
+        beyond = httpx.post(f"{url}/feedback", json={"request_id": request_id, "index": 2, "label": served})
+        assert beyond.status_code == 422 and "that answer had 2 texts" in beyond.json()["detail"]
+        other = "positive" if served == "negative" else "negative"
+        nothing = httpx.post(f"{url}/feedback", json={"request_id": unknown, "label": other})
+        assert nothing.status_code == 202 and nothing.json()["matched"] is False and "note" in nothing.json()
+        label = httpx.post(f"{url}/feedback", json={"request_id": request_id, "label": "<i>great</i>"})
+        assert label.status_code == 422 and "<i>" not in label.text and "['negative', 'positive']" in label.text
+    feedback = read_log(params.root / "feedback")
+    assert sorted(feedback["matched"].tolist()) == [False, True, True]
+    live = live_accuracy(params, read_log(params.root / "predictions"), None, tagger=False)
+    assert live.labelled == 2 and live.accuracy == 1.0  # the feedback about nothing is not counted

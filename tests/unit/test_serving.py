@@ -462,3 +462,71 @@ def test_onnx_runtime_threads_follow_omp_num_threads_unless_set(monkeypatch: pyt
     assert session_options(3).intra_op_num_threads == 3  # serve.threads / quantize.benchmark.threads win
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert session_options().intra_op_num_threads == 0  # ONNX Runtime's default: one per core
+
+
+# Every way a body can fail to parse is the client's mistake: 422 with the reason, never a 500.
+
+MALFORMED_BODIES = {
+    "a 5000-digit integer": b'{"texts": [' + b"7" * 5000 + b"]}",
+    "a 5000-digit integer as a label": b'{"texts": ["ok"], "labels": [' + b"7" * 5000 + b"]}",
+    "a float that overflows": b'{"texts": [1e999]}',
+    "a 5000-digit float": b'{"texts": [0.' + b"1" * 5000 + b"]}",
+    "NaN": b'{"texts": [NaN]}',
+    "Infinity": b'{"texts": ["ok"], "labels": -Infinity}',
+    "deep nesting": b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "invalid UTF-8": b'{"texts": ["\xff\xfe ok"]}',
+    "a UTF-8 surrogate": b'{"texts": ["\xed\xa0\x80"]}',
+    "a byte-order mark": b'\xef\xbb\xbf{"texts": ["ok"]}',
+    "a duplicate key": b'{"texts": ["ok"], "texts": [1]}',
+    "UTF-16": '{"texts": ["ok"]}'.encode("utf-16"),
+    "not an object": b'["ok"]',
+    "nothing": b"",
+}
+
+
+@pytest.mark.parametrize("route", ["/predict", "/feedback"])
+def test_bodies_that_do_not_parse_are_422_with_the_reason_never_500(start_service, route):
+    import httpx
+
+    url, _ = start_service({"max_texts": 8, "max_chars": 30_000})  # a body limit over the deep nesting's 200 kB
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for content_type in ("application/json", "application/problem+json; charset=utf-8"):
+            for why, body in MALFORMED_BODIES.items():
+                answer = client.post(route, content=body, headers={"content-type": content_type})
+                assert answer.status_code == 422, (route, content_type, why, answer.status_code, answer.text[:300])
+                assert len(answer.content) < 600 and "7777" not in answer.text, why
+        assert client.post("/predict", json={"texts": ["still serving"]}).status_code == 200
+
+
+def test_errors_name_the_allowed_fields_and_labels_not_the_clients_input(start_service):
+    import httpx
+
+    url, _ = start_service()
+    with httpx.Client(base_url=url, timeout=10) as client:
+        field = "<script>alert(1)</script>" + "x" * 300
+        extra = client.post("/predict", json={"texts": ["ok"], field: 1})
+        assert extra.status_code == 422 and "the fields are texts, labels" in extra.text
+        assert "<script>" not in extra.text and len(extra.content) < 500
+        conflict = client.post("/predict", json={"texts": ["ok"], "labels": ["<b>mine</b>", "negative"]})
+        assert conflict.status_code == 409 and "<b>" not in conflict.text and conflict.json()["labels"] == LABELS
+
+
+def test_textclf_serve_started_while_production_is_tampered_serves_its_rollback_target(registry, onnx_folder, tmp_path):
+    import httpx
+
+    promote(registry, onnx_folder)
+    info = registry.versions / "v0002" / "classifier.json"
+    info.write_text(info.read_text().replace("negative", "NEGATIVE"))  # changed after promotion
+    port = free_port()
+    command = [sys.executable, "-m", "tasks", "--root", str(tmp_path), "serve", "--port", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_for(lambda: _answers(url), seconds=60), "the server did not start"
+        health = httpx.get(f"{url}/health", timeout=5).json()
+        assert (health["status"], health["version"], health["fallback_for"]) == ("degraded", "v0001", "v0002")
+        assert httpx.post(f"{url}/predict", json={"texts": ["fine"]}, timeout=10).json()["version"] == "v0001"
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert "production v0002 cannot be served; serving v0001 instead" in output

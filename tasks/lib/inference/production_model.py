@@ -4,12 +4,17 @@
 the pointer (a few bytes) and loads a newly promoted version before answering,
 so a long-running service picks up promotions without a restart. If the new
 version cannot be loaded, it keeps answering with the version it has and says
-why in `status()`.
+why in `status()`. If it has none (a start, or a restart, while production's files
+do not verify) and may fall back (`fall_back`: a service), it serves the rollback target
+instead: the most recent previous production, not rolled back, that verifies and loads;
+`status()` says "degraded" and names both (`fallback_for`), and production serves again
+once it verifies or is replaced.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -28,6 +33,8 @@ from tasks.lib.evaluation.metrics import softmax
 from tasks.lib.inference.onnx_classifier import OnnxClassifier
 from tasks.lib.inference.onnx_tagger import Tagged, Tagger
 from tasks.lib.storage.registry import Registry, RegistryError, verify_files
+
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(PipelineError, RuntimeError):
@@ -219,13 +226,17 @@ class ProductionModel:
         threads: int | None = None,
         retry: tuple[float, float] | None = None,
         variant: str = "gate",
+        fall_back: bool = False,
     ):
         """`retry`: (first, longest) seconds before a failed load is tried again; None: only on a new pointer.
 
         `variant`: "gate" (the version's chosen graph), "auto" (its registered variants timed
-        here, the fastest serves) or a variant name (serve.variant).
+        here, the fastest serves) or a variant name (serve.variant). `fall_back`: with nothing
+        loaded and production unservable, serve its rollback target (a service; a one-off
+        prediction had rather fail than answer from another version).
         """
         self.registry = Registry(registry)
+        self.fall_back = fall_back
         self.pointer = f"{self.registry.url}/production.json"
         self.threads, self.variant = threads, variant
         self.choice: VariantChoice | None = None
@@ -234,6 +245,8 @@ class ProductionModel:
         self._loaded: tuple[str, Served] | None = None
         self._verified = False  # whether the serving version's files matched its recorded hashes
         self.error: str | None = None  # why the newest pointer could not be served
+        # The production version that cannot be served while its rollback target serves instead.
+        self.fallback_for: str | None = None
         # A failed load is tried again after a back-off (doubling), even if the pointer stays.
         self._retry_s, self._retry_max_s = retry or (math.inf, math.inf)
         self._backoff, self._retry_at = self._retry_s, 0.0
@@ -262,18 +275,59 @@ class ProductionModel:
         if text is None:
             self.error = self._public(f"{self.pointer}: no production model yet (run the pipeline to promote one)")
             return
+        version = None
         try:
             version = self.registry.parse_pointer(text)
             if self._loaded is None or self._loaded[0] != version:
-                folder = self.registry.fetch(version)  # complete, readable, local (a remote one: cached)
-                verified = verify_files(folder)
-                classifier, choice = self._load_variant(folder)
-                self._loaded, self.choice = (version, classifier), choice
-                self._verified = verified
+                self._load(version)
+            if self.fallback_for is not None:
+                log.warning("production %s serves again (no longer its rollback target)", version)
+                self.fallback_for = None
             self.error = None
         except (ModelLoadError, RegistryError, OSError) as exc:
             self.error = self._public(f"cannot serve the production pointer {self.pointer}: {exc}")
             self._retry_at, self._backoff = now + self._backoff, min(self._backoff * 2, self._retry_max_s)
+            if self.fall_back and version is not None and (self._loaded is None or self.fallback_for is not None):
+                self._fall_back(version)
+
+    def _load(self, version: str) -> None:
+        """Load a version of the registry (its files verified first) and serve it."""
+        folder = self.registry.fetch(version)  # complete, readable, local (a remote one: cached)
+        verified = verify_files(folder)
+        classifier, choice = self._load_variant(folder)
+        self._loaded, self.choice = (version, classifier), choice
+        self._verified = verified
+
+    def _fall_back(self, production: str) -> None:
+        """With nothing else to serve, serve the rollback target of `production`, which cannot be served.
+
+        The target is the one `textclf registry rollback` would restore: the most recent previous
+        production not rolled back whose files verify (and that loads). Nothing found: unavailable.
+        """
+        serving = self._loaded[0] if self._loaded else None
+        if serving is None:
+            try:
+                candidates = self.registry.previous_productions(production)
+            except (RegistryError, OSError) as exc:  # the history cannot be read: nothing to fall back to
+                log.warning("no rollback target for %s: %s", production, self._public(str(exc)))
+                return
+            for candidate in candidates:
+                try:
+                    self._load(candidate)
+                except (ModelLoadError, RegistryError, OSError) as exc:
+                    log.warning("rollback target %s cannot be served either: %s", candidate, self._public(str(exc)))
+                    continue
+                serving = candidate
+                break
+            else:
+                return
+        self.fallback_for = production
+        reason = self.error
+        self.error = self._public(
+            f"production {production} cannot be served; serving {serving} instead, the previous production "
+            f"that verifies, until {production} verifies again or another version is promoted ({reason})"
+        )
+        log.warning("%s", self.error)
 
     @property
     def version(self) -> str | None:
@@ -325,6 +379,7 @@ class ProductionModel:
             "variant_timings_ms": self.choice.timings_ms if self.choice else None,
             "engine": classifier.engine.description,
             "error": self.error,
+            "fallback_for": self.fallback_for,
         }
 
 

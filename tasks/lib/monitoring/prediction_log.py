@@ -13,6 +13,8 @@ length and hash (sha256, 16 hex), the predicted label, its probability and all p
 the text itself only with `monitor.log_text` (it may hold personal data). A tagger's row holds
 its entities (JSON: start, end, type) and, as its label, the set of their types
 (`entity_signature`, what its reference profile holds), with its words' mean confidence and entropy.
+A feedback row says whether the service that took it had given that answer (`matched`); live
+accuracy joins feedback to the logged answers, so feedback about no answer never counts.
 """
 
 from __future__ import annotations
@@ -119,6 +121,9 @@ class Feedback:
     at: float
     version: str | None  # serving when the feedback came
     entities: Sequence[dict[str, Any]] | None = None  # start, end, type in characters of the text
+    # Whether the service that took it had given that answer (its recent request ids); False: kept,
+    # but it counts only if the prediction log holds the answer (another replica's, or before a restart).
+    matched: bool | None = None
 
     size = 1
 
@@ -133,6 +138,8 @@ class Feedback:
         }
         if self.entities is not None:
             row["entities"] = entities_json(self.entities)
+        if self.matched is not None:
+            row["matched"] = self.matched
         return [row]
 
 
@@ -230,6 +237,7 @@ _COLUMN_TYPES = {
     "probabilities": "string",
     "entities": "string",
     "text": "string",
+    "matched": "bool",
 }
 
 

@@ -20,21 +20,25 @@ hosts read a remote registry through a local cache of versions (`fetch`).
 
 Integrity: `version.json` lists the SHA-256 of every file of its version
 (`files`), and loading a version verifies them (tasks.lib.inference.production_model),
-so a file changed after registration is refused, not served. The pointer is
-trusted only to name a version this registry holds. A history line torn by a
-crash or a full disk is skipped and reported, never fatal.
+so a file changed after registration is refused, not served; promoting or rolling back to
+a version verifies them too. The pointer is trusted only to name a version this registry
+holds; a damaged one is reported (`pointer_problem`), and promote and rollback replace it.
+A history line torn by a crash or a full disk is skipped and reported, never fatal. A write
+that fails (a full disk: ENOSPC) is a RegistryError naming what could not be written and
+where; the partial file is removed and the pointer and history stay as they were.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,12 +63,12 @@ class RegistryError(PipelineError, RuntimeError):
     """The registry is inconsistent or an operation on it is not allowed."""
 
 
-def verify_files(folder: Path) -> bool:
+def verify_files(folder: Path, complete: bool = True) -> bool:
     """Check every file a version's record lists against its SHA-256; raise on any difference.
 
-    The graph the record names, the tokenizer and the label file must all be listed. Returns
-    False for a folder without a record or a version registered before records listed files
-    (nothing to check: served, and /health says unverified).
+    `complete`: the graph the record names, the tokenizer and the label file must all be listed
+    (what loading a model needs). Returns False for a folder without a record or a version
+    registered before records listed files (nothing to check: served, and /health says unverified).
     """
     record = folder / VERSION_FILE
     if not record.exists():
@@ -77,7 +81,7 @@ def verify_files(folder: Path) -> bool:
     if listed is None:
         return False
     unlisted = {*graph_files(data.get("model_file") or ""), TOKENIZER_FILE, CLASSIFIER_FILE} - set(listed) - {""}
-    if unlisted:
+    if unlisted and complete:
         raise RegistryError(f"{record}: does not list {sorted(unlisted)}: refusing to load files it cannot vouch for")
     changed = []
     for name, digest in listed.items():
@@ -89,6 +93,21 @@ def verify_files(folder: Path) -> bool:
     if changed:
         raise RegistryError(f"{folder}: refusing to load: " + "; ".join(changed) + " (changed after registration)")
     return True
+
+
+def _stream_digest(handle: Any) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_failure(what: str, where: str, exc: OSError) -> RegistryError:
+    """A failed write as an error a person acts on: what, where, why (ENOSPC: free space)."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    why = f"{exc.strerror or exc}" + (f" ({code})" if code else "")
+    hint = "; free space there and run it again" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return RegistryError(f"cannot write {what} to {where}: {why}{hint}")
 
 
 def _now() -> str:
@@ -205,6 +224,55 @@ class Registry:
     def production_version(self) -> str | None:
         text = self.pointer_text()
         return None if text is None else self.parse_pointer(text)
+
+    def pointer_problem(self) -> str | None:
+        """Why the production pointer names no version of this registry, or None (sound, or absent)."""
+        try:
+            version = self.production_version()
+        except RegistryError as exc:
+            return str(exc)
+        if version is not None and not self.store.exists(self._key(version, VERSION_FILE)):
+            return f"{self.url}/{POINTER} names {version}, which this registry does not hold (complete)"
+        return None
+
+    def _production_or_none(self) -> str | None:
+        """The pointer's version, or None when there is none or it is damaged (then it may be replaced)."""
+        return None if self.pointer_problem() else self.production_version()
+
+    def last_production(self) -> str | None:
+        """The version the history's last move made production (what a damaged pointer should say)."""
+        moves = [e for e in self.events() if e["event"] in _MOVES and e.get("to")]
+        return str(moves[-1]["to"]) if moves else None
+
+    def verify(self, version: str) -> bool:
+        """Check a version's files against the SHA-256 its record lists (in the store itself, remote or not).
+
+        Returns False for a version registered before records listed files (nothing to check).
+
+        Raises:
+            RegistryError: a file is missing or differs from the registered one (named), or the record is damaged.
+        """
+        if self.local is not None:
+            self._record_bytes(version)  # a name of this registry and a real folder of it
+            return verify_files(self.versions / version, complete=False)
+        listed = self.record(version).get("files")
+        if listed is None:
+            return False
+        changed = []
+        for name, digest in listed.items():
+            key = self._key(version, name)
+            try:
+                with self.store.fs.open(self.store.path(key), "rb") as handle:
+                    if _stream_digest(handle) != digest:
+                        changed.append(f"{name} differs from the registered file")
+            except FileNotFoundError:
+                changed.append(f"{name} is missing")
+            except Exception as exc:  # noqa: BLE001 - the backend's own errors: unreachable, denied
+                raise RegistryError(f"{self.url}/{key}: cannot read ({type(exc).__name__}: {exc})") from None
+        if changed:
+            where = f"{self.url}/{self._key(version)}"
+            raise RegistryError(f"{where}: " + "; ".join(changed) + " (changed after registration)")
+        return True
 
     def _record_bytes(self, version: str) -> bytes:
         """A complete version's `version.json` as stored; RegistryError for a bad name or no such version."""
@@ -352,7 +420,7 @@ class Registry:
             else:
                 touched = [event["version"]] if event["event"] == "archive" else []
             stages.update({v: "archived" for v in touched if v in stages})
-        production = self.production_version()
+        production = self._production_or_none()  # a damaged pointer hides no version (pointer_problem says why)
         if production in stages:
             stages[production] = "production"
         return stages
@@ -384,14 +452,27 @@ class Registry:
             self._still_held()
             self.store.put(HISTORY, before + (b"\n" if before and not before.endswith(b"\n") else b"") + line)
             return
-        with self.history.open("ab+") as handle:
-            if handle.tell() > 0:
+        # Unbuffered: a failed write leaves nothing in a buffer for close() to fail on again.
+        with self.history.open("ab+", buffering=0) as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size > 0:
                 handle.seek(-1, os.SEEK_END)
                 if handle.read(1) != b"\n":
                     line = b"\n" + line
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
+            try:
+                rest = memoryview(line)
+                while rest:
+                    written = handle.write(rest)
+                    if not written:
+                        raise OSError(errno.EIO, "the file system wrote nothing")
+                    rest = rest[written:]
+                os.fsync(handle.fileno())
+            except OSError as exc:
+                # What was written of the line goes (a shorter file always fits): the history stays as it was;
+                # should that fail too, the torn line stays, and reading skips and reports it.
+                with suppress(OSError):
+                    handle.truncate(size)
+                raise _write_failure("the event", str(self.history), exc) from None
 
     def _next_version(self) -> str:
         numbers = [int(m.group(1)) for name in self._version_names() if (m := _VERSION.fullmatch(name))]
@@ -419,23 +500,58 @@ class Registry:
             version = self._next_version()
             staging = self.versions / f".{version}.tmp"
             shutil.rmtree(staging, ignore_errors=True)  # left by a crash during an earlier copy
-            if files is None:
-                shutil.copytree(model_dir, staging)
-            else:
-                staging.mkdir(parents=True)
-                for name in files:
-                    shutil.copy2(model_dir / name, staging / name)
-            for path in attachments:
-                shutil.copy2(path, staging / path.name)
-            for name, text in (texts(version) if texts else {}).items():
-                write_text(staging / name, text)
-            _modes_of_a_new_folder(staging)
-            # Every file's hash: loading the version checks them (verify_files).
-            hashes = {p.name: file_digest(p, "sha256") for p in sorted(staging.iterdir()) if p.is_file()}
-            write_json(staging / VERSION_FILE, {"version": version, "created_at": _now(), **record, "files": hashes})
+            try:
+                self._stage(staging, version, model_dir, record, files, attachments, texts)
+            except OSError as exc:
+                shutil.rmtree(staging, ignore_errors=True)  # a partial copy is no version: nothing of it stays
+                raise _write_failure(f"version {version}", str(staging), exc) from None
             os.replace(staging, self.versions / version)
             self._append({"event": "register", "version": version, "reason": reason})
             return version
+
+    def _stage(
+        self,
+        staging: Path,
+        version: str,
+        model_dir: Path,
+        record: dict[str, Any],
+        files: Sequence[str] | None,
+        attachments: Sequence[Path],
+        texts: Callable[[str], dict[str, str]] | None,
+    ) -> None:
+        """Copy a version's files into `staging` and write its record (with every file's hash) last.
+
+        Raises:
+            OSError: the first copy that failed (not copytree's list of every file it could not copy).
+        """
+        failures: list[OSError] = []
+
+        def copy(source: str, target: str) -> object:
+            try:
+                return shutil.copy2(source, target)
+            except OSError as exc:
+                failures.append(exc)
+                raise
+
+        if files is None:
+            try:
+                shutil.copytree(model_dir, staging, copy_function=copy)
+            except shutil.Error:
+                if failures:
+                    raise failures[0] from None
+                raise
+        else:
+            staging.mkdir(parents=True)
+            for name in files:
+                shutil.copy2(model_dir / name, staging / name)
+        for path in attachments:
+            shutil.copy2(path, staging / path.name)
+        for name, text in (texts(version) if texts else {}).items():
+            write_text(staging / name, text)
+        _modes_of_a_new_folder(staging)
+        # Every file's hash: loading the version checks them (verify_files).
+        hashes = {p.name: file_digest(p, "sha256") for p in sorted(staging.iterdir()) if p.is_file()}
+        write_json(staging / VERSION_FILE, {"version": version, "created_at": _now(), **record, "files": hashes})
 
     def _register_remote(
         self,
@@ -470,18 +586,50 @@ class Registry:
             return version
 
     def set_production(self, version: str, reason: str, event: Literal["promote", "rollback"] = "promote") -> None:
-        """Point production at `version` (replaced whole) and record the move."""
+        """Point production at `version` (replaced whole, a damaged pointer too) and record the move.
+
+        Raises:
+            RegistryError: not a version of this registry, its files do not match their hashes, or
+                the pointer or history cannot be written (then both are as they were).
+        """
         with self.locked():
             self.record(version)  # a name of this registry, a real folder, a readable record
-            previous = self.production_version()
+            self.verify(version)  # never point production at files that would be refused when loaded
+            damaged = self.pointer_problem()
+            # A damaged pointer: the move is from the production the history last recorded (a rollback
+            # from it marks it rolled back, so the pipeline does not promote it again).
+            previous = self.last_production() if damaged else self.production_version()
             move: dict[str, Any] = {"event": event, "from": previous, "to": version, "reason": reason}
+            if damaged:
+                move["replaced"] = f"a damaged pointer: {damaged}"[:300]
             before, after = (self.labels(previous) if previous else None), self.labels(version)
             if before is not None and after is not None and set(before) != set(after):
                 # Clients see other labels from here on: the history says when and why.
                 move["labels"] = {"from": before, "to": after}
             self._still_held()
-            self.store.put(POINTER, (json.dumps({"version": version, "since": _now()}, indent=2) + "\n").encode())
-            self._append(move)
+            old = self._read(POINTER)
+            try:
+                self.store.put(POINTER, (json.dumps({"version": version, "since": _now()}, indent=2) + "\n").encode())
+            except OSError as exc:
+                raise _write_failure("the production pointer", f"{self.url}/{POINTER}", exc) from None
+            try:
+                self._append(move)
+            except RegistryError as exc:
+                self._restore_pointer(old, exc)
+                raise
+
+    def _restore_pointer(self, old: bytes | None, failure: RegistryError) -> None:
+        """Put the pointer back after its move could not be recorded (a move the history does not tell is lost)."""
+        try:
+            if old is None:
+                self.store.delete(POINTER)
+            else:
+                self.store.put(POINTER, old)
+        except (OSError, StoreError) as exc:
+            raise RegistryError(
+                f"{failure}; the production pointer moved, but the history does not record it, and putting "
+                f"the pointer back failed too ({exc})"
+            ) from None
 
     def promote(self, version: str, reason: str) -> str | None:
         """Make a registered version production (also one that was archived or rolled back).
@@ -490,7 +638,7 @@ class Registry:
             The version that served before, if any.
         """
         with self.locked():
-            previous = self.production_version()
+            previous = self._production_or_none()  # a damaged pointer is replaced
             if previous == version:
                 raise RegistryError(f"{version} is already production")
             self.set_production(version, reason)
@@ -505,19 +653,43 @@ class Registry:
         if not reason.strip():
             raise RegistryError("a rollback needs a reason (it is recorded in the history)")
         with self.locked():
-            current = self.production_version()
+            # A damaged pointer: the production the history last recorded is the one rolled back from.
+            current = self.last_production() if self.pointer_problem() else self.production_version()
             if current is None:
                 raise RegistryError("no production model to roll back")
-            target = to or self._previous_production(current)
-            if target is None:
-                raise RegistryError(f"{current} is the only version that has served: nothing to roll back to")
-            if target == current:
+            if to is None:
+                target, skipped = self.rollback_target(current)
+                if target is None:
+                    why = f" ({'; '.join(skipped)})" if skipped else ""
+                    raise RegistryError(
+                        f"{current} is the only version that has served and verifies: nothing to roll back to{why}"
+                    )
+            else:
+                target = to
+            if target == current and not self.pointer_problem():
                 raise RegistryError(f"{target} is already production")
             self.set_production(target, reason, event="rollback")
             return current, target
 
+    def rollback_target(self, current: str) -> tuple[str | None, list[str]]:
+        """The version a rollback from `current` restores: the most recent previous production that is
+        not rolled back and whose files verify; and why each more recent one was passed over."""
+        skipped = []
+        for version in self.previous_productions(current):
+            try:
+                self.verify(version)
+            except RegistryError as exc:
+                skipped.append(f"{version} passed over: {exc}")
+                continue
+            return version, skipped
+        return None, skipped
+
     def _previous_production(self, current: str) -> str | None:
         """The version that most recently stopped serving, other than `current` and rolled-back ones."""
+        return next(iter(self.previous_productions(current)), None)
+
+    def previous_productions(self, current: str) -> list[str]:
+        """Versions that served before, most recently ended first, without `current` and rolled-back ones."""
         ended: dict[str, int] = {}
         for index, event in enumerate(self.events()):
             if event["event"] in _MOVES and event.get("from"):
@@ -525,7 +697,7 @@ class Registry:
         blocked = self.rollbacks()
         complete = set(self.list_versions())
         eligible = [v for v in ended if v != current and v not in blocked and v in complete]
-        return max(eligible, key=lambda v: ended[v], default=None)
+        return sorted(eligible, key=lambda v: ended[v], reverse=True)
 
     def protected(self) -> set[str]:
         """Versions retention must keep: production, the one a rollback would restore, and rolled-back
@@ -569,8 +741,11 @@ class Registry:
         self._still_held()
         if self.local is None:
             self.store.put(HISTORY, "".join(kept).encode("utf-8"))
-        else:
+            return
+        try:
             write_text(self.history, "".join(kept))
+        except OSError as exc:
+            raise _write_failure("the history", str(self.history), exc) from None
 
     def archive(self, version: str, reason: str) -> None:
         """Retire a candidate (production is left by promoting or rolling back, not by archiving)."""
