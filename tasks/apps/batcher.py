@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import statistics
 import threading
@@ -32,7 +33,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.lib.inference.onnx_classifier import release_memory
 from tasks.lib.inference.production_model import Reply, Served, replies
+
+log = logging.getLogger("uvicorn.error")  # the server's log
 
 # How many recent batches the admission estimate is the median of.
 _RECENT_BATCHES = 15
@@ -78,14 +82,26 @@ class QueueStatus:
     refused: int
     draining: bool
     worker_alive: bool
+    memory_releases: int
 
 
 class Batcher:
     """One worker thread over one queue of texts; `submit` is called from the event loop."""
 
-    def __init__(self, max_batch: int, max_wait_ms: float, max_queue: int, max_queue_ms: float):
+    def __init__(
+        self,
+        max_batch: int,
+        max_wait_ms: float,
+        max_queue: int,
+        max_queue_ms: float,
+        release_idle_seconds: float | None = None,
+    ):
         self.max_batch, self.max_wait_s = max_batch, max_wait_ms / 1000
         self.max_queue, self.max_queue_s = max_queue, max_queue_ms / 1000
+        # After this long with nothing queued, the last model used gives back the memory its batches left.
+        self.release_idle_s = release_idle_seconds
+        self._to_release: Served | None = None  # the model that ran since the last release
+        self._releases = 0
         self._queue: deque[tuple[_Request, int]] = deque()  # (request, index of the text in it)
         self._ready = threading.Condition()
         self._draining = False
@@ -122,6 +138,7 @@ class Batcher:
             refused=self._refused,
             draining=self._draining,
             worker_alive=self._thread.is_alive(),
+            memory_releases=self._releases,
         )
 
     async def predict(self, version: str, model: Served, texts: list[str]) -> tuple[str, list[Reply]]:
@@ -172,7 +189,9 @@ class Batcher:
             while not self._queue:
                 if self._draining:
                     return None
-                self._ready.wait()
+                idle = self.release_idle_s if self._to_release is not None else None
+                if not self._ready.wait(idle) and not self._queue and not self._draining:
+                    return []  # idle long enough: _work releases the memory, outside the lock
             # Wait for more only under load (the last batch held several texts): a lone
             # client never pays max_wait_ms.
             if self.max_wait_s and self._last_batch > 1 and len(self._queue) < self.max_batch:
@@ -194,10 +213,23 @@ class Batcher:
                     self._run(batch)
                 except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
                     self._fail({request for request, _ in batch}, exc)
+            elif self._to_release is not None:
+                self._release()
+
+    def _release(self) -> None:
+        """The idle worker gives back the memory of the last model's batches (on this thread: no batch runs)."""
+        model, self._to_release = self._to_release, None
+        try:
+            release_memory(model)
+            self._releases += 1
+        except Exception:  # a model that cannot shrink still answers: the worker goes on
+            log.exception("serve: giving back the memory of idle batches failed")
 
     def _run(self, batch: list[tuple[_Request, int]]) -> None:
         started = time.perf_counter()
         model = batch[0][0].model
+        if self.release_idle_s is not None:
+            self._to_release = model
         try:
             # One length-sorted pass: each inference pads only to its own longest text.
             texts = [request.texts[i] for request, i in batch]

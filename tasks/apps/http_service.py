@@ -158,6 +158,9 @@ class QueueOut(BaseModel):
     refused: int = Field(description="requests answered 429 since start")
     draining: bool
     worker_alive: bool
+    memory_releases: int = Field(
+        description="times the idle worker gave back the memory its batches left (serve.release_idle_seconds)"
+    )
 
 
 class HealthResponse(BaseModel):
@@ -298,7 +301,9 @@ def create_app(
     The batcher and the pointer watcher run while the app's lifespan does (uvicorn, or a
     `with TestClient(app)` block); the logs, when given, are closed (flushed) with it.
     """
-    batcher = Batcher(config.max_batch, config.max_wait_ms, config.max_queue, config.max_queue_ms)
+    batcher = Batcher(
+        config.max_batch, config.max_wait_ms, config.max_queue, config.max_queue_ms, config.release_idle_seconds
+    )
     stop_watching = threading.Event()
     recent = RecentAnswers()
 

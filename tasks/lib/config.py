@@ -691,6 +691,7 @@ class ServeConfig(_FromEnvironment):
     body_timeout_seconds: Annotated[float, Field(gt=0)] = 10
     request_timeout_seconds: Annotated[float, Field(gt=0)] = 30
     drain_seconds: Annotated[float, Field(ge=0)] = 30
+    release_idle_seconds: Annotated[float, Field(gt=0)] | None = 10
     access_log: bool = False
     variant: str = "gate"
 

@@ -453,6 +453,38 @@ def test_admission_refuses_only_beyond_a_batch_and_a_slow_batch_does_not_refuse(
     asyncio.run(scenario())
 
 
+def test_an_idle_worker_gives_back_the_memory_of_its_batches_and_answers_the_same(onnx_folder: Path):
+    """After release_idle_seconds with nothing queued, the worker shrinks ONNX Runtime's arena and trims the heap
+    once (not again while idle), and the model answers as before."""
+    import asyncio
+
+    from tasks.apps.batcher import Batcher
+    from tasks.lib.inference.production_model import replies
+
+    classifier = load_classifier(onnx_folder, verify=False, graph_file="model.onnx")
+    texts = ["a long text about a film " * 20, "short", "another text"]
+    before = [reply.as_dict() for reply in replies(classifier, texts)]
+
+    async def scenario() -> list[dict[str, object]]:
+        batcher = Batcher(max_batch=4, max_wait_ms=0, max_queue=100, max_queue_ms=1000, release_idle_seconds=0.2)
+        batcher.start()
+        try:
+            await batcher.predict("v0001", classifier, texts)
+            assert batcher.status().memory_releases == 0
+            await asyncio.sleep(1.0)
+            assert batcher.status().memory_releases == 1  # once per idle spell
+            _, again = await batcher.predict("v0001", classifier, texts)
+            await asyncio.sleep(1.0)
+            assert batcher.status().memory_releases == 2
+            return [reply.as_dict() for reply in again]
+        finally:
+            batcher.stop(5)
+
+    for want, got in zip(before, asyncio.run(scenario()), strict=True):
+        assert got["label"] == want["label"]
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-5)
+
+
 def test_onnx_runtime_threads_follow_omp_num_threads_unless_set(monkeypatch: pytest.MonkeyPatch):
     """A process limited to one core by OMP_NUM_THREADS (as PyTorch reads it) gets one ONNX Runtime thread."""
     from tasks.lib.inference.onnx_classifier import session_options
