@@ -123,7 +123,7 @@ def registry_command(params: Params, args: argparse.Namespace) -> None:
         )
         for version, stage in stages.items():
             try:
-                record = VersionRecord.parse(registry.record(version), registry.versions / version)
+                record = VersionRecord.parse(registry.record(version), registry.where(version))
             except PipelineError as exc:  # one damaged version must not hide the others
                 print(f"{version:<8} {stage:<11} damaged: {exc}")
                 continue

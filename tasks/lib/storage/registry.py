@@ -161,6 +161,10 @@ class Registry:
     def _key(self, version: str, name: str = "") -> str:
         return f"{VERSIONS}/{version}/{name}" if name else f"{VERSIONS}/{version}"
 
+    def where(self, version: str, name: str = VERSION_FILE) -> str:
+        """Where a version's file is, for messages: a path in a folder registry, a URL in object storage."""
+        return f"{self.url}/{self._key(version, name)}"
+
     def _read(self, key: str) -> bytes | None:
         """An object's bytes, or None when it does not exist; RegistryError when the store fails."""
         try:
