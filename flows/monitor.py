@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks.lib.config import load_params
 from tasks.lib.monitoring.monitor_report import REPORT_FILE, write_report
-from tasks.lib.monitoring.traffic_monitor import MonitorRun, monitor_traffic
+from tasks.lib.monitoring.traffic_monitor import MonitorRun, monitor_traffic, nothing_to_monitor
 from tasks.lib.reporting.notify import notify
 
 MONITOR_FLOW = "textclf-monitor"
@@ -25,16 +25,23 @@ MONITOR_FLOW = "textclf-monitor"
 @flow(name=MONITOR_FLOW, log_prints=True)
 def monitor(
     root: str = ".", window_hours: float | None = None, since: datetime | None = None, registry: str | None = None
-) -> MonitorRun:
+) -> MonitorRun | None:
     """Judge the production version's traffic since `since`, else of the last `window_hours`
     (default monitor.window_hours).
 
     `registry` stands for paths.registry (a serving host's --registry).
 
     Returns:
-        The run's record (also written as monitor.json in its report folder).
+        The run's record (also written as monitor.json in its report folder), or None when no version is
+        production yet: nothing is served, so the run is skipped with its reason, not failed (a new team's
+        hourly deployment would otherwise fail every hour until the first promotion).
     """
     params = load_params(Path(root).resolve()).with_registry(registry)
+    waiting = nothing_to_monitor(params)
+    if waiting is not None:
+        create_markdown_artifact(key="monitoring-report", markdown=waiting + "\n", description="Monitoring skipped")
+        get_run_logger().info(waiting)
+        return None
     run, compared = monitor_traffic(params, window_hours, since)
     folder = write_report(params.path("monitoring"), run, compared)
     report = folder / REPORT_FILE

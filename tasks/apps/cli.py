@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             from flows.monitor import monitor as monitor_flow
 
             run = monitor_flow(root=str(root), window_hours=args.hours, since=args.since, registry=args.registry)
-            print(run.summary())
+            print(run.summary() if run is not None else "monitoring skipped: no production version yet")
         elif args.command == "feedback":
             from tasks.apps.feedback_export import export as export_feedback
 

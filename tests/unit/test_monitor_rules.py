@@ -89,3 +89,15 @@ def test_monitor_a_version_without_a_reference_profile_is_named(make_params, onn
     serve_log(params, 10)
     with pytest.raises(ReferenceError, match=r"v0001/reference\.parquet: no reference profile.*promote a new version"):
         monitor_traffic(params, window_hours=1)
+
+
+def test_monitor_before_the_first_promotion_is_a_skip_with_its_reason_not_a_failure(make_params, capsys):
+    """A new team's hourly `monitor` deployment ran red every hour until the first promotion (issue 45, bug 2)."""
+    from flows.monitor import monitor
+    from tasks.apps.cli import main
+
+    params = make_params()
+    state = monitor(root=str(params.root), return_state=True)
+    assert state.is_completed() and state.result() is None
+    assert main(["--root", str(params.root), "monitor"]) == 0
+    assert "monitoring skipped: no production version yet" in capsys.readouterr().out

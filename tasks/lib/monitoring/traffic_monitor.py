@@ -319,6 +319,18 @@ def judge(
     return findings, compared
 
 
+def nothing_to_monitor(params: Params) -> str | None:
+    """Why a monitoring run has nothing to judge (no version is production yet), or None.
+
+    Raises:
+        RegistryError: the registry cannot be read, or its pointer is damaged (that is a failure, not a skip).
+    """
+    registry = Registry(params.location("registry"))
+    if registry.production() is None:
+        return f"skipped: {registry.url} has no production version yet, so nothing is served to monitor"
+    return None
+
+
 def monitor_traffic(
     params: Params, window_hours: float | None = None, since: datetime | None = None
 ) -> tuple[MonitorRun, Comparison]:
