@@ -286,10 +286,26 @@ def report_markdown(root: Path, results: list[StageResult], failure: str | None)
             lines += ["", (reports / report).read_text(encoding="utf-8")]
     promotion = Promotion.path(params)
     if promotion.exists() and failure is None:
-        lines += ["", f"Promotion: `{promotion.read_text(encoding='utf-8').strip()}`"]
+        lines += ["", _promotion_line(Promotion.read(params), results, actions)]
     if failure:
         lines += ["", "## Run failed", "", "```", failure, "```"]
     return "\n".join(lines) + "\n"
+
+
+def _promotion_line(promotion: Promotion, results: list[StageResult], actions: dict[str, str]) -> str:
+    """What this run did to production. promotion.json is promote's last output: restored from the run-cache
+    or left up to date, it tells of an earlier run, and this run promoted nothing."""
+    action = next((r.action for r in results if r.name == "promote"), None)
+    if action == "ran":
+        if promotion.promoted:
+            before = promotion.previous or "none"
+            return f"Promotion: {promotion.version} ({promotion.variant}) is production now (before: {before})."
+        return f"Promotion: none: {promotion.reason}"
+    did = actions[action] if action else "not part of this run"
+    return (
+        f"Promotion: none in this run (promote {did}: no new candidate). Its last result, from an earlier run: "
+        f"{promotion.version} {'promoted' if promotion.promoted else 'not promoted'}."
+    )
 
 
 def _notify_failure(flow: Any, flow_run: FlowRun, state: State) -> None:

@@ -73,3 +73,20 @@ def test_a_stage_past_its_timeout_is_stopped_with_what_it_started(tmp_path):
         assert time.monotonic() < deadline, "the stage's own process outlived the timeout"
         time.sleep(0.1)
     assert any("Running stage 'hang'" in line for line in said)
+
+
+def test_the_run_report_says_a_restored_promotion_is_not_this_runs(make_params):
+    """A run with no new data (every stage restored) reported `"promoted": true` from the promotion.json of an
+    earlier run (issue 45, bug 3): the report says what this run did to production."""
+    from flows.pipeline import StageResult, report_markdown
+    from tasks.lib.artifacts import Promotion
+
+    params = make_params()
+    Promotion(promoted=True, version="v0001", variant="int8", model_md5="m", git_commit="c", previous=None).write(
+        params
+    )
+    restored = report_markdown(params.root, [StageResult("promote", True, 0.1, [])], None)
+    assert "Promotion: none in this run (promote restored from the run-cache" in restored
+    assert "Its last result, from an earlier run: v0001 promoted" in restored
+    ran = report_markdown(params.root, [StageResult("promote", True, 2.0, ["Running stage 'promote':"])], None)
+    assert "Promotion: v0001 (int8) is production now (before: none)." in ran
