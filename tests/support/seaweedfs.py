@@ -33,6 +33,8 @@ class SeaweedFS:
     bucket: str
     s3_port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    # More `weed mini` options, e.g. ("-volume.max=1", "-master.volumeSizeLimitMB=1"): a store that fills up.
+    options: tuple[str, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -81,6 +83,7 @@ class SeaweedFS:
             "-master.telemetry=false",
             f"-bucket={self.bucket}",
             *(f"-{name}={port}" for name, port in ports.items()),
+            *self.options,
         ]
         self.folder.mkdir(parents=True, exist_ok=True)
         with (self.folder / "weed.log").open("ab") as log:
@@ -109,12 +112,13 @@ class SeaweedFS:
         except OSError:
             return False
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 20) -> None:
+        """SIGTERM, and SIGKILL after `grace_s` (a server whose data need not outlive it can be given less)."""
         if self.process is None:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(timeout=20)
+            self.process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()

@@ -85,3 +85,32 @@ def test_one_writer_at_a_time_and_an_expired_lease_is_taken_over(store):
     time.sleep(0.6)
     with Lease(store, poll_s=0.05), pytest.raises(LeaseLost):
         stale.held()
+
+
+def test_a_store_that_fails_says_which_object_it_refused_and_what_to_check(tmp_path, monkeypatch):
+    """A SeaweedFS out of volumes answers 500 InternalError; the error names the object and says what to check
+    (issue 45, bug 5: it said `cannot write (OSError: [Errno 121] We encountered an internal error...)` only)."""
+    from tests.support.seaweedfs import SeaweedFS
+
+    full = SeaweedFS(
+        tmp_path / "full",
+        bucket="small",
+        options=("-volume.max=1", "-master.volumeSizeLimitMB=1"),
+    )
+    full.start()
+    try:
+        for name, value in full.environment().items():
+            monkeypatch.setenv(name, value)
+        store = ObjectStore("s3://small/registry")
+        store.fs.retries = 1  # s3fs tries a 5xx answer five times with back-off: one is enough to see it
+        with pytest.raises(StoreError) as refused:  # noqa: PT012 - the store fills up at some part; which one varies
+            for i in range(40):
+                store.put(f"versions/v0001/part{i}", bytes(300_000))
+        message = str(refused.value)
+        assert re.search(r"s3://small/registry/versions/v0001/part\d+: cannot write", message)
+        assert "the store itself failed" in message and "free capacity" in message
+    finally:
+        full.stop(grace_s=1)  # its data are not needed again
+    # A store that cannot be reached says so, and names the setting that points at it.
+    with pytest.raises(StoreError, match="the store cannot be reached: check AWS_ENDPOINT_URL"):
+        ObjectStore("s3://small/registry").put("x", b"x")

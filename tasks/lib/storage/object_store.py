@@ -34,6 +34,33 @@ class StoreError(PipelineError, RuntimeError):
     """The store cannot be reached or refused an operation; the message names the URL."""
 
 
+# s3fs turns an S3 error answer into an OSError by its code: EREMOTEIO (121) for 5xx "InternalError".
+_REMOTE_IO = 121
+
+
+def store_hint(exc: Exception, action: str) -> str | None:
+    """What to check when a store refused `action`, from the backend's exception; None when nothing helps."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    if (isinstance(exc, OSError) and exc.errno == _REMOTE_IO) or "internal error" in text or "internalerror" in text:
+        return (
+            "the store itself failed (an internal error, HTTP 5xx): it refused this object. Check the store's log and "
+            "its free capacity (SeaweedFS: free volumes, -volume.max; MinIO: disk space), then run it again"
+        )
+    if isinstance(exc, PermissionError) or "accessdenied" in text or "access denied" in text or "forbidden" in text:
+        return (
+            f"access denied: this host's credentials may not {action} this key (AWS_ACCESS_KEY_ID or AWS_PROFILE, "
+            "and the policy of its role: docs/guides/team.md)"
+        )
+    if "nosuchbucket" in text or "bucket does not exist" in text:
+        return "the bucket does not exist: create it first (docs/guides/team.md)"
+    if "connect" in text or "endpoint" in text:
+        return (
+            "the store cannot be reached: check AWS_ENDPOINT_URL (every host needs it for a store other than AWS S3) "
+            "and the network"
+        )
+    return None
+
+
 class ObjectStore:
     """Keys (`a/b/c.json`, `/`-separated) under one root."""
 
@@ -58,7 +85,10 @@ class ObjectStore:
 
     def _fail(self, action: str, key: str, exc: Exception) -> StoreError:
         # Any exception of the backend: botocore's connection and permission errors are not OSError.
-        return StoreError(f"{self.url}/{key}: cannot {action} ({type(exc).__name__}: {exc})")
+        hint = store_hint(exc, action)
+        return StoreError(
+            f"{self.url}/{key}: cannot {action} ({type(exc).__name__}: {exc})" + (f": {hint}" if hint else "")
+        )
 
     def exists(self, key: str) -> bool:
         try:
