@@ -85,6 +85,14 @@ def test_missing_source_is_named(make_params):
         read_source(params.data, params.root)
 
 
+def test_a_relative_source_outside_the_workspace_that_is_not_there_names_the_workers_clone(make_params):
+    """A worker's fresh clone has nothing beside it (issue 45, point 10): `../shared/...` gets an error that
+    says why, not only that the path does not exist."""
+    params = make_params({"data": {"source": "../shared/data/sst2"}})
+    with pytest.raises(DataError, match=r"outside this workspace .* a Prefect worker runs each flow in a fresh clone"):
+        read_source(params.data, params.root)
+
+
 def test_hub_source_offline_fails_clearly(make_params, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     params = make_params({"data": {"source": "hf:stanfordnlp/sst2"}})

@@ -1039,4 +1039,12 @@ def iter_source(config: DataConfig, root: Path, task: Task = "sequence_classific
     if path.is_file():
         yield from iter_file(path, config, task=task)
         return
+    if not Path(source).is_absolute() and not path.is_relative_to(root.resolve()):
+        # A worker runs each flow in a fresh clone: what lay beside the repository on one host is not there.
+        raise DataError(
+            path,
+            f"data.source {source!r} is outside this workspace ({root}) and is not there: a Prefect worker "
+            "runs each flow in a fresh clone, with nothing beside it. Put the data in the repository, at an "
+            "absolute path every worker mounts, or send it through the landing host (docs/guides/team.md)",
+        )
     raise DataError(path, "data.source: no such file or folder (use a path, `demo` or `hf:<id>`)")
