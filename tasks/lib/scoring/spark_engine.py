@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,28 +30,18 @@ import pyarrow as pa
 
 from tasks.lib.artifacts import VERSION_FILE
 from tasks.lib.config import ScoreConfig
-from tasks.lib.errors import PipelineError
+from tasks.lib.data.spark_session import spark_session
 from tasks.lib.inference.production_model import ModelLoadError, Served, load_served, warmed_up
 from tasks.lib.io import file_digest
 from tasks.lib.scoring.answers import Part, answered
 from tasks.lib.scoring.model import ScoringModel
 from tasks.lib.storage.registry import RegistryError, verify_files
 
-# The settings validate's Spark session uses (tasks/lib/validation/spark.py), and this one's.
-DEFAULTS = {
-    "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.ui.enabled": "false",
-    "spark.sql.session.timeZone": "UTC",
-}
 # A row group's columns beside the kept ones while it travels: its texts and the reasons.
 _TEXT, _REASON = "__textclf_text", "__textclf_reason"
 _PAYLOAD_SCHEMA = "part long, payload binary"
 # Models loaded in this Python worker (an executor's), by shipped folder and graph: loaded once.
 _LOADED: dict[tuple[str, str], Served] = {}
-
-
-class SparkUnavailable(PipelineError, RuntimeError):
-    """score.engine is spark but pyspark or Java is missing, or Spark does not start."""
 
 
 @dataclass(frozen=True)
@@ -68,26 +57,6 @@ class ShippedModel:
     schema: pa.Schema
     window: int
     batch_size: int
-
-
-def session(master: str, conf: dict[str, str]) -> Any:
-    """A Spark session on `master` with validate.spark.conf (one per process: Spark reuses it)."""
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError as exc:
-        raise SparkUnavailable("--engine spark needs pyspark: `make spark` installs it and Java 17") from exc
-    # The Python workers run this interpreter (its environment has the project), unless told otherwise.
-    os.environ.setdefault("PYSPARK_PYTHON", conf.get("spark.pyspark.python", sys.executable))
-    builder = SparkSession.builder.master(master).appName("textclf-score")
-    for name, value in {**DEFAULTS, **conf}.items():
-        builder = builder.config(name, value)
-    try:
-        return builder.getOrCreate()
-    except Exception as exc:  # py4j raises a bare Exception when no JVM starts
-        raise SparkUnavailable(
-            f"--engine spark: Spark did not start ({exc}): it needs Java 17 or later (`make spark` installs "
-            f"Debian's openjdk-17-jre-headless) and, for a cluster, a reachable master ({master})"
-        ) from exc
 
 
 def _ship(spark: Any, model: ScoringModel) -> str:
@@ -170,7 +139,7 @@ def score_on_spark(
 ) -> Iterator[tuple[Part, pa.Table]]:
     """Each row group with its answers, in order, answered by Spark's executors, as many at a time as they
     have cores."""
-    spark = session(master, conf)
+    spark = spark_session(master, conf, "textclf-score", "--engine spark")
     shipped = ShippedModel(
         _ship(spark, model),
         model.graph_file,

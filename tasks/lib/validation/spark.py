@@ -10,8 +10,6 @@ writes reasons, quarantine records and accepted rows as the pandas engine does.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,44 +18,15 @@ import pandas as pd
 
 from tasks.lib.columns import ROW_ID
 from tasks.lib.config import DataConfig, SparkConfig
+from tasks.lib.data.spark_session import spark_session
 from tasks.lib.errors import PipelineError
 from tasks.lib.validation.features import DERIVED, TAG_DERIVED, TOKENS, TokenCounter, add_features
 from tasks.lib.validation.suite import Rule, Validator, flagged_keys
 
-# Arrow between the JVM and the Python workers; the session's own UI and its port are of no use here.
-DEFAULTS = {
-    "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.ui.enabled": "false",
-    "spark.sql.session.timeZone": "UTC",
-}
-
-
-class SparkUnavailable(PipelineError, RuntimeError):
-    """validate.engine is spark but pyspark or Java is missing."""
-
 
 def session(config: SparkConfig) -> Any:
     """The Spark session `validate.spark` describes (one per process: Spark reuses it)."""
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError as exc:
-        raise SparkUnavailable(
-            "validate.engine is spark, but pyspark is not installed: `make spark` installs it and Java 17"
-        ) from exc
-    # The Python workers run this interpreter (its environment has the project), unless told otherwise;
-    # local mode reads the environment variable, not the spark.pyspark.python setting.
-    os.environ.setdefault("PYSPARK_PYTHON", config.conf.get("spark.pyspark.python", sys.executable))
-    builder = SparkSession.builder.master(config.master).appName("textclf-validate")
-    for name, value in {**DEFAULTS, **config.conf}.items():
-        builder = builder.config(name, value)
-    try:
-        return builder.getOrCreate()
-    except Exception as exc:  # py4j raises a bare Exception when no JVM starts
-        raise SparkUnavailable(
-            f"validate.engine is spark, but Spark did not start ({exc}): it needs Java 17 or later "
-            "(`make spark` installs Debian's openjdk-17-jre-headless) and, for a cluster, a reachable "
-            f"validate.spark.master ({config.master})"
-        ) from exc
+    return spark_session(config.master, config.conf, "textclf-validate", "validate.engine is spark")
 
 
 def flagged_on_spark(
