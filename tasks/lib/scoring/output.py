@@ -37,7 +37,6 @@ STATE = "state.json"
 # Parquet key-value metadata: a row group's own record (in its part), the manifest (in OUTPUT).
 PART_KEY = b"textclf.part"
 SCORE_KEY = b"textclf.score"
-_HASH_CHUNK = 1 << 22
 
 
 def output_format(output: str) -> str:
@@ -91,11 +90,8 @@ class ScoredOutput:
     def _sha256(self) -> str:
         import hashlib
 
-        digest = hashlib.sha256()
         with self.store.fs.open(self.store.path(self.name), "rb") as handle:
-            while chunk := handle.read(_HASH_CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+            return hashlib.file_digest(handle, "sha256").hexdigest()
 
     def finished(self, run_key: str) -> dict[str, Any] | None:
         """The manifest when OUTPUT is this run's, finished and unchanged since (its SHA-256); else None."""

@@ -95,13 +95,6 @@ def verify_files(folder: Path, complete: bool = True) -> bool:
     return True
 
 
-def _stream_digest(handle: Any) -> str:
-    digest = hashlib.sha256()
-    while chunk := handle.read(1 << 20):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_failure(what: str, where: str, exc: OSError) -> RegistryError:
     """A failed write as an error a person acts on: what, where, why (ENOSPC: free space)."""
     code = errno.errorcode.get(exc.errno or 0, "")
@@ -267,7 +260,7 @@ class Registry:
             key = self._key(version, name)
             try:
                 with self.store.fs.open(self.store.path(key), "rb") as handle:
-                    if _stream_digest(handle) != digest:
+                    if hashlib.file_digest(handle, "sha256").hexdigest() != digest:
                         changed.append(f"{name} differs from the registered file")
             except FileNotFoundError:
                 changed.append(f"{name} is missing")
