@@ -82,6 +82,11 @@ class SeaweedFS:
             "-admin.ui=false",
             "-master.telemetry=false",
             f"-bucket={self.bucket}",
+            # A fixed capacity: by default `weed mini` sizes it from the disk's free space at start,
+            # so the same tests would see another store on a fuller disk. Volumes are not
+            # preallocated: 16 of 64 MB cost nothing until written. (Later options win.)
+            "-volume.max=16",
+            "-master.volumeSizeLimitMB=64",
             *(f"-{name}={port}" for name, port in ports.items()),
             *self.options,
         ]

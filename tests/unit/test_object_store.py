@@ -1,6 +1,7 @@
 """The registry's storage on a local folder and on a real S3 server (SeaweedFS): the same promises on both."""
 
 import re
+import socket
 import threading
 import time
 
@@ -58,6 +59,40 @@ def test_an_unreachable_store_names_its_url(monkeypatch):
     store = ObjectStore("s3://textclf/registry", config_kwargs={"connect_timeout": 1, "retries": {"max_attempts": 1}})
     with pytest.raises(StoreError, match=re.escape("s3://textclf/registry/production.json: cannot read")):
         store.read_bytes("production.json")
+
+
+def test_a_store_that_takes_a_request_and_never_answers_is_not_called_unreachable(monkeypatch):
+    """SeaweedFS on a full disk holds a PUT open past the client's timeout: the hint said "cannot be reached:
+    check AWS_ENDPOINT_URL" (seen in CI), when the endpoint was right and the disk was full."""
+    held: list[socket.socket] = []
+
+    def answer_continue_then_nothing(listener: socket.socket) -> None:
+        # S3 clients send `Expect: 100-continue` with a PUT: the store says go on, then never answers.
+        while True:
+            connection, _ = listener.accept()
+            held.append(connection)
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        threading.Thread(target=answer_continue_then_nothing, args=(listener,), daemon=True).start()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+        store = ObjectStore("s3://textclf/registry", config_kwargs={"read_timeout": 1, "retries": {"max_attempts": 1}})
+        store.fs.retries = 1
+        with pytest.raises(StoreError) as refused:
+            store.put("versions/v0001/part0", b"x")
+    for connection in held:
+        connection.close()
+    message = str(refused.value)
+    assert message.startswith("s3://textclf/registry/versions/v0001/part0: cannot write (ReadTimeoutError")
+    assert "did not answer in time" in message and "out of disk space" in message
+    assert "AWS_ENDPOINT_URL" not in message
 
 
 def test_one_writer_at_a_time_and_an_expired_lease_is_taken_over(store):

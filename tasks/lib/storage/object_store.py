@@ -53,6 +53,12 @@ def store_hint(exc: Exception, action: str) -> str | None:
         )
     if "nosuchbucket" in text or "bucket does not exist" in text:
         return "the bucket does not exist: create it first (docs/guides/team.md)"
+    if "read timeout" in text or "readtimeout" in text:
+        # Reached, but no answer: SeaweedFS on a full disk holds a write open past the client's timeout.
+        return (
+            "the store took the request but did not answer in time: it may be overloaded or out of disk space "
+            "(check its log and the free space of its data folder), then run it again"
+        )
     if "connect" in text or "endpoint" in text:
         return (
             "the store cannot be reached: check AWS_ENDPOINT_URL (every host needs it for a store other than AWS S3) "
