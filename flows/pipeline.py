@@ -54,9 +54,12 @@ from tasks.lib.io import lock_path
 from tasks.lib.reporting.notify import notify
 from tasks.lib.stage_runner import ERROR_PREFIX
 from tasks.lib.storage.team_workspace import (
+    PublishedReports,
     TeamSyncError,
+    publish_reports,
     publish_workspace,
     pull_workspace,
+    run_folder_name,
     team_remote,
     workspace_identity,
 )
@@ -241,10 +244,21 @@ def repro_stage(
     return StageResult(name, stale, round(time.perf_counter() - started, 2), output)
 
 
-def report_markdown(root: Path, results: list[StageResult], failure: str | None) -> str:
-    """The run report: what each stage did, the headline metrics and the gate decision."""
+DATA_DOCS_PAGE = "data_docs/index.html"  # under paths.reports (tasks/stages/validate.py publishes it)
+
+
+def report_markdown(
+    root: Path, results: list[StageResult], failure: str | None, published: PublishedReports | None = None
+) -> str:
+    """The run report: what each stage did, the headline metrics and the gate decision.
+
+    Args:
+        published: this run's reports in the team's remote: pages are linked there (a worker's clone goes
+            when the run ends); None links the workspace's own files.
+    """
     params = load_params(root)
     reports = params.path("reports")
+    link = _page_link(reports, published)
     lines = [
         "# Retraining run",
         "",
@@ -258,11 +272,15 @@ def report_markdown(root: Path, results: list[StageResult], failure: str | None)
     if ValidateMetrics.path(params).exists():
         validation = ValidateMetrics.read(params)
         verdict = "passed" if validation.passed else "FAILED (" + ", ".join(validation.failed_rules) + ")"
-        docs = f", [Data Docs]({Path(validation.data_docs).as_uri()})" if validation.data_docs else ""
+        # This workspace's pages: the metrics name the folder of the run that validated, which may be
+        # another host's clone (restored from the run-cache), long gone.
+        data_docs = reports / DATA_DOCS_PAGE
+        docs = f", [Data Docs]({link(data_docs)})" if validation.data_docs and data_docs.exists() else ""
         lines += [
             "",
             f"Validation {verdict}: {validation.rows_kept} of {validation.rows_read} rows kept, "
-            f"{validation.rows_quarantined} quarantined. Report: `{reports / VALIDATION_REPORT_FILE}`{docs}",
+            f"{validation.rows_quarantined} quarantined. "
+            f"Report: [{VALIDATION_REPORT_FILE}]({link(reports / VALIDATION_REPORT_FILE)}){docs}",
         ]
     if EvaluateMetrics.path(params).exists() and params.task == "token_classification":
         tagger = EntityEvaluateMetrics.read(params)
@@ -287,9 +305,22 @@ def report_markdown(root: Path, results: list[StageResult], failure: str | None)
     promotion = Promotion.path(params)
     if promotion.exists() and failure is None:
         lines += ["", _promotion_line(Promotion.read(params), results, actions)]
+    if published is not None:
+        lines += ["", f"Reports of this run: `{published.url}/` (links valid 7 days where the store signs them)."]
     if failure:
         lines += ["", "## Run failed", "", "```", failure, "```"]
     return "\n".join(lines) + "\n"
+
+
+def _page_link(reports: Path, published: PublishedReports | None) -> Callable[[Path], str]:
+    """How the report links a page of `reports`: in the team's remote once published, else the local file."""
+
+    def link(page: Path) -> str:
+        if published is not None and page.is_relative_to(reports):
+            return published.link(page.relative_to(reports).as_posix())
+        return page.as_uri()
+
+    return link
 
 
 def _promotion_line(promotion: Promotion, results: list[StageResult], actions: dict[str, str]) -> str:
@@ -324,7 +355,7 @@ def _notify_failure(flow: Any, flow_run: FlowRun, state: State) -> None:
 
 # Report pages linked from every run: (artifact key, file under paths.reports, link text, description).
 LINKED_REPORTS = [
-    ("data-docs", "data_docs/index.html", "Great Expectations Data Docs", "The validation run, rule by rule"),
+    ("data-docs", DATA_DOCS_PAGE, "Great Expectations Data Docs", "The validation run, rule by rule"),
     (
         "training-curves",
         "train/report.html",
@@ -334,11 +365,12 @@ LINKED_REPORTS = [
 ]
 
 
-def _link_reports(reports: Path) -> None:
+def _link_reports(reports: Path, published: PublishedReports | None) -> None:
+    link = _page_link(reports, published)
     for key, name, text, description in LINKED_REPORTS:
         page = reports / name
         if page.exists():
-            create_link_artifact(key=key, link=page.as_uri(), link_text=text, description=description)
+            create_link_artifact(key=key, link=link(page), link_text=text, description=description)
 
 
 # Seconds a run's slot outlives its holder: renewed while the run lives, freed this long after a crash.
@@ -438,7 +470,8 @@ def pipeline(root: str = ".") -> dict[str, str]:
             failure = str(exc)
             raise
         finally:
-            report = report_markdown(workspace, results, failure)
+            published = _publish_reports(workspace, params.path("reports")) if team else None
+            report = report_markdown(workspace, results, failure, published)
             get_run_logger().info(report)
             create_markdown_artifact(
                 key="retraining-report",
@@ -452,7 +485,7 @@ def pipeline(root: str = ".") -> dict[str, str]:
                     markdown=gate.read_text(encoding="utf-8"),
                     description="Every gate rule of this run, its value, bound and result",
                 )
-            _link_reports(params.path("reports"))
+            _link_reports(params.path("reports"), published)
             _apply_retention(workspace)
     return {r.name: r.action for r in results}
 
@@ -465,6 +498,22 @@ def _pull(workspace: Path) -> None:
 def _publish(workspace: Path) -> None:
     """This run's outputs, run-cache and workspace state, for the team's next run on any host."""
     publish_workspace(workspace, _dvc(), get_run_logger().info)
+
+
+def _publish_reports(workspace: Path, reports: Path) -> PublishedReports | None:
+    """This run's reports to the team's remote, passed or failed; a failure to upload is logged, never the
+    run's failure (the report then links the worker's files)."""
+    from prefect.runtime import flow_run
+
+    logger = get_run_logger()
+    try:
+        published = publish_reports(workspace, reports, run_folder_name(flow_run.name or "run"))
+    except TeamSyncError as exc:
+        logger.warning("the run's reports stay on this worker: %s", exc)
+        return None
+    if published is not None:
+        logger.info(f"reports of this run: {published.url}/")
+    return published
 
 
 def _apply_retention(workspace: Path) -> None:

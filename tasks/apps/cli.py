@@ -17,6 +17,7 @@
     textclf deploy --pool NAME        the same deployments on a work pool (prefect deploy);
               [--clone URL --ref REF]  workers on other hosts run them in a clone of URL at REF
     textclf remote URL                the team's DVC remote (data, models, run-cache, workspace state)
+    textclf policies [--format F]     what each team role (worker, serving, landing) may do in the store
     textclf watch                     the landing watcher alone (with `deploy`)
     textclf deps [--fix]              check that dvc.yaml's deps name all the code each stage runs (--fix: rewrite them)
     textclf recipe [NAME] [--dvc-args] merge recipes/NAME.yaml into params.yaml (no NAME: list them);
@@ -36,12 +37,17 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tasks.lib.artifacts import VersionRecord
 from tasks.lib.config import Params, load_params
 from tasks.lib.errors import ConfigError, PipelineError
-from tasks.lib.inference.serving_settings import REGISTRY_VARIABLE, ServingSettings, serving_settings
+from tasks.lib.inference.serving_settings import (
+    REGISTRY_VARIABLE,
+    ServingSettings,
+    registry_location,
+    serving_settings,
+)
 from tasks.lib.stage_runner import report_failure, run_stage
 
 
@@ -97,14 +103,14 @@ def _short_commit(commit: str) -> str:
     return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
 
 
-def registry_command(params: Params, args: argparse.Namespace) -> None:
+def registry_command(location: Path | str, args: argparse.Namespace) -> None:
     """List, show, promote, roll back or archive registry versions."""
     import json
 
     from tasks.lib.storage.model_card import CARD_FILE
     from tasks.lib.storage.registry import Registry
 
-    registry = Registry(params.location("registry"))
+    registry = Registry(location)
     for problem in registry.history_problems():
         print(f"warning: {problem}", file=sys.stderr)
     damaged = registry.pointer_problem()
@@ -225,6 +231,19 @@ def remote_command(root: Path, url: str | None, endpoint_url: str | None, name: 
         f"Credentials: the environment (AWS_ACCESS_KEY_ID, ...) or `dvc remote modify --local {name} "
         "access_key_id ...` (.dvc/config.local, which git ignores)."
     )
+
+
+def policies_command(root: Path, style: Literal["aws", "seaweedfs"]) -> None:
+    """Print each role's policy for this workspace's DVC remote and registry (docs/guides/team.md)."""
+    import json
+
+    from tasks.lib.storage.access_policies import policies
+    from tasks.lib.storage.team_workspace import team_remote
+
+    remote = team_remote(root)
+    if remote is None:
+        raise ConfigError("no DVC default remote: a team's store first (`textclf remote s3://bucket/dvc`)")
+    print(json.dumps(policies(remote.url, str(load_params(root).location("registry")), style), indent=2))
 
 
 def deps_command(root: Path, verbose: bool, fix: bool = False) -> int:
@@ -376,6 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("url", nargs="?", help="s3://bucket/prefix, gs://..., azure://..., ssh://..., a folder")
     remote.add_argument("--endpoint-url", help="an S3-compatible server's endpoint (MinIO, SeaweedFS, Ceph)")
     remote.add_argument("--name", default="storage", help="the remote's name in .dvc/config (default: storage)")
+    policies = sub.add_parser(
+        "policies", help="what each team role may do in the store (worker, serving, landing), as policies"
+    )
+    policies.add_argument(
+        "--format",
+        choices=("aws", "seaweedfs"),
+        default="aws",
+        help="IAM policy documents (default), or SeaweedFS -s3.config identity actions",
+    )
     sub.add_parser("watch", help="watch the landing folder only (deployments served elsewhere)")
     sub.add_parser("prune", help="remove old archives, rejected files, versions, log lines (params retention)")
     deps = sub.add_parser("deps", help="check that dvc.yaml's deps name all the code each stage runs")
@@ -463,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             score_table(load_params(root), request)
         elif args.command == "registry":
-            registry_command(load_params(root).with_registry(args.registry), args)
+            params = load_params(root) if args.registry is None else None  # a serving host has no params.yaml
+            registry_command(registry_location(root, args.registry, params), args)
         elif args.command == "serve":
             from tasks.apps import http_service
 
@@ -507,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{rows} labelled texts in {written}" if written else "no feedback since the last export")
         elif args.command == "remote":
             remote_command(root, args.url, args.endpoint_url, args.name)
+        elif args.command == "policies":
+            policies_command(root, args.format)
         elif args.command == "prune":
             import json
 

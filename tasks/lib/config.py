@@ -865,6 +865,7 @@ class RetentionConfig(_Section):
     archive: Keep
     rejected: Keep
     registry_versions: Keep
+    team_reports: Keep
     notification_lines: Annotated[int, Field(ge=1)] | None
 
 

@@ -11,6 +11,9 @@ serving-only environment.
 - host K is killed (SIGKILL) while its promotion's upload hangs: no partial version is visible and
   production does not move;
 - the S3 server stops: B keeps answering with v0002 and says `degraded`.
+
+Each host has only its role's keys (the store's `-s3.config` is what `textclf policies --format
+seaweedfs` prints), and every set-up command is taken from docs/guides/team.md (tests/support/team_guide.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -32,15 +36,17 @@ import pytest
 import yaml
 
 from tasks.lib.data.demo_data import generate_reviews
+from tasks.lib.storage.object_store import ObjectStore, StoreError
 from tasks.lib.storage.registry import Registry
 from tasks.lib.storage.team_workspace import workspace_identity
 from tests.support.repo import BIN, copy_repo, deep_merge, repo_params, run, tiny_overrides
 from tests.support.seaweedfs import SeaweedFS, free_port
 from tests.support.serve_venv import PIPELINE_ONLY, importable
 from tests.support.stalling_proxy import StallingProxy
+from tests.support.team_guide import GuideCommands
 
 pytestmark = pytest.mark.slow
-POOL = "team"
+POOL = "textclf"  # the guide's
 SCHEDULED = "retraining-pipeline/scheduled"
 ON_NEW_DATA = "retraining-pipeline/on-new-data"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -101,7 +107,12 @@ class Host:
                 self.kill()
 
 
-def make_host(base: Path, name: str, api: str | None, endpoint: str) -> Host:
+def role_keys(role: str) -> dict[str, str]:
+    """The credentials of a role in the test's store."""
+    return {"AWS_ACCESS_KEY_ID": f"{role}-key", "AWS_SECRET_ACCESS_KEY": f"{role}-secret"}
+
+
+def make_host(base: Path, name: str, api: str | None, endpoint: str, role: str) -> Host:
     home = base / name
     home.mkdir()
     env = {
@@ -112,18 +123,19 @@ def make_host(base: Path, name: str, api: str | None, endpoint: str) -> Host:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_WORKER_QUERY_SECONDS": "2",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # the worker image's PATH
-        # The store: every host reaches it through the usual variables, the DVC remote included.
+        # The store: every host reaches it through the usual variables, the DVC remote included,
+        # with its role's keys only.
         "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "tests",
-        "AWS_SECRET_ACCESS_KEY": "tests",
+        **role_keys(role),
     }
     if api:
         env["PREFECT_API_URL"] = api
     return Host(name, home, env, base / f"{name}.log")
 
 
-def start_worker(host: Host, *queues: str) -> None:
-    command = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--name", host.name]
+def start_worker(guide: GuideCommands, host: Host, *queues: str) -> None:
+    # The guide's command; the test names each worker and routes runs to it through queues.
+    command = [str(BIN / "prefect"), *guide.take("prefect", "worker", "start")[1:], "--name", host.name]
     for queue in queues:
         command += ["--work-queue", queue]
     host.start(command)
@@ -170,17 +182,7 @@ def wait_run(api: str, run_id: Any, hosts: list[Host], timeout: float = 600) -> 
 
 def stage_actions(api: str, run_id: Any) -> dict[str, str]:
     """{stage: ran | restored | skipped} from the run's report artifact."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), key=ArtifactFilterKey(any_=["retraining-report"])
-            )
-        )
-    rows = [line.split("|")[1:3] for line in str(found[0].data).splitlines() if line.count("|") == 4]
+    rows = [line.split("|")[1:3] for line in run_report(api, run_id).splitlines() if line.count("|") == 4]
     words = {"ran": "ran", "restored from the run-cache": "restored", "up to date (skipped by DVC)": "skipped"}
     return {stage.strip(): words[action.strip()] for stage, action in rows if action.strip() in words}
 
@@ -208,13 +210,52 @@ def reviews_csv(path: Path, rows: int, seed: int) -> Path:
     return path
 
 
+def run_report(api: str, run_id: Any) -> str:
+    """The run's report artifact (markdown)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), key=ArtifactFilterKey(any_=["retraining-report"])
+            )
+        )
+    return str(found[0].data)
+
+
+def textclf(guide: GuideCommands, *words: str, cwd: Path, env: dict[str, str]) -> str:
+    """Run the guide's `textclf` command that starts with `words`; its output."""
+    done = subprocess.run(
+        [str(BIN / "textclf"), *guide.take("textclf", *words)[1:]],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
 @pytest.fixture
-def team(tmp_path: Path, tiny_model_dir: Path, seaweedfs: SeaweedFS) -> Iterator[dict[str, Any]]:
-    """The origin repository (a bare git repo), the store's URLs and a Prefect server with a process pool."""
+def team(tmp_path: Path, tiny_model_dir: Path) -> Iterator[dict[str, Any]]:
+    """The origin repository (a bare git repo), a store with one identity per role, and a Prefect server
+    with a process pool; every command as the team guide writes it."""
     from tasks.apps.service import local_server
 
-    prefix = f"s3://{seaweedfs.bucket}/team-{tmp_path.name}"
+    prefix = "s3://team/ml"
     origin = copy_repo(tmp_path / "work")
+    branch = run(["git", "branch", "--show-current"], origin).stdout.strip()
+    guide = GuideCommands(
+        {
+            "s3://bucket": prefix,
+            "https://git.internal/ml/textclf.git": f"file://{tmp_path / 'origin.git'}",
+            "main": branch,
+            "week1.csv": str(tmp_path / "l" / "week1.csv"),  # the landing host's file (make_host's folder)
+        }
+    )
     params = deep_merge(
         repo_params(),
         deep_merge(
@@ -223,85 +264,109 @@ def team(tmp_path: Path, tiny_model_dir: Path, seaweedfs: SeaweedFS) -> Iterator
         ),
     )
     (origin / "params.yaml").write_text(yaml.safe_dump(params))
-    run([str(BIN / "textclf"), "remote", f"{prefix}/dvc"], origin)
+    textclf(guide, "remote", cwd=origin, env=dict(os.environ))
     run([*GIT, "commit", "-qam", "the team's remote and registry"], origin)
     run(["git", "clone", "-q", "--bare", str(origin), str(tmp_path / "origin.git")], tmp_path)
-    branch = run(["git", "branch", "--show-current"], origin).stdout.strip()
-    with local_server(free_port(), home=tmp_path / "server-home", timeout=240) as api:
-        admin = make_host(tmp_path, "admin", api, seaweedfs.endpoint)
-        for command in (
-            ["work-pool", "create", POOL, "--type", "process"],
-            *(["work-queue", "create", queue, "--pool", POOL] for queue in ("host-a", "host-c", "host-k")),
-        ):
-            subprocess.run([str(BIN / "prefect"), *command], env=admin.env, check=True, capture_output=True)
-        deployed = subprocess.run(
-            [
-                str(BIN / "textclf"),
-                "deploy",
-                "--pool",
-                POOL,
-                "--clone",
-                f"file://{tmp_path / 'origin.git'}",
-                "--ref",
-                branch,
-            ],
-            cwd=origin,
-            env=admin.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-        yield {"api": api, "base": tmp_path, "prefix": prefix, "origin": tmp_path / "origin.git", "params": params}
+
+    # The store's identities: the guide's `textclf policies --format seaweedfs`, each role's keys filled in.
+    config = json.loads(textclf(guide, "policies", "--format", "seaweedfs", cwd=origin, env=dict(os.environ)))
+    for identity in config["identities"]:
+        keys = role_keys(identity["name"])
+        identity["credentials"] = [{"accessKey": keys["AWS_ACCESS_KEY_ID"], "secretKey": keys["AWS_SECRET_ACCESS_KEY"]}]
+    (tmp_path / "s3.json").write_text(json.dumps(config))
+    aws = json.loads(textclf(guide, "policies", cwd=origin, env=dict(os.environ)))
+    assert sorted(aws) == ["landing", "serving", "worker"] and all(p["Version"] == "2012-10-17" for p in aws.values())
+    store = SeaweedFS(tmp_path / "store", bucket="team", options=(f"-s3.config={tmp_path / 's3.json'}",))
+    store.start()
+    try:
+        with local_server(free_port(), home=tmp_path / "server-home", timeout=240) as api:
+            admin = make_host(tmp_path, "admin", api, store.endpoint, "worker")
+            pool = guide.take("prefect", "work-pool", "create")
+            queues = (["work-queue", "create", queue, "--pool", POOL] for queue in ("host-a", "host-c", "host-k"))
+            for command in (pool[1:], *queues):
+                subprocess.run([str(BIN / "prefect"), *command], env=admin.env, check=True, capture_output=True)
+            textclf(guide, "deploy", cwd=origin, env=admin.env)
+            yield {
+                "api": api,
+                "base": tmp_path,
+                "prefix": prefix,
+                "origin": tmp_path / "origin.git",
+                "params": params,
+                "store": store,
+                "guide": guide,
+            }
+    finally:
+        store.stop(grace_s=5)
 
 
-def test_a_team_of_hosts_shares_data_models_and_one_registry(
-    team: dict[str, Any], seaweedfs: SeaweedFS, serve_bin: Path
-):
-    api, base, prefix = team["api"], team["base"], team["prefix"]
-    proxy = StallingProxy(seaweedfs.endpoint)
+def test_a_team_of_hosts_shares_data_models_and_one_registry(team: dict[str, Any], serve_bin: Path):
+    api, base, prefix, store, guide = team["api"], team["base"], team["prefix"], team["store"], team["guide"]
+    proxy = StallingProxy(store.endpoint)
+    roles = {"a": "worker", "b": "serving", "c": "worker", "l": "landing", "k": "worker"}
     hosts = {
-        name: make_host(base, name, api if name != "b" else None, proxy.url if name == "k" else seaweedfs.endpoint)
-        for name in ("a", "b", "c", "l", "k")
+        name: make_host(base, name, api if name != "b" else None, proxy.url if name == "k" else store.endpoint, role)
+        for name, role in roles.items()
     }
     a, b, c, landing, k = (hosts[n] for n in ("a", "b", "c", "l", "k"))
-    for name, value in seaweedfs.environment().items():
-        os.environ[name] = value  # this process reads the registry too
+    os.environ |= {"AWS_ENDPOINT_URL": store.endpoint, **role_keys("worker")}  # this process reads the registry too
     registry = Registry(f"{prefix}/registry")
     try:
-        start_worker(a, "host-a", "default")  # A also takes the runs the new-data trigger starts
-        start_worker(c, "host-c")
+        start_worker(guide, a, "host-a", "default")  # A also takes the runs the new-data trigger starts
+        start_worker(guide, c, "host-c")
 
         # Host A: the first run computes every stage and promotes v0001 into the bucket.
         first = wait_run(api, start_run(api, "host-a"), [a])
         assert set(stage_actions(api, first.id).values()) == {"ran"}
         assert registry.production()["version"] == "v0001"
 
-        # Host B: a serving-only environment (no torch, Prefect, DVC or GX), no clone, no params.yaml:
-        # the registry and the port from the environment.
+        # Host B: a serving-only environment (no torch, Prefect, DVC or GX), no clone, no params.yaml, the
+        # serving role's keys (read the registry, nothing else): the guide's commands.
         assert importable(serve_bin, PIPELINE_ONLY) == []
         port = free_port()
-        b.env |= {
-            "TEXTCLF_REGISTRY": f"{prefix}/registry",
-            "TEXTCLF_SERVE_PORT": str(port),
-            "PATH": f"{serve_bin}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
-        b.start([str(serve_bin / "textclf"), "serve"])
+        b.env |= {"TEXTCLF_SERVE_PORT": str(port), "PATH": f"{serve_bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+        b.start([str(serve_bin / "textclf"), *guide.take("textclf", "serve")[1:]])
         serving = f"http://127.0.0.1:{port}"
         wait_for(lambda: _status(serving) == 200, 120, "host B to serve")
         code, answer = http_json(f"{serving}/predict", {"texts": ["a warm, clever film"]})
         assert code == 200 and answer["version"] == "v0001", answer
+        listed = subprocess.run(
+            [str(serve_bin / "textclf"), *guide.take("textclf", "registry")[1:]],
+            cwd=b.home,
+            env=b.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert listed.returncode == 0 and "v0001" in listed.stdout and "damaged" not in listed.stdout, listed
+        # ...and cannot change production: the store refuses the serving role's write (so would it the
+        # landing role's); the registry's own error names the key and the role's policy.
+        for role in ("serving", "landing"):
+            key, secret = role_keys(role).values()
+            as_role = ObjectStore(f"{prefix}/registry", key=key, secret=secret)
+            with pytest.raises(StoreError, match=r"production\.json: cannot write .*access denied"):
+                as_role.put("production.json", b"{}")
+        assert registry.production()["version"] == "v0001"
 
         # Host C: a bare clone, no new data: every stage comes from the remote, none is computed.
         again = wait_run(api, start_run(api, "host-c"), [c])
         actions = stage_actions(api, again.id)
         assert "ran" not in actions.values() and set(actions) == set(stage_actions(api, first.id)), actions
         print(f"\nhost A computed the DAG in {first.total_run_time}; host C restored it in {again.total_run_time}")
+        # Its reports are in the store, linked from its own report: A's clone and C's are gone (bug 4).
+        for run_id in (first.id, again.id):
+            report = run_report(api, run_id)
+            assert f"Reports of this run: `{prefix}/dvc/textclf/reports/" in report, report
+            docs = re.search(r"\[Data Docs\]\((\S+)\)", report)
+            assert docs and docs.group(1).startswith(store.endpoint), report
+            with urllib.request.urlopen(docs.group(1), timeout=10) as page:  # no credentials: presigned
+                assert b"<html" in page.read(2000).lower()
 
-        # New data lands on host L: shared through the remote; the trigger retrains on A; v0002; B follows.
+        # New data lands on host L (the landing role: incoming/ only): shared through the remote; the
+        # trigger retrains on A; v0002; B follows.
         subprocess.run(["git", "clone", "-q", str(team["origin"]), "repo"], cwd=landing.home, check=True)
+        reviews_csv(landing.home / "week1.csv", 120, 101)
         accepted = subprocess.run(
-            [str(BIN / "textclf"), "ingest-new", str(reviews_csv(landing.home / "week1.csv", 120, 101))],
+            [str(BIN / "textclf"), *guide.take("textclf", "ingest-new")[1:]],
             cwd=landing.home / "repo",
             env=landing.env,
             capture_output=True,
@@ -338,7 +403,7 @@ def test_a_team_of_hosts_shares_data_models_and_one_registry(
             capture_output=True,
         )
         proxy.stall(r"/registry/versions/v0003/version\.json$")
-        start_worker(k, "host-k")
+        start_worker(guide, k, "host-k")
         start_run(api, "host-k")
         assert proxy.stalled.wait(timeout=600), k.tail()
         k.kill()
@@ -347,18 +412,17 @@ def test_a_team_of_hosts_shares_data_models_and_one_registry(
         assert registry.store.fs.cat(f"{prefix}/dvc/textclf/state/dvc.lock") == state
 
         # The store goes away: B keeps answering with what it has, and says why it is degraded.
-        seaweedfs.stop()
-        try:
-            wait_for(lambda: http_json(f"{serving}/health")[1].get("status") == "degraded", 60, "B degraded")
-            code, answer = http_json(f"{serving}/predict", {"texts": ["a dull, tired plot"]})
-            assert code == 200 and answer["version"] == "v0002"
-        finally:
-            seaweedfs.start()
+        store.stop(grace_s=5)
+        wait_for(lambda: http_json(f"{serving}/health")[1].get("status") == "degraded", 60, "B degraded")
+        code, answer = http_json(f"{serving}/predict", {"texts": ["a dull, tired plot"]})
+        assert code == 200 and answer["version"] == "v0002"
+        # Every set-up command of the team guide was one of this test's.
+        assert guide.not_taken() == [], "docs/guides/team.md has commands this test does not run"
     finally:
         for host in hosts.values():
             host.stop()
         proxy.close()
-        for name in seaweedfs.environment():
+        for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
             os.environ.pop(name, None)
 
 

@@ -354,7 +354,7 @@ def test_manual_mode_registers_a_candidate_that_a_person_promotes(make_params, o
     assert "is production" in capsys.readouterr().err
 
 
-def test_registry_list_reads_versions_in_object_storage(make_params, onnx_folder, s3_url, capsys):
+def test_registry_list_reads_versions_in_object_storage(make_params, onnx_folder, s3_url, capsys, tmp_path):
     """`textclf registry --registry s3://... list` once marked every version damaged (it has no local folder)."""
     params = make_params()
     stage_candidate(params, onnx_folder / "model.onnx", "model.fp32.onnx")
@@ -362,6 +362,12 @@ def test_registry_list_reads_versions_in_object_storage(make_params, onnx_folder
     assert main(["--root", str(params.root), "registry", "--registry", s3_url, "list"]) == 0
     listing = capsys.readouterr().out
     assert "v0001    production" in listing and "fp32" in listing and "damaged" not in listing
+    # A serving host: no workspace, no params.yaml; the registry's URL is all it has (it once said
+    # "params.yaml: not found").
+    host = tmp_path / "serving-host"
+    host.mkdir()
+    assert main(["--root", str(host), "registry", "--registry", s3_url, "history"]) == 0
+    assert '"version": "v0001"' in capsys.readouterr().out
 
 
 def test_a_verdict_against_another_production_version_is_not_promoted(make_params, onnx_folder, int8_model):

@@ -11,7 +11,15 @@ import yaml
 from flows.deployments import GitSource, _prefect_file_for, deployment_specs, template_environment
 from tasks.lib.data.incoming import LEDGER, batch_files, consolidate
 from tasks.lib.io import write_table
-from tasks.lib.storage.team_workspace import mirror_down, share_batches, team_remote, workspace_identity
+from tasks.lib.storage.team_workspace import (
+    mirror_down,
+    prune_team_reports,
+    publish_reports,
+    run_folder_name,
+    share_batches,
+    team_remote,
+    workspace_identity,
+)
 from tests.support.repo import BIN, REPO, run
 
 
@@ -92,3 +100,39 @@ def test_credentials_in_a_remote_url_are_refused(tmp_path, url):
     done = run([str(BIN / "textclf"), "--root", str(repo), "remote", url], repo, check=False)
     assert done.returncode == 1 and "credentials in the URL" in done.stderr
     assert "remote" not in (repo / ".dvc" / "config").read_text()
+
+
+def test_a_runs_reports_go_to_the_teams_store_and_their_links_open_without_credentials(s3_url, tmp_path):
+    """Issue 45, bug 4: the run report linked pages in the worker's temporary clone, deleted when the run
+    ended (on worker C the Data Docs link pointed into A's old folder)."""
+    import urllib.request
+
+    worker = dvc_repo(tmp_path / "worker", None)
+    run([str(BIN / "dvc"), "remote", "add", "-d", "storage", f"{s3_url}/dvc"], worker)
+    reports = worker / "reports"
+    (reports / "data_docs").mkdir(parents=True)
+    (reports / "data_docs" / "index.html").write_text("<h1>rules</h1>")
+    (reports / "gate.md").write_text("## Gate: passed")
+    (reports / ".gitignore").write_text("*")
+    day = 86_400.0
+    for age_days, run_name in ((40, "old-run"), (20, "older-run"), (0, "this-run")):
+        published = publish_reports(worker, reports, run_folder_name(run_name, now=1.8e9 - age_days * day))
+        assert published is not None
+    assert published.url.startswith(f"{s3_url}/dvc/textclf/reports/") and published.url.endswith("-this-run")
+
+    link = published.link("data_docs/index.html")
+    assert link.startswith("http://127.0.0.1:") and "Signature=" in link  # presigned: a browser opens it as is
+    with urllib.request.urlopen(link, timeout=10) as page:
+        assert page.read() == b"<h1>rules</h1>"
+    shared = team_remote(worker)
+    assert shared is not None
+    names = shared.fs.find(published.folder)
+    assert sorted(name.removeprefix(published.folder + "/") for name in names) == ["data_docs/index.html", "gate.md"]
+
+    # Retention: the newest run stays; of the older ones, those past 30 days go.
+    gone = prune_team_reports(worker, keep_last=1, max_age_days=30, now=1.8e9)
+    assert len(gone) == 1 and gone[0].endswith("-old-run")
+    fresh = team_remote(worker)  # another host's view: nothing cached
+    assert fresh is not None
+    left = sorted(fresh.fs.name(entry) for entry in fresh.fs.ls(fresh.path("reports")))
+    assert [name.split("-", 1)[1] for name in left] == ["older-run", "this-run"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from tasks.lib.config import PARAMS_FILE, PredictionLogConfig, ServeConfig, load_params
+from tasks.lib.config import PARAMS_FILE, Params, PredictionLogConfig, ServeConfig, load_params
 from tasks.lib.errors import ConfigError
 from tasks.lib.io import is_url
 
@@ -27,6 +27,14 @@ class ServingSettings:
     prediction_log: PredictionLogConfig
 
 
+def registry_location(root: Path, registry: str | None, params: Params | None) -> Path | str:
+    """The registry a command works on: `registry` (--registry, TEXTCLF_REGISTRY) when given, a URL or a folder
+    under `root`; else params.yaml's paths.registry; else `root`/registry (a host with no params.yaml)."""
+    if registry:
+        return registry if is_url(registry) else (root / registry).resolve()
+    return params.location("registry") if params is not None else (root / "registry").resolve()
+
+
 def serving_settings(root: Path, registry: str | None = None, **options: object) -> ServingSettings:
     """The settings of a server or a prediction in `root` (with or without params.yaml).
 
@@ -38,11 +46,8 @@ def serving_settings(root: Path, registry: str | None = None, **options: object)
     Raises:
         ConfigError: params.yaml is invalid, or a setting from any source is out of range.
     """
-    params = load_params(root).with_registry(registry) if (root / PARAMS_FILE).exists() else None
-    if params is not None:
-        location = params.location("registry")
-    else:
-        location = registry if registry and is_url(registry) else (root / (registry or "registry")).resolve()
+    params = load_params(root) if (root / PARAMS_FILE).exists() else None
+    location = registry_location(root, registry, params)
     try:
         return ServingSettings(
             location,

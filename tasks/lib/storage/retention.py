@@ -98,5 +98,13 @@ def prune(params: Params, now: float | None = None) -> dict[str, list[str] | int
         "rejected": [_shown(p, root) for p in prune_folder(params.path("rejected"), rules.rejected, now)],
         "snapshots": [_shown(p, root) for p in prune_snapshots(snapshots, now)],
         "registry_versions": prune_versions(Registry(params.location("registry")), rules.registry_versions, now),
+        "team_reports": _prune_team_reports(params, now),
         "notification_lines": prune_lines(params.path("notifications"), rules.notification_lines),
     }
+
+
+def _prune_team_reports(params: Params, now: float) -> list[str]:
+    from tasks.lib.storage.team_workspace import prune_team_reports  # DVC's import: only where it is used
+
+    keep = params.retention.team_reports
+    return prune_team_reports(params.root, keep.keep_last, keep.max_age_days, now)

@@ -18,14 +18,22 @@ made it, and ends by publishing its own:
   one writer; its order (changed small files, then new files, then removals)
   keeps every intermediate state one the ingest stage reads correctly.
 
+- **each run's reports** (Data Docs, training curves, the gate's report: `paths.reports`)
+  under `textclf/reports/<run>/`, for passed and failed runs alike: the worker's clone is
+  deleted when the run ends, so the run report links there (a presigned HTTPS link where the
+  store signs, valid 7 days, and the store's URL).
+
 The DVC remote's own configuration and credentials (`.dvc/config`,
 `.dvc/config.local`, AWS_* variables) reach everything here: one setting, not two.
 """
 
 from __future__ import annotations
 
+import calendar
+import contextlib
 import hashlib
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +46,11 @@ from tasks.lib.io import read_json
 # Beside DVC's `files/` and `runs/` in the remote; `dvc gc --cloud` only walks `files/`.
 TEAM_FOLDER = "textclf"
 STATE_FILE = "dvc.lock"
+REPORTS_FOLDER = "reports"
+# SigV4's longest presigned link; after that the store's URL (and credentials) still open the page.
+LINK_SECONDS = 7 * 86_400
+# A run's reports folder: <UTC time>-<run name>, so names sort by time and retention reads their age.
+RUN_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 # A listed file removed before it was read (the landing host mirroring at that moment): list again.
 MIRROR_ATTEMPTS = 3
 
@@ -253,3 +266,98 @@ def share_batches(root: Path, incoming: Path) -> list[str]:
         return mirror_up(remote, incoming, "incoming")
     except OSError as exc:
         raise TeamSyncError(f"the DVC remote {remote.name} ({remote.url}) could not be written: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class PublishedReports:
+    """A run's reports in the team's remote: where they are and how a person opens each page."""
+
+    remote: TeamRemote
+    folder: str  # the run's folder in the remote's filesystem
+
+    @property
+    def url(self) -> str:
+        """The folder as the store names it (`s3://bucket/.../reports/<run>`)."""
+        protocol = url_protocol(self.remote.fs)
+        return self.folder if protocol in ("local", "file") else f"{protocol}://{self.folder}"
+
+    def link(self, page: str) -> str:
+        """A link a browser opens: presigned where the store signs URLs (S3), else the store's own URL."""
+        path = self.remote.fs.join(self.folder, page)
+        backend = getattr(self.remote.fs, "fs", None)  # dvc_objects wraps an fsspec filesystem
+        if backend is not None and hasattr(backend, "sign"):
+            try:
+                return str(backend.sign(path, expiration=LINK_SECONDS))
+            except NotImplementedError:
+                pass
+        if self.url == self.folder:  # a folder every host mounts
+            return Path(path).as_uri()
+        return f"{self.url}/{page}"
+
+
+def run_folder_name(run_name: str, now: float | None = None) -> str:
+    """`<UTC time>-<run name>`: sorts by time, and says which Prefect run it was."""
+    return time.strftime(RUN_TIME_FORMAT, time.gmtime(now)) + "-" + run_name
+
+
+def publish_reports(root: Path, reports: Path, run: str) -> PublishedReports | None:
+    """Every file under `reports` to the remote's `textclf/reports/<run>/`; None without a remote.
+
+    Raises:
+        TeamSyncError: the remote could not be written.
+    """
+    remote = team_remote(root)
+    if remote is None or not reports.is_dir():
+        return None
+    published = PublishedReports(remote, remote.path(REPORTS_FOLDER, run))
+    try:
+        for file in sorted(reports.rglob("*")):
+            relative = file.relative_to(reports)
+            if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+                remote.fs.put_file(str(file), remote.fs.join(published.folder, *relative.parts))
+    except OSError as exc:
+        raise TeamSyncError(f"the DVC remote {remote.name} ({remote.url}) could not be written: {exc}") from exc
+    return published
+
+
+def prune_team_reports(root: Path, keep_last: int, max_age_days: float | None, now: float) -> list[str]:
+    """Remove the reports of runs past the newest `keep_last` and older than `max_age_days`; returns them."""
+    remote = team_remote(root)
+    if remote is None or max_age_days is None:
+        return []
+    folder = remote.path(REPORTS_FOLDER)
+    if not remote.fs.exists(folder):
+        return []
+    runs = sorted(
+        (remote.fs.name(entry["name"]) for entry in remote.fs.ls(folder, detail=True) if entry["type"] == "directory"),
+        reverse=True,
+    )
+    gone = []
+    for name in runs[keep_last:]:
+        try:
+            stamp = calendar.timegm(time.strptime(name.split("-", 1)[0], RUN_TIME_FORMAT))
+        except ValueError:
+            continue  # not a run's folder: not ours to remove
+        if stamp < now - max_age_days * 86_400:
+            _remove_folder(remote, remote.fs.join(folder, name))
+            gone.append(name)
+    return gone
+
+
+def _remove_folder(remote: TeamRemote, folder: str) -> None:
+    """Every object under `folder`, then the folders themselves where a store keeps them (SeaweedFS's filer
+    lists an emptied folder until its `name/` key is deleted; on AWS S3 that delete changes nothing)."""
+    backend = remote.fs.fs  # the fsspec filesystem under dvc_objects'
+    found = backend.find(folder, withdirs=True, detail=True)
+    folders = sorted((path for path, info in found.items() if info["type"] == "directory"), key=len, reverse=True)
+    backend.rm(folder, recursive=True)
+    if url_protocol(remote.fs) not in ("local", "file"):
+        for path in [*folders, folder]:
+            with contextlib.suppress(FileNotFoundError):
+                backend.rm_file(path.rstrip("/") + "/")
+
+
+def url_protocol(fs: Any) -> str:
+    """A filesystem's protocol as URLs write it (`s3`, `local`...)."""
+    protocol = fs.protocol
+    return str(protocol[0] if isinstance(protocol, (list, tuple)) else protocol)
