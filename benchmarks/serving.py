@@ -25,7 +25,9 @@ non-2xx answers, socket errors and timeouts, and for the 1-connection row the p5
 minus the in-process batch-1 p50 (the cost of HTTP, JSON and the framework). Then the
 in-process figures, each server's RSS before/after its runs and, with --overload, a
 256-connection run of 30 s on the default configuration with /health polled every
-0.5 s during it (worst /health latency, whether every poll answered 200).
+0.5 s during it (worst /health latency, whether every poll answered 200), and /livez
+and /readyz polled every 0.2 s on the service's port and on serve.probe_port's own
+listener (p50/p99/max of each).
 
 wrk and the server share this machine's cores: on a small machine the load
 generator takes CPU the server would otherwise have, so compare rows with each
@@ -72,6 +74,7 @@ PRESETS: dict[str, dict[str, str]] = {
 }
 DESCRIPTIONS = {"default": "batching", "nobatch": "no batching", "nomonitoring": "no prediction log, no metrics"}
 HEALTH_TIMEOUT_S = 120.0
+PROBE_INTERVAL_S = 0.2  # how often the overload run polls /livez and /readyz, as an orchestrator would
 STOP_TIMEOUT_S = 30.0
 LOG = "[serving]"
 
@@ -238,6 +241,8 @@ class Overload:
     run: LoadRun
     health: HealthPolls
     probe: ProbeResult
+    # /livez and /readyz polled every 0.2 s: "<path> on <port>" -> polls
+    probes: dict[str, HealthPolls] = field(default_factory=dict)
     rss_before_mb: float | None = None
     rss_after_mb: float | None = None
     limits: list[str] = field(default_factory=list)
@@ -442,10 +447,12 @@ class Server:
     """`python -m tasks serve` in a child process, on a free port, until stopped."""
 
     def __init__(self, root: Path, config: ServerConfig, log: Path):
-        self.port = free_port()
+        self.port, self.probe_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.probe_url = f"http://127.0.0.1:{self.probe_port}"  # serve.probe_port's listener
         self.log = log
         command = [sys.executable, "-m", "tasks", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--probe-port", str(self.probe_port)]
         self.command = command + config.argv()
         with log.open("wb") as out:
             self.process = subprocess.Popen(
@@ -545,11 +552,11 @@ def run_wrk(wrk: str, script: Path, url: str, connections: int, duration_s: floa
 
 
 class HealthPoller(threading.Thread):
-    """Polls GET /health every `interval` seconds until stopped."""
+    """Polls GET `path` (/health, /livez, /readyz) every `interval` seconds until stopped."""
 
-    def __init__(self, url: str, interval: float = 0.5, timeout: float = 10.0):
+    def __init__(self, url: str, interval: float = 0.5, timeout: float = 10.0, path: str = "/health"):
         super().__init__(daemon=True)
-        self.url, self.interval, self.timeout = url, interval, timeout
+        self.url, self.interval, self.timeout, self.path = url, interval, timeout, path
         self.result = HealthPolls()
         self._halt = threading.Event()
 
@@ -558,7 +565,7 @@ class HealthPoller(threading.Thread):
         while not self._halt.is_set():
             start = time.perf_counter()
             try:
-                status, body = http_get(f"{self.url}/health", self.timeout)
+                status, body = http_get(f"{self.url}{self.path}", self.timeout)
                 problem = None if status == 200 else f"answered {status}"
                 if status == 200:
                     try:
@@ -702,6 +709,22 @@ def describe_run(run: LoadRun) -> str:
     )
 
 
+def describe_polls(polls: HealthPolls) -> str:
+    """p50/p99/max of a poller's answers, and whether every one was a 200."""
+    if not polls.polls:
+        return "no polls"
+    latencies = polls.latencies_ms
+    failed = (
+        f"{polls.failures} not 200 ({'; '.join(sorted(set(polls.problems))[:3])})"
+        if polls.failures
+        else "every poll answered 200"
+    )
+    return (
+        f"{polls.polls} polls, p50 {percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms, "
+        f"max {max(latencies):.1f} ms; {failed}"
+    )
+
+
 def measure_config(root: Path, config: ServerConfig, plan: LoadPlan, folder: Path, overload: bool) -> ConfigResult:
     """Start the server with `config`, run wrk at each connection count (and the overload run), stop it."""
     result = ConfigResult(config)
@@ -724,9 +747,16 @@ def measure_config(root: Path, config: ServerConfig, plan: LoadPlan, folder: Pat
                 f"{config.name}: overload, {plan.overload_connections} connections, {plan.overload_duration_s:g} s"
             )
             poller = HealthPoller(server.url)
+            probe_pollers = {
+                f"{path} on {where}": HealthPoller(base, PROBE_INTERVAL_S, path=path)
+                for where, base in (("the service's port", server.url), ("serve.probe_port", server.probe_url))
+                for path in ("/livez", "/readyz")
+            }
             probe = AcceptedProbe(server.url, plan.script.with_name("bodies.jsonl").read_bytes().splitlines()[0])
             rss_before = server.rss_mb()
             poller.start()
+            for probe_poller in probe_pollers.values():
+                probe_poller.start()
             probe.start()
             try:
                 run = run_wrk(
@@ -739,8 +769,9 @@ def measure_config(root: Path, config: ServerConfig, plan: LoadPlan, folder: Pat
                 )
             finally:
                 health = poller.stop()
+                probes = {name: probe_poller.stop() for name, probe_poller in probe_pollers.items()}
                 accepted = probe.stop()
-            result.overload = Overload(config.name, run, health, accepted, rss_before, server.rss_mb())
+            result.overload = Overload(config.name, run, health, accepted, probes, rss_before, server.rss_mb())
             progress(f"{config.name}: maximum-size requests and a 200 MB body")
             serve = load_params(root).serve
             result.overload.limits = limits_check(server, serve.max_texts, serve.max_chars)
@@ -874,6 +905,8 @@ def render(in_process: InProcess, results: Sequence[ConfigResult], duration_s: f
                     else f"{health.failures} failed ({'; '.join(sorted(set(health.problems))[:3])})"
                 ),
             ]
+            for name, polls in result.overload.probes.items():
+                lines.append(f"- {name}, every {PROBE_INTERVAL_S:g} s: {describe_polls(polls)}")
             probe = result.overload.probe
             overload = result.overload
             lines.append(

@@ -347,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--registry", help=REGISTRY_HELP)
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--probe-port", type=int, help="serve.probe_port: /livez and /readyz on a listener of their own")
     serve.add_argument("--max-batch", type=int, help="serve.max_batch (1: no batching)")
     serve.add_argument("--max-wait-ms", type=float, help="serve.max_wait_ms")
     serve.add_argument("--threads", type=int, help="serve.threads (ONNX Runtime intra-op threads)")
@@ -503,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_wait_ms=args.max_wait_ms,
                 threads=args.threads,
                 variant=args.variant,
+                probe_port=args.probe_port,
             )
             http_service.run(settings, args.host, args.port, monitoring=not args.no_monitoring)
         elif args.command == "deps":

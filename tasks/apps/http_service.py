@@ -43,6 +43,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.apps.batcher import Batcher, Overloaded, Stopped
+from tasks.apps.probes import ProbeAnswer, ProbeServer, liveness, readiness
 from tasks.apps.serving_metrics import ServiceMetrics
 from tasks.lib.config import ServeConfig
 from tasks.lib.data.sentences import entity_signature
@@ -346,9 +347,17 @@ def create_app(
             log.warning("serve: %s: %s", first["status"], first["error"])
         has_visible_character("warm")  # builds its pattern once (0.1 s), not on the first request
         watcher = threading.Thread(target=watch_pointer, name="pointer-watcher", daemon=True)
+        probes = None
+        if config.probe_port is not None:  # bound before anything starts: a port taken fails the start
+            probes = ProbeServer(config.host, config.probe_port, ready)
+            log.info("serve: /livez and /readyz also on port %d (serve.probe_port)", probes.port)
         batcher.start()
         watcher.start()
+        if probes is not None:
+            probes.start()
         yield
+        if probes is not None:
+            probes.stop()
         # uvicorn has already let the requests in flight finish (serve.drain_seconds).
         batcher.stop(timeout=config.drain_seconds)
         stop_watching.set()
@@ -371,6 +380,22 @@ def create_app(
     async def invalid_request(request: Any, exc: RequestValidationError) -> Response:
         fields = FeedbackRequest if request.url.path == "/feedback" else PredictRequest
         return _invalid(exc.errors(), fields=list(fields.model_fields))
+
+    def ready() -> ProbeAnswer:
+        return readiness(model.status(refresh=False), batcher.status())
+
+    @app.get("/livez", response_model=dict[str, str])
+    async def livez() -> Response:
+        """The process answers (a liveness probe). With serve.probe_port, also on that port, where a flood of
+        requests cannot delay it."""
+        code, body = liveness()
+        return _json(body, code)
+
+    @app.get("/readyz", responses={503: {"description": "not ready, and why"}})
+    async def readyz() -> Response:
+        """A verified model is loaded and the queue can admit a request (a readiness probe): 200, else 503."""
+        code, body = ready()
+        return _json(body, code)
 
     @app.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
     async def health() -> Response:

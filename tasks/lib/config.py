@@ -676,6 +676,7 @@ class ServeConfig(_FromEnvironment):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    probe_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     max_texts: Annotated[int, Field(ge=1)] = 64
     max_chars: Annotated[int, Field(ge=1)] = 2000
     batch_size: Annotated[int, Field(ge=1)] = 32

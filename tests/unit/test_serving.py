@@ -127,6 +127,7 @@ def start_service(make_params, registry):
             time.sleep(0.05)
         return f"http://127.0.0.1:{port}", registry
 
+    start.servers = servers  # type: ignore[attr-defined]
     yield start
     for server, thread in servers:
         server.should_exit = True
@@ -562,3 +563,69 @@ def test_textclf_serve_started_while_production_is_tampered_serves_its_rollback_
         server.terminate()
         output = server.communicate(timeout=30)[0]
     assert "production v0002 cannot be served; serving v0001 instead" in output
+
+
+def test_probes_answer_on_their_own_port_while_the_event_loop_is_held(start_service):
+    """Issue 44: under a flood /health waited its turn on the event loop (up to 4 s); a liveness probe with a
+    1 s timeout would restart the server when it is busiest. serve.probe_port's listener has its own thread."""
+    import httpx
+
+    probe_port = free_port()
+    url, _ = start_service({"probe_port": probe_port})
+    probes = f"http://127.0.0.1:{probe_port}"
+    for base in (url, probes):
+        assert httpx.get(f"{base}/livez").json() == {"status": "alive"}
+        ready = httpx.get(f"{base}/readyz")
+        assert ready.status_code == 200 and ready.json() == {"status": "ready", "version": "v0001"}
+    assert httpx.get(f"{probes}/predict").status_code == 404  # the probes only
+
+    # The service's event loop held, as a flood of requests holds it: its port cannot answer, the probe
+    # listener does.
+    loop = next(server for server, _ in start_service.servers).servers[0].get_loop()
+    loop.call_soon_threadsafe(time.sleep, 4)
+    time.sleep(0.2)
+    assert httpx.get(f"{probes}/livez", timeout=2).status_code == 200
+    assert httpx.get(f"{probes}/readyz", timeout=2).status_code == 200
+    with pytest.raises(httpx.TimeoutException):
+        httpx.get(f"{url}/livez", timeout=1)
+
+
+def test_readiness_says_why_it_is_not_ready():
+    from tasks.apps.batcher import QueueStatus
+    from tasks.apps.probes import readiness
+
+    def queue(**changes: object) -> QueueStatus:
+        fields = {"texts": 0, "capacity": 256, "estimated_wait_ms": 0.0, "batches": 0, "mean_batch": 0.0}
+        fields |= {"refused": 0, "draining": False, "worker_alive": True, "memory_releases": 0}
+        return QueueStatus(**(fields | changes))  # type: ignore[arg-type]
+
+    ok = {"status": "ok", "version": "v0003", "error": None}
+    assert readiness(ok, queue()) == (200, {"status": "ready", "version": "v0003"})
+    assert readiness({**ok, "status": "degraded"}, queue())[0] == 200  # the rollback target answers
+    for model, state, reason in (
+        ({"status": "unavailable", "version": None, "error": "no production version"}, {}, "no model is loaded"),
+        (ok, {"draining": True}, "shutting down"),
+        (ok, {"worker_alive": False}, "worker thread has stopped"),
+        (ok, {"texts": 256}, "the queue is full (256 of 256 texts)"),
+    ):
+        code, body = readiness(model, queue(**state))
+        assert code == 503 and body["status"] == "not ready" and reason in body["reason"]
+
+
+def test_a_probe_port_that_is_taken_stops_the_start(make_params, registry):
+    import uvicorn
+
+    from tasks.apps.http_service import create_app, server_config
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        params = make_params({"serve": {"probe_port": taken.getsockname()[1]}})
+        model = ProductionModel(params.path("registry"), params.serve.threads)
+        config = server_config(create_app(model, params.serve), params.serve, "127.0.0.1", free_port())
+        config.log_level = "critical"
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        thread.join(timeout=60)
+    assert not thread.is_alive() and not server.started
