@@ -6,7 +6,7 @@
     textclf serve                     HTTP service over the production model
     textclf score INPUT OUTPUT        a registered version over a whole table (a file, folder or URL), into
                                       Parquet, CSV or JSON Lines; resumes a killed run (--engine spark: on Spark)
-    textclf registry list|show|history|promote|rollback|archive
+    textclf registry list|show|history|report|promote|rollback|archive
                                       model versions, their stages and lineage
     textclf ingest-new FILE ...       check new labelled data and add it (then retraining runs)
     textclf monitor [--hours H]       judge the served traffic against the model's reference profile, once
@@ -152,6 +152,10 @@ def registry_command(location: Path | str, args: argparse.Namespace) -> None:
     elif args.action == "history":
         for event in registry.events():
             print(json.dumps(event))
+    elif args.action == "report":
+        from tasks.lib.reporting.registry_page import write_page
+
+        print(f"registry page: {write_page(registry, args.out.resolve())}")
     elif args.action == "promote":
         previous = registry.promote(args.version, args.reason)
         was = previous or ("none: the pointer was damaged, now replaced" if damaged else "none")
@@ -267,11 +271,17 @@ REGISTRY_HELP = "paths.registry for this command: a folder or a URL (s3://bucket
 
 
 def _registry_parser(sub: Any) -> None:
-    registry = sub.add_parser("registry", help="model versions: list, show, history, promote, rollback, archive")
+    registry = sub.add_parser(
+        "registry", help="model versions: list, show, history, report, promote, rollback, archive"
+    )
     registry.add_argument("--registry", help=REGISTRY_HELP)
     actions = registry.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="every version with its stage and lineage summary")
     actions.add_parser("history", help="every registry event (JSON lines)")
+    report = actions.add_parser(
+        "report", help="one offline HTML page: every version, its metrics over time, lineage, gate report, card"
+    )
+    report.add_argument("--out", type=Path, default=Path("registry.html"), help="the page (default registry.html)")
     show = actions.add_parser("show", help="a version's model card (README.md), or its lineage record")
     show.add_argument("version")
     show.add_argument("--json", action="store_true", help="the full lineage record (version.json) instead")

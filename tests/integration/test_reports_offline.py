@@ -185,3 +185,51 @@ def test_training_report_renders_offline(reports: Path, browser: Any, screenshot
     visit.context.close()
     assert problems == []
     assert "<script src=" not in report.read_text(encoding="utf-8")  # one file: the scripts are inside it
+
+
+def test_the_registry_page_renders_offline(onnx_folder: Path, tmp_path: Path, browser: Any, screenshots: Path) -> None:
+    """Issue 44: `textclf registry report`: every version, its test metric over time with its interval,
+    production and the rollback target marked, each version's lineage, gate report and card."""
+    import json
+
+    from tasks.apps.cli import main
+    from tasks.lib.storage.registry import Registry
+
+    registry = Registry(tmp_path / "registry")
+    gate = tmp_path / "gate.md"
+    for number, accuracy in enumerate((0.91, 0.93, 0.92), start=1):
+        gate.write_text(f"## Gate: passed\n\n| rule | value |\n|---|---|\n| accuracy | {accuracy} |\n")
+        metrics = {"evaluate": {"accuracy": accuracy, "interval": {"accuracy": [accuracy - 0.02, accuracy + 0.015]}}}
+        # What the registry holds is shown, never run: a commit field with markup in it.
+        record = {"model_md5": f"m{number}", "metrics": metrics, "git_commit": "<script>alert(1)</script>"}
+        version = registry.register(onnx_folder, record, attachments=[gate], texts=lambda v: {"README.md": f"# {v}"})
+        written = registry.versions / version / "version.json"  # registered on three days
+        written.write_text(json.dumps(json.loads(written.read_text()) | {"created_at": f"2026-11-0{number}T10:00:00"}))
+        if number < 3:
+            registry.promote(version, "better")
+    registry.rollback("v0002 misbehaves")  # v0001 serves again; v0003 is a candidate
+
+    page = tmp_path / "registry.html"
+    report = ["registry", "--registry", str(registry.root), "report", "--out", str(page)]
+    assert main(["--root", str(tmp_path), *report]) == 0
+    visit = Visit(browser)
+    drawn = {"Vega drew the chart": f"{CHARTS_DRAWN} === 1"}
+    problems = visit.open(page, drawn, screenshots / "registry.png", ready=f"{CHARTS_DRAWN} >= 1")
+    rows = visit.page.evaluate("() => [...document.querySelectorAll('table tr')].slice(1).map(r => r.innerText)")
+    details = visit.page.evaluate("() => [...document.querySelectorAll('details summary')].map(s => s.innerText)")
+    points = visit.page.evaluate(
+        "() => document.querySelectorAll('.vega-embed svg .mark-symbol.role-mark path').length"
+    )
+    visit.context.close()
+    assert problems == []
+    assert [row.split("\t")[:2] for row in rows] == [
+        ["v0001", "production"],
+        ["v0002", "archived"],
+        ["v0003", "candidate"],
+    ]
+    assert "0.9300 (0.9100-0.9450)" in rows[1] and "rolled back: v0002 misbehaves" in rows[1]
+    assert "<script>aler" in rows[0]  # shown as text (the commit's first 12 characters)
+    assert details == ["lineage record (version.json)", "gate report", "model card"] * 3
+    assert points == 3
+    text = page.read_text(encoding="utf-8")
+    assert "<script src=" not in text and "| accuracy | 0.92 |" in text
