@@ -373,8 +373,10 @@ def _link_reports(reports: Path, published: PublishedReports | None) -> None:
             create_link_artifact(key=key, link=link(page), link_text=text, description=description)
 
 
-# Seconds a run's slot outlives its holder: renewed while the run lives, freed this long after a crash.
-SLOT_LEASE_S = 300
+# Seconds a run's slot outlives its holder: Prefect renews it every 3/4 of this while the run lives; after a
+# crash its server frees it once this has passed (its repossessor looks every 15 s). 60 s is the least
+# Prefect's API takes: a killed worker holds the team's runs for 60-75 s, not 5 minutes.
+SLOT_LEASE_S = 60
 
 
 @contextlib.contextmanager

@@ -8,8 +8,8 @@ serving-only environment.
 - new data lands on host L (the landing host): the trigger retrains on A, v0002 is promoted, B follows;
 - two runs started at once on A and C while the team's slot is taken: they take turns, the registry
   stays whole;
-- host K is killed (SIGKILL) while its promotion's upload hangs: no partial version is visible and
-  production does not move;
+- host K is killed (SIGKILL) while its promotion's upload hangs: no partial version is visible,
+  production does not move, and its registry lease and team slot are free again within about a minute;
 - the S3 server stops: B keeps answering with v0002 and says `degraded`.
 
 Each host has only its role's keys (the store's `-s3.config` is what `textclf policies --format
@@ -407,9 +407,17 @@ def test_a_team_of_hosts_shares_data_models_and_one_registry(team: dict[str, Any
         start_run(api, "host-k")
         assert proxy.stalled.wait(timeout=600), k.tail()
         k.kill()
+        killed_at = time.monotonic()
         proxy.release()
         assert registry.list_versions() == ["v0001", "v0002"] and registry.production()["version"] == "v0002"
         assert registry.store.fs.cat(f"{prefix}/dvc/textclf/state/dvc.lock") == state
+        # K's registry lease and team slot are free again within about a minute (they held for 10 and 5
+        # minutes before issue 44): each wait below fails after 120 s.
+        with registry.locked(timeout_s=120):
+            lease_free_s = time.monotonic() - killed_at
+        with team_slot(api, base / "work"):
+            slot_free_s = time.monotonic() - killed_at
+        print(f"\nafter K's SIGKILL: registry lease free in {lease_free_s:.0f} s, the slot in {slot_free_s:.0f} s")
 
         # The store goes away: B keeps answering with what it has, and says why it is degraded.
         store.stop(grace_s=5)

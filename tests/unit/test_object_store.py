@@ -1,13 +1,17 @@
 """The registry's storage on a local folder and on a real S3 server (SeaweedFS): the same promises on both."""
 
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from tasks.lib.storage.object_store import Lease, LeaseLost, ObjectStore, StoreError
+from tasks.lib.storage.object_store import Lease, ObjectStore, StoreError
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -111,15 +115,61 @@ def test_one_writer_at_a_time_and_an_expired_lease_is_taken_over(store):
         thread.join()
     assert len(order) == 8 and all(order[i].split()[0] == order[i + 1].split()[0] for i in range(0, 8, 2))
 
-    # A writer that dies holding the lease blocks the others only until it expires; if it comes
-    # back it finds the lease lost before changing anything.
-    stale = Lease(store, ttl_s=0.5, poll_s=0.05)
-    stale.acquire()
+    # A live writer keeps its lease however long it writes: a thread renews it.
+    with Lease(store, ttl_s=1, poll_s=0.05) as long_writer:
+        time.sleep(2.5)
+        with pytest.raises(StoreError, match="held by"):
+            Lease(store, poll_s=0.05).acquire(timeout_s=1.5)
+        long_writer.held()
+
+
+HOLDER = """
+import sys
+from tasks.lib.storage.object_store import Lease, LeaseLost, ObjectStore
+
+lease = Lease(ObjectStore(sys.argv[1]), ttl_s=float(sys.argv[2]), poll_s=0.05)
+lease.acquire()
+print("held", flush=True)
+sys.stdin.readline()
+try:
+    lease.held()
+    print("still held", flush=True)
+except LeaseLost:
+    print("lost", flush=True)
+"""
+
+
+def lease_holder(store: ObjectStore, ttl_s: float) -> subprocess.Popen[str]:
+    """Another process that takes the lease, says `held`, and on a line of input says whether it still holds it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, store.url, str(ttl_s)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_writer_killed_or_paused_holding_the_lease_blocks_the_others_only_until_it_expires(store):
+    """Issue 44: the registry's lease lasted 10 minutes; now it expires `ttl_s` after the last renewal."""
+    killed = lease_holder(store, ttl_s=2)
     with pytest.raises(StoreError, match="held by"):
-        Lease(store, poll_s=0.05).acquire(timeout_s=0.1)
-    time.sleep(0.6)
-    with Lease(store, poll_s=0.05), pytest.raises(LeaseLost):
-        stale.held()
+        Lease(store, poll_s=0.05).acquire(timeout_s=0.5)  # alive: renewed, held
+    killed.kill()
+    killed.wait()
+    with Lease(store, poll_s=0.1) as taken:  # waits for the expiry, then takes it
+        taken.held()
+
+    # Paused (SIGSTOP: a frozen VM, a long GC) past its expiry: another takes it, and the paused writer,
+    # resumed, finds its lease lost before it changes anything.
+    paused = lease_holder(store, ttl_s=2)
+    paused.send_signal(signal.SIGSTOP)
+    with Lease(store, poll_s=0.1):
+        paused.send_signal(signal.SIGCONT)
+        answer, _ = paused.communicate("go\n", timeout=30)
+    assert answer.strip() == "lost"
 
 
 def test_a_store_that_fails_says_which_object_it_refused_and_what_to_check(tmp_path, monkeypatch):

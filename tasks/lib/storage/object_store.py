@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -216,15 +217,18 @@ class Lease:
 
     Generations `<name>/0000000001`, `.../0000000002`... are created exclusively: the writer
     whose `create` of the next generation succeeds holds the lease until it marks that
-    generation released, or until `ttl_s` passes (a writer killed while holding it does not
-    block the others for longer). A writer checks `held()` before each change it makes, so
-    one that outlived its lease stops. Hosts' clocks must agree to well within `ttl_s` (NTP).
+    generation released, or until `ttl_s` passes without a renewal. While it is held a thread
+    renews it every `ttl_s / 3` (a long upload keeps it), so a writer killed while holding it
+    blocks the others for at most `ttl_s`. A writer checks `held()` before each change it makes,
+    so one that outlived its lease stops. Hosts' clocks must agree to well within `ttl_s` (NTP).
     """
 
-    def __init__(self, store: ObjectStore, name: str = "lease", ttl_s: float = 600, poll_s: float = 0.5):
+    def __init__(self, store: ObjectStore, name: str = "lease", ttl_s: float = 60, poll_s: float = 0.5):
         self.store, self.name, self.ttl_s, self.poll_s = store, name, ttl_s, poll_s
         self.generation: int | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stop_renewing = threading.Event()
+        self._renewer: threading.Thread | None = None
 
     def _key(self, generation: int) -> str:
         return f"{self.name}/{generation:010d}"
@@ -253,6 +257,7 @@ class Lease:
                 if self.store.create(self._key(latest + 1), json.dumps(mine).encode()):
                     self.generation = latest + 1
                     self._forget_before(latest - 10)
+                    self._start_renewing()
                     return
                 continue  # another writer took this generation: look again at once
             if time.monotonic() > deadline:
@@ -271,9 +276,30 @@ class Lease:
         if newer or record is None or record.get("owner") != self.owner or float(record["expires"]) < time.time():
             raise LeaseLost(f"{self.store.url}/{self.name}: this writer's lease expired and another took it")
 
+    def _start_renewing(self) -> None:
+        self._stop_renewing.clear()
+        self._renewer = threading.Thread(target=self._renew, args=(self.generation,), name="lease", daemon=True)
+        self._renewer.start()
+
+    def _renew(self, generation: int) -> None:
+        """Push the generation's expiry forward until released; stop once another writer has it."""
+        while not self._stop_renewing.wait(self.ttl_s / 3):
+            try:
+                record = self._record(generation)
+                if record is None or record.get("owner") != self.owner or max(self._generations()) > generation:
+                    return  # lost: held() says so to the writer
+                record["expires"] = time.time() + self.ttl_s
+                self.store.put(self._key(generation), json.dumps(record).encode())
+            except StoreError:
+                continue  # the store away for a moment: try again; held() fails the writer if it expires
+
     def release(self) -> None:
         if self.generation is None:
             return
+        self._stop_renewing.set()
+        if self._renewer is not None:
+            self._renewer.join()
+            self._renewer = None
         record = self._record(self.generation)
         if record is not None and record.get("owner") == self.owner:
             self.store.put(self._key(self.generation), json.dumps({**record, "released": True}).encode())

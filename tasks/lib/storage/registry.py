@@ -52,9 +52,9 @@ from tasks.lib.storage.object_store import Lease, ObjectStore, StoreError
 _VERSION = re.compile(r"v(\d{4,})")  # used with fullmatch: "v0001\n" is not a name
 HISTORY_PROBLEM = "history_problem"  # an event that stands for lines of history.jsonl that could not be read
 Stage = Literal["candidate", "production", "archived"]
-# How long a remote registry's writer may hold the lease before others may take it over
-# (a promotion copies a few files: minutes would be a dead writer).
-LEASE_TTL_S = 600
+# How long a remote registry's lease outlives a writer that stopped renewing it (killed): the
+# others wait at most this long. A live writer renews it every third of it, however long it writes.
+LEASE_TTL_S = 60
 # Events that move the production pointer (they carry "from" and "to").
 _MOVES = ("promote", "rollback")
 
