@@ -78,6 +78,7 @@ install-serve:
 	$(SERVE_VENV)/bin/python -m pip install -q --upgrade pip
 	$(SERVE_VENV)/bin/python -m pip install -q -r $(SERVE_LOCK)
 	$(SERVE_VENV)/bin/python -m pip install -q --no-deps .
+	$(SERVE_VENV)/bin/python -m tasks.apps.fetch_web_assets --only swagger-ui-dist --lock $(WEB_LOCK)
 
 # Into the venv (.venv/share/textclf/web-assets), each tarball checked against the lock's sha512.
 $(WEB_STAMP): $(WEB_LOCK) | $(STAMP)

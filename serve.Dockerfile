@@ -37,10 +37,12 @@ WORKDIR /src
 # package, so --no-deps. Then the package itself, not editable: the image holds no source tree.
 COPY locks/serve.txt locks/
 RUN pip install -q --no-deps -r locks/serve.txt
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md web-assets.lock ./
 COPY tasks tasks
 COPY flows flows
+# The API page's files (/docs: Swagger UI) into the venv, checked against the lock's sha512.
 RUN pip install -q --no-deps . \
+ && python -m tasks.apps.fetch_web_assets --only swagger-ui-dist --lock web-assets.lock \
  && pip uninstall -q -y pip
 
 FROM ${BASE_IMAGE}

@@ -98,6 +98,7 @@ def install(package: Package, root: Path) -> bool:
             (staging / path).parent.mkdir(parents=True, exist_ok=True)
             (staging / path).write_bytes(members[path])
         (staging / STAMP).write_text(package.integrity + "\n", encoding="ascii")
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the files from a service running as another user
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     finally:
@@ -109,10 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=default_root(), help="where to install (default: %(default)s)")
     parser.add_argument("--lock", type=Path, default=LOCK_FILE, help="default: %(default)s")
+    parser.add_argument(
+        "--only", action="append", default=[], metavar="PACKAGE", help="this package of the lock only (repeatable)"
+    )
     args = parser.parse_args(argv)
     try:
-        fetched = [package.folder for package in read_lock(args.lock).values() if install(package, args.root)]
-        installed(args.root, args.lock)  # what the pipeline will check
+        packages = [package for name, package in read_lock(args.lock).items() if not args.only or name in args.only]
+        if unknown := sorted(set(args.only) - {package.name for package in packages}):
+            raise ValueError(f"{args.lock} pins no {', '.join(unknown)}")
+        fetched = [package.folder for package in packages if install(package, args.root)]
+        installed(args.root, args.lock, only=args.only)  # what the pipeline (or the server) will check
     except (FetchFailed, MissingWebAssets, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -37,11 +37,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, 
 from contextlib import asynccontextmanager
 from typing import Any, Literal, cast
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.apps.api_page import add_api_page
 from tasks.apps.batcher import Batcher, Overloaded, Stopped
 from tasks.apps.probes import ProbeAnswer, ProbeServer, liveness, readiness
 from tasks.apps.serving_metrics import ServiceMetrics
@@ -365,7 +366,9 @@ def create_app(
             if open_log is not None:
                 open_log.close()
 
-    app = FastAPI(title="textclf", description=__doc__, lifespan=lifespan)
+    # FastAPI's own /docs loads its scripts from a CDN: this one is served from the installed copies.
+    app = FastAPI(title="textclf", description=__doc__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    add_api_page(app)
     errors = {
         code: {"model": ErrorResponse, "description": text}
         for code, text in (

@@ -39,6 +39,7 @@ from tasks.lib.data.demo_data import generate_reviews
 from tasks.lib.storage.object_store import ObjectStore, StoreError
 from tasks.lib.storage.registry import Registry
 from tasks.lib.storage.team_workspace import workspace_identity
+from tests.support.browser import api_operations, chromium
 from tests.support.repo import BIN, copy_repo, deep_merge, repo_params, run, tiny_overrides
 from tests.support.seaweedfs import SeaweedFS, free_port
 from tests.support.serve_venv import PIPELINE_ONLY, importable
@@ -329,6 +330,9 @@ def test_a_team_of_hosts_shares_data_models_and_one_registry(team: dict[str, Any
         wait_for(lambda: _status(serving) == 200, 120, "host B to serve")
         code, answer = http_json(f"{serving}/predict", {"texts": ["a warm, clever film"]})
         assert code == 200 and answer["version"] == "v0001", answer
+        with chromium() as browser:  # its API page, from the serving install's own copy of Swagger UI
+            operations, problems = api_operations(browser, serving)
+        assert problems == [] and {"POST /predict", "POST /feedback", "GET /readyz"} <= set(operations), operations
         listed = subprocess.run(
             [str(serve_bin / "textclf"), *guide.take("textclf", "registry")[1:]],
             cwd=b.home,

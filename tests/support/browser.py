@@ -72,3 +72,32 @@ def screenshot_folder(tmp_path_factory: pytest.TempPathFactory, variable: str, w
     folder.mkdir(parents=True, exist_ok=True)
     print(f"screenshots of the {what}: {folder}")
     return folder
+
+
+class ServedPage(GuardedPage):
+    """Pages of one HTTP server (`origin`, e.g. http://127.0.0.1:8000): a request anywhere else is a problem."""
+
+    def __init__(self, browser: Any, origin: str, viewport: dict[str, int] | None = None):
+        self.origin = origin.rstrip("/")
+        super().__init__(browser, viewport or {"width": 1280, "height": 800})
+
+    def local(self, url: str) -> bool:
+        return url == self.origin or url.startswith(f"{self.origin}/")
+
+
+def api_operations(browser: Any, origin: str) -> tuple[list[str], list[str]]:
+    """`textclf serve`'s API page at `origin`/docs as a person sees it: the operations Swagger UI lists
+    ("METHOD /path"), and what went wrong (a request leaving the server, a console error...)."""
+    visit = ServedPage(browser, origin)
+    try:
+        visit.page.goto(f"{visit.origin}/docs")
+        listed = visit.page.locator(".opblock-summary")
+        listed.first.wait_for(timeout=20_000)
+        operations = [
+            f"{block.locator('.opblock-summary-method').inner_text()} "
+            f"{block.locator('.opblock-summary-path').get_attribute('data-path')}"
+            for block in listed.all()
+        ]
+        return operations, visit.problems
+    finally:
+        visit.context.close()

@@ -1,4 +1,5 @@
-"""A serving-only environment, made as a serving host makes it (`make install-serve`): the serve lock, the package."""
+"""A serving-only environment, made as a serving host makes it (`make install-serve`): the serve lock, the package,
+the API page's web files."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def make_serve_venv(folder: Path) -> Path:
     pip = [str(folder / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "-r", str(REPO / "locks" / "serve.txt")], check=True)
     subprocess.run([*pip, "--no-deps", str(source)], check=True)
+    fetch = ["-m", "tasks.apps.fetch_web_assets", "--only", "swagger-ui-dist", "--lock", str(REPO / "web-assets.lock")]
+    subprocess.run([str(folder / "bin" / "python"), *fetch], check=True, cwd=folder)  # the API page's files
     return folder / "bin"
 
 

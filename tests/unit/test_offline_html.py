@@ -28,6 +28,7 @@ from tasks.lib.reporting.web_assets import (
     css_files,
     installed,
     read_lock,
+    swagger_ui,
 )
 
 FONT_AWESOME = "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css"
@@ -182,3 +183,26 @@ def test_a_tarball_is_checked_against_the_lock_and_only_what_the_reports_use_is_
     with pytest.raises(FetchFailed, match="is not the pinned tarball"):
         install(tampered, root)
     assert not (root / "fontawesome-free-6.6.1").exists()
+    assert (root / "fontawesome-free-6.6.0").stat().st_mode & 0o777 == 0o755  # readable by a service's own user
+
+
+def test_the_api_page_finds_its_files_with_the_lock_or_by_their_stamp_in_a_serving_install(
+    tmp_path, assets, monkeypatch
+):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from tasks.apps.api_page import add_api_page
+    from tasks.lib.reporting import web_assets
+
+    folder = swagger_ui(assets.root)
+    assert folder.name == f"swagger-ui-dist-{read_lock()['swagger-ui-dist'].version}"
+    monkeypatch.setattr(web_assets, "LOCK_FILE", tmp_path / "not-installed.lock")  # a serving install: no lock
+    assert swagger_ui(assets.root) == folder
+    (folder / "swagger-ui.css").unlink()
+    with pytest.raises(MissingWebAssets, match="make install-serve"):
+        swagger_ui(assets.root)
+    app = FastAPI(docs_url=None)
+    add_api_page(app, assets.root)
+    answer = TestClient(app).get("/docs")  # says what is missing, not a blank page
+    assert answer.status_code == 404 and "make install-serve" in answer.text and "/openapi.json" in answer.text

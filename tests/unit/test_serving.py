@@ -362,7 +362,16 @@ def test_openapi_documents_the_answers_and_the_answers_match_it(service):
             "$ref": "#/components/schemas/PredictResponse"
         }
         assert {"413", "422", "429", "503"} <= set(paths["/predict"]["post"]["responses"])
-        assert client.get("/docs").status_code == 200
+        page = client.get("/docs")  # the API page names the service's own copies of its files, no CDN
+        named = re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page.text)
+        assert page.status_code == 200 and sorted(named) == [
+            "/docs/assets/favicon-32x32.png",
+            "/docs/assets/swagger-ui-bundle.js",
+            "/docs/assets/swagger-ui.css",
+            "/openapi.json",
+        ]
+        assert all(client.get(address).status_code == 200 for address in named)
+        assert client.get("/redoc").status_code == 404  # FastAPI's ReDoc page would load from a CDN
         PredictResponse.model_validate(client.post("/predict", json={"texts": ["fine"]}).json())
         health = HealthResponse.model_validate(client.get("/health").json())
         assert health.status == "ok" and health.queue.capacity == 256

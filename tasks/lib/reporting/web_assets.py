@@ -1,11 +1,11 @@
-"""The third-party web files the HTML reports load, from pinned npm packages installed in the venv.
+"""The third-party web files the HTML reports and the API page load, from pinned npm packages in the venv.
 
 Great Expectations' Data Docs and DVCLive's training report name Bootstrap, jQuery, Font
-Awesome, Vega and others on CDNs. `CDN` says which file of which npm package stands for each
-of those addresses; web-assets.lock pins each package (version, tarball, npm's sha512
-integrity); `make install` fetches them (tasks.apps.fetch_web_assets) into
-`<venv>/share/textclf/web-assets/<name>-<version>/`. tasks.lib.reporting.offline_html puts them in the
-reports.
+Awesome, Vega and others on CDNs, and FastAPI's API page (`textclf serve`'s /docs) Swagger UI.
+`CDN` says which file of which npm package stands for each of those addresses; web-assets.lock
+pins each package (version, tarball, npm's sha512 integrity); `make install` fetches them
+(tasks.apps.fetch_web_assets) into `<venv>/share/textclf/web-assets/<name>-<version>/`.
+tasks.lib.reporting.offline_html puts them in the reports; tasks.apps.api_page serves Swagger UI's.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import posixpath
 import re
 import sys
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,8 @@ _TABLE = "bootstrap-table"
 _FILTER = "dist/extensions/filter-control/bootstrap-table-filter-control"
 _FONTS = "@fortawesome/fontawesome-free"
 _DARK = "@forevolve/bootstrap-dark"
+SWAGGER_UI = "swagger-ui-dist"
+SWAGGER_UI_FILES = ("swagger-ui-bundle.js", "swagger-ui.css")
 
 # Every address the reports load from a CDN (without its query string) and the file that stands for it.
 CDN: dict[str, Asset] = {
@@ -95,6 +98,9 @@ CDN: dict[str, Asset] = {
     f"{_JSDELIVR}vega@5.20.2": Asset("vega", "build/vega.min.js"),
     f"{_JSDELIVR}vega-lite@5.2.0": Asset("vega-lite", "build/vega-lite.min.js"),
     f"{_JSDELIVR}vega-embed@6.18.2": Asset("vega-embed", "build/vega-embed.min.js"),
+    # FastAPI 0.150's Swagger UI page (fastapi.openapi.docs.get_swagger_ui_html), `textclf serve`'s /docs.
+    **{f"{_JSDELIVR}swagger-ui-dist@5/{name}": Asset(SWAGGER_UI, name) for name in SWAGGER_UI_FILES},
+    "https://fastapi.tiangolo.com/img/favicon.png": Asset(SWAGGER_UI, "favicon-32x32.png"),
 }
 
 _CSS_URL = re.compile(r"""url\(\s*(["']?)(.*?)\1\s*\)|@import\s+(["'])(.*?)\3""", re.IGNORECASE)
@@ -157,14 +163,15 @@ class WebAssets:
         return [asset, *(Asset(asset.package, path) for path in css_files(asset.path, css))]
 
 
-def installed(root: Path | None = None, lock: Path = LOCK_FILE) -> WebAssets:
-    """The web files of the lock, checked present; raises MissingWebAssets naming what is missing and the fix."""
+def installed(root: Path | None = None, lock: Path = LOCK_FILE, only: Collection[str] = ()) -> WebAssets:
+    """The web files of the lock (or of its packages named in `only`), checked present; raises
+    MissingWebAssets naming what is missing and the fix."""
     root = root or default_root()
     if not lock.is_file():
         raise MissingWebAssets(
             f"no {lock}: it pins the web files the HTML reports load (it sits beside pyproject.toml)"
         )
-    packages = read_lock(lock)
+    packages = {name: package for name, package in read_lock(lock).items() if not only or name in only}
     assets = WebAssets(root, packages)
     missing = []
     for name, package in packages.items():
@@ -176,7 +183,7 @@ def installed(root: Path | None = None, lock: Path = LOCK_FILE) -> WebAssets:
             asset = Asset(name, path)
             needed = assets.with_dependencies(asset) if assets.file(asset).is_file() else [asset]
             missing += [f"{name} {package.version}: {a.path}" for a in needed if not assets.file(a).is_file()]
-    unlocked = sorted({asset.package for asset in CDN.values()} - set(packages))
+    unlocked = sorted({asset.package for asset in CDN.values() if not only or asset.package in only} - set(packages))
     missing += [f"{name} (not in {lock.name})" for name in unlocked]
     if missing:
         raise MissingWebAssets(
@@ -184,3 +191,21 @@ def installed(root: Path | None = None, lock: Path = LOCK_FILE) -> WebAssets:
             f"Install them with {INSTALL_COMMAND}: it fetches the npm packages pinned in {lock.name}."
         )
     return assets
+
+
+def swagger_ui(root: Path | None = None) -> Path:
+    """The folder of the installed Swagger UI files (`textclf serve`'s /docs); raises MissingWebAssets.
+
+    A serving install holds the package, not the source tree, so no lock file lies beside it: there the
+    folder that `make install-serve` fetched (checked against the lock then, and stamped) is taken.
+    """
+    root = root or default_root()
+    if LOCK_FILE.is_file():
+        return root / installed(root, only=(SWAGGER_UI,)).packages[SWAGGER_UI].folder
+    stamped = sorted(root.glob(f"{SWAGGER_UI}-*/{STAMP}"), key=lambda stamp: stamp.stat().st_mtime)
+    if stamped and all((stamped[-1].parent / name).is_file() for name in SWAGGER_UI_FILES):
+        return stamped[-1].parent
+    raise MissingWebAssets(
+        f"the API page's files (Swagger UI, npm's {SWAGGER_UI}) are not installed in {root}: `make install-serve` "
+        f"fetches them (python -m tasks.apps.fetch_web_assets --only {SWAGGER_UI} --lock web-assets.lock)"
+    )
