@@ -40,7 +40,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install dev install-serve check-pythons images apt chromium spark mpnet run repro serve test test-fast lint docs lock clean-venv bench-serving
+.PHONY: install dev install-serve check-pythons images apt chromium test-servers spark mpnet run repro serve test test-fast lint docs lock clean-venv bench-serving
 
 install: apt $(STAMP) $(WEB_STAMP)
 
@@ -112,6 +112,14 @@ chromium:
 	@$(call installed,chromium) || { $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
 
+# Debian's servers the tests start: Prometheus (promtool with it) and its Pushgateway for the alerting
+# rules (tests/unit/test_alert_rules.py, tests/integration/test_prometheus.py), PostgreSQL for the team's
+# Prefect server (tests/integration/test_team_hosts.py). Only `make test` installs them.
+TEST_SERVERS := prometheus prometheus-pushgateway postgresql
+test-servers:
+	@$(call installed,$(TEST_SERVERS)) || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(TEST_SERVERS); }
+
 ## Run the whole DAG as a Prefect flow (offline default: the demo data set).
 run: install $(SPARK_IF_NEEDED)
 	$(BIN)/python -m tasks run
@@ -128,7 +136,7 @@ repro: install $(SPARK_IF_NEEDED)
 ## the longest modules first (tests/conftest.py). One more worker than cores: most tests spend much of
 ## their time waiting on servers and processes (docs/guides/tests.md#workers).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
-test: dev chromium spark
+test: dev chromium spark test-servers
 	$(BIN)/python -m pytest --numprocesses $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 ## The fast inner loop: the unit tests that need no browser, real model or whole DAG (`-m "not slow"`),

@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.lib.config import load_params
+from tasks.lib.monitoring.job_metrics import MONITOR_JOB, monitor_metrics, publish_job_metrics
 from tasks.lib.monitoring.monitor_report import REPORT_FILE, write_report
 from tasks.lib.monitoring.traffic_monitor import MonitorRun, monitor_traffic, nothing_to_monitor
 from tasks.lib.reporting.notify import notify
@@ -53,5 +54,6 @@ def monitor(
     to_notify = [f.rule for f in run.fired if f.policy == "notify"]
     if to_notify:
         notify(params, "monitor.drift", f"monitoring {run.version}: {', '.join(to_notify)} fired", run.markdown())
-    get_run_logger().info("%s (report: %s)", run.summary(), report)
+    went = publish_job_metrics(params, MONITOR_JOB, monitor_metrics(run))
+    get_run_logger().info("%s (report: %s; metrics: %s)", run.summary(), report, ", ".join(went))
     return run

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from filelock import FileLock
 from prefect import flow, get_run_logger, task
@@ -47,10 +48,12 @@ from tasks.lib.artifacts import (
     Promotion,
     ValidateMetrics,
 )
-from tasks.lib.config import load_params
+from tasks.lib.config import Params, load_params
 from tasks.lib.data.incoming import incoming_lock
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import lock_path
+from tasks.lib.logs import FORMAT_VARIABLE, LEVELS
+from tasks.lib.monitoring.job_metrics import PIPELINE_JOB, pipeline_metrics, publish_job_metrics
 from tasks.lib.reporting.notify import notify
 from tasks.lib.stage_runner import ERROR_PREFIX
 from tasks.lib.storage.team_workspace import (
@@ -121,8 +124,16 @@ def _environment() -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("TQDM_MININTERVAL", "5")  # progress bars become log lines: one per 5 s is plenty
+    # The stage says level and message; the run's log adds the time and, in JSON, the run's ids.
+    env[FORMAT_VARIABLE] = "relay"
     mark(env)
     return env
+
+
+def relayed(line: str) -> tuple[int, str]:
+    """The level and message of a stage's `relay` line; other lines (DVC's, a progress bar) are INFO."""
+    level, _, message = line.partition(" ")
+    return (logging.getLevelName(level), message) if level in LEVELS and message else (logging.INFO, line)
 
 
 def _failure_message(name: str, code: int, output: list[str]) -> str:
@@ -193,9 +204,10 @@ def repro_stage(
     Raises:
         StageFailed: the stage failed, or ran past `timeout_s` and was stopped (with all it started).
     """
-    log = log or get_run_logger().info
+    logger = get_run_logger() if log is None else None
+    say = log or cast(Callable[[str], object], get_run_logger().info)
     started = time.perf_counter()
-    stale = is_stale(root, name, log)
+    stale = is_stale(root, name, say)
     # --wait-for-lock: a person's `dvc` command in the workspace delays the stage instead of failing it.
     # Its own process group: a timeout stops the stage's processes too, not only dvc.
     process = subprocess.Popen(
@@ -224,8 +236,12 @@ def repro_stage(
         for raw in process.stdout:
             line = raw.rstrip("\n").split("\r")[-1].rstrip()  # progress bars: keep their last state
             if line:
-                output.append(line)
-                log(line)
+                level, message = relayed(line)
+                output.append(message)
+                if logger is None:
+                    say(message)
+                else:
+                    logger.log(level, message)
         code = process.wait()
     except BaseException:
         # SIGTERM (Prefect raises it as TerminationSignal) or Ctrl-C: the stage's own session hears neither.
@@ -468,6 +484,7 @@ def pipeline(root: str = ".") -> dict[str, str]:
                 results.append(_run_stage(workspace, spec, pull=team))
             if team:
                 task(name="team-publish", cache_policy=NO_CACHE, persist_result=False)(_publish)(workspace)
+            _publish_success(params, results)
         except (StageFailed, TeamSyncError) as exc:
             failure = str(exc)
             raise
@@ -516,6 +533,14 @@ def _publish_reports(workspace: Path, reports: Path) -> PublishedReports | None:
     if published is not None:
         logger.info(f"reports of this run: {published.url}/")
     return published
+
+
+def _publish_success(params: Params, results: list[StageResult]) -> None:
+    """A run that ended well, for Prometheus (alerts/textclf.rules.yml): when, and whether it promoted."""
+    ran_promote = any(r.name == "promote" and r.action == "ran" for r in results)
+    promoted = ran_promote and Promotion.path(params).exists() and Promotion.read(params).promoted
+    went = publish_job_metrics(params, PIPELINE_JOB, pipeline_metrics(promoted))
+    get_run_logger().info("metrics of this run: %s", ", ".join(went))
 
 
 def _apply_retention(workspace: Path) -> None:

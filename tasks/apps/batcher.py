@@ -36,7 +36,7 @@ from typing import Any
 from tasks.lib.inference.onnx_classifier import release_memory
 from tasks.lib.inference.production_model import Reply, Served, replies
 
-log = logging.getLogger("uvicorn.error")  # the server's log
+log = logging.getLogger("textclf.serve")
 
 # How many recent batches the admission estimate is the median of.
 _RECENT_BATCHES = 15

@@ -48,6 +48,7 @@ from tasks.lib.inference.serving_settings import (
     registry_location,
     serving_settings,
 )
+from tasks.lib.logs import FORMAT_VARIABLE, FORMATS, LEVEL_VARIABLE, LEVELS, LogSettingError, configure_logging
 from tasks.lib.stage_runner import report_failure, run_stage
 
 
@@ -344,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="textclf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--root", type=Path, default=Path("."), help="repo root (holds params.yaml, dvc.yaml)")
+    parser.add_argument(
+        "--log-format", choices=FORMATS, help=f"log lines as text (default) or JSON (also {FORMAT_VARIABLE})"
+    )
+    parser.add_argument("--log-level", type=str.upper, choices=LEVELS, help=f"default INFO (also {LEVEL_VARIABLE})")
     sub = parser.add_subparsers(dest="command", required=True)
     stage = sub.add_parser("stage", help="run one pipeline stage")
     stage.add_argument("name")
@@ -467,6 +472,10 @@ def prefect_defaults() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:  # before Prefect is imported: it reads its log settings then
+        configure_logging(args.log_format, args.log_level)
+    except LogSettingError as exc:  # from the environment (the options are checked by argparse)
+        return report_failure(exc)
     if getattr(args, "registry", False) is None:  # the commands with --registry; a serving host sets it once
         args.registry = os.environ.get(REGISTRY_VARIABLE) or None
     prefect_defaults()

@@ -65,7 +65,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-log = logging.getLogger("uvicorn.error")
+log = logging.getLogger("textclf.serve")
+access_log = logging.getLogger("textclf.access")
+REQUEST_ID = "textclf.request_id"  # the ASGI scope's key for the id RequestGuard gives each request
 
 
 class PredictRequest(BaseModel):
@@ -318,6 +320,7 @@ def create_app(
             "queue_texts": batcher.status().texts,
             "degraded": model.error is not None,
             "fallback_for": model.fallback_for,
+            "created": model.created,
         }
         if prediction_log is not None:
             values.update(
@@ -468,8 +471,9 @@ def create_app(
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
-    async def answer(request: PredictRequest) -> Response:
-        """/predict's answer to a valid request (from the route below, or the guard's fast path)."""
+    async def answer(request: PredictRequest, request_id: str) -> Response:
+        """/predict's answer to a valid request (from the route below, or the guard's fast path); `request_id`:
+        the id the guard gave the request (in the access line and the X-Request-ID header too)."""
         texts = request.texts
         if len(texts) > config.max_texts:
             return _json({"detail": f"{len(texts)} texts in one request; serve.max_texts is {config.max_texts}"}, 413)
@@ -493,7 +497,6 @@ def create_app(
             # The version's labels, not the request's (no input is reflected in an error).
             detail = f"{version} predicts {known}, not the labels this request lists"
             return _json({"detail": detail, "version": version, "labels": known}, 409)
-        request_id = uuid.uuid4().hex
         recent.add(request_id, len(texts))
         if isinstance(serving, Tagger):
             tagged = [cast(Tagged, reply) for reply in predictions]
@@ -512,8 +515,8 @@ def create_app(
 
     # Declared for the schema (/docs) and for requests the fast path leaves to FastAPI.
     @app.post("/predict", response_model=PredictResponse, responses=errors)  # type: ignore[arg-type]
-    async def predict(request: PredictRequest) -> Response:
-        return await answer(request)
+    async def predict(request: PredictRequest, raw: Request) -> Response:
+        return await answer(request, request_id_of(raw.scope))
 
     return RequestGuard(app, config, batcher.refusal, answer, metrics)
 
@@ -551,7 +554,7 @@ class RequestGuard:
         app: ASGIApp,
         config: ServeConfig,
         refusal: Callable[[], Overloaded | None],
-        predict: Callable[[PredictRequest], Awaitable[Response]],
+        predict: Callable[[PredictRequest, str], Awaitable[Response]],
         metrics: ServiceMetrics,
     ):
         self.app, self.config, self.refusal, self.predict = app, config, refusal, predict
@@ -562,10 +565,15 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        request_id = scope[REQUEST_ID] = uuid.uuid4().hex
 
         async def counted_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.metrics.answered(scope["path"], message["status"], time.perf_counter() - started)
+                seconds = time.perf_counter() - started
+                self.metrics.answered(scope["path"], message["status"], seconds)
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                if self.config.access_log:
+                    log_access(scope, message["status"], seconds, request_id)
             await send(message)
 
         await self._guarded(scope, receive, counted_send)
@@ -627,7 +635,7 @@ class RequestGuard:
             except ValidationError as exc:
                 response = _invalid(exc.errors(include_input=False), ("body",), list(PredictRequest.model_fields))
             else:
-                response = await self.predict(request)
+                response = await self.predict(request, request_id_of(scope))
             await response(scope, receive, send)
 
         return app
@@ -647,6 +655,35 @@ class RequestGuard:
             if not started:
                 seconds = self.config.request_timeout_seconds
                 await _refuse(send, 503, f"no answer within serve.request_timeout_seconds ({seconds} s)")
+
+
+def request_id_of(scope: Scope) -> str:
+    """The id RequestGuard gave the request (a new one where the app runs without the guard)."""
+    return cast(str, scope.get(REQUEST_ID) or uuid.uuid4().hex)
+
+
+def log_access(scope: Scope, status: int, seconds: float, request_id: str) -> None:
+    """One access line (serve.access_log): never the body, so never a request's texts; its fields as
+    keys in JSON lines (--log-format json)."""
+    client = scope.get("client")
+    fields = {
+        "request_id": request_id,
+        "client": f"{client[0]}:{client[1]}" if client else "-",
+        "method": scope["method"],
+        "path": scope["path"],
+        "status": status,
+        "duration_ms": round(seconds * 1000, 2),
+    }
+    access_log.info(
+        '%s "%s %s" %d %.1f ms request_id=%s',
+        fields["client"],
+        fields["method"],
+        fields["path"],
+        status,
+        fields["duration_ms"],
+        request_id,
+        extra=fields,
+    )
 
 
 def _is_json(headers: Sequence[tuple[bytes, bytes]]) -> bool:
@@ -751,18 +788,18 @@ def run(settings: ServingSettings, host: str | None = None, port: int | None = N
         config.variant,
         fall_back=True,  # a restart while production's files do not verify serves its rollback target
     )
-    print(f"serve: production model {model.status()}")
+    log.info("serve: production model %s", model.status())
     prediction_log = feedback_log = None
     log_config = settings.prediction_log
     if not monitoring:
-        print("serve: --no-monitoring: no prediction log, /metrics counts nothing")
+        log.info("serve: --no-monitoring: no prediction log, /metrics counts nothing")
     elif log_config.log:
         location = log_location(log_config, settings.registry)
         prediction_log = PredictionLog(location, log_config)
         feedback_log = PredictionLog(log_location(log_config, settings.registry, FEEDBACK), log_config)
         texts = "with" if log_config.log_text else "without"
-        print(f"serve: logging every prediction to {location} ({texts} the texts: monitor.log_text)")
-    print(
+        log.info("serve: logging every prediction to %s (%s the texts: monitor.log_text)", location, texts)
+    log.info(
         f"serve: batches of up to {config.max_batch} texts (waiting at most {config.max_wait_ms} ms), "
         f"queue {config.max_queue} texts / {config.max_queue_ms} ms, "
         f"ONNX Runtime threads {config.threads or 'all cores'}"
@@ -783,6 +820,9 @@ def server_config(app: ASGIApp, config: ServeConfig, host: str | None = None, po
         port=port or config.port,
         http=protocol_with_header_timeout(config.header_timeout_seconds),
         timeout_graceful_shutdown=math.ceil(config.drain_seconds),
-        log_level="info",
-        access_log=config.access_log,
+        # Logging as tasks.lib.logs set it up (text or JSON lines, the level): uvicorn's loggers
+        # propagate to it. Its access log is off: RequestGuard writes one with the request id.
+        log_config=None,
+        log_level=None,
+        access_log=False,
     )

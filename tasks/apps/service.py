@@ -139,7 +139,7 @@ def _watching(params: Params) -> Iterator[None]:
     """The landing watcher in a background thread (with this thread's Prefect settings)."""
     stop = threading.Event()
     params.path("landing").mkdir(parents=True, exist_ok=True)
-    print(f"watching {params.path('landing')} for new data (docs/guides/unattended.md#run-it-as-a-service)", flush=True)
+    log.info("watching %s for new data (docs/guides/unattended.md#run-it-as-a-service)", params.path("landing"))
     thread = threading.Thread(
         target=contextvars.copy_context().run,
         args=(landing_watcher(params).run, stop),
@@ -185,7 +185,7 @@ def service(params: Params, port: int) -> None:
     with contextlib.ExitStack() as stack:
         if url is None:
             url = stack.enter_context(local_server(port))
-            print(f"started a Prefect server: UI http://127.0.0.1:{port}, API {url}", flush=True)
+            log.info("started a Prefect server: UI http://127.0.0.1:%d, API %s", port, url)
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: url}))
         with contextlib.suppress(KeyboardInterrupt):
             _run_service(params)

@@ -2,9 +2,9 @@
 
 Requests by route and status (every answer, the guard's 413/429/408 included), the time to
 each answer, texts classified by predicted label and model version, the version and variant
-serving (degraded, or a rollback target standing in for production), the batcher's queue and the
-prediction log's counts. One registry per app, so that
-several apps in one process (tests) do not share counts.
+serving (degraded, or a rollback target standing in for production) and when it was registered,
+the batcher's queue, the prediction log's counts, and the process's own (CPU, memory, files, GC).
+One registry per app, so that several apps in one process (tests) do not share counts.
 """
 
 from __future__ import annotations
@@ -12,7 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -48,6 +57,12 @@ class _StateCollector(Collector):
         if state.get("fallback_for"):
             fallback.add_metric([str(state["fallback_for"]), str(state.get("version") or "")], 1)
         yield fallback
+        if state.get("created") is not None:
+            yield GaugeMetricFamily(
+                "textclf_model_registered_timestamp_seconds",
+                "When the version serving was registered: a retrained model promoted since makes it newer",
+                value=state["created"],
+            )
         yield GaugeMetricFamily("textclf_queue_texts", "Texts waiting for the model", value=state.get("queue_texts", 0))
         for name, text in (
             ("log_written", "Predictions written to the prediction log"),
@@ -91,6 +106,11 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(state))
+        # What the default registry of prometheus-client holds: the process's CPU, memory, open files and
+        # start time, the Python version, the garbage collector's counts (process_*, python_*).
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
 
     def answered(self, path: str, status: int, seconds: float) -> None:
         if not self.counting:

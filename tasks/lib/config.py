@@ -785,6 +785,7 @@ class MonitorConfig(_Section):
     unknown_heavy: Fraction
     min_feedback: Annotated[int, Field(ge=1)]
     review_drifted_share: Fraction
+    pushgateway: str | None
     rules: MonitorRules
 
 

@@ -7,6 +7,7 @@ the code a stage runs (tests/unit/test_floor_plan.py keeps them complete).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from tasks.lib.config import Params, load_params
 from tasks.lib.errors import PipelineError
+from tasks.lib.logs import FORMAT_VARIABLE, LogSettingError, configure_logging
 
 ERROR_PREFIX = "error: "  # the flow shows what follows it as the stage's failure message
 
@@ -27,8 +29,12 @@ def stay_offline(params: Params) -> None:
 
 
 def report_failure(exc: BaseException) -> int:
-    """Print an error a person can act on (no traceback); the exit code is 1."""
-    print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
+    """Say an error a person can act on (no traceback): `error: ...` on stderr, an ERROR record in JSON
+    lines; the exit code is 1."""
+    if os.environ.get(FORMAT_VARIABLE) == "json":
+        logging.getLogger("textclf").error(str(exc))
+    else:
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
     return 1
 
 
@@ -44,5 +50,10 @@ def run_stage(run: Callable[[Params], None], root: Path) -> int:
 
 
 def run_as_script(run: Callable[[Params], None]) -> None:
-    """A stage module's `__main__`: params from the current folder (the repo root, where DVC runs it)."""
+    """A stage module's `__main__`: params from the current folder (the repo root, where DVC runs it), the
+    log set up as TEXTCLF_LOG_FORMAT and TEXTCLF_LOG_LEVEL say (`relay` when a flow runs it)."""
+    try:
+        configure_logging()
+    except LogSettingError as exc:
+        sys.exit(report_failure(exc))
     sys.exit(run_stage(run, Path.cwd()))

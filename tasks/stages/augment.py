@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from tasks.lib.augmentation.backtranslate import BackTranslator, make_translator
@@ -12,6 +13,8 @@ from tasks.lib.config import Params
 from tasks.lib.io import read_table, write_json, write_table
 from tasks.lib.stage_runner import run_as_script
 from tasks.lib.training.models import resolve_base_model
+
+log = logging.getLogger(__name__)
 
 
 def engines(params: Params) -> tuple[SynonymSwapper | None, BackTranslator | None, Any]:
@@ -65,7 +68,7 @@ def run(params: Params) -> None:
         frame, report = augment(train, params.augment, *engines(params))
     write_table(params.path("augmented"), frame)
     write_json(params.path("metrics") / "augment.json", report)
-    print(f"augment: {report}")
+    log.info(f"augment: {report}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,8 @@ from tasks.lib.inference.word_logits import flatten, sentence_tags
 from tasks.lib.io import atomic_path, read_table, write_json
 from tasks.lib.stage_runner import run_as_script
 from tasks.lib.training.models import model_labels, save_predictions, torch_logits, torch_word_logits
+
+log = logging.getLogger(__name__)
 
 
 def candidate_report(
@@ -93,7 +96,7 @@ def run(params: Params) -> None:
         tagger = evaluate_tagger(params, test)
         tagger.write(params)
         low, high = tagger.interval["f1"]
-        print(
+        log.info(
             f"evaluate: entity F1 {tagger.f1:.4f} ({tagger.interval['confidence']:.0%} interval {low:.4f}-{high:.4f}), "
             f"word accuracy {tagger.accuracy:.4f} on {tagger.n} sentences; "
             + ", ".join(f"{kind} F1 {found['f1']:.4f}" for kind, found in tagger.per_type.items())
@@ -115,7 +118,7 @@ def run(params: Params) -> None:
         confusion.to_csv(tmp, index=False)
     write_json(reports / "calibration.json", reliability_bins(y_true, probabilities, params.evaluate.calibration_bins))
     low, high = metrics.accuracy_interval()
-    print(
+    log.info(
         f"evaluate: accuracy {metrics.accuracy:.4f} ({metrics.interval['confidence']:.0%} interval "
         f"{low:.4f}-{high:.4f}), macro-F1 {metrics.macro_f1:.4f}, ECE {metrics.ece:.4f} on {metrics.n} rows"
     )

@@ -12,6 +12,7 @@ per subword) word by word and by entity spans.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from tasks.lib.inference.onnx_tagger import onnx_tagger
 from tasks.lib.io import atomic_dir, read_table
 from tasks.lib.stage_runner import run_as_script
 from tasks.lib.training.models import load_predictions, model_labels
+
+log = logging.getLogger(__name__)
 
 
 def graph_parity(folder: Path, file: str, reference: np.ndarray, test: pd.DataFrame, params: Params) -> GraphParity:
@@ -71,7 +74,7 @@ def run(params: Params) -> None:
         optimized=graphs["optimized"],
     )
     report.write(params)
-    print(f"export: {report.dump()}")
+    log.info(f"export: {report.dump()}")
 
 
 if __name__ == "__main__":

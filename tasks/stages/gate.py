@@ -17,6 +17,8 @@ A failed rule stops promotion; the report names each rule, its value and bound.
 
 from __future__ import annotations
 
+import logging
+
 from tasks.lib.artifacts import (
     GATE_REPORT_FILE,
     ExportMetrics,
@@ -44,6 +46,8 @@ from tasks.lib.inference.production_model import load_served, served_labels
 from tasks.lib.io import write_text
 from tasks.lib.stage_runner import run_as_script
 from tasks.lib.storage.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 def run(params: Params) -> None:
@@ -100,7 +104,7 @@ def run(params: Params) -> None:
     write_text(params.path("reports") / GATE_REPORT_FILE, report)
     if not passed:
         raise GateRejected(report)
-    print(report)
+    log.info(report)
 
 
 if __name__ == "__main__":

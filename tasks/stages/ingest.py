@@ -7,6 +7,7 @@ previous raw table is replaced.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator
 
@@ -19,6 +20,8 @@ from tasks.lib.data.incoming import accepted_names, batch_files, data_version
 from tasks.lib.data.readers import iter_source
 from tasks.lib.io import read_table, write_batches
 from tasks.lib.stage_runner import run_as_script
+
+log = logging.getLogger(__name__)
 
 
 def run(params: Params) -> None:
@@ -48,7 +51,7 @@ def run(params: Params) -> None:
         batch_rows=total - source_rows,
         data_version=version,
     ).write(params)
-    print(
+    log.info(
         f"ingest: {total} rows: {source_rows} from {params.data.source}, {total - source_rows} "
         f"from {accepted} batches of new data (data version {version}) ({dict(splits)})"
     )

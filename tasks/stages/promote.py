@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from tasks.lib.artifacts import (
     CLASSIFIER_FILE,
     GATE_REPORT_FILE,
@@ -15,6 +17,8 @@ from tasks.lib.stage_runner import run_as_script
 from tasks.lib.storage.lineage import lineage, model_card
 from tasks.lib.storage.model_card import CARD_FILE
 from tasks.lib.storage.registry import Registry, RegistryError
+
+log = logging.getLogger(__name__)
 
 
 def promote(params: Params) -> Promotion:
@@ -97,7 +101,7 @@ def run(params: Params) -> None:
     outcome = promote(params)
     outcome.write(params)
     state = "promoted to production" if outcome.promoted else f"not promoted: {outcome.reason}"
-    print(f"promote: {outcome.version} ({outcome.variant}) {state}")
+    log.info(f"promote: {outcome.version} ({outcome.variant}) {state}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ latency, throughput and size, into `metrics/quantize.json` and
 
 from __future__ import annotations
 
+import logging
 import shutil
 from typing import Any
 
@@ -25,6 +26,8 @@ from tasks.lib.export.variant_measurement import measure_variants, render
 from tasks.lib.export.variants import build_variant
 from tasks.lib.io import atomic_dir, read_table, write_text
 from tasks.lib.stage_runner import run_as_script
+
+log = logging.getLogger(__name__)
 
 
 def run(params: Params) -> None:
@@ -48,7 +51,7 @@ def run(params: Params) -> None:
                 as_sentences(calibration) if tagger else calibration,
                 params.path("model"),
             ).name
-            print(f"quantize: built {built[name]} ({variant.kind} of the {variant.graph} graph)")
+            log.info(f"quantize: built {built[name]} ({variant.kind} of the {variant.graph} graph)")
         report = measure_variants(
             model_dir=params.path("model"),
             folder=staging,
@@ -61,7 +64,7 @@ def run(params: Params) -> None:
         )
     report.write(params)
     write_text(params.path("reports") / QUANTIZE_REPORT_FILE, render(report))
-    print(render(report))
+    log.info(render(report))
 
 
 if __name__ == "__main__":

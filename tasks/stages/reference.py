@@ -7,6 +7,8 @@ serving variant answers it.
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 
 from tasks.lib.artifacts import GateMetrics
@@ -16,6 +18,8 @@ from tasks.lib.io import read_table
 from tasks.lib.monitoring.reference_profile import build_profile, write_profile
 from tasks.lib.stage_runner import run_as_script
 from tasks.lib.training.models import resolve_base_model
+
+log = logging.getLogger(__name__)
 
 
 def sample(table: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
@@ -35,7 +39,7 @@ def run(params: Params) -> None:
     spec = config.embedding_model or params.train.base_model
     profile = build_profile(train, test, folder, gate.model_file, resolve_base_model(spec, params.root))
     write_profile(profile, params.path("reference"), spec)
-    print(f"reference: {len(train)} training and {len(test)} test texts profiled ({gate.serving_variant})")
+    log.info(f"reference: {len(train)} training and {len(test)} test texts profiled ({gate.serving_variant})")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ tasks/lib/data/splitting.py; this stage streams the validated rows into the thre
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import numpy as np
 
@@ -16,6 +17,8 @@ from tasks.lib.data.batches import ParquetTable
 from tasks.lib.data.splitting import split_rows
 from tasks.lib.io import TableWriter, atomic_path
 from tasks.lib.stage_runner import run_as_script
+
+log = logging.getLogger(__name__)
 
 
 def run(params: Params) -> None:
@@ -40,7 +43,7 @@ def run(params: Params) -> None:
             for index, name in enumerate(SPLITS):
                 writers[index].write(batch[where == index].assign(**{SPLIT: name}))
             start += len(batch)
-    print(f"split: { {name: len(rows) for name, rows in parts.items()} }")
+    log.info(f"split: { {name: len(rows) for name, rows in parts.items()} }")
 
 
 if __name__ == "__main__":

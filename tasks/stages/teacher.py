@@ -9,6 +9,7 @@ change, not with every change to the student.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from tasks.lib.columns import TEXT
 from tasks.lib.config import Params
 from tasks.lib.io import atomic_dir, file_md5, read_table, write_json, write_table
 from tasks.lib.stage_runner import run_as_script
+
+log = logging.getLogger(__name__)
 
 NO_TEACHER = "No teacher: train.distill.enabled is false in params.yaml.\n"
 
@@ -33,7 +36,7 @@ def run(params: Params) -> None:
                 (staging / "README.txt").write_text(NO_TEACHER, encoding="utf-8")
         write_table(table_path, pd.DataFrame({TEXT: pd.Series([], dtype="string")}))
         write_json(metrics_path, {"enabled": False})
-        print("teacher: train.distill.enabled is false; nothing to train")
+        log.info("teacher: train.distill.enabled is false; nothing to train")
         return
     # Imported here: without distillation (the default) the stage runs in every pipeline run and
     # should not spend seconds importing torch and transformers.
@@ -70,7 +73,7 @@ def run(params: Params) -> None:
     logits = torch_logits(model_dir, texts, batch_size=config.batch_size * 2, max_length=config.max_length)
     write_table(table_path, soft_label_table(texts, logits, model_labels(model_dir)))
     write_json(metrics_path, {"enabled": True, "base_model": config.base_model, **metrics})
-    print(f"teacher: {json.dumps(metrics)}")
+    log.info(f"teacher: {json.dumps(metrics)}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ The training itself is tasks/lib/training (the benchmarks run the same code).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from tasks.lib.training import checkpoints, distributed
 from tasks.lib.training.distillation import logits_for
 from tasks.lib.training.models import resolve_base_model
 from tasks.lib.training.trainer import train
+
+log = logging.getLogger(__name__)
 
 
 def run(params: Params) -> None:
@@ -42,7 +45,7 @@ def run(params: Params) -> None:
     )
     if not distributed.is_worker():
         for stale in checkpoints.remove_stale(run_dir):
-            print(f"train: removed checkpoints of other inputs: {stale}")
+            log.info(f"train: removed checkpoints of other inputs: {stale}")
         if config.distributed.processes > 1:
             distributed.check_devices(config.distributed.processes)
             distributed.launch(config.distributed.processes, params.root)
@@ -67,7 +70,7 @@ def run(params: Params) -> None:
     # The model is saved; its checkpoints are only needed by an unfinished run.
     shutil.rmtree(run_dir, ignore_errors=True)
     write_json(params.path("metrics") / "train.json", metrics)
-    print(f"train: {json.dumps(metrics)}")
+    log.info(f"train: {json.dumps(metrics)}")
 
 
 if __name__ == "__main__":

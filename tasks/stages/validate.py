@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 
 import pandas as pd
 
@@ -27,6 +28,8 @@ from tasks.lib.validation.features import TokenCounter
 from tasks.lib.validation.report import render, summary
 from tasks.lib.validation.spark import raw_url
 from tasks.lib.validation.unknown_labels import unknown_labels_advice
+
+log = logging.getLogger(__name__)
 
 
 class ValidationFailed(PipelineError, RuntimeError):
@@ -79,7 +82,7 @@ def run(params: Params) -> None:
         write_text(reports / VALIDATION_REPORT_FILE, text + "\n")
         if not outcome.passed:
             raise ValidationFailed(text)
-    print(text)
+    log.info(text)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import signal
 import socket
@@ -12,6 +14,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -638,3 +641,43 @@ def test_a_probe_port_that_is_taken_stops_the_start(make_params, registry):
         thread.start()
         thread.join(timeout=60)
     assert not thread.is_alive() and not server.started
+
+
+def test_json_logs_give_every_access_line_its_request_id_and_never_a_text(registry, tmp_path):
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "TEXTCLF_SERVE_ACCESS_LOG": "true", "TEXTCLF_LOG_LEVEL": "info"}
+    serve = ["--log-format", "json", "serve", "--registry", str(registry.root), "--port", str(port)]
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "tasks", *serve], cwd=tmp_path, env=env, stderr=out)
+    secret = "a text only the client may see"
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert wait_for(lambda: _ready(client), 60), log.read_text()
+            answer = client.post("/predict", json={"texts": [secret]})
+            refused = client.post("/predict", json={"texts": [secret, 5]})  # 422: the error names no text
+            label = answer.json()["predictions"][0]["label"]
+            feedback = client.post("/feedback", json={"request_id": answer.json()["request_id"], "label": label})
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    access = {line["request_id"]: line for line in lines if line["logger"] == "textclf.access"}
+    assert answer.headers["x-request-id"] == answer.json()["request_id"]  # the id /feedback takes
+    for sent in (answer, refused, feedback):
+        line = access[sent.headers["x-request-id"]]
+        assert (line["method"], line["path"], line["status"]) == ("POST", sent.request.url.path, sent.status_code)
+    assert refused.status_code == 422 and feedback.status_code == 202
+    assert secret not in log.read_text()  # monitor.log_text is off by default, and no log line carries texts
+
+
+def _ready(client: Any) -> bool:
+    import httpx
+
+    try:
+        return client.get("/readyz").status_code == 200
+    except httpx.TransportError:  # not listening yet
+        return False

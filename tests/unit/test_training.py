@@ -64,7 +64,7 @@ STAGE_COMMAND = [sys.executable, "-m", "tasks.stages.train"]
 def run_stage(root: Path) -> str:
     done = subprocess.run(STAGE_COMMAND, cwd=root, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
+    return done.stdout + done.stderr  # the stage's log lines are on stderr
 
 
 def metrics_of(params: Any) -> dict[str, Any]:

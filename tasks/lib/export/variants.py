@@ -5,6 +5,7 @@ builds those `quantize.variants` names, then measures them: tasks/lib/export/var
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,8 @@ from tasks.lib.errors import PipelineError
 from tasks.lib.export.onnx_export import export_model, load_for_export
 from tasks.lib.export.pruning import importance, prune
 from tasks.lib.inference.onnx_classifier import OPENVINO_PRECISION_KEY, BatchEncoder, ClassifierInfo, import_openvino
+
+log = logging.getLogger(__name__)
 
 
 class QuantizationError(PipelineError, RuntimeError):
@@ -134,7 +137,7 @@ def _prune(model_dir: Path, onnx_dir: Path, target: Path, variant: PrunedVariant
     texts = calibration[: variant.calibration_rows]
     heads, neurons = importance(model, tokenizer, texts, info.task, 16, info.max_length)
     units = prune(model, heads, neurons, variant.heads, variant.neurons)
-    print(f"quantize: pruned {model_dir.name}: {units.summary()}")
+    log.info(f"quantize: pruned {model_dir.name}: {units.summary()}")
     fp32 = target.with_name(f"{target.stem}.fp32.onnx")
     try:
         export_model(model, tokenizer, fp32 if variant.int8 else target, opset, info.task)

@@ -13,6 +13,7 @@ once it verifies or is replaced.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import math
@@ -217,6 +218,15 @@ def load_variant(
     return fastest[1], VariantChoice(fastest[0], "fastest on this host", timings)
 
 
+def registered_at(folder: Path) -> float | None:
+    """When the version in `folder` was registered (its record's created_at), or None if it does not say."""
+    try:
+        created = json.loads((folder / VERSION_FILE).read_text(encoding="utf-8"))["created_at"]
+        return dt.datetime.fromisoformat(created).timestamp()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class ProductionModel:
     """The registry's production model, reloaded when the production pointer changes."""
 
@@ -244,6 +254,7 @@ class ProductionModel:
         self._seen: str | None = ""  # the pointer's text when last read; None: it was absent
         self._loaded: tuple[str, Served] | None = None
         self._verified = False  # whether the serving version's files matched its recorded hashes
+        self.created: float | None = None  # when the serving version was registered (seconds since the epoch)
         self.error: str | None = None  # why the newest pointer could not be served
         # The production version that cannot be served while its rollback target serves instead.
         self.fallback_for: str | None = None
@@ -297,6 +308,7 @@ class ProductionModel:
         classifier, choice = self._load_variant(folder)
         self._loaded, self.choice = (version, classifier), choice
         self._verified = verified
+        self.created = registered_at(folder)
 
     def _fall_back(self, production: str) -> None:
         """With nothing else to serve, serve the rollback target of `production`, which cannot be served.

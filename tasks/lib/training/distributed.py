@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from tasks.lib.errors import ConfigError, PipelineError
+
+log = logging.getLogger(__name__)
 
 
 class TrainingFailed(PipelineError, RuntimeError):
@@ -48,7 +51,7 @@ def launch(processes: int, root: Path) -> None:
         "-m",
         "tasks.stages.train",
     ]
-    print(f"train: {processes} data-parallel workers: {' '.join(command[2:])}", flush=True)
+    log.info(f"train: {processes} data-parallel workers: {' '.join(command[2:])}")
     code = subprocess.run(command, cwd=root, check=False).returncode
     if code != 0:
         raise TrainingFailed(

@@ -18,6 +18,7 @@ teacher's logits, adversarial (FGM) steps, and torchrun data parallelism.
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from tasks.lib.errors import PipelineError
 from tasks.lib.io import atomic_dir
 from tasks.lib.training import checkpoints, distributed
 from tasks.lib.training.parameter_efficient import add_peft, parameter_counts, plain_model
+
+log = logging.getLogger(__name__)
 
 DROPOUT_KEYS = (
     "hidden_dropout_prob",
@@ -318,7 +321,7 @@ def train(
         trainer.distill = config.distill if soft_labels is not None else None
         trainer.adversarial = config.adversarial
         if resume:
-            print(f"train: resuming from {resume.path} (step {resume.step})", flush=True)
+            log.info(f"train: resuming from {resume.path} (step {resume.step})")
         started = time.perf_counter()
         try:
             result = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
@@ -341,10 +344,9 @@ def train(
             )
         batch, accumulation, resume = batch // 2, accumulation * 2, None
         backoffs += 1
-        print(
+        log.info(
             f"train: out of GPU memory; starting again with batch {batch} x accumulation {accumulation} "
             "(the same rows per optimizer step)",
-            flush=True,
         )
     seconds = time.perf_counter() - started
     best = trainer.evaluate()
