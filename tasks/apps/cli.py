@@ -23,6 +23,7 @@
     textclf recipe [NAME] [--dvc-args] merge recipes/NAME.yaml into params.yaml (no NAME: list them);
                                       --dvc-args: print it as `dvc exp run` -S arguments instead
     textclf prune                     remove what params.yaml `retention` says is old (also after every run)
+    textclf gc [--dry-run]            also the team's DVC remote: objects and run-cache entries nothing needs
     textclf tune [--trials N]         hyperparameter search (Optuna) over tune.space on the pipeline's splits;
                                       the best trial becomes recipes/tuned.yaml, to review and apply
 
@@ -422,6 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("watch", help="watch the landing folder only (deployments served elsewhere)")
     sub.add_parser("prune", help="remove old archives, rejected files, versions, log lines (params retention)")
+    gc = sub.add_parser(
+        "gc", help="remove what no longer serves: old registry versions, the team remote's unneeded objects"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    gc.add_argument(
+        "--min-age-hours",
+        type=float,
+        default=24.0,
+        help="never remove what was written more recently (a run pushing now; default 24)",
+    )
     deps = sub.add_parser("deps", help="check that dvc.yaml's deps name all the code each stage runs")
     deps.add_argument("-v", "--verbose", action="store_true", help="also list the files each stage runs")
     deps.add_argument("--fix", action="store_true", help="rewrite dvc.yaml's code deps to what each stage runs")
@@ -559,6 +570,12 @@ def main(argv: list[str] | None = None) -> int:
             remote_command(root, args.url, args.endpoint_url, args.name)
         elif args.command == "policies":
             policies_command(root, args.format)
+        elif args.command == "gc":
+            import json
+
+            from tasks.lib.storage.remote_gc import garbage_collect
+
+            print(json.dumps(garbage_collect(load_params(root), args.dry_run, args.min_age_hours), indent=2))
         elif args.command == "prune":
             import json
 

@@ -39,30 +39,43 @@ def _healthy(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def local_server(port: int, home: Path | None = None, timeout: float = 180) -> Iterator[str]:
+def local_server(
+    port: int,
+    home: Path | None = None,
+    timeout: float = 180,
+    command: list[str] | None = None,
+    environment: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[str]:
     """`prefect server start` on 127.0.0.1:`port` for the duration of the block; yields its API URL.
 
     Args:
         home: PREFECT_HOME for the server (its SQLite database); None: Prefect's default.
+        command: the server's command line instead (e.g. the team guide's, on that port).
+        environment: more variables for the server (PREFECT_API_DATABASE_CONNECTION_URL: PostgreSQL).
+        log: the server's output into this file instead of this process's.
     Raises:
         PipelineError: the server exited or was not healthy within `timeout` seconds.
     """
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(environment or {})}
     env.pop("PREFECT_API_URL", None)
     if home is not None:
         home.mkdir(parents=True, exist_ok=True)
         env["PREFECT_HOME"] = str(home)
     prefect = Path(sys.executable).parent / "prefect"
-    process = subprocess.Popen(
-        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, start_new_session=True
-    )
+    command = command or [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(log.open("w")) if log is not None else None
+        joined = subprocess.STDOUT if out is not None else None
+        process = subprocess.Popen(command, env=env, start_new_session=True, stdout=out, stderr=joined)
     url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(url):
             if process.poll() is not None:
+                said = f"; its output: {log}" if log is not None else ""
                 raise PipelineError(
-                    f"`prefect server start --port {port}` exited {process.returncode} (is the port in use?)"
+                    f"`prefect server start --port {port}` exited {process.returncode} (is the port in use?){said}"
                 )
             if time.monotonic() > deadline:
                 raise PipelineError(f"the Prefect server on port {port} was not healthy after {timeout:.0f} s")

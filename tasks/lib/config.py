@@ -868,6 +868,7 @@ class RetentionConfig(_Section):
     rejected: Keep
     registry_versions: Keep
     team_reports: Keep
+    remote_runs: Keep
     notification_lines: Annotated[int, Field(ge=1)] | None
 
 

@@ -1,6 +1,6 @@
-"""A team on loopback: a real Prefect server, a real S3 server (SeaweedFS), process workers on "hosts"
-that are separate folders with their own HOME, a serving host with no git, no DVC and no params.yaml, in a
-serving-only environment.
+"""A team on loopback: a real Prefect server (on PostgreSQL), a real S3 server (SeaweedFS), process workers
+on "hosts" that are separate folders with their own HOME, a serving host with no git, no DVC and no
+params.yaml, in a serving-only environment.
 
 - host A (a worker: a fresh clone per flow run) retrains, pushes data, models and the run-cache,
   and promotes v0001 into the bucket's registry; host B serves it;
@@ -8,6 +8,7 @@ serving-only environment.
 - new data lands on host L (the landing host): the trigger retrains on A, v0002 is promoted, B follows;
 - two runs started at once on A and C while the team's slot is taken: they take turns, the registry
   stays whole;
+- `textclf gc` shrinks the DVC remote, and a fresh worker still restores every stage (none runs);
 - host K is killed (SIGKILL) while its promotion's upload hangs: no partial version is visible,
   production does not move, and its registry lease and team slot are free again within about a minute;
 - the S3 server stops: B keeps answering with v0002 and says `degraded`.
@@ -40,6 +41,7 @@ from tasks.lib.storage.object_store import ObjectStore, StoreError
 from tasks.lib.storage.registry import Registry
 from tasks.lib.storage.team_workspace import workspace_identity
 from tests.support.browser import api_operations, chromium
+from tests.support.postgres import PostgreSQL
 from tests.support.repo import BIN, copy_repo, deep_merge, repo_params, run, tiny_overrides
 from tests.support.seaweedfs import SeaweedFS, free_port
 from tests.support.serve_venv import PIPELINE_ONLY, importable
@@ -261,7 +263,11 @@ def team(tmp_path: Path, tiny_model_dir: Path) -> Iterator[dict[str, Any]]:
         repo_params(),
         deep_merge(
             tiny_overrides(tiny_model_dir),
-            {"paths": {"registry": f"{prefix}/registry"}, "retrain": {"debounce_seconds": 5}},
+            {
+                "paths": {"registry": f"{prefix}/registry"},
+                "retrain": {"debounce_seconds": 5},
+                "retention": {"remote_runs": {"keep_last": 1, "max_age_days": 1e-6}},  # textclf gc: 1 run
+            },
         ),
     )
     (origin / "params.yaml").write_text(yaml.safe_dump(params))
@@ -279,8 +285,15 @@ def team(tmp_path: Path, tiny_model_dir: Path) -> Iterator[dict[str, Any]]:
     assert sorted(aws) == ["landing", "serving", "worker"] and all(p["Version"] == "2012-10-17" for p in aws.values())
     store = SeaweedFS(tmp_path / "store", bucket="team", options=(f"-s3.config={tmp_path / 's3.json'}",))
     store.start()
+    database = PostgreSQL()
+    database.start()
+    server_log = tmp_path / "prefect-server.log"
+    port = free_port()
+    guide.substitutions |= {"0.0.0.0": "127.0.0.1", "4200": str(port)}
+    server = [str(BIN / "prefect"), *guide.take("prefect", "server", "start")[1:]]
+    on_postgres = {"PREFECT_API_DATABASE_CONNECTION_URL": database.url}  # the guide's export, this cluster's URL
     try:
-        with local_server(free_port(), home=tmp_path / "server-home", timeout=240) as api:
+        with local_server(port, tmp_path / "server-home", 240, server, on_postgres, server_log) as api:
             admin = make_host(tmp_path, "admin", api, store.endpoint, "worker")
             pool = guide.take("prefect", "work-pool", "create")
             queues = (["work-queue", "create", queue, "--pool", POOL] for queue in ("host-a", "host-c", "host-k"))
@@ -295,9 +308,14 @@ def team(tmp_path: Path, tiny_model_dir: Path) -> Iterator[dict[str, Any]]:
                 "params": params,
                 "store": store,
                 "guide": guide,
+                "database": database,
             }
+        # The server ran on PostgreSQL (its runs are there) and SQLite's lock never showed.
+        assert int(database.query("select count(*) from flow_run")) > 0
+        assert "database is locked" not in server_log.read_text()
     finally:
         store.stop(grace_s=5)
+        database.stop()
 
 
 def test_a_team_of_hosts_shares_data_models_and_one_registry(team: dict[str, Any], serve_bin: Path):
@@ -395,6 +413,29 @@ def test_a_team_of_hosts_shares_data_models_and_one_registry(team: dict[str, Any
         for run_id in both:
             wait_run(api, run_id, [a, c])
         assert registry.list_versions() == ["v0001", "v0002"] and registry.production()["version"] == "v0002"
+
+        # Garbage collection (retention.remote_runs keeps 1 run per stage here): the remote shrinks, a dry
+        # run removes nothing, and afterwards a fresh worker still restores every stage and B still serves.
+        def remote_bytes() -> int:  # DVC's objects and run-cache entries
+            registry.store.fs.invalidate_cache()
+            return sum(int(registry.store.fs.du(f"{prefix}/dvc/{part}")) for part in ("files", "runs"))
+
+        def gc(*flags: str) -> dict[str, Any]:
+            done = run([str(BIN / "textclf"), "gc", "--min-age-hours", "0", *flags], base / "work")
+            return json.loads(done.stdout)
+
+        before = remote_bytes()
+        planned = gc("--dry-run")
+        assert remote_bytes() == before and planned["objects_removed"] > 0 and planned["bytes_before"] == before
+        collected = gc()
+        after = remote_bytes()
+        assert after == before - collected["bytes_removed"] and collected["objects_removed"] > 0, collected
+        print(f"textclf gc: the DVC remote from {before:,} to {after:,} bytes ({collected})")
+        restored = wait_run(api, start_run(api, "host-c"), [c])
+        actions = stage_actions(api, restored.id)
+        assert "ran" not in actions.values() and set(actions) == set(stage_actions(api, first.id)), actions
+        code, answer = http_json(f"{serving}/predict", {"texts": ["a warm, clever film"]})
+        assert code == 200 and answer["version"] == "v0002"
 
         # Host K dies while its promotion's upload hangs: nothing half-written is visible.
         state = registry.store.fs.cat(f"{prefix}/dvc/textclf/state/dvc.lock")

@@ -78,10 +78,16 @@ def prune_lines(path: Path, keep_lines: int | None) -> int:
     return len(lines) - keep_lines
 
 
-def prune_versions(registry: Registry, keep: Keep, now: float) -> list[str]:
-    """Remove expired registry versions (by their record's time); the registry keeps the protected ones."""
+def expired_versions(registry: Registry, keep: Keep, now: float) -> list[str]:
+    """The registry versions retention would remove (by their record's time), the protected ones left out."""
     entries = [(registry.created(version), Path(version)) for version in registry.list_versions()]
-    return registry.remove([path.name for path in expired(entries, keep, now)], "retention.registry_versions")
+    protected = registry.protected()
+    return [path.name for path in expired(entries, keep, now) if path.name not in protected]
+
+
+def prune_versions(registry: Registry, keep: Keep, now: float) -> list[str]:
+    """Remove expired registry versions; the registry keeps the protected ones."""
+    return registry.remove(expired_versions(registry, keep, now), "retention.registry_versions")
 
 
 def _shown(path: Path, root: Path) -> str:
