@@ -309,6 +309,14 @@ def run_serve(podman: Podman, image: Image, registry: Path, workdir: Path) -> tu
         except urllib.error.HTTPError as exc:
             raise StepFailed(f"serve: POST /predict answered {exc.code}: {exc.read().decode()[:2000]}") from exc
         say(f"serve: POST /predict -> {answer}")
+        # The API page and its files come from the image itself (web-assets.lock's Swagger UI), not a CDN.
+        for page in ("/docs", "/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{page}", timeout=30) as response:
+                    size = len(response.read())
+            except urllib.error.HTTPError as exc:
+                raise StepFailed(f"serve: GET {page} answered {exc.code}: {exc.read().decode()[:500]}") from exc
+            say(f"serve: GET {page} -> 200, {size:,} bytes")
         try:
             podman("exec", container, "touch", "/registry/.written", capture=True)
         except StepFailed:

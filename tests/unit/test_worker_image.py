@@ -407,3 +407,4 @@ def test_the_serving_image_builds_and_serves_a_registry_read_only(tmp_path: Path
     assert done.returncode == 0, output[-6000:]
     answer = json.loads(re.search(r"POST /predict -> (\{.*\})", output).group(1))  # type: ignore[union-attr]
     assert len(answer["predictions"]) == 2 and answer["version"] == "v0001", answer
+    assert "serve: GET /docs/assets/swagger-ui-bundle.js -> 200" in output  # the API page works offline
