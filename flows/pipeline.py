@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from filelock import FileLock
 from prefect import flow, get_run_logger, task
@@ -204,10 +204,10 @@ def repro_stage(
     Raises:
         StageFailed: the stage failed, or ran past `timeout_s` and was stopped (with all it started).
     """
-    logger = get_run_logger() if log is None else None
-    say = log or cast(Callable[[str], object], get_run_logger().info)
+    # A caller's `log` takes every line; the run's logger takes each at the level the stage gave it.
+    emit = (lambda _level, message: log(message)) if log else get_run_logger().log
     started = time.perf_counter()
-    stale = is_stale(root, name, say)
+    stale = is_stale(root, name, lambda message: emit(logging.INFO, message))
     # --wait-for-lock: a person's `dvc` command in the workspace delays the stage instead of failing it.
     # Its own process group: a timeout stops the stage's processes too, not only dvc.
     process = subprocess.Popen(
@@ -238,10 +238,7 @@ def repro_stage(
             if line:
                 level, message = relayed(line)
                 output.append(message)
-                if logger is None:
-                    say(message)
-                else:
-                    logger.log(level, message)
+                emit(level, message)
         code = process.wait()
     except BaseException:
         # SIGTERM (Prefect raises it as TerminationSignal) or Ctrl-C: the stage's own session hears neither.

@@ -674,16 +674,8 @@ def log_access(scope: Scope, status: int, seconds: float, request_id: str) -> No
         "status": status,
         "duration_ms": round(seconds * 1000, 2),
     }
-    access_log.info(
-        '%s "%s %s" %d %.1f ms request_id=%s',
-        fields["client"],
-        fields["method"],
-        fields["path"],
-        status,
-        fields["duration_ms"],
-        request_id,
-        extra=fields,
-    )
+    line = '%(client)s "%(method)s %(path)s" %(status)d %(duration_ms).1f ms request_id=%(request_id)s'
+    access_log.info(line, fields, extra=fields)
 
 
 def _is_json(headers: Sequence[tuple[bytes, bytes]]) -> bool:

@@ -132,7 +132,7 @@ class RemoteCollector:
             paths.add(path)
             if md5.endswith(".dir"):
                 listed = json.loads(_read(self.remote, path))
-                paths |= {object_path(self.base, str(e["md5"])) for e in listed if e.get("md5")} & set(objects)
+                paths |= {object_path(self.base, str(e["md5"])) for e in listed if e.get("md5")} & objects.keys()
         return paths
 
     def _entries_by_stage(self, entries: dict[str, dict[str, Any]]) -> Iterator[list[tuple[float, str, Any]]]:
