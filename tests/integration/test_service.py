@@ -20,6 +20,7 @@ import yaml
 
 from flows.ingest_new import DATA_ACCEPTED
 from tasks.lib.data.demo_data import generate_reviews
+from tests.support.hostile_files import parquet_bomb, pausing_writer
 from tests.support.repo import copy_repo, deep_merge, repo_params, tiny_overrides
 from tests.support.seaweedfs import free_port
 
@@ -215,14 +216,40 @@ def test_a_bad_file_is_rejected_with_its_report_and_production_is_untouched(serv
     assert pipeline_runs(ws.flow_runs()) == before_runs and ws.production() == before_production
 
 
+def test_a_parquet_bomb_is_refused_by_the_services_child_and_retrains_nothing(served: Workspace):
+    """Issue 43, point 1, through the real watcher process: 421 KB that decodes to 4 GB."""
+    ws = served
+    before_runs, before_production = pipeline_runs(ws.flow_runs()), ws.production()
+    parquet_bomb(ws.landing / "bomb.parquet")
+    runs = ws.wait(
+        lambda runs: any(r["name"] == "ingest bomb.parquet" and r["state"] in TERMINAL for r in runs),
+        timeout=300,
+        what="the ingest run of bomb.parquet",
+    )
+    assert next(r for r in runs if r["name"] == "ingest bomb.parquet")["state"] == "FAILED"
+    (receipt,) = [
+        json.loads(p.read_text())
+        for p in (ws.root / "landing" / "rejected").glob("*/receipt.json")
+        if "bomb.parquet" in p.read_text()
+    ]
+    assert not receipt["accepted"] and "decodes past data.max_expanded_bytes" in receipt["reason"]
+    assert "field 'text'" in receipt["reason"] and not (ws.landing / "bomb.parquet").exists()
+    time.sleep(10)
+    assert pipeline_runs(ws.flow_runs()) == before_runs and ws.production() == before_production
+
+
 def test_a_burst_of_files_is_one_run_and_a_concurrent_run_waits_without_lock_errors(served: Workspace):
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     ws = served
     before = len(pipeline_runs(ws.flow_runs(), "on-new-data"))
-    for week in (2, 3, 4):
+    # week2.csv's producer writes in place and pauses 6 s, twelve times settle_seconds, with half its
+    # rows written and the file open (issue 43, point 2): the service must wait for the rest.
+    slow = pausing_writer(ws.landing / "week2.csv", reviews_csv(60, seed=102), pause=6)
+    for week in (3, 4):
         ws.drop(f"week{week}.csv", reviews_csv(60, seed=100 + week))
+    assert slow.wait(timeout=60) == 0
     runs = ws.wait(
         lambda runs: sum(r["name"].startswith("ingest week") and r["state"] == "COMPLETED" for r in runs) == 4,
         timeout=300,
@@ -248,6 +275,11 @@ def test_a_burst_of_files_is_one_run_and_a_concurrent_run_waits_without_lock_err
     assert "Unable to acquire lock" not in ws.log.read_text()
     assert "another pipeline run holds this workspace" in ws.log.read_text()
     assert len(list((ws.root / "landing" / "archive").iterdir())) == 4
+    receipts = {
+        Path(receipt["moved_to"]).name: receipt
+        for receipt in (json.loads(p.read_text()) for p in (ws.root / "landing" / "archive").glob("*/receipt.json"))
+    }
+    assert receipts["week2.csv"]["accepted"] and receipts["week2.csv"]["rows"] == 60  # every row, not the first half
 
 
 def test_the_cron_schedule_from_params_queues_runs(served: Workspace):

@@ -20,6 +20,7 @@ from tasks.lib.data.incoming import batch_files
 from tasks.lib.data.landing import NOT_STORED, NotStored, StillBeingWritten, ingest_new
 from tasks.lib.data.watcher import LandingWatcher
 from tasks.stages import ingest
+from tests.support.hostile_files import parquet_bomb
 
 GOOD = 'text,label\n"a fine film, truly",positive\n"a dull and messy plot",negative\n"a fine film, truly",positive\n'
 
@@ -250,25 +251,11 @@ CAPPED_INGEST = [
 
 
 def test_a_parquet_bomb_is_refused_by_its_decoded_size_in_little_memory(params, monkeypatch):
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from tasks.apps import service
 
     landing = params.path("landing")
     landing.mkdir(parents=True)
-    # The attacker's file: 1,999,000 rows of one 1,999-character text, dictionary-encoded. About
-    # 420 KB, under retrain.max_file_bytes and max_file_rows; decoded, 4 GB (19.6 GB of memory once).
-    same = pa.array(np.zeros(1_999_000, np.int32))
-    table = pa.table(
-        {
-            "text": pa.DictionaryArray.from_arrays(same, pa.array([("a fine film " * 200)[:1999]])),
-            "label": pa.DictionaryArray.from_arrays(same, pa.array(["positive"])),
-        }
-    )
-    pq.write_table(table, landing / "bomb.parquet", compression="zstd")
-    assert (landing / "bomb.parquet").stat().st_size < 500_000
+    parquet_bomb(landing / "bomb.parquet")
     monkeypatch.setattr(service, "INGEST_COMMAND", CAPPED_INGEST)
     watcher = LandingWatcher(landing, lambda path: service.ingest_landed(params, path), 0.01, 0)
     assert watcher.poll_once() + watcher.poll_once() == 1
