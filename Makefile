@@ -40,7 +40,7 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install dev install-serve check-pythons images apt chromium test-servers spark mpnet run repro serve test test-fast lint docs lock clean-venv bench-serving
+.PHONY: install dev install-serve check-pythons images apt chromium test-servers label-studio spark mpnet run repro serve test test-fast lint docs lock clean-venv bench-serving
 
 install: apt $(STAMP) $(WEB_STAMP)
 
@@ -106,6 +106,21 @@ mpnet: install $(MPNET_STAMP)
 $(MPNET_STAMP): mpnet.lock | $(STAMP)
 	$(BIN)/python -m tasks.apps.assemble_model
 
+# Label Studio for the labelling tests (tests/integration/test_labelling.py; docs/guides/labelling.md): a
+# venv of its own, since its pins (Django, redis, requests) conflict with the runtime lock. Only `make test`
+# installs it; the pipeline talks to any Label Studio over HTTP and needs none of it.
+LABEL_STUDIO_LOCK := locks/label-studio.txt
+LABEL_STUDIO_VENV := .venv-label-studio
+LABEL_STUDIO_STAMP := $(LABEL_STUDIO_VENV)/.installed-$(shell { cat $(LABEL_STUDIO_LOCK); echo $(PYTHON_EXE); } | sha1sum | cut -c1-12)
+label-studio: $(LABEL_STUDIO_STAMP)
+
+$(LABEL_STUDIO_STAMP): $(LABEL_STUDIO_LOCK)
+	@[ -n "$(PYTHON_EXE)" ] || { echo "make: no Python '$(PYTHON)' here (PYTHON=python3.12, or a path)" >&2; exit 1; }
+	rm -rf $(LABEL_STUDIO_VENV) && $(PYTHON_EXE) -m venv $(LABEL_STUDIO_VENV)
+	$(LABEL_STUDIO_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LABEL_STUDIO_VENV)/bin/python -m pip install -q --no-deps -r $(LABEL_STUDIO_LOCK)
+	@touch $@
+
 # Debian's chromium, for the browser test of the HTML reports (tests/integration/test_reports_offline.py):
 # only `make test` installs it, not `make install`.
 chromium:
@@ -136,7 +151,7 @@ repro: install $(SPARK_IF_NEEDED)
 ## the longest modules first (tests/conftest.py). One more worker than cores: most tests spend much of
 ## their time waiting on servers and processes (docs/guides/tests.md#workers).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
-test: dev chromium spark test-servers
+test: dev chromium spark test-servers label-studio
 	$(BIN)/python -m pytest --numprocesses $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 ## The fast inner loop: the unit tests that need no browser, real model or whole DAG (`-m "not slow"`),
@@ -194,6 +209,8 @@ lock: dev
 	$(LOCK_COMPILE) --extra pipeline --output-file $(RUNTIME_LOCK)
 	$(LOCK_COMPILE) --extra serve --constraint $(RUNTIME_LOCK) --output-file $(SERVE_LOCK)
 	$(LOCK_COMPILE) --extra pipeline --extra test --extra dev --constraint $(RUNTIME_LOCK) --output-file $(DEV_LOCK)
+	$(BIN)/uv pip compile locks/label-studio.in --quiet --universal --python-version 3.11 \
+	  --custom-compile-command 'make lock' --output-file $(LABEL_STUDIO_LOCK)
 
 clean-venv:
 	rm -rf $(VENV)

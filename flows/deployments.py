@@ -83,10 +83,11 @@ def deployment_specs(params: Params) -> list[dict[str, Any]]:
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found (the deployments are defined there)") from None
     specs: list[dict[str, Any]] = fill_placeholders(config["deployments"], template_environment(params))
-    return with_score_schedules(specs, params)
+    return with_params_schedules(specs, params)
 
 
 SCORE_DEPLOYMENT = "score"
+LABEL_SYNC_DEPLOYMENT = "label-sync"
 
 
 def score_schedules(params: Params) -> list[dict[str, Any]]:
@@ -101,10 +102,18 @@ def score_schedules(params: Params) -> list[dict[str, Any]]:
     ]
 
 
-def with_score_schedules(deployments: list[dict[str, Any]], params: Params) -> list[dict[str, Any]]:
-    """The deployments, deployment `score` with params.yaml's score.schedules (a list: no placeholder holds one)."""
+def label_sync_schedules(params: Params) -> list[dict[str, Any]]:
+    """params.yaml labelling.sync_minutes as a prefect.yaml interval schedule (none while it is null)."""
+    minutes = params.labelling.sync_minutes
+    return [{"interval": round(minutes * 60)}] if minutes else []
+
+
+def with_params_schedules(deployments: list[dict[str, Any]], params: Params) -> list[dict[str, Any]]:
+    """The deployments, `score` with params.yaml's score.schedules and `label-sync` with labelling.sync_minutes
+    (lists, or absent: no placeholder holds one)."""
+    scheduled = {SCORE_DEPLOYMENT: score_schedules(params), LABEL_SYNC_DEPLOYMENT: label_sync_schedules(params)}
     return [
-        {**spec, "schedules": score_schedules(params)} if spec.get("name") == SCORE_DEPLOYMENT else spec
+        {**spec, "schedules": scheduled[spec["name"]]} if spec.get("name") in scheduled else spec
         for spec in deployments
     ]
 
@@ -114,13 +123,15 @@ def runner_deployments(params: Params) -> list[Any]:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
     from prefect.flows import load_flow_from_entrypoint
-    from prefect.schedules import Cron
+    from prefect.schedules import Cron, Interval
 
     deployments = []
     for spec in deployment_specs(params):
         try:
             schedules = [
-                Cron(s["cron"], timezone=s.get("timezone"), parameters=s.get("parameters") or {})
+                Interval(s["interval"], parameters=s.get("parameters") or {})
+                if "interval" in s
+                else Cron(s["cron"], timezone=s.get("timezone"), parameters=s.get("parameters") or {})
                 for s in spec.get("schedules") or []
             ]
         except ValueError as exc:
@@ -205,13 +216,13 @@ def ensure_failure_automation(params: Params) -> str | None:
 
 
 def _prefect_file_for(params: Params, clone: GitSource | None, folder: Path) -> Path:
-    """prefect.yaml itself, or a copy in `folder`: with params.yaml's score.schedules, and (with `clone`) the pull
-    steps `definitions.pull_from_git`."""
+    """prefect.yaml itself, or a copy in `folder`: with params.yaml's score.schedules and labelling.sync_minutes,
+    and (with `clone`) the pull steps `definitions.pull_from_git`."""
     path = params.root / PREFECT_FILE
-    if clone is None and not params.score.schedules:
+    if clone is None and not params.score.schedules and not params.labelling.sync_minutes:
         return path
     config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    config["deployments"] = with_score_schedules(config["deployments"], params)
+    config["deployments"] = with_params_schedules(config["deployments"], params)
     if clone is not None:
         try:
             config["pull"] = config["definitions"]["pull_from_git"]

@@ -13,6 +13,8 @@
     textclf review export --n N       the served texts to label first (drifted, least confident), as a CSV
                                       (a tagger's: JSON Lines of words and tags to correct)
     textclf feedback export           the feedback's labelled texts, as a new file in the landing folder
+    textclf label push|pull           the review queue as Label Studio tasks (the model's answers pre-filled);
+                                      the finished labels as a new file in the landing folder
     textclf service                   serve the deployments and watch the landing folder
     textclf deploy --pool NAME        the same deployments on a work pool (prefect deploy);
               [--clone URL --ref REF]  workers on other hosts run them in a clone of URL at REF
@@ -51,6 +53,23 @@ from tasks.lib.inference.serving_settings import (
 )
 from tasks.lib.logs import FORMAT_VARIABLE, FORMATS, LEVEL_VARIABLE, LEVELS, LogSettingError, configure_logging
 from tasks.lib.stage_runner import report_failure, run_stage
+
+
+def label_command(root: Path, args: argparse.Namespace) -> None:
+    """`textclf label push|pull` against the Label Studio of LABEL_STUDIO_URL (or labelling.url_block)."""
+    from tasks.lib.labelling.label_studio import LabelStudio, connection
+    from tasks.lib.labelling.sync import pull, push
+
+    params = load_params(root)
+    with LabelStudio(connection(params.labelling), params.labelling.timeout_seconds) as studio:
+        if args.action == "push":
+            print(push(params.with_registry(args.registry), studio, args.n, args.days).summary())
+            return
+        report = pull(params, studio)
+        print(report.summary())
+        for task in report.judged:
+            if task.outcome != "used":
+                print(f"  task {task.task}: {task.outcome.replace('_', ' ')}: {task.detail}")
 
 
 def stage_command(name: str, root: Path) -> int:
@@ -408,6 +427,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, help="the file to write (default review.csv, a tagger's review.jsonl)")
     export.add_argument("--days", type=float, help="only answers of the last DAYS days")
     export.add_argument("--registry", help=REGISTRY_HELP)
+    label = sub.add_parser(
+        "label", help="Label Studio: the review queue as tasks, finished labels into landing (docs/guides/labelling.md)"
+    )
+    label_actions = label.add_subparsers(dest="action", required=True)
+    label_push = label_actions.add_parser(
+        "push", help="the review queue's texts not yet in the project, with the production model's answers"
+    )
+    label_push.add_argument("--n", type=int, help="how many texts (default labelling.queue_size)")
+    label_push.add_argument(
+        "--days", type=float, help="only answers of the last DAYS days (default labelling.queue_days)"
+    )
+    label_push.add_argument("--registry", help=REGISTRY_HELP)
+    label_actions.add_parser(
+        "pull", help="tasks annotated since the last pull: used ones as a new file in paths.landing, the rest reported"
+    )
     remote = sub.add_parser("remote", help="the team's DVC default remote: set it (URL) or show it")
     remote.add_argument("url", nargs="?", help="s3://bucket/prefix, gs://..., azure://..., ssh://..., a folder")
     remote.add_argument("--endpoint-url", help="an S3-compatible server's endpoint (MinIO, SeaweedFS, Ceph)")
@@ -551,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
                 else "no trial completed: nothing to propose (see reports/tune/trials.csv)"
             )
         elif args.command == "review":
-            from tasks.apps.review_queue import export as export_review
+            from tasks.lib.monitoring.review_queue import export as export_review
 
             out, rows = export_review(load_params(root).with_registry(args.registry), args.n, args.out, args.days)
             fill = "correct its tags" if out.suffix == ".jsonl" else "fill its label column"
@@ -566,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
 
             written, rows = export_feedback(load_params(root).with_registry(args.registry), args.out)
             print(f"{rows} labelled texts in {written}" if written else "no feedback since the last export")
+        elif args.command == "label":
+            label_command(root, args)
         elif args.command == "remote":
             remote_command(root, args.url, args.endpoint_url, args.name)
         elif args.command == "policies":

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.apps.review_queue import ReviewError
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import Params
 from tasks.lib.data.sentences import TAGS_FIELD, TOKENS_FIELD
 from tasks.lib.inference.onnx_tagger import tagged_words
 from tasks.lib.io import read_json, write_json
 from tasks.lib.monitoring.prediction_log import FEEDBACK, PREDICTIONS, latest_feedback, log_location, read_log
+from tasks.lib.monitoring.review_queue import ReviewError
 
 MARK_FILE = "feedback_exported.json"
 

@@ -93,6 +93,9 @@ class PathsConfig(_Section):
     reference: Path
     # The monitoring flow's reports: one folder per run, and latest/.
     monitoring: Path
+    # `textclf label pull`'s record of the Label Studio tasks it judged, and a note per pull
+    # (default in code: a params.yaml written before it still loads).
+    labelling: Path = Path("labelling")
 
 
 class DemoConfig(_Section):
@@ -858,6 +861,21 @@ class ScoreConfig(_Section):
         return self
 
 
+class LabellingConfig(_Section):
+    """Label Studio: the review queue pushed as tasks, finished labels pulled into paths.landing
+    (docs/guides/labelling.md). The server's URL and token are never here: the environment or
+    Prefect Secret blocks."""
+
+    # Defaults in code (params.yaml's, tested): a params.yaml written before `labelling:` existed still loads.
+    project: Annotated[str, Field(min_length=3)] = "textclf review queue"
+    queue_size: Annotated[int, Field(ge=1)] = 100
+    queue_days: Annotated[float, Field(gt=0)] | None = None
+    sync_minutes: Annotated[float, Field(gt=0)] | None = None
+    url_block: str | None = None
+    token_block: str | None = None
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
 class Keep(_Section):
     keep_last: Annotated[int, Field(ge=1)]
     max_age_days: Annotated[float, Field(gt=0)] | None
@@ -893,6 +911,7 @@ class Params(_Section):
     serve: ServeConfig
     monitor: MonitorConfig
     score: ScoreConfig = ScoreConfig()
+    labelling: LabellingConfig = LabellingConfig()
     retrain: RetrainConfig
     retention: RetentionConfig
 

@@ -20,7 +20,7 @@ def test_every_placeholder_of_prefect_yaml_is_filled_from_params(make_params):
     )
     shutil.copy(REPO / "prefect.yaml", params.root)
     specs = {spec["name"]: spec for spec in deployment_specs(params)}
-    assert set(specs) == {"scheduled", "on-new-data", "monitor", "score"}
+    assert set(specs) == {"scheduled", "on-new-data", "monitor", "score", "label-sync"}
     assert "{{" not in json.dumps(specs)
     assert specs["scheduled"]["schedules"] == [{"cron": "15 4 * * *", "timezone": "Europe/Paris"}]
     assert specs["scheduled"]["parameters"] == {"root": str(params.root)}
@@ -58,3 +58,20 @@ def test_the_score_deployment_runs_params_yaml_score_schedules_with_their_parame
     assert next(d for d in written["deployments"] if d["name"] == "score")["schedules"] == score["schedules"]
     with pytest.raises(ConfigError, match=r"score\.schedules\.0\.cron"):
         make_params({"score": {"schedules": [{**nightly, "cron": "nightly"}]}})
+
+
+def test_the_label_sync_deployment_runs_every_sync_minutes_and_not_while_it_is_null(make_params, tmp_path):
+    from flows.deployments import _prefect_file_for, runner_deployments
+
+    shutil.copy(REPO / "prefect.yaml", tmp_path)
+    shutil.copytree(REPO / "flows", tmp_path / "flows")
+    off = next(spec for spec in deployment_specs(make_params()) if spec["name"] == "label-sync")
+    assert off["entrypoint"] == "flows/label_sync.py:label_sync" and off["schedules"] == []
+    params = make_params({"labelling": {"sync_minutes": 15}})
+    sync = next(spec for spec in deployment_specs(params) if spec["name"] == "label-sync")
+    assert sync["schedules"] == [{"interval": 900}]
+    (tmp_path / "deploy").mkdir()
+    written = yaml.safe_load(_prefect_file_for(params, None, tmp_path / "deploy").read_text())
+    assert next(d for d in written["deployments"] if d["name"] == "label-sync")["schedules"] == [{"interval": 900}]
+    (served,) = [d for d in runner_deployments(params) if d.name == "label-sync"]
+    assert [s.schedule.interval.total_seconds() for s in served.schedules] == [900]

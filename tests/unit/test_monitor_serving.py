@@ -165,8 +165,8 @@ def test_monitor_feedback_is_recorded_and_the_review_queue_leaves_it_out(make_pa
     import httpx
 
     from tasks.apps.cli import main
-    from tasks.apps.review_queue import review_queue
     from tasks.lib.data.landing import check_file
+    from tasks.lib.monitoring.review_queue import review_queue
 
     params = make_params({"monitor": {**MONITOR, "log_text": True}})
     texts = [f"review number {i}: a film" for i in range(6)]
@@ -197,7 +197,7 @@ def test_monitor_feedback_is_recorded_and_the_review_queue_leaves_it_out(make_pa
 def test_monitor_review_needs_logged_texts(make_params, registry):  # noqa: F811
     import httpx
 
-    from tasks.apps.review_queue import ReviewError, review_queue
+    from tasks.lib.monitoring.review_queue import ReviewError, review_queue
 
     params = make_params({"monitor": MONITOR})  # log_text: false
     with serving(params, registry) as url:

@@ -1,4 +1,5 @@
-"""`textclf review export`: the served texts a person should label first.
+"""The served texts a person should label first: `textclf review export`, and `textclf label push`
+(docs/guides/labelling.md).
 
 Two kinds, one per distinct text, leaving out those that already have feedback: the texts of
 the drifted region (the highest drift scores of the last monitoring run: the served texts most
@@ -31,13 +32,21 @@ class ReviewError(PipelineError, ValueError):
     """Nothing can be exported; the message says why and what to change."""
 
 
+class NothingServedYet(ReviewError):
+    """The prediction log is empty: no text was served (or logged) yet."""
+
+
 def review_queue(params: Params, n: int, days: float | None = None) -> pd.DataFrame:
-    """The `n` least confident logged answers (within the last `days`), one per text, without feedback."""
+    """The `n` least confident logged answers (within the last `days`), one per text, without feedback.
+
+    Returns:
+        COLUMNS, the text's `text_hash` (the prediction log's), and a tagger's served `entities` (JSON).
+    """
     registry = params.location("registry")
     location = log_location(params.monitor, registry, PREDICTIONS)
     answers = read_log(location)
     if answers.empty:
-        raise ReviewError(f"{location}: no logged predictions yet (textclf serve writes them; monitor.log)")
+        raise NothingServedYet(f"{location}: no logged predictions yet (textclf serve writes them; monitor.log)")
     if "text" not in answers:
         raise ReviewError(
             f"{location}: the prediction log holds no texts (monitor.log_text is false), so there is nothing a "
@@ -55,7 +64,7 @@ def review_queue(params: Params, n: int, days: float | None = None) -> pd.DataFr
     rest = answers[~answers["text_hash"].isin(drifted["text_hash"])].head(n - len(drifted))
     chosen = pd.concat([drifted, rest.assign(reason="least confident")], ignore_index=True)
     served = ["entities"] if "entities" in chosen else []  # a tagger's answers, to correct
-    return chosen.assign(predicted=chosen["label"], label="")[COLUMNS + served]
+    return chosen.assign(predicted=chosen["label"], label="")[[*COLUMNS, "text_hash", *served]]
 
 
 def drifted_region(params: Params, answers: pd.DataFrame, n: int) -> pd.DataFrame:
