@@ -244,12 +244,19 @@ def test_a_burst_of_files_is_one_run_and_a_concurrent_run_waits_without_lock_err
 
     ws = served
     before = len(pipeline_runs(ws.flow_runs(), "on-new-data"))
-    # week2.csv's producer writes in place and pauses 6 s, twelve times settle_seconds, with half its
-    # rows written and the file open (issue 43, point 2): the service must wait for the rest.
-    slow = pausing_writer(ws.landing / "week2.csv", reviews_csv(60, seed=102), pause=6)
-    for week in (3, 4):
-        ws.drop(f"week{week}.csv", reviews_csv(60, seed=100 + week))
-    assert slow.wait(timeout=60) == 0
+    # week2.csv's producer writes in place, and pauses with half its rows written and the file open
+    # (issue 43, point 2) until the service has taken week3.csv and week4.csv. The watcher hands over
+    # settled files in name order, so a service that took the open file would have read half of it.
+    slow = pausing_writer(ws.landing / "week2.csv", reviews_csv(60, seed=102))
+    try:
+        for week in (3, 4):
+            ws.drop(f"week{week}.csv", reviews_csv(60, seed=100 + week))
+        deadline = time.monotonic() + 300
+        while any((ws.landing / f"week{week}.csv").exists() for week in (3, 4)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        slow.communicate("go on\n", timeout=60)
+    finally:
+        slow.kill()
     runs = ws.wait(
         lambda runs: sum(r["name"].startswith("ingest week") and r["state"] == "COMPLETED" for r in runs) == 4,
         timeout=300,

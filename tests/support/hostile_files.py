@@ -31,20 +31,28 @@ def parquet_bomb(path: Path) -> Path:
     return path
 
 
+# Writes its first argument, and once told to go on (a line on stdin) its second, keeping the file open.
 PAUSING_WRITER = """
-import sys, time
+import sys
 with open(sys.argv[1], "w", encoding="utf-8") as out:
     out.write(sys.argv[2])
     out.flush()
-    time.sleep(float(sys.argv[4]))
+    print("paused", flush=True)
+    sys.stdin.readline()
     out.write(sys.argv[3])
 """
 
 
-def pausing_writer(path: Path, text: str, pause: float) -> subprocess.Popen[bytes]:
-    """A producer writing `text` to `path` in place: the first half of its lines, then, the file
-    still open, nothing for `pause` seconds, then the rest. Returns its process."""
+def pausing_writer(path: Path, text: str) -> subprocess.Popen[str]:
+    """A producer writing `text` to `path` in place: the first half of its lines, then nothing, the file
+    still open, until told to go on (`communicate("go on\\n")`), then the rest. Returns once it paused."""
     lines = text.splitlines(keepends=True)
     half = len(lines) // 2
-    first, rest = "".join(lines[:half]), "".join(lines[half:])
-    return subprocess.Popen([sys.executable, "-c", PAUSING_WRITER, str(path), first, rest, str(pause)])
+    writer = subprocess.Popen(
+        [sys.executable, "-c", PAUSING_WRITER, str(path), "".join(lines[:half]), "".join(lines[half:])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None and writer.stdout.readline() == "paused\n"
+    return writer

@@ -20,7 +20,7 @@ from tasks.lib.data.incoming import batch_files
 from tasks.lib.data.landing import NOT_STORED, NotStored, StillBeingWritten, ingest_new
 from tasks.lib.data.watcher import LandingWatcher
 from tasks.stages import ingest
-from tests.support.hostile_files import parquet_bomb
+from tests.support.hostile_files import parquet_bomb, pausing_writer
 
 GOOD = 'text,label\n"a fine film, truly",positive\n"a dull and messy plot",negative\n"a fine film, truly",positive\n'
 
@@ -167,19 +167,10 @@ def test_a_notification_goes_to_the_log_file_and_to_a_prefect_notification_block
     assert "delivery_error" in notify(params, "pipeline.failed", "t", "b")
 
 
-# A producer that writes half its rows (ending on a line), pauses with the file open until told to go
-# on (a line on stdin), then writes the rest.
-PAUSING_WRITER = """
-import sys
-rows = [f"review {i} of the slow producer was {'fine' if i % 2 else 'dull'},{'positive' if i % 2 else 'negative'}\\n"
-        for i in range(400)]
-with open(sys.argv[1], "w", encoding="utf-8") as out:
-    out.write("text,label\\n" + "".join(rows[:201]))
-    out.flush()
-    print("paused", flush=True)
-    sys.stdin.readline()
-    out.write("".join(rows[201:]))
-"""
+SLOW_PRODUCERS_ROWS = "text,label\n" + "".join(
+    f"review {i} of the slow producer was {'fine' if i % 2 else 'dull'},{'positive' if i % 2 else 'negative'}\n"
+    for i in range(400)
+)
 
 
 def test_a_producer_that_pauses_with_the_file_open_loses_no_rows(params):
@@ -198,14 +189,8 @@ def test_a_producer_that_pauses_with_the_file_open_loses_no_rows(params):
     stop = threading.Event()
     thread = threading.Thread(target=LandingWatcher(landing, handle, 0.1, 0.5).run, args=(stop,), daemon=True)
     thread.start()
-    writer = subprocess.Popen(
-        [sys.executable, "-c", PAUSING_WRITER, str(landing / "week.csv")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    writer = pausing_writer(landing / "week.csv", SLOW_PRODUCERS_ROWS)
     try:
-        assert writer.stdout is not None and writer.stdout.readline() == "paused\n"
         # Quiet for 3 s, six times settle_seconds: only the open file says it is not finished. A watcher
         # that takes it anyway is let finish before the producer goes on, as with a long pause.
         if taken.wait(timeout=3):
@@ -220,7 +205,7 @@ def test_a_producer_that_pauses_with_the_file_open_loses_no_rows(params):
         thread.join(timeout=60)
     (receipt,) = receipts
     assert receipt.accepted and receipt.rows == 400
-    assert (params.root / receipt.moved_to).read_text().count("\n") == 401 and not (landing / "week.csv").exists()
+    assert (params.root / receipt.moved_to).read_text() == SLOW_PRODUCERS_ROWS and not (landing / "week.csv").exists()
 
 
 def test_a_file_a_process_holds_open_for_writing_is_left_in_place(params):
