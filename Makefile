@@ -188,7 +188,7 @@ lint: dev
 	$(BIN)/hadolint Dockerfile serve.Dockerfile
 	$(BIN)/textclf deps
 	$(BIN)/python -m tasks.apps.reference_docs --check
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 ## The docs site (mkdocs.yml, docs/) at http://$(DOCS_ADDR), rebuilt on every edit; the reference pages
 ## (docs/reference/: params.yaml, the CLI, the HTTP API) are regenerated from the code first.
