@@ -21,6 +21,7 @@ import httpx
 from tasks.lib.labelling.label_studio import Connection
 
 PROGRAM = Path(__file__).resolve().parents[1] / ".venv-label-studio" / "bin" / "label-studio"
+STARTUP_SECONDS = 600
 USER, PASSWORD = "annotator@example.com", "a-long-test-password"
 
 
@@ -42,9 +43,12 @@ class LabelStudioServer:
             "LABEL_STUDIO_BASE_DATA_DIR": str(self.folder),
             "LABEL_STUDIO_USERNAME": USER,
             "LABEL_STUDIO_PASSWORD": PASSWORD,
-            # Error reporting to Sentry off: nothing leaves the machine.
+            # Nothing leaves the machine: no error reports to Sentry, no telemetry, no look-up of
+            # the newest version on PyPI at start.
             "SENTRY_DSN": "",
             "FRONTEND_SENTRY_DSN": "",
+            "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
+            "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
             "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
         }
         command = [str(PROGRAM), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(self.port)]
@@ -52,11 +56,15 @@ class LabelStudioServer:
             self.process = subprocess.Popen(
                 command, cwd=self.folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + 240
+        # The first start creates its database (Django's migrations): about 35 s on a quiet 2-core
+        # machine, minutes beside a busy test suite.
+        deadline = time.monotonic() + STARTUP_SECONDS
         while not self._healthy():
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"Label Studio did not answer /health in 240 s:\n{self.log.read_text()[-4000:]}")
+                raise RuntimeError(
+                    f"Label Studio did not answer /health in {STARTUP_SECONDS} s:\n{self.log.read_text()[-4000:]}"
+                )
             time.sleep(0.5)
         return Connection(self.url, self._personal_access_token())
 
