@@ -10,10 +10,11 @@ import pytest
 import yaml
 
 from tasks.lib.config import LabellingConfig, load_params
+from tasks.lib.data.sentences import iob2_to_iob1
 from tasks.lib.errors import ConfigError
 from tasks.lib.labelling.label_studio import Connection, connection
 from tasks.lib.labelling.project_config import choice_result, label_config, span_result
-from tasks.lib.labelling.sync import iob2_to_iob1, judge
+from tasks.lib.labelling.sync import judge
 from tests.support.repo import REPO
 
 

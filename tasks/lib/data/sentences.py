@@ -52,6 +52,15 @@ def iob1_to_iob2(tags: list[str]) -> list[str]:
     return converted
 
 
+def iob2_to_iob1(tags: list[str]) -> list[str]:
+    """IOB1 tags of IOB2 ones: `B-X` stays only where it follows an `X` (two entities side by side)."""
+    converted, previous = [], "O"
+    for tag in tags:
+        converted.append("I-" + tag[2:] if tag.startswith("B-") and previous[2:] != tag[2:] else tag)
+        previous = tag
+    return converted
+
+
 def conll_sentences(path: Path, lines: Iterable[str], word_field: int, tag_field: int) -> Iterator[Sentence]:
     """The sentences of a CoNLL column file, from its lines (each with or without its line ending).
 

@@ -17,7 +17,6 @@ reported one is judged again once its annotations change.
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -27,9 +26,10 @@ from pydantic import BaseModel
 
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import Params
-from tasks.lib.data.sentences import TAGS_FIELD, TOKENS_FIELD
+from tasks.lib.data.sentences import TAGS_FIELD, TOKENS_FIELD, iob2_to_iob1
 from tasks.lib.errors import PipelineError
 from tasks.lib.inference.onnx_tagger import tagged_words
+from tasks.lib.io import read_json, write_json, write_text
 from tasks.lib.labelling.label_studio import LabelStudio
 from tasks.lib.labelling.project_config import (
     UnreadableAnswer,
@@ -201,34 +201,9 @@ def judge(params: Params, task: dict[str, Any]) -> tuple[JudgedTask, dict[str, A
     return JudgedTask(**judged, outcome="used", edited=answer != predicted), row
 
 
-def iob2_to_iob1(tags: list[str]) -> list[str]:
-    """IOB1 tags of IOB2 ones: `B-X` stays only where it follows an `X` (two entities side by side)."""
-    converted, previous = [], "O"
-    for tag in tags:
-        converted.append("I-" + tag[2:] if tag.startswith("B-") and previous[2:] != tag[2:] else tag)
-        previous = tag
-    return converted
-
-
-def _load_state(path: Path, key: str) -> dict[int, JudgedTask]:
-    if not path.is_file():
-        return {}
-    tasks = json.loads(path.read_text(encoding="utf-8")).get(key, {})
-    return {int(task): JudgedTask.model_validate(record) for task, record in tasks.items()}
-
-
-def _replace(path: Path, content: str) -> None:
-    """Write `content` to `path` whole or not at all (a hidden temporary file renamed over it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.part")
-    part.write_text(content, encoding="utf-8")
-    os.replace(part, path)
-
-
-def _save_state(path: Path, key: str, judged: dict[int, JudgedTask]) -> None:
-    state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    state[key] = {str(task): record.model_dump() for task, record in sorted(judged.items())}
-    _replace(path, json.dumps(state, indent=1) + "\n")
+def _judged_tasks(states: dict[str, Any], key: str) -> dict[int, JudgedTask]:
+    """The tasks judged before in the project `key` names, from state.json's records."""
+    return {int(task): JudgedTask.model_validate(record) for task, record in states.get(key, {}).items()}
 
 
 def _landed_file(params: Params, project: int, rows: list[dict[str, Any]], stamp: str) -> Path:
@@ -239,7 +214,7 @@ def _landed_file(params: Params, project: int, rows: list[dict[str, Any]], stamp
         content = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     else:
         content = pd.DataFrame(rows).to_csv(index=False)
-    _replace(path, content)
+    write_text(path, content)
     return path
 
 
@@ -247,8 +222,9 @@ def pull(params: Params, studio: LabelStudio) -> PullReport:
     """Judge the tasks annotated since the last pull; the used ones become one labelled file in landing."""
     project = int(project_of(params, studio, create=False)["id"])
     state_file = params.path("labelling") / STATE_FILE
+    states: dict[str, Any] = read_json(state_file) if state_file.is_file() else {}
     key = f"{studio.url}/projects/{project}"
-    state = _load_state(state_file, key)
+    state = _judged_tasks(states, key)
     judged, rows = [], []
     for task in studio.tasks(project):
         if not task.get("annotations"):
@@ -266,6 +242,8 @@ def pull(params: Params, studio: LabelStudio) -> PullReport:
     landed = _landed_file(params, project, rows, stamp) if rows else None
     report = PullReport(project=project, judged=judged, file=str(landed.relative_to(params.root)) if landed else None)
     if judged:
-        _save_state(state_file, key, {**state, **{t.task: t for t in judged}})
-        _replace(params.path("labelling") / PULLS / f"{stamp}.md", report.markdown())
+        state |= {task.task: task for task in judged}
+        states[key] = {str(task): record.model_dump() for task, record in sorted(state.items())}
+        write_json(state_file, states)
+        write_text(params.path("labelling") / PULLS / f"{stamp}.md", report.markdown())
     return report
