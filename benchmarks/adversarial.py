@@ -33,7 +33,8 @@ from tqdm import tqdm
 from tasks.lib.augmentation.synonym import SynonymSwapper
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import AdversarialConfig, load_params
-from tasks.lib.training.models import model_labels, resolve_base_model, torch_logits
+from tasks.lib.training.logits import torch_logits
+from tasks.lib.training.models import model_labels, resolve_base_model
 from tasks.lib.training.trainer import train
 
 

@@ -42,7 +42,8 @@ from tasks.lib.augmentation.variants import augment
 from tasks.lib.columns import LABEL, TEXT
 from tasks.lib.config import load_params
 from tasks.lib.data.readers import read_file
-from tasks.lib.training.models import model_labels, resolve_base_model, torch_logits
+from tasks.lib.training.logits import torch_logits
+from tasks.lib.training.models import model_labels, resolve_base_model
 from tasks.lib.training.trainer import train
 from tasks.lib.validation.features import map_labels
 

@@ -45,7 +45,8 @@ from tasks.lib.export.variant_measurement import measure_variants
 from tasks.lib.export.variants import build_variant
 from tasks.lib.inference.onnx_classifier import ClassifierInfo
 from tasks.lib.training.distillation import teacher_config
-from tasks.lib.training.models import model_labels, resolve_base_model, torch_logits
+from tasks.lib.training.logits import torch_logits
+from tasks.lib.training.models import model_labels, resolve_base_model
 from tasks.lib.training.trainer import train
 
 INT8 = "int8_dynamic"

@@ -51,7 +51,8 @@ from tasks.lib.labelling.project_config import choice_result
 from tasks.lib.labelling.sync import project_of, pull, push, task_of
 from tasks.lib.monitoring.prediction_log import PREDICTIONS, Answer, PredictionLog, log_location, read_log
 from tasks.lib.storage.registry import Registry
-from tasks.lib.training.models import resolve_base_model, torch_logits
+from tasks.lib.training.logits import torch_logits
+from tasks.lib.training.models import resolve_base_model
 from tasks.lib.training.trainer import train
 
 ARMS = ("queue", "random")

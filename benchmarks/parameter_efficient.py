@@ -5,13 +5,13 @@ Every method trains the same model (train.base_model) with the train stage's cod
 and is scored on SST-2's dev split each epoch (the best epoch is kept, as the stage does):
 
 - full: every weight, at train.learning_rate;
-- lora, ia3, bitfit: train.peft set to each, at the learning rate that method is usually run
-  at (a few times to a hundred times full fine-tuning's: far fewer weights move); override
-  with --lr METHOD=VALUE.
+- lora, ia3, bitfit, adapter (bottleneck adapters), prefix (prefix tuning): train.peft set to
+  each, at the learning rate that method is usually run at (a few times to a few hundred times
+  full fine-tuning's: far fewer weights move); override with --lr METHOD=VALUE.
 
 Run after `make install`, offline:
 
-    python benchmarks/parameter_efficient.py [--rows 2000] [--epochs 3] [--methods full,lora,ia3,bitfit]
+    python benchmarks/parameter_efficient.py [--rows 2000] [--epochs 3] [--methods full,lora,ia3,bitfit,adapter,prefix]
 
 Prints, per method: dev accuracy, trainable parameters and share, training minutes and rows/s,
 and each method's accuracy and minutes against full fine-tuning's.
@@ -32,8 +32,9 @@ from tasks.lib.training.models import resolve_base_model
 from tasks.lib.training.trainer import train
 
 # Usual learning rates: LoRA (Hu et al.) 2e-4 to 5e-4 on GLUE, IA3 (Liu et al.) 3e-3, BitFit
-# (Ben Zaken et al.) 1e-4 to 1e-3.
-LEARNING_RATES = {"lora": 5e-4, "ia3": 3e-3, "bitfit": 1e-3}
+# (Ben Zaken et al.) 1e-4 to 1e-3, bottleneck adapters (Houlsby et al.; Pfeiffer et al.) 1e-4 to
+# 1e-3, prefix tuning of encoders without a reparameterization (P-tuning v2, Liu et al.) 5e-3 to 1e-2.
+LEARNING_RATES = {"lora": 5e-4, "ia3": 3e-3, "bitfit": 1e-3, "adapter": 1e-3, "prefix": 1e-2}
 
 
 def main() -> None:
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("."))
     parser.add_argument("--rows", type=int, default=2000, help="SST-2 training rows (seeded sample)")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--methods", default="full,lora,ia3,bitfit")
+    parser.add_argument("--methods", default="full,lora,ia3,bitfit,adapter,prefix")
     parser.add_argument("--lr", action="append", default=[], help="METHOD=VALUE, e.g. lora=3e-4")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args()

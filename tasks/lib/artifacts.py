@@ -202,6 +202,9 @@ class ModelMeasurement(Record):
     entity_f1_drop_batch: float | None = None
     agreement_b1: Agreement
     agreement_batch: Agreement
+    # Share of the batch-1 rows (a tagger's words) whose label changes when the row is scored inside a
+    # batch instead: dynamic int8 scales activations per batch, so its answers follow the neighbours.
+    batch_label_changes: float | None = None
     file: str | None = None  # None for the PyTorch baseline
     engine: str | None = None  # what ran it on the measuring host, e.g. "openvino 2026.4.1 bf16"
 

@@ -309,6 +309,18 @@ class Ia3Config(_Section):
     feedforward_modules: list[str]
 
 
+class AdapterConfig(_Section):
+    # Width of each bottleneck adapter (tasks/lib/training/bottleneck.py).
+    size: Annotated[int, Field(ge=1)]
+    # The linear layers adapters follow: a regular expression searched in module names.
+    modules: Annotated[str, Field(min_length=1)]
+
+
+class PrefixConfig(_Section):
+    # Learned key and value positions added before every layer's attention.
+    virtual_tokens: Annotated[int, Field(ge=1)]
+
+
 class DistributedConfig(_Section):
     processes: Annotated[int, Field(ge=1)]
 
@@ -343,9 +355,11 @@ class TrainConfig(_Section):
     oom_backoff: bool
     deterministic: bool
     seed: int
-    peft: Literal["full", "lora", "ia3", "bitfit"]
+    peft: Literal["full", "lora", "ia3", "bitfit", "adapter", "prefix"]
     lora: LoraConfig
     ia3: Ia3Config
+    adapter: AdapterConfig
+    prefix: PrefixConfig
     # Keep this many of the base model's encoder layers (evenly spaced); null keeps them all.
     encoder_layers: Annotated[int, Field(ge=1)] | None
     distill: DistillConfig
@@ -361,7 +375,7 @@ class TeacherConfig(_Section):
     epochs: Annotated[int, Field(ge=1)]
     learning_rate: Annotated[float, Field(gt=0.0, lt=1.0)]
     batch_size: Annotated[int, Field(ge=1)]
-    peft: Literal["full", "lora", "ia3", "bitfit"]
+    peft: Literal["full", "lora", "ia3", "bitfit", "adapter", "prefix"]
 
 
 class SearchDimension(_Section):
@@ -508,6 +522,9 @@ class DynamicInt8Variant(_Variant):
     per_channel: bool
     # Op types to quantize (e.g. [MatMul, Attention]); null: every type ORT can.
     op_types: list[str] | None
+    # Nodes left in float: regular expressions searched in node names (e.g. the feed-forward
+    # outputs, 'layer\.\d+/output/dense/MatMul$' in YAML's single quotes); [] quantizes every node of op_types.
+    keep_float: list[str] = []
 
 
 class StaticInt8Variant(_Variant):
@@ -518,6 +535,26 @@ class StaticInt8Variant(_Variant):
     op_types: list[str] | None
     calibration_rows: Annotated[int, Field(ge=1)]
     method: Literal["minmax", "entropy", "percentile"]
+    # Nodes left in float, as for dynamic_int8 (docs/guides/variants.md#static-int8).
+    keep_float: list[str] = []
+
+
+class NncfInt8Variant(_Variant):
+    """Static int8 (QDQ) by NNCF's post-training quantization for transformers: SmoothQuant moves
+    activation outliers into the weights, sensitive ops stay in float, biases are corrected."""
+
+    kind: Literal["nncf_int8"]
+    calibration_rows: Annotated[int, Field(ge=1)]
+    # SmoothQuant's migration strength for MatMuls (0: off; NNCF's default for transformers 0.95).
+    smooth_quant_alpha: Annotated[float, Field(ge=0, le=1)] = 0.95
+    # Nodes left in float, as for dynamic_int8, beside those NNCF keeps for transformers.
+    keep_float: list[str] = []
+
+    @model_validator(mode="after")
+    def _plain_graph(self) -> NncfInt8Variant:
+        if self.graph != "exported":
+            raise ValueError("graph must be exported: NNCF reads standard ONNX operators, not ORT's fused ones")
+        return self
 
 
 class Fp16Variant(_Variant):
@@ -547,7 +584,13 @@ class PrunedVariant(_Variant):
 
 
 Variant = Annotated[
-    Fp32Variant | DynamicInt8Variant | StaticInt8Variant | Fp16Variant | OpenVinoVariant | PrunedVariant,
+    Fp32Variant
+    | DynamicInt8Variant
+    | StaticInt8Variant
+    | NncfInt8Variant
+    | Fp16Variant
+    | OpenVinoVariant
+    | PrunedVariant,
     Field(discriminator="kind"),
 ]
 
@@ -588,6 +631,9 @@ class ServingRules(_Section):
     max_accuracy_drop: Fraction  # PyTorch accuracy minus the variant's, at both batch sizes
     max_entity_f1_drop: Fraction  # token classification: PyTorch's entity F1 minus the variant's, both sizes
     max_size_ratio: Annotated[float, Field(gt=0.0)] | None  # variant size / fp32 ONNX size
+    # Share of rows whose label changes between batch 1 and a batch (0: answers that never depend on
+    # a request's neighbours); null: not checked.
+    max_batch_label_changes: Fraction | None = None
     # Among the variants that pass, promote the fastest by this measure.
     prefer: Literal["latency", "throughput"]
 

@@ -24,7 +24,8 @@ from tasks.lib.evaluation.scoring import OVERALL, score
 from tasks.lib.inference.word_logits import flatten, sentence_tags
 from tasks.lib.io import atomic_path, read_table, write_json
 from tasks.lib.stage_runner import run_as_script
-from tasks.lib.training.models import model_labels, save_predictions, torch_logits, torch_word_logits
+from tasks.lib.training.logits import torch_logits, torch_word_logits
+from tasks.lib.training.models import model_labels, save_predictions
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,8 @@ def run(params: Params) -> None:
     # should not spend seconds importing torch and transformers.
     from tasks.lib.training import checkpoints
     from tasks.lib.training.distillation import soft_label_table, teacher_config
-    from tasks.lib.training.models import model_labels, resolve_base_model, torch_logits
+    from tasks.lib.training.logits import torch_logits
+    from tasks.lib.training.models import model_labels, resolve_base_model
     from tasks.lib.training.trainer import train
 
     config = teacher_config(params.train, params.teacher)

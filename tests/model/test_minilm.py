@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from tasks.lib.config import load_params
-from tasks.lib.training.models import model_labels, torch_logits
+from tasks.lib.training.logits import torch_logits
+from tasks.lib.training.models import model_labels
 from tasks.stages import evaluate, ingest, split, train, validate
 from tests.support.repo import deep_merge, repo_params
 

@@ -23,7 +23,8 @@ from tasks.lib.training.distillation import (
     soft_label_table,
 )
 from tasks.lib.training.layers import keep_encoder_layers
-from tasks.lib.training.models import model_labels, torch_logits
+from tasks.lib.training.logits import torch_logits
+from tasks.lib.training.models import model_labels
 from tasks.stages import augment, evaluate, ingest, split, teacher, train, validate
 from tests.support.repo import REPO, deep_merge, repo_params, tiny_overrides
 

@@ -76,6 +76,23 @@ QUANTIZE = measurement(
 )
 
 
+def test_a_variant_whose_labels_move_with_the_batch_is_refused_when_answers_must_not(make_params):
+    serving = make_params({"gate": {"serving": {"min_agreement": 0.97, "max_accuracy_drop": 0.01}}}).gate.serving
+    quantize = measurement(
+        {
+            "pytorch_fp32": measured(8.0, 150),
+            "dynamic": {**measured(1.2, 900), "batch_label_changes": 0.013},
+            "static": {**measured(1.5, 600), "batch_label_changes": 0.0},
+            "unmeasured": measured(1.0, 990),  # a quantize.json from before the figure
+        }
+    )
+    assert choose_variant(serving, quantize)[0] == "unmeasured"  # null: not checked
+    chosen, variants = choose_variant(serving.model_copy(update={"max_batch_label_changes": 0.0}), quantize)
+    assert chosen == "static"
+    assert [(r.name, r.value) for r in variants["dynamic"] if r.failed] == [("labels moved by batching", 0.013)]
+    assert [(r.name, r.value) for r in variants["unmeasured"] if r.failed] == [("labels moved by batching", 1.0)]
+
+
 def test_onnx_rules_name_the_graph_that_disagrees(make_params):
     rules = onnx_rules(make_params().gate, EXPORT)
     assert [(r.name, r.status) for r in rules] == [

@@ -3,6 +3,7 @@
 import collections
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from tasks.stages import (
     validate,
 )
 from tests.support.repo import REPO, deep_merge, repo_params, tiny_overrides
+
+FFN_OUTPUT = r"layer\.\d+/output/dense/MatMul$"  # the feed-forward output projections
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +59,11 @@ def trained(tmp_path_factory, tiny_model_dir):
                         "int8": True,
                     },
                     "openvino_bf16": {"kind": "openvino", "graph": "exported", "precision": "bf16"},
+                    "int8_static_ffn_float": {
+                        **repo_params()["quantize"]["variants"]["int8_static"],
+                        "keep_float": [FFN_OUTPUT],
+                    },
+                    "int8_nncf": {"kind": "nncf_int8", "graph": "exported", "calibration_rows": 20},
                 }
             },
         },
@@ -133,6 +141,15 @@ def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
     assert {"QAttention", "DynamicQuantizeLinear"} <= ops["int8_dynamic"]
     assert "QuantizeLinear" in ops["int8_static"] and "DequantizeLinear" in ops["int8_static"]
     assert "MatMulInteger" in ops["int8_matmul"] and "QAttention" not in ops["int8_matmul"]
+    assert "QuantizeLinear" in ops["int8_nncf"] and "DequantizeLinear" in ops["int8_nncf"]
+    kept = onnx.load(str(folder / files["int8_static_ffn_float"])).graph
+    dequantized = {output for node in kept.node if node.op_type == "DequantizeLinear" for output in node.output}
+    quantized_inputs = {
+        node.name: any(name in dequantized for name in node.input) for node in kept.node if node.op_type == "MatMul"
+    }
+    ffn_outputs = [name for name in quantized_inputs if re.search(FFN_OUTPUT, name)]
+    assert len(ffn_outputs) == 2 and not any(quantized_inputs[name] for name in ffn_outputs)
+    assert sum(quantized_inputs.values()) == len(quantized_inputs) - 2  # every other MatMul is int8
     assert "DynamicQuantizeLinear" in ops["pruned_int8"]
     pruned = onnx.load(str(folder / variant_file("pruned_int8")))
     # Half the heads and feed-forward neurons: of the tiny model's 2 heads of 16 dims a layer, one is
@@ -151,8 +168,10 @@ def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
         assert measured["p50_ms"] > 0 and measured["batch_per_s"] > 0 and measured["file"] == file
         assert measured["engine"] == model.engine.description
         assert 0 <= measured["agreement_b1"]["label_agreement"] <= 1
+        assert 0 <= measured["batch_label_changes"] <= 1
     models = report["models"]
     assert models["fp32"]["agreement_batch"]["max_abs_logit_diff"] < 1e-3
+    assert models["fp32"]["batch_label_changes"] == 0 and models["int8_static_ffn_float"]["batch_label_changes"] == 0
     assert models["half"]["agreement_batch"]["max_abs_logit_diff"] < 0.05
     assert models["int8_dynamic"]["size_ratio"] < 0.3 and models["fp32"]["size_ratio"] > 0.9
     # OpenVINO: weights in the .bin beside the .xml (counted in its size), stored as fp16 for bf16.
@@ -174,6 +193,41 @@ def test_a_corrupt_graph_fails_the_variant_by_name(trained, tmp_path):
     variant = DynamicInt8Variant(kind="dynamic_int8", graph="optimized", per_channel=True, op_types=None)
     with pytest.raises(QuantizationError, match=r"quantize\.variants\.broken \(dynamic_int8 of model\.opt\.onnx\)"):
         quantize.build_variant("broken", variant, tmp_path / "onnx", tmp_path, [])
+
+
+def test_a_keep_float_pattern_that_finds_no_node_is_an_error_naming_it(trained, tmp_path):
+    from tasks.lib.config import StaticInt8Variant
+
+    variant = StaticInt8Variant(
+        kind="static_int8",
+        graph="exported",
+        per_channel=False,
+        op_types=["MatMul"],
+        calibration_rows=10,
+        method="minmax",
+        keep_float=[FFN_OUTPUT, typo := r"layer\.\d+/outptu/dense"],
+    )
+    texts = ["good", "bad and boring"]
+    with pytest.raises(QuantizationError, match=re.escape(f"keep_float: {typo!r} finds no node")):
+        quantize.build_variant("typo", variant, trained.path("onnx"), tmp_path, texts)
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_nncf_quantizes_without_its_usage_telemetry(trained, tmp_path):
+    # Outside pytest and CI, NNCF posts an event per quantization through openvino_telemetry.
+    home = tmp_path / "home"
+    home.mkdir()
+    code = (
+        "import sys; from pathlib import Path; from tasks.lib.config import NncfInt8Variant;"
+        "from tasks.lib.export.variants import build_variant;"
+        "v = NncfInt8Variant(kind='nncf_int8', graph='exported', calibration_rows=4);"
+        "build_variant('n', v, Path(sys.argv[1]), Path(sys.argv[2]), ['good', 'bad', 'fine film', 'dull'])"
+    )
+    env = {**os.environ, "HOME": str(home), "CI": ""}
+    args = [sys.executable, "-c", code, str(trained.path("onnx")), str(tmp_path)]
+    subprocess.run(args, cwd=REPO, env=env, check=True, timeout=300)
+    assert (tmp_path / "model.n.onnx").is_file()
+    assert not (home / "intel").exists()
 
 
 def test_openvino_is_imported_without_its_usage_telemetry(tmp_path):

@@ -17,7 +17,7 @@ from tasks.lib.data.sentences import spans, tag_list
 from tasks.lib.evaluation.entity_metrics import entity_counts, scores
 from tasks.lib.inference.onnx_classifier import ClassifierInfo
 from tasks.lib.inference.onnx_tagger import onnx_tagger, simple_word_spans, tagged_words, word_spans
-from tasks.lib.training.models import torch_word_logits
+from tasks.lib.training.logits import torch_word_logits
 from tasks.lib.training.trainer import encode_words
 from tasks.stages import augment, evaluate, export, gate, ingest, quantize, split, train, validate
 from tests.data.corpus import NER, SENTENCES, conll_bytes

@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 
 from tasks.lib.config import load_params
 from tasks.lib.training import checkpoints, trainer
-from tasks.lib.training.parameter_efficient import add_peft, plain_model
+from tasks.lib.training.parameter_efficient import add_peft, load_trained, plain_model
 from tasks.stages import augment, ingest, split, train, validate
 from tests.support.repo import deep_merge, repo_params, tiny_overrides
 
@@ -258,6 +258,97 @@ def test_unknown_adapter_modules_are_named(tiny_model_dir, make_params):
     config = make_params({"train": {"peft": "ia3", "ia3": {"feedforward_modules": ["intermediate.dense"]}}}).train
     with pytest.raises(ConfigError, match=r"train\.ia3\.feedforward_modules: \['intermediate.dense'\] must be among"):
         add_peft(model, config)
+
+
+def test_bottleneck_adapters_train_alone_stay_in_the_saved_model_and_its_onnx_export(
+    prepared, tiny_model_dir, tmp_path
+):
+    import numpy as np
+    import onnxruntime as ort
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tasks.lib.errors import PipelineError
+    from tasks.lib.export.onnx_export import export_onnx
+    from tasks.lib.training.bottleneck import AdaptedLinear
+    from tasks.lib.training.trainer import load_model
+
+    params = workspace(prepared, tmp_path, tiny_model_dir, {"peft": "adapter", "adapter": {"size": 8}})
+    model = load_model(str(tiny_model_dir), ["negative", "positive"], params.train)
+    adapted = [name for name, module in model.named_modules() if isinstance(module, AdaptedLinear)]
+    # After each feed-forward block only: BERT's attention output (attention.output.dense) keeps none.
+    assert adapted == ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.output.dense"]
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert all(".adapter_" in n or "LayerNorm" in n or n.startswith("classifier") for n in trainable)
+    assert any(".adapter_up" in name for name in trainable)
+    train.run(params)
+    assert metrics_of(params)["peft"] == "adapter" and 0 < metrics_of(params)["trainable_share"] < 0.5
+
+    saved = params.path("model")
+    restored = load_trained(AutoModelForSequenceClassification, saved)
+    dropped = AutoModelForSequenceClassification.from_pretrained(saved).eval()  # what plain loading would serve
+    assert sum(isinstance(m, AdaptedLinear) for m in restored.modules()) == 2
+    inputs = AutoTokenizer.from_pretrained(saved)(
+        ["a fine film", "not good at all , sadly"], padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        logits = restored(**inputs).logits.numpy()
+        assert not np.allclose(logits, dropped(**inputs).logits.numpy(), atol=1e-4)  # the adapters trained
+    export_onnx(saved, tmp_path / "model.onnx", 17, "sequence_classification")
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = {i.name: inputs[i.name].numpy() for i in session.get_inputs()}
+    np.testing.assert_allclose(session.run(["logits"], feed)[0], logits, atol=1e-4)
+
+    weights = saved / "model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if "adapter_up" not in k}, weights, {"format": "pt"})
+    with pytest.raises(
+        PipelineError, match=r"config\.json names bottleneck adapters, but the weights hold 4 of their 8"
+    ):
+        load_trained(AutoModelForSequenceClassification, saved)
+
+
+def test_a_prefix_trains_alone_and_its_onnx_export_computes_it(prepared, tiny_model_dir, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tasks.lib.export.onnx_export import export_onnx
+    from tasks.lib.training.trainer import load_model
+
+    params = workspace(prepared, tmp_path, tiny_model_dir, {"peft": "prefix", "prefix": {"virtual_tokens": 5}})
+    model = load_model(str(tiny_model_dir), ["negative", "positive"], params.train)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert any("prompt_encoder" in name for name in trainable)
+    assert all("prompt_encoder" in name or ".classifier." in name for name in trainable), sorted(trainable)
+    train.run(params)
+    assert metrics_of(params)["peft"] == "prefix" and 0 < metrics_of(params)["trainable_share"] < 0.2
+
+    saved = params.path("model")
+    assert (saved / "model.safetensors").is_file() and (saved / "prefix" / "adapter_model.safetensors").is_file()
+    restored = load_trained(AutoModelForSequenceClassification, saved)
+    base = AutoModelForSequenceClassification.from_pretrained(saved).eval()  # the trained head, no prefix
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    # Another batch size and length than the export's sample: the prefix follows both.
+    inputs = tokenizer(["a fine film", "not good at all , sadly", "dull"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = restored(**inputs).logits.numpy()
+        assert not np.allclose(logits, base(**inputs).logits.numpy(), atol=1e-4)
+        torch.testing.assert_close(base.classifier.weight, restored.base_model.classifier.weight)
+    export_onnx(saved, tmp_path / "model.onnx", 17, "sequence_classification")
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = {i.name: inputs[i.name].numpy() for i in session.get_inputs()}
+    np.testing.assert_allclose(session.run(["logits"], feed)[0], logits, atol=1e-4)
+
+
+def test_prefix_tuning_an_encoder_without_past_key_values_is_refused_by_name(make_params):
+    from transformers import MPNetConfig, MPNetForSequenceClassification
+
+    from tasks.lib.errors import ConfigError
+
+    tiny = MPNetConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=99)
+    config = make_params({"train": {"peft": "prefix"}}).train
+    with pytest.raises(ConfigError, match=r"prefix needs an encoder .* MPNetForSequenceClassification does not"):
+        add_peft(MPNetForSequenceClassification(tiny), config)
 
 
 def test_two_gloo_processes_train_like_one(prepared, tiny_model_dir, tmp_path):

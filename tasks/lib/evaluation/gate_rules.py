@@ -112,6 +112,10 @@ def variant_rules(config: ServingRules, measured: ModelMeasurement) -> list[Gate
         ]
     if config.max_size_ratio is not None:
         found.append(GateRule("size ratio", measured.size_ratio, config.max_size_ratio, "max"))
+    if config.max_batch_label_changes is not None:
+        # A measurement from before the figure existed counts as the worst: the rule cannot be shown to hold.
+        changes = 1.0 if measured.batch_label_changes is None else measured.batch_label_changes
+        found.append(GateRule("labels moved by batching", changes, config.max_batch_label_changes, "max"))
     return found
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.lib.config import Task
+from tasks.lib.training.parameter_efficient import load_trained
 
 
 def load_for_export(model_dir: Path, task: Task) -> Any:
@@ -15,7 +16,7 @@ def load_for_export(model_dir: Path, task: Task) -> Any:
 
     auto = AutoModelForTokenClassification if task == "token_classification" else AutoModelForSequenceClassification
     # Eager attention traces to plain MatMul/Softmax, which ORT fuses and quantizes well.
-    return auto.from_pretrained(model_dir, use_safetensors=True, attn_implementation="eager").eval()
+    return load_trained(auto, model_dir, attn_implementation="eager")
 
 
 def export_onnx(model_dir: Path, out_file: Path, opset: int, task: Task) -> list[str]:

@@ -30,6 +30,7 @@ from tasks.lib.inference.onnx_classifier import BatchEncoder, ClassifierInfo, En
 from tasks.lib.inference.onnx_tagger import Tagger
 from tasks.lib.inference.word_logits import sentence_tags
 from tasks.lib.io import dir_size
+from tasks.lib.training.parameter_efficient import load_trained
 
 # logits(inputs, batch_size) -> array (rows, labels) in the order of inputs: a classifier's
 # inputs are texts, a row each; a tagger's are sentences (lists of words), a row per word.
@@ -44,7 +45,7 @@ def torch_engine(model_dir: Path, task: Task, threads: int | None) -> Engine:
     if threads:
         torch.set_num_threads(threads)
     auto = AutoModelForTokenClassification if task == "token_classification" else AutoModelForSequenceClassification
-    model = auto.from_pretrained(model_dir, use_safetensors=True).eval()
+    model = load_trained(auto, model_dir)
 
     def forward(feed: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
@@ -139,6 +140,12 @@ def _agreement(
     return found
 
 
+def _label_changes(timing: Timings) -> float:
+    """Share of the rows scored alone whose label differs inside their batch (the same rows, in order)."""
+    alone = timing.logits_b1.argmax(axis=-1)
+    return round(float(np.mean(alone != timing.logits_batched[: len(alone)].argmax(axis=-1))), 6)
+
+
 def summarise(
     timings: dict[str, Timings],
     sizes: dict[str, int],
@@ -183,6 +190,7 @@ def summarise(
             **drops,
             "agreement_b1": _agreement(base.logits_b1, timing.logits_b1, names, gold["b1"], types),
             "agreement_batch": _agreement(base.logits_batched, timing.logits_batched, names, gold["batch"], types),
+            "batch_label_changes": _label_changes(timing),
         }
     return {
         "rows": len(truth),
@@ -241,7 +249,7 @@ def render(report: QuantizeMetrics) -> str:
     )
     columns = [
         "model", "runs in", "p50 ms", "p95 ms", "b1 speed-up", "rows/s", "batch speed-up", "size MB", "size vs fp32",
-        "acc b1", "acc batch", "agree b1", "agree batch", "max logit diff",
+        "acc b1", "acc batch", "agree b1", "agree batch", "max logit diff", "moved by batching",
     ]  # fmt: skip
     if tagger:
         columns += ["entity F1 b1", "entity F1 batch", "span agree b1", "span agree batch"]
@@ -253,6 +261,7 @@ def render(report: QuantizeMetrics) -> str:
             f"{m.accuracy_b1:.4f}", f"{m.accuracy_batch:.4f}",
             f"{m.agreement_b1.label_agreement:.4f}", f"{m.agreement_batch.label_agreement:.4f}",
             f"{max(m.agreement_b1.max_abs_logit_diff, m.agreement_batch.max_abs_logit_diff):.3f}",
+            "" if m.batch_label_changes is None else f"{m.batch_label_changes:.2%}",
         ]  # fmt: skip
         if tagger:
             cells += [

@@ -6,9 +6,12 @@ builds those `quantize.variants` names, then measures them: tasks/lib/export/var
 from __future__ import annotations
 
 import logging
+import re
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -22,6 +25,7 @@ from tasks.lib.config import (
     DynamicInt8Variant,
     Fp16Variant,
     Fp32Variant,
+    NncfInt8Variant,
     OpenVinoVariant,
     PrunedVariant,
     StaticInt8Variant,
@@ -39,6 +43,19 @@ class QuantizationError(PipelineError, RuntimeError):
     """A variant could not be built; the message names it and says why."""
 
 
+def nodes_matching(graph_file: Path, patterns: Sequence[str]) -> list[str]:
+    """The names of the graph's nodes that any of `patterns` (regular expressions, `re.search`) finds; a
+    pattern that finds none is an error, so a misspelt one cannot quantize what it meant to keep in float."""
+    import onnx
+
+    names = [node.name for node in onnx.load(str(graph_file), load_external_data=False).graph.node]
+    for pattern in patterns:
+        if not any(re.search(pattern, name) for name in names):
+            matmuls = [name for name in names if name.endswith("MatMul")][:3]
+            raise QuantizationError(f"keep_float: {pattern!r} finds no node of {graph_file.name} (e.g. {matmuls})")
+    return [name for name in names if any(re.search(pattern, name) for pattern in patterns)]
+
+
 def _quantize_dynamic(source: Path, target: Path, variant: DynamicInt8Variant) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -51,6 +68,7 @@ def _quantize_dynamic(source: Path, target: Path, variant: DynamicInt8Variant) -
         weight_type=QuantType.QInt8,
         per_channel=variant.per_channel,
         op_types_to_quantize=variant.op_types,
+        nodes_to_exclude=nodes_matching(source, variant.keep_float),
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
 
@@ -104,10 +122,47 @@ def _quantize_static(source: Path, target: Path, variant: StaticInt8Variant, cal
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[variant.method],
+            nodes_to_exclude=nodes_matching(prepared, variant.keep_float),
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:
         prepared.unlink(missing_ok=True)
+
+
+def import_nncf() -> ModuleType:
+    """`nncf`, imported without its usage telemetry: like OpenVINO (`import_openvino`), it posts events
+    through `openvino_telemetry` unless that cannot be imported."""
+    if "nncf" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]  # None: "cannot be imported"
+    import nncf
+
+    return nncf
+
+
+def _quantize_nncf(source: Path, target: Path, variant: NncfInt8Variant, calibration: Sequence[Any]) -> None:
+    import onnx
+
+    if not calibration:
+        raise QuantizationError("nncf int8 needs calibration rows, and the validation split is empty")
+    nncf = import_nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    model = onnx.load(str(source))
+    names = {i.name for i in model.graph.input}
+    encoder = BatchEncoder(source.parent, names)
+    # One unpadded text per feed: NNCF collects statistics per tensor, whatever the shapes.
+    feeds = [feed for _, feed in encoder.batches(calibration, 1)]
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(feeds),
+        model_type=nncf.ModelType.TRANSFORMER,
+        subset_size=len(feeds),
+        ignored_scope=nncf.IgnoredScope(names=nodes_matching(source, variant.keep_float)),
+        advanced_parameters=AdvancedQuantizationParameters(
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=variant.smooth_quant_alpha)
+        ),
+    )
+    onnx.save(quantized, str(target))
 
 
 def _to_fp16(source: Path, target: Path) -> None:
@@ -166,6 +221,8 @@ def build_variant(
             _quantize_dynamic(source, target, variant)
         elif isinstance(variant, StaticInt8Variant):
             _quantize_static(source, target, variant, calibration[: variant.calibration_rows])
+        elif isinstance(variant, NncfInt8Variant):
+            _quantize_nncf(source, target, variant, calibration[: variant.calibration_rows])
         elif isinstance(variant, Fp16Variant):
             _to_fp16(source, target)
         elif isinstance(variant, OpenVinoVariant):

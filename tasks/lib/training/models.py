@@ -1,4 +1,5 @@
-"""The fine-tuned model as the stages use it: the base model's location, its labels, its logits.
+"""The fine-tuned model as the stages use it: the base model's location, its labels, its saved
+predictions (its PyTorch logits: tasks/lib/training/logits.py).
 
 Loaded through transformers (torch); the serving path uses
 tasks.lib.inference.onnx_classifier instead and never imports these.
@@ -14,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from tasks.lib.errors import PipelineError
-from tasks.lib.inference.word_logits import first_subwords
 from tasks.lib.io import atomic_path
 
 
@@ -53,54 +53,6 @@ def resolve_base_model(spec: str, root: Path) -> str:
         return str(path)
     local = Path(spec) if Path(spec).is_absolute() else root / spec
     return str(local) if local.exists() else spec
-
-
-def torch_logits(model_dir: Path, texts: Sequence[str], batch_size: int, max_length: int) -> np.ndarray:
-    """Logits of a saved Hugging Face classifier, batched, dynamic padding, no grad."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True).eval()
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                list(texts[start : start + batch_size]),
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            out.append(model(**batch).logits.float().numpy())
-    return np.concatenate(out)
-
-
-def torch_word_logits(
-    model_dir: Path, sentences: Sequence[list[str]], batch_size: int, max_length: int
-) -> list[np.ndarray]:
-    """Per sentence, the logits of a saved token classifier for each word (words x tags): those of the
-    word's first subword, as it was trained; NaN rows for words past `max_length` subwords."""
-    import torch
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True).eval()
-    out: list[np.ndarray] = []
-    with torch.inference_mode():
-        for start in range(0, len(sentences), batch_size):
-            words = [list(sentence) for sentence in sentences[start : start + batch_size]]
-            batch = tokenizer(
-                words,
-                is_split_into_words=True,
-                truncation=True,
-                max_length=max_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            logits = model(**batch).logits.float().numpy()
-            out += [first_subwords(logits[row], batch.word_ids(row), len(s)) for row, s in enumerate(words)]
-    return out
 
 
 def model_labels(model_dir: Path) -> list[str]:

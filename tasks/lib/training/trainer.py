@@ -33,7 +33,7 @@ from tasks.lib.data.sentences import tag_list
 from tasks.lib.errors import PipelineError
 from tasks.lib.io import atomic_dir
 from tasks.lib.training import checkpoints, distributed
-from tasks.lib.training.parameter_efficient import add_peft, parameter_counts, plain_model
+from tasks.lib.training.parameter_efficient import add_peft, parameter_counts, save_trained
 
 log = logging.getLogger(__name__)
 
@@ -375,9 +375,8 @@ def train(
         "trainable_share": round(trainable / total, 6),
     }
     if trainer.is_world_process_zero():
-        saved: Any = plain_model(trainer.model, config)
         with atomic_dir(output_dir) as staging:
             # save_pretrained, not trainer.save_model: the latter adds training_args.bin, a pickle.
-            saved.save_pretrained(str(staging))
+            save_trained(trainer.model, config, staging)
             tokenizer.save_pretrained(str(staging))
     return metrics
