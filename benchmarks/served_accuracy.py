@@ -5,12 +5,17 @@ verified and warmed up) and scores every row of the file at each batch size; the
 come from its test split, this one from any labelled file (by default SST-2's dev.tsv, which is the
 val split of a workspace whose data.source is ../shared/data/sst2).
 
+A tagger is scored on the workspace's test split: each sentence's words joined by spaces are
+served as raw text, as `textclf predict --json` answers it, and each answered entity counts when
+its character offsets begin and end exactly at the words of a gold entity of the same type
+(entity F1 over exact spans, with its bootstrap interval over sentences).
+
 Run in a workspace with a production model, offline:
 
     python benchmarks/served_accuracy.py [--file ../shared/data/sst2/dev.tsv] [--batch-sizes 32,1]
 
-Prints the version and its graph, then per batch size the accuracy with its 95% bootstrap interval
-and the rows per second.
+Prints the version and its graph, then per batch size the accuracy (a tagger's entity F1) with its
+95% bootstrap interval and the rows per second.
 """
 
 from __future__ import annotations
@@ -24,11 +29,57 @@ import numpy as np
 from sst2_rows import SST2
 
 from tasks.lib.columns import LABEL, TEXT
-from tasks.lib.config import load_params
+from tasks.lib.config import Params, load_params
 from tasks.lib.data.readers import read_file
+from tasks.lib.data.sentences import as_sentences, iob1_to_iob2
+from tasks.lib.evaluation.entity_metrics import bootstrap_f1, entity_counts, scores
 from tasks.lib.evaluation.metrics import bootstrap_samples, interval
+from tasks.lib.inference.onnx_tagger import Entity, Tagged
 from tasks.lib.inference.production_model import Prediction, ProductionModel
+from tasks.lib.io import read_table
 from tasks.lib.validation.features import map_labels
+
+
+def served_tags(words: list[str], entities: list[Entity]) -> list[str]:
+    """IOB2 tags of `words` (served joined by single spaces) from the entities answered for that text;
+    an entity whose offsets do not begin and end at word boundaries tags nothing (it scores as a miss)."""
+    starts, ends, at = {}, {}, 0
+    for index, word in enumerate(words):
+        starts[at], ends[at + len(word)] = index, index
+        at += len(word) + 1
+    tags = ["O"] * len(words)
+    for entity in entities:
+        first, last = starts.get(entity.start), ends.get(entity.end)
+        if first is not None and last is not None and last >= first:
+            tags[first : last + 1] = [f"B-{entity.type}"] + [f"I-{entity.type}"] * (last - first)
+    return tags
+
+
+def score_tagger(params: Params, batch_sizes: list[int], resamples: int) -> None:
+    """Entity F1 over exact spans of the served answers to the test split's sentences."""
+    test = read_table(params.path("test_split"))
+    sentences, gold = as_sentences(test[TEXT]), [iob1_to_iob2(tags) for tags in as_sentences(test[LABEL])]
+    types = list(params.data.labels)
+    model = ProductionModel(params.path("registry"), params.serve.threads)
+    status = model.status()
+    if status["version"] is None:
+        raise SystemExit(f"{params.path('registry')}: nothing to serve ({status['error']})")
+    texts = [" ".join(words) for words in sentences]
+    print(f"test split: {len(texts)} sentences; serving {status['version']} ({status['variant']}, {status['engine']})")
+    for batch_size in batch_sizes:
+        start = time.perf_counter()
+        _, replies = model.predict(texts, batch_size)
+        seconds = time.perf_counter() - start
+        tagged = cast(list[Tagged], replies)
+        predicted = [served_tags(words, reply.entities) for words, reply in zip(sentences, tagged, strict=True)]
+        counts = entity_counts(gold, predicted, types)
+        found = scores(counts)
+        low, high = bootstrap_f1(counts, resamples, seed=0)
+        per_type = ", ".join(f"{name} {found[name]['f1']:.4f}" for name in types)
+        print(
+            f"batch {batch_size:>3}: entity F1 {found['micro']['f1']:.4f} (95% CI {low:.4f}-{high:.4f}); "
+            f"{per_type}; {len(texts) / seconds:,.0f} sentences/s"
+        )
 
 
 def main() -> None:
@@ -39,6 +90,9 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(Path.cwd())
+    if params.task == "token_classification":
+        score_tagger(params, [int(size) for size in args.batch_sizes.split(",")], args.resamples)
+        return
     frame = read_file(args.file, params.data)
     gold = list(map_labels(frame[LABEL], params.data.label_map))
     texts = list(frame[TEXT])
