@@ -3,7 +3,7 @@
 Each variant (`model.<name>.onnx`, or `.xml`/`.bin` for OpenVINO, in one
 self-contained folder with the tokenizer and label names) is one of: the fp32
 graph, dynamic int8, static int8 (QDQ, activation ranges calibrated on
-validation rows), fp16, the graph in OpenVINO's format, or the PyTorch model
+validation rows, by ONNX Runtime's quantizer or by NNCF), fp16, the graph in OpenVINO's format, or the PyTorch model
 structurally pruned (heads and feed-forward neurons, tasks/lib/export/pruning.py),
 exported anew and optionally dynamic int8. The
 stage then runs PyTorch fp32 and every variant side by side on the test split

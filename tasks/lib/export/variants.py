@@ -1,6 +1,7 @@
-"""Serving variants built from the exported model: the fp32 graph, dynamic or static int8, fp16,
-OpenVINO's format, or the PyTorch model structurally pruned and exported anew (the quantize stage
-builds those `quantize.variants` names, then measures them: tasks/lib/export/variant_measurement.py).
+"""Serving variants built from the exported model: the fp32 graph, dynamic or static int8 (ONNX
+Runtime's quantizer, or NNCF's with SmoothQuant), fp16, OpenVINO's format, or the PyTorch model
+structurally pruned and exported anew (the quantize stage builds those `quantize.variants` names,
+then measures them: tasks/lib/export/variant_measurement.py).
 """
 
 from __future__ import annotations
