@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from filelock import FileLock
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
@@ -178,16 +179,41 @@ def is_stale(root: Path, name: str, on_wait: Callable[[str], object] = print) ->
         return bool(json.loads(done.stdout or "{}"))
 
 
+def _group_members(pgid: int) -> list[psutil.Process]:
+    """The processes of group `pgid` that still run (a zombie has finished; its parent reaps it)."""
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+    return members
+
+
+def _group_ended(pgid: int, timeout_s: float) -> bool:
+    """Wait up to `timeout_s` for group `pgid` to have no running member; True if it has none."""
+    deadline = time.monotonic() + timeout_s
+    while _group_members(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def _stop(process: subprocess.Popen[str], grace_s: float = 10) -> None:
-    """SIGTERM to the stage's whole process group (dvc and the stage it started), SIGKILL after `grace_s`."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
+    """SIGTERM to the stage's whole process group (dvc and all the stage started), SIGKILL to what is
+    left after `grace_s`; returns once none of it runs."""
+    pgid = process.pid
+    deadline = time.monotonic() + grace_s
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_s)
+    # dvc, the group's leader, can exit before the processes it started: wait for every member.
+    if process.poll() is None or not _group_ended(pgid, deadline - time.monotonic()):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            os.killpg(pgid, signal.SIGKILL)
+        process.wait()
+        _group_ended(pgid, 5)
 
 
 def repro_stage(

@@ -20,10 +20,18 @@ from tests.support.repo import BIN, REPO, run
 # The stage: it starts a child of its own (as a stage's tokenizer or data loader workers are), says who
 # they are, then works for longer than any test waits.
 WORKS = (
-    "import json, os, subprocess, time; "
-    "child = subprocess.Popen(['sleep', '600']); "
+    "import json, os, subprocess, sys, time; "
+    "child = subprocess.Popen(sys.argv[1:] or ['sleep', '600']); "
     "open('started.tmp', 'w').write(json.dumps([os.getpid(), child.pid])); "
     "os.replace('started.tmp', 'started'); "
+    "time.sleep(600)"
+)
+# A child that needs two seconds to finish after SIGTERM (as one that flushes its files does): dvc, the
+# stage and `sleep` are gone before it.
+SLOW_TO_STOP = (
+    "import signal, sys, time; "
+    "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(2), sys.exit())); "
+    "open('child_ready', 'w').close(); "
     "time.sleep(600)"
 )
 
@@ -119,17 +127,22 @@ def test_a_killed_run_takes_its_stage_and_temporary_server_with_it(tmp_path: Pat
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_an_interrupted_stage_is_stopped_before_the_run_goes(tmp_path: Path):
+@pytest.mark.parametrize("slow_child", [False, True], ids=["child", "child-slow-to-stop"])
+def test_an_interrupted_stage_is_stopped_before_the_run_goes(tmp_path: Path, slow_child: bool):
     """Ctrl-C, or SIGTERM (Prefect raises it as TerminationSignal), while a stage runs in its own session."""
     from flows.pipeline import repro_stage
 
     run([str(BIN / "dvc"), "init", "--no-scm", "-q"], tmp_path)
-    stage = {"cmd": f'python -c "{WORKS}"', "outs": ["never.txt"]}
+    (tmp_path / "slow_child.py").write_text(SLOW_TO_STOP)
+    child_argv = " python slow_child.py" if slow_child else ""
+    stage = {"cmd": f'python -c "{WORKS}"{child_argv}', "outs": ["never.txt"]}
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"work": stage}}))
+
+    ready = [tmp_path / "started", *([tmp_path / "child_ready"] if slow_child else [])]
 
     def interrupt_once_started(line: str) -> None:
         deadline = time.monotonic() + 60
-        while line.startswith("Running stage") and not (tmp_path / "started").exists():
+        while line.startswith("Running stage") and not all(path.exists() for path in ready):
             assert time.monotonic() < deadline, "the stage did not start in 60 s"
             time.sleep(0.1)
         if line.startswith("Running stage"):
