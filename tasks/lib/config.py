@@ -634,6 +634,10 @@ class ServingRules(_Section):
     # Share of rows whose label changes between batch 1 and a batch (0: answers that never depend on
     # a request's neighbours); null: not checked.
     max_batch_label_changes: Fraction | None = None
+    # Floors on what is served, whatever PyTorch scored: the variant's accuracy (a tagger's entity F1)
+    # on the whole test split at batch size; null: not checked.
+    min_accuracy: Fraction | None = None
+    min_entity_f1: Fraction | None = None
     # Among the variants that pass, promote the fastest by this measure.
     prefer: Literal["latency", "throughput"]
 

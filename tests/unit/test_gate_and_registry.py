@@ -93,6 +93,29 @@ def test_a_variant_whose_labels_move_with_the_batch_is_refused_when_answers_must
     assert [(r.name, r.value) for r in variants["unmeasured"] if r.failed] == [("labels moved by batching", 1.0)]
 
 
+def test_a_variant_under_the_served_floor_is_refused_though_within_its_drop(make_params):
+    """PyTorch at 0.9015 entity F1 and a drop allowed of 0.003: a floor of 0.900 still refuses 0.8991."""
+    serving = make_params({"gate": {"serving": {"max_entity_f1_drop": 0.003, "max_accuracy_drop": 0.01}}}).gate.serving
+
+    def tagger(p50_ms: float, f1_batch: float) -> dict:
+        return measured(p50_ms, 100) | {
+            "entity_f1_b1": 0.93,
+            "entity_f1_batch": f1_batch,
+            "entity_f1_drop_b1": 0.0,
+            "entity_f1_drop_batch": round(0.9015 - f1_batch, 4),
+        }
+
+    quantize = measurement(
+        {"pytorch_fp32": tagger(38.0, 0.9015), "fp32": tagger(20.0, 0.9015), "static": tagger(12.0, 0.8991)}
+    )
+    assert choose_variant(serving, quantize)[0] == "static"  # null: not checked
+    chosen, variants = choose_variant(serving.model_copy(update={"min_entity_f1": 0.9}), quantize)
+    assert chosen == "fp32"
+    assert [(r.name, r.value, r.kind) for r in variants["static"] if r.failed] == [("entity F1 batch", 0.8991, "min")]
+    floored = serving.model_copy(update={"min_accuracy": 0.95})  # every variant's accuracy here is 0.9
+    assert choose_variant(floored, quantize)[0] is None
+
+
 def test_onnx_rules_name_the_graph_that_disagrees(make_params):
     rules = onnx_rules(make_params().gate, EXPORT)
     assert [(r.name, r.status) for r in rules] == [

@@ -125,8 +125,9 @@ def test_length_batches_group_similar_lengths_and_cover_every_row():
     assert [list(b) for b in batches] == [[1, 3], [0, 4], [2]]
 
 
-def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
+def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained, tmp_path):
     import onnx
+    import onnxruntime as ort
 
     folder = trained.path("quantized")
     report = json.loads((trained.path("metrics") / "quantize.json").read_text())
@@ -142,6 +143,16 @@ def test_every_variant_is_built_runs_and_is_measured_against_pytorch(trained):
     assert "QuantizeLinear" in ops["int8_static"] and "DequantizeLinear" in ops["int8_static"]
     assert "MatMulInteger" in ops["int8_matmul"] and "QAttention" not in ops["int8_matmul"]
     assert "QuantizeLinear" in ops["int8_nncf"] and "DequantizeLinear" in ops["int8_nncf"]
+    # NNCF's activations as uint8: ONNX Runtime computes every quantized MatMul in int8, the query,
+    # key and value projections (three readers of one activation) included, none with float weights.
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "nncf.optimized.onnx")
+    ort.InferenceSession(str(folder / files["int8_nncf"]), options, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(options.optimized_model_filepath).graph
+    made_by = {output: node.op_type for node in optimized.node for output in node.output}
+    weighted = [node for node in optimized.node if node.op_type in ("MatMul", "MatMulIntegerToFloat")]
+    assert sum(node.op_type == "MatMulIntegerToFloat" for node in weighted) >= 13  # 2 layers x 6, head
+    assert not [n.name for n in weighted if n.op_type == "MatMul" and made_by.get(n.input[1]) == "DequantizeLinear"]
     kept = onnx.load(str(folder / files["int8_static_ffn_float"])).graph
     dequantized = {output for node in kept.node if node.op_type == "DequantizeLinear" for output in node.output}
     quantized_inputs = {

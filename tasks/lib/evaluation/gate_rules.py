@@ -98,7 +98,8 @@ def onnx_rules(config: GateConfig, export: ExportMetrics) -> list[GateRule]:
 
 def variant_rules(config: ServingRules, measured: ModelMeasurement) -> list[GateRule]:
     """What one serving variant must show against PyTorch, at batch 1 and at batch size (a tagger's
-    agreement is by entity spans, and its entity F1 may drop by at most `max_entity_f1_drop`)."""
+    agreement is by entity spans, and its entity F1 may drop by at most `max_entity_f1_drop`), and
+    the floors on what it serves."""
     found = [
         GateRule("agreement b1", _agreement(measured.agreement_b1), config.min_agreement, "min"),
         GateRule("agreement batch", _agreement(measured.agreement_batch), config.min_agreement, "min"),
@@ -110,6 +111,11 @@ def variant_rules(config: ServingRules, measured: ModelMeasurement) -> list[Gate
             GateRule("entity F1 drop b1", measured.entity_f1_drop_b1, config.max_entity_f1_drop, "max"),
             GateRule("entity F1 drop batch", measured.entity_f1_drop_batch, config.max_entity_f1_drop, "max"),
         ]
+    # Floors on the whole split's figure (the batch-1 one is measured on the first latency_rows only).
+    if config.min_accuracy is not None:
+        found.append(GateRule("accuracy batch", measured.accuracy_batch, config.min_accuracy, "min"))
+    if config.min_entity_f1 is not None and measured.entity_f1_batch is not None:
+        found.append(GateRule("entity F1 batch", measured.entity_f1_batch, config.min_entity_f1, "min"))
     if config.max_size_ratio is not None:
         found.append(GateRule("size ratio", measured.size_ratio, config.max_size_ratio, "max"))
     if config.max_batch_label_changes is not None:
