@@ -207,6 +207,11 @@ def _activations_as_uint8(model: Any) -> Any:
     for info in graph.value_info:
         if info.name in converted:
             info.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    # The int8 zero points no node reads any more (ONNX Runtime warns about each when it loads).
+    read = {name for node in graph.node for name in node.input}
+    unread = [tensor for tensor in graph.initializer if tensor.name not in read]
+    for tensor in unread:
+        graph.initializer.remove(tensor)
     return model
 
 
