@@ -173,7 +173,7 @@ def _activations_as_uint8(model: Any) -> Any:
     MatMul kernels take uint8 activations; it converts an int8 pair itself only where a
     QuantizeLinear feeds one node, so the query, key and value projections (one input, three
     consumers) stayed float MatMuls that dequantized their weights on every call: 68 ms at batch 1
-    against 22 ms converted, MPNet-base on CoNLL-2003 (docs/guides/variants.md#static-int8).
+    against 20 ms converted, MPNet-base on CoNLL-2003 (docs/guides/variants.md#measured-on-conll-2003).
     """
     import onnx
     from onnx import numpy_helper
@@ -186,7 +186,12 @@ def _activations_as_uint8(model: Any) -> Any:
             consumers.setdefault(name, []).append(node)
     converted = set()
     for quantize in graph.node:
-        if quantize.op_type != "QuantizeLinear" or quantize.input[0] in initializers or len(quantize.input) < 3:
+        if (
+            quantize.op_type != "QuantizeLinear"
+            or quantize.input[0] in initializers
+            or len(quantize.input) < 3
+            or quantize.input[2] not in initializers
+        ):
             continue
         zero_point = numpy_helper.to_array(initializers[quantize.input[2]])
         readers = consumers.get(quantize.output[0], [])
