@@ -3,10 +3,10 @@
 Each variant (`model.<name>.onnx`, or `.xml`/`.bin` for OpenVINO, in one
 self-contained folder with the tokenizer and label names) is one of: the fp32
 graph, dynamic int8, static int8 (QDQ, activation ranges calibrated on
-validation rows, by ONNX Runtime's quantizer or by NNCF), fp16, the graph in OpenVINO's format, or the PyTorch model
-structurally pruned (heads and feed-forward neurons, tasks/lib/export/pruning.py),
-exported anew and optionally dynamic int8. The
-stage then runs PyTorch fp32 and every variant side by side on the test split
+validation rows, by ONNX Runtime's quantizer or by NNCF), fp16, the graph in
+OpenVINO's format, or the PyTorch model structurally pruned (heads and
+feed-forward neurons, tasks/lib/export/pruning.py), exported anew and
+optionally dynamic int8. The stage then runs PyTorch fp32 and every variant side by side on the test split
 (tasks/lib/export/variant_measurement.py): agreement, accuracy at batch 1 and at batch size,
 latency, throughput and size, into `metrics/quantize.json` and
 `reports/quantize.md`. The gate picks the one to promote from those figures.
